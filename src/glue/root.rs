@@ -1,0 +1,156 @@
+//! The root context: one per listener per worker. It parses the configuration, applies its
+//! start policy once for the whole Envoy, keeps this worker's cached view of the shared
+//! state, and releases held requests from its tick timer.
+
+use super::http::Request;
+use super::{log, now_ms, shared};
+use crate::config::Config;
+use crate::delays::DelayQueue;
+use crate::policy::State;
+use crate::sampling::{identity_hash, Sampler};
+use crate::stats::{self, Stat};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Bytes, ContextType, LogLevel, MetricType};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// What the root context shares with the HTTP contexts it creates (same worker, same thread).
+pub struct Worker {
+    /// This listener's configuration.
+    pub config: Rc<Config>,
+    /// The state last read from shared data, and the version stamp it was read at.
+    pub state: State,
+    version: Option<Bytes>,
+    /// Rolls the sampling dice.
+    pub sampler: Sampler,
+    /// The requests this worker holds.
+    pub delays: DelayQueue,
+    root_id: u32,
+    armed_until: Option<u64>,
+    metrics: Vec<u32>,
+}
+
+impl Worker {
+    /// Re-reads the shared state, but only when its version stamp moved.
+    pub fn refresh(&mut self) {
+        let version = shared::version();
+        if version != self.version {
+            self.state = shared::state();
+            self.version = version;
+        }
+    }
+
+    /// Adds to a counter or gauge.
+    pub fn count(&self, stat: Stat, delta: i64) {
+        if let Some(id) = self.metrics.get(stat as usize) {
+            let _ = hostcalls::increment_metric(*id, delta);
+        }
+    }
+
+    /// Makes sure the tick timer fires by `due_ms`. The timer belongs to the root context.
+    pub fn arm(&mut self, due_ms: u64, now: u64, current_context: u32) {
+        if self.armed_until.is_some_and(|armed| armed <= due_ms) {
+            return;
+        }
+        self.armed_until = Some(due_ms);
+        let _ = hostcalls::set_effective_context(self.root_id);
+        let _ = hostcalls::set_tick_period(Duration::from_millis(due_ms.saturating_sub(now).max(1)));
+        if current_context != self.root_id {
+            let _ = hostcalls::set_effective_context(current_context);
+        }
+    }
+}
+
+/// The root context.
+pub struct Root {
+    worker: Rc<RefCell<Worker>>,
+}
+
+impl Root {
+    /// A root context before configuration.
+    pub fn new(id: u32) -> Root {
+        let seed = identity_hash(&[&now_ms().to_le_bytes(), &id.to_le_bytes()]);
+        Root {
+            worker: Rc::new(RefCell::new(Worker {
+                config: Rc::new(Config::default()),
+                state: State::default(),
+                version: None,
+                sampler: Sampler::new(seed),
+                delays: DelayQueue::default(),
+                root_id: id,
+                armed_until: None,
+                metrics: Vec::new(),
+            })),
+        }
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let config = match Config::parse(&bytes) {
+            Ok(config) => config,
+            Err(e) => {
+                log(LogLevel::Error, &e.to_string());
+                return false;
+            }
+        };
+        // Every worker (and every listener sharing this VM id) configures; only the first
+        // to see a new start policy installs it, so it replaces the policy once.
+        let start = config.start.clone();
+        let config_id = identity_hash(&[&start.encode()]);
+        let applied = shared::update::<()>(|_, stored_config| {
+            Ok((stored_config != config_id).then(|| (start.clone(), config_id)))
+        });
+        if let Ok(Some(_)) = applied {
+            log(LogLevel::Info, "fault-injector: start policy from plugin configuration is in force");
+        }
+        let mut worker = self.worker.borrow_mut();
+        worker.config = Rc::new(config);
+        worker.metrics = stats::ALL
+            .iter()
+            .map(|m| {
+                let kind = if m.gauge { MetricType::Gauge } else { MetricType::Counter };
+                hostcalls::define_metric(kind, m.name).unwrap_or(u32::MAX)
+            })
+            .collect();
+        worker.version = None;
+        worker.refresh();
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        let (due, next) = {
+            let mut worker = self.worker.borrow_mut();
+            let due = worker.delays.take_due(now);
+            worker.count(Stat::ActiveDelays, -(due.len() as i64));
+            let next = worker.delays.next_due();
+            worker.armed_until = next;
+            (due, next)
+        };
+        let period = next.map_or(0, |n| n.saturating_sub(now).max(1));
+        let _ = hostcalls::set_tick_period(Duration::from_millis(period));
+        // Resuming can run other filters at once; the worker is not borrowed meanwhile.
+        for id in due {
+            if hostcalls::set_effective_context(id).is_ok() {
+                let _ = hostcalls::resume_http_request();
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request::new(context_id, Rc::clone(&self.worker))))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

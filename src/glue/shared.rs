@@ -1,0 +1,89 @@
+//! The policy state and the bounded-retry table in proxy-wasm shared data, which every
+//! worker of the Envoy sees. Keys are prefixed: Istio leaves `vm_id` empty, so all such
+//! plugins share one namespace.
+
+use crate::policy::State;
+use crate::retries::{self, Attempt, Limits, Shard};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Bytes, Status};
+use serde::{Deserialize, Serialize};
+
+const STATE_KEY: &str = "fault_injector.state";
+const VERSION_KEY: &str = "fault_injector.version";
+const CAS_TRIES: usize = 16;
+
+/// The state as stored, with the identity of the configuration whose start it came from.
+#[derive(Serialize, Deserialize, Default)]
+struct Stored {
+    config: u64,
+    state: State,
+}
+
+fn read_stored() -> (Stored, Option<u32>) {
+    match hostcalls::get_shared_data(STATE_KEY) {
+        Ok((Some(bytes), cas)) => (serde_json::from_slice(&bytes).unwrap_or_default(), cas),
+        Ok((None, cas)) => (Stored::default(), cas),
+        Err(_) => (Stored::default(), None),
+    }
+}
+
+/// The version stamp, which changes with every write of the state; reading it is cheap.
+pub fn version() -> Option<Bytes> {
+    hostcalls::get_shared_data(VERSION_KEY).ok().and_then(|(bytes, _)| bytes)
+}
+
+/// The current state.
+pub fn state() -> State {
+    read_stored().0.state
+}
+
+/// Changes the state with `change`, atomically against other workers; `Ok(None)` when
+/// `change` declines (it returns `None`), `Err` when it refuses.
+pub fn update<E>(change: impl Fn(&State, u64) -> Result<Option<(State, u64)>, E>) -> Result<Option<State>, E> {
+    for _ in 0..CAS_TRIES {
+        let (stored, cas) = read_stored();
+        let Some((state, config)) = change(&stored.state, stored.config)? else {
+            return Ok(None);
+        };
+        let bytes = serde_json::to_vec(&Stored { config, state: state.clone() }).unwrap_or_default();
+        match hostcalls::set_shared_data(STATE_KEY, Some(&bytes), Some(cas.unwrap_or(0))) {
+            Ok(()) => {
+                bump_version();
+                return Ok(Some(state));
+            }
+            Err(Status::CasMismatch) => continue,
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+fn bump_version() {
+    for _ in 0..CAS_TRIES {
+        let (bytes, cas) = hostcalls::get_shared_data(VERSION_KEY).unwrap_or((None, None));
+        let mut counter = [0u8; 8];
+        if let Some(b) = bytes.filter(|b| b.len() == 8) {
+            counter.copy_from_slice(&b);
+        }
+        let next = u64::from_le_bytes(counter).wrapping_add(1).to_le_bytes();
+        if hostcalls::set_shared_data(VERSION_KEY, Some(&next), Some(cas.unwrap_or(0))) != Err(Status::CasMismatch) {
+            return;
+        }
+    }
+}
+
+/// Counts one attempt of a request identity in the shared table.
+pub fn attempt(id: u64, now_ms: u64, fail_first: u32, limits: Limits) -> Attempt {
+    let key = format!("fault_injector.retries.{}", retries::shard_of(id));
+    for _ in 0..CAS_TRIES {
+        let (bytes, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
+        let mut shard = bytes.map(|b| Shard::decode(&b)).unwrap_or_default();
+        let decision = shard.attempt(id, now_ms, fail_first, limits);
+        match hostcalls::set_shared_data(&key, Some(&shard.encode()), Some(cas.unwrap_or(0))) {
+            Ok(()) => return decision,
+            Err(Status::CasMismatch) => continue,
+            Err(_) => return Attempt::Pass,
+        }
+    }
+    Attempt::Pass
+}

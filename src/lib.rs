@@ -1,0 +1,21 @@
+//! fault-injector: an HTTP fault-injection filter for Envoy, built as a proxy-wasm plugin.
+//!
+//! Everything that decides (parsing, policy, sampling, retry counting, delay scheduling)
+//! lives in plain modules that never touch the proxy-wasm ABI and are unit-tested on the
+//! host. The `glue` module, compiled only for Wasm, wires them to Envoy.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod control;
+pub mod delays;
+pub mod duration;
+pub mod net;
+pub mod percentage;
+pub mod policy;
+pub mod query;
+pub mod retries;
+pub mod sampling;
+pub mod stats;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;

@@ -1,0 +1,345 @@
+//! The control call: `/injector?status=500&percentage=100&ip=10.1.2.3` parsed into a typed
+//! change, and applied to a policy state all at once or not at all.
+
+use crate::duration::{self, Millis};
+use crate::net::{self, Cidr};
+use crate::percentage::{self, Percentage};
+use crate::policy::{FaultKind, State, KIND_NAMES, MAX_CLIENTS};
+use std::fmt;
+
+/// The parameters the control route accepts.
+pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, reset";
+
+/// Why a control call (or a policy in plugin configuration) was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlError {
+    /// A parameter this API does not know.
+    UnknownParameter(String),
+    /// The same parameter twice in one call.
+    Repeated(&'static str),
+    /// A parameter whose value does not parse or is out of range.
+    BadValue {
+        /// The parameter.
+        parameter: &'static str,
+        /// What was given.
+        value: String,
+        /// What is accepted.
+        accepted: &'static str,
+    },
+    /// A parameter, or its value, that is not UTF-8 once percent-decoded.
+    NotUtf8,
+    /// Two parameters that ask for different faults.
+    Conflict(&'static str, &'static str),
+    /// A new binding past the cap.
+    TooManyClients,
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::UnknownParameter(name) => {
+                write!(f, "unknown parameter '{name}'; accepted: {PARAMETERS}")
+            }
+            ControlError::Repeated(name) => write!(f, "parameter '{name}' is given more than once"),
+            ControlError::BadValue { parameter, value, accepted } => {
+                write!(f, "{parameter}: '{value}' is not accepted; expected {accepted}")
+            }
+            ControlError::NotUtf8 => write!(f, "the query is not UTF-8 once percent-decoded"),
+            ControlError::Conflict(a, b) => write!(
+                f,
+                "'{a}' and '{b}' ask for different faults; give one, or name the fault with 'policy'"
+            ),
+            ControlError::TooManyClients => {
+                write!(f, "ip: at most {MAX_CLIENTS} client bindings; remove one with ip=A&reset")
+            }
+        }
+    }
+}
+
+/// One control call: which policy it edits and the values it sets. Unset values keep theirs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Call {
+    /// The client range whose own policy is edited; the default policy when absent.
+    pub ip: Option<Cidr>,
+    /// Start over first: the configured start for the default, no binding for a client.
+    pub reset: bool,
+    /// `policy=`.
+    pub kind: Option<FaultKind>,
+    /// `timeout=`.
+    pub delay: Option<Millis>,
+    /// `status=`.
+    pub status: Option<u16>,
+    /// `boundedRetries=`.
+    pub retries: Option<u32>,
+    /// `percentage=`.
+    pub percentage: Option<Percentage>,
+}
+
+const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
+const RETRIES_ACCEPTED: &str = "a whole number of failed attempts from 0 to 10000";
+
+impl Call {
+    /// Parses a query string (the part after `?`): `key=value` pairs joined by `&`.
+    pub fn parse_query(query: &str) -> Result<Call, ControlError> {
+        let mut pairs = Vec::new();
+        for piece in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
+            pairs.push((percent_decode(key)?, percent_decode(value)?));
+        }
+        Call::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// Builds a call from decoded `(parameter, value)` pairs; shared with plugin configuration.
+    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Call, ControlError> {
+        let mut call = Call::default();
+        let mut seen: Vec<&'static str> = Vec::new();
+        for (key, value) in pairs {
+            let name = match key {
+                "policy" => "policy",
+                "timeout" => "timeout",
+                "status" => "status",
+                "boundedRetries" => "boundedRetries",
+                "percentage" => "percentage",
+                "ip" => "ip",
+                "reset" => "reset",
+                other => return Err(ControlError::UnknownParameter(other.to_string())),
+            };
+            if seen.contains(&name) {
+                return Err(ControlError::Repeated(name));
+            }
+            seen.push(name);
+            let bad = |accepted| ControlError::BadValue { parameter: name, value: value.to_string(), accepted };
+            match name {
+                "policy" => call.kind = Some(FaultKind::parse(value).ok_or_else(|| bad(KIND_NAMES))?),
+                "timeout" => call.delay = Some(duration::parse(value).ok_or_else(|| bad(duration::ACCEPTED))?),
+                "status" => {
+                    let status = value.parse::<u16>().ok().filter(|s| (200..=599).contains(s));
+                    call.status = Some(status.ok_or_else(|| bad(STATUS_ACCEPTED))?);
+                }
+                "boundedRetries" => {
+                    let n = value.parse::<u32>().ok().filter(|n| *n <= 10_000);
+                    call.retries = Some(n.ok_or_else(|| bad(RETRIES_ACCEPTED))?);
+                }
+                "percentage" => {
+                    call.percentage = Some(Percentage::parse(value).ok_or_else(|| bad(percentage::ACCEPTED))?)
+                }
+                "ip" => call.ip = Some(Cidr::parse(value).ok_or_else(|| bad(net::ACCEPTED))?),
+                _ => {
+                    if !value.is_empty() {
+                        return Err(bad("no value: 'reset' alone"));
+                    }
+                    call.reset = true;
+                }
+            }
+        }
+        if call.kind.is_none() {
+            call.kind = call.implied_kind()?;
+        }
+        Ok(call)
+    }
+
+    /// The fault named by the values given when `policy` is not: `timeout` delays,
+    /// `boundedRetries` fails attempts (with `status` as their status), `status` alone aborts.
+    fn implied_kind(&self) -> Result<Option<FaultKind>, ControlError> {
+        Ok(match (self.delay, self.retries, self.status) {
+            (Some(_), Some(_), _) => return Err(ControlError::Conflict("timeout", "boundedRetries")),
+            (Some(_), None, Some(_)) => return Err(ControlError::Conflict("timeout", "status")),
+            (Some(_), None, None) => Some(FaultKind::DelayResponse),
+            (None, Some(_), _) => Some(FaultKind::BoundedRetries),
+            (None, None, Some(_)) => Some(FaultKind::StatusResponse),
+            (None, None, None) => None,
+        })
+    }
+
+    /// True when the call edits something; a call without parameters only reads.
+    pub fn changes_anything(&self) -> bool {
+        self.reset || self.has_values()
+    }
+
+    fn has_values(&self) -> bool {
+        self.kind.is_some() || self.delay.is_some() || self.status.is_some() || self.retries.is_some() || self.percentage.is_some()
+    }
+
+    /// Applies the call to `state`, returning the new state; `start` is what `reset` returns to.
+    pub fn apply(&self, state: &State, start: &State) -> Result<State, ControlError> {
+        let mut next = state.clone();
+        match &self.ip {
+            None => {
+                if self.reset {
+                    next = start.clone();
+                }
+                self.set_values(&mut next.default);
+            }
+            Some(clients) => {
+                if self.reset {
+                    next.unbind(clients);
+                }
+                if self.has_values() {
+                    if let Some(policy) = next.binding_mut(clients) {
+                        self.set_values(policy);
+                    } else if next.bindings.len() >= MAX_CLIENTS {
+                        return Err(ControlError::TooManyClients);
+                    } else {
+                        let mut policy = next.default;
+                        self.set_values(&mut policy);
+                        next.bind(clients, policy);
+                    }
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    fn set_values(&self, policy: &mut crate::policy::Policy) {
+        if let Some(kind) = self.kind {
+            policy.kind = kind;
+        }
+        if let Some(delay) = self.delay {
+            policy.delay = delay;
+        }
+        if let Some(status) = self.status {
+            policy.status = status;
+        }
+        if let Some(retries) = self.retries {
+            policy.retries = retries;
+        }
+        if let Some(percentage) = self.percentage {
+            policy.percentage = percentage;
+        }
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (a space in form encoding); refuses bad escapes and non-UTF-8.
+pub fn percent_decode(text: &str) -> Result<String, ControlError> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(ControlError::NotUtf8)?;
+                out.push(byte);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| ControlError::NotUtf8)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    fn apply(state: &State, query: &str) -> Result<State, ControlError> {
+        Call::parse_query(query)?.apply(state, &State::default())
+    }
+
+    #[test]
+    fn seed_calls_set_the_default_policy() {
+        let s = State::default();
+        let d = |q: &str| apply(&s, q).unwrap().default;
+        assert_eq!(d("policy=simpleResponse").kind, FaultKind::SimpleResponse);
+        assert_eq!(d("timeout=0.25").kind, FaultKind::DelayResponse);
+        assert_eq!(d("timeout=0.25").delay, Millis(250));
+        assert_eq!(d("timeout=2s").delay, Millis(2000));
+        assert_eq!(d("policy=timeoutTest").delay, Millis(10_000));
+        assert_eq!(d("status=404").kind, FaultKind::StatusResponse);
+        assert_eq!(d("status=404").status, 404);
+        assert_eq!(d("policy=statusResponse").status, 503);
+        assert_eq!(d("boundedRetries=3"), Policy { kind: FaultKind::BoundedRetries, retries: 3, ..Policy::default() });
+        assert_eq!(d("boundedRetries=3&status=500").status, 500);
+        assert_eq!(d("policy=boundedRetries").retries, 10);
+        assert_eq!(d("percentage=12.5").percentage, Percentage(125_000));
+        assert_eq!(d("percentage=100").kind, FaultKind::None);
+    }
+
+    #[test]
+    fn values_not_given_keep_theirs() {
+        let s = apply(&State::default(), "timeout=2&percentage=50").unwrap();
+        let s = apply(&s, "status=500").unwrap();
+        assert_eq!(s.default.kind, FaultKind::StatusResponse);
+        assert_eq!(s.default.percentage, Percentage(500_000));
+        let s = apply(&s, "policy=delayResponse").unwrap();
+        assert_eq!(s.default.delay, Millis(2000));
+        assert_eq!(apply(&s, "policy=none").unwrap().default.kind, FaultKind::None);
+    }
+
+    #[test]
+    fn ip_edits_a_binding_that_starts_from_the_default() {
+        let s = apply(&State::default(), "percentage=30").unwrap();
+        let s = apply(&s, "status=500&percentage=100&ip=10.1.2.3").unwrap();
+        assert_eq!(s.default.kind, FaultKind::None);
+        let ip = Some("10.1.2.3".parse().unwrap());
+        assert_eq!(s.policy_for(ip).status, 500);
+        assert_eq!(s.policy_for(ip).percentage, Percentage(1_000_000));
+        let s = apply(&s, "ip=10.1.2.3&timeout=1").unwrap();
+        assert_eq!(s.policy_for(ip).kind, FaultKind::DelayResponse);
+        assert_eq!(s.bindings.len(), 1);
+        let s = apply(&s, "ip=10.1.2.3&reset").unwrap();
+        assert!(s.bindings.is_empty());
+    }
+
+    #[test]
+    fn reset_returns_to_the_start_then_applies() {
+        let s = apply(&State::default(), "status=500&ip=10.0.0.0/8").unwrap();
+        let s = apply(&s, "status=418").unwrap();
+        assert_eq!(apply(&s, "reset").unwrap(), State::default());
+        assert_eq!(apply(&s, "reset&status=502").unwrap().default.status, 502);
+    }
+
+    #[test]
+    fn bad_calls_name_the_parameter_and_what_is_accepted() {
+        let cases = [
+            ("foo=1", "unknown parameter 'foo'"),
+            ("policy=chaos", "policy: 'chaos'"),
+            ("status=700", "status: '700'"),
+            ("status=199", "from 200 to 599"),
+            ("status=abc", "status: 'abc'"),
+            ("percentage=101", "percentage: '101'"),
+            ("percentage=-1", "from 0 to 100"),
+            ("timeout=-1", "timeout: '-1'"),
+            ("timeout=soon", "unit `ms`"),
+            ("timeout=2h", "timeout"),
+            ("ip=10.1.2", "ip: '10.1.2'"),
+            ("ip=10.0.0.0/40", "CIDR"),
+            ("boundedRetries=-3", "boundedRetries"),
+            ("status=500&status=502", "more than once"),
+            ("status=%FF", "not UTF-8"),
+            ("status=%G1", "not UTF-8"),
+            ("timeout=1&status=500", "different faults"),
+            ("timeout=1&boundedRetries=2", "different faults"),
+            ("reset=yes", "reset"),
+        ];
+        for (query, needle) in cases {
+            let message = Call::parse_query(query).unwrap_err().to_string();
+            assert!(message.contains(needle), "{query}: {message}");
+        }
+    }
+
+    #[test]
+    fn percent_decoding_and_empty_pieces() {
+        let call = Call::parse_query("&policy=%73tatusResponse&&").unwrap();
+        assert_eq!(call.kind, Some(FaultKind::StatusResponse));
+        assert!(!Call::parse_query("").unwrap().changes_anything());
+    }
+
+    #[test]
+    fn binding_cap_is_enforced() {
+        let mut s = State::default();
+        for i in 0..MAX_CLIENTS {
+            s = apply(&s, &format!("ip=10.0.{}.{}&status=500", i / 256, i % 256)).unwrap();
+        }
+        assert_eq!(apply(&s, "ip=10.9.9.9&status=500"), Err(ControlError::TooManyClients));
+    }
+}

@@ -1,0 +1,168 @@
+//! Bounded-retry counting: how many attempts each request identity has failed, in a table
+//! that is split into shards (one shared-data key each) and bounded in time and size.
+
+/// How many shards the table is split into; a request reads and writes one.
+pub const SHARDS: u64 = 16;
+
+/// The decision for one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// This attempt fails; it is the n-th failure of the identity.
+    Fail(u32),
+    /// This attempt passes, and counting starts again.
+    Pass,
+}
+
+/// Limits of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// An entry not seen for this long is forgotten, in milliseconds.
+    pub window_ms: u64,
+    /// The most entries kept in one shard; the oldest is dropped past it.
+    pub per_shard: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    id: u64,
+    failures: u32,
+    last_ms: u64,
+}
+
+const ENTRY_BYTES: usize = 20;
+
+/// One shard of the table, as stored in shared data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Shard {
+    entries: Vec<Entry>,
+}
+
+/// The shard an identity belongs to.
+pub fn shard_of(id: u64) -> u64 {
+    (id >> 40) % SHARDS
+}
+
+impl Shard {
+    /// Reads a stored shard; unreadable bytes count as an empty shard.
+    pub fn decode(bytes: &[u8]) -> Shard {
+        let entries = bytes
+            .chunks_exact(ENTRY_BYTES)
+            .map(|c| {
+                let mut id = [0u8; 8];
+                let mut failures = [0u8; 4];
+                let mut last = [0u8; 8];
+                id.copy_from_slice(&c[0..8]);
+                failures.copy_from_slice(&c[8..12]);
+                last.copy_from_slice(&c[12..20]);
+                Entry { id: u64::from_le_bytes(id), failures: u32::from_le_bytes(failures), last_ms: u64::from_le_bytes(last) }
+            })
+            .collect();
+        Shard { entries }
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.entries.len() * ENTRY_BYTES);
+        for e in &self.entries {
+            out.extend_from_slice(&e.id.to_le_bytes());
+            out.extend_from_slice(&e.failures.to_le_bytes());
+            out.extend_from_slice(&e.last_ms.to_le_bytes());
+        }
+        out
+    }
+
+    /// How many identities the shard holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the shard holds no identity.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Counts one attempt of `id`: the first `fail_first` attempts fail, the next passes and
+    /// forgets the identity, so counting starts again.
+    pub fn attempt(&mut self, id: u64, now_ms: u64, fail_first: u32, limits: Limits) -> Attempt {
+        self.entries.retain(|e| now_ms.saturating_sub(e.last_ms) < limits.window_ms);
+        if let Some(pos) = self.entries.iter().position(|e| e.id == id) {
+            let entry = &mut self.entries[pos];
+            if entry.failures < fail_first {
+                entry.failures += 1;
+                entry.last_ms = now_ms;
+                return Attempt::Fail(entry.failures);
+            }
+            self.entries.remove(pos);
+            return Attempt::Pass;
+        }
+        if fail_first == 0 {
+            return Attempt::Pass;
+        }
+        if self.entries.len() >= limits.per_shard.max(1) {
+            if let Some(oldest) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.last_ms).map(|(i, _)| i) {
+                self.entries.remove(oldest);
+            }
+        }
+        self.entries.push(Entry { id, failures: 1, last_ms: now_ms });
+        Attempt::Fail(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits { window_ms: 60_000, per_shard: 4 };
+
+    #[test]
+    fn first_n_fail_then_one_passes_then_counting_restarts() {
+        let mut shard = Shard::default();
+        let seq: Vec<Attempt> = (0..8).map(|t| shard.attempt(7, t, 3, LIMITS)).collect();
+        use Attempt::*;
+        assert_eq!(seq, [Fail(1), Fail(2), Fail(3), Pass, Fail(1), Fail(2), Fail(3), Pass]);
+        assert!(shard.is_empty());
+    }
+
+    #[test]
+    fn identities_count_apart() {
+        let mut shard = Shard::default();
+        assert_eq!(shard.attempt(1, 0, 1, LIMITS), Attempt::Fail(1));
+        assert_eq!(shard.attempt(2, 0, 1, LIMITS), Attempt::Fail(1));
+        assert_eq!(shard.attempt(1, 0, 1, LIMITS), Attempt::Pass);
+        assert_eq!(shard.attempt(2, 0, 1, LIMITS), Attempt::Pass);
+    }
+
+    #[test]
+    fn zero_retries_never_fails_and_stores_nothing() {
+        let mut shard = Shard::default();
+        assert_eq!(shard.attempt(1, 0, 0, LIMITS), Attempt::Pass);
+        assert!(shard.is_empty());
+    }
+
+    #[test]
+    fn entries_expire_after_the_window() {
+        let mut shard = Shard::default();
+        assert_eq!(shard.attempt(1, 0, 2, LIMITS), Attempt::Fail(1));
+        assert_eq!(shard.attempt(1, 60_000, 2, LIMITS), Attempt::Fail(1));
+    }
+
+    #[test]
+    fn cap_drops_the_oldest() {
+        let mut shard = Shard::default();
+        for id in 0..10 {
+            shard.attempt(id, id, 5, LIMITS);
+        }
+        assert_eq!(shard.len(), 4);
+        assert_eq!(shard.attempt(9, 20, 5, LIMITS), Attempt::Fail(2));
+        assert_eq!(shard.attempt(0, 20, 5, LIMITS), Attempt::Fail(1));
+    }
+
+    #[test]
+    fn encode_decode_round_trip_and_garbage() {
+        let mut shard = Shard::default();
+        shard.attempt(u64::MAX, 123, 2, LIMITS);
+        shard.attempt(5, 124, 2, LIMITS);
+        assert_eq!(Shard::decode(&shard.encode()), shard);
+        assert_eq!(Shard::decode(b"short"), Shard::default());
+    }
+}

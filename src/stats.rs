@@ -1,0 +1,48 @@
+//! Every counter and gauge the filter keeps, declared in one place under one prefix.
+//! Envoy shows them as `wasmcustom.fault_injector.<name>` in `/stats` and `/stats/prometheus`.
+
+/// A metric: its kind and its full name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metric {
+    /// A gauge goes up and down; a counter only up.
+    pub gauge: bool,
+    /// The full name.
+    pub name: &'static str,
+}
+
+macro_rules! metrics {
+    ($($id:ident = $gauge:literal $name:literal, $doc:literal;)*) => {
+        /// The metrics, in the order of [`ALL`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Stat { $(#[doc = $doc] $id,)* }
+        /// Every metric, indexed by `Stat as usize`.
+        pub const ALL: &[Metric] = &[$(Metric { gauge: $gauge, name: concat!("fault_injector.", $name) },)*];
+    };
+}
+
+metrics! {
+    RequestsSeen = false "requests_seen", "Requests that reached the filter, control calls excepted.";
+    RequestsPassed = false "requests_passed", "Requests forwarded without a fault.";
+    AbortsInjected = false "aborts_injected", "Requests answered with the policy's status.";
+    ResponsesInjected = false "responses_injected", "Requests answered with the canned response.";
+    DelaysInjected = false "delays_injected", "Requests held before being forwarded.";
+    RetriesInjected = false "retries_injected", "Bounded-retry attempts failed.";
+    PolicyChanges = false "policy_changes", "Control calls that changed the policy.";
+    ControlRefused = false "control_refused", "Control calls refused (403, 401, 405, 400).";
+    ActiveDelays = true "active_delays", "Requests being held now.";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_prefixed() {
+        let mut names: Vec<&str> = ALL.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+        assert_eq!(ALL[Stat::ActiveDelays as usize].name, "fault_injector.active_delays");
+        assert!(ALL[Stat::ActiveDelays as usize].gauge);
+    }
+}

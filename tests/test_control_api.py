@@ -1,0 +1,176 @@
+"""The /injector control route in a real Envoy: seed calls, bad input, who may call it."""
+
+import json
+
+import pytest
+
+from harness import EnvoyStartError, ListenerSpec, custom_metrics, request
+
+
+def control(envoy, query="", source_ip="127.0.0.1", **kw):
+    path = "/injector" + (f"?{query}" if query else "")
+    return request(envoy.port, path, source_ip=source_ip, **kw)
+
+
+def policy(envoy):
+    status, headers, body = control(envoy)
+    assert status == 200
+    assert headers["content-type"] == "application/json"
+    return json.loads(body)
+
+
+def test_get_shows_the_start_policy_and_never_reaches_upstream(envoy, upstream):
+    assert policy(envoy) == {
+        "policy": {"policy": "none", "percentage": 20.0, "timeout": "10s", "status": 503, "boundedRetries": 10},
+        "clients": [],
+    }
+    assert upstream.count == 0
+
+
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("policy=simpleResponse", {"policy": "simpleResponse"}),
+        ("timeout=0.25", {"policy": "delayResponse", "timeout": "250ms"}),
+        ("timeout=2s", {"policy": "delayResponse", "timeout": "2s"}),
+        ("policy=delayResponse", {"policy": "delayResponse", "timeout": "10s"}),
+        ("policy=timeoutTest", {"policy": "delayResponse", "timeout": "10s"}),
+        ("status=404", {"policy": "statusResponse", "status": 404}),
+        ("policy=statusResponse", {"policy": "statusResponse", "status": 503}),
+        ("boundedRetries=3", {"policy": "boundedRetries", "boundedRetries": 3}),
+        ("policy=boundedRetries&status=429", {"policy": "boundedRetries", "status": 429}),
+        ("percentage=12.5", {"percentage": 12.5}),
+        ("status=500&percentage=100", {"policy": "statusResponse", "status": 500, "percentage": 100.0}),
+    ],
+)
+def test_seed_calls_set_the_default_policy(envoy, query, expected):
+    status, _, body = control(envoy, query)
+    assert status == 200
+    shown = json.loads(body)["policy"]
+    assert {k: shown[k] for k in expected} == expected
+    assert policy(envoy)["policy"] == shown
+
+
+def test_parameters_not_given_keep_their_value_and_reset_starts_over(envoy):
+    control(envoy, "timeout=2&percentage=50")
+    control(envoy, "status=500")
+    control(envoy, "ip=127.0.0.9&status=418")
+    after = policy(envoy)
+    assert after["policy"] == {"policy": "statusResponse", "percentage": 50.0, "timeout": "2s", "status": 500, "boundedRetries": 10}
+    assert after["clients"][0]["ip"] == "127.0.0.9/32"
+    control(envoy, "reset")
+    assert policy(envoy) == json.loads(control(envoy).body)
+    assert policy(envoy)["clients"] == [] and policy(envoy)["policy"]["policy"] == "none"
+
+
+@pytest.mark.parametrize(
+    "query, needle",
+    [
+        ("foo=1", "unknown parameter 'foo'"),
+        ("policy=chaos", "policy: 'chaos'"),
+        ("status=700", "from 200 to 599"),
+        ("status=99", "status: '99'"),
+        ("percentage=150", "from 0 to 100"),
+        ("percentage=-5", "percentage: '-5'"),
+        ("timeout=-1", "timeout: '-1'"),
+        ("timeout=later", "timeout: 'later'"),
+        ("timeout=2h", "timeout: '2h'"),
+        ("ip=300.1.1.1", "ip: '300.1.1.1'"),
+        ("ip=10.0.0.0/99", "CIDR"),
+        ("boundedRetries=x", "boundedRetries: 'x'"),
+        ("status=%FF", "not UTF-8"),
+        ("status=500&status=502", "more than once"),
+        ("timeout=1&status=500", "different faults"),
+        # A valid change next to a bad one: nothing at all is applied.
+        ("percentage=100&status=999", "status: '999'"),
+    ],
+)
+def test_bad_calls_answer_400_and_change_nothing(envoy, upstream, query, needle):
+    assert control(envoy, "status=502&percentage=30").status == 200
+    assert control(envoy, "ip=127.0.0.7&timeout=1").status == 200
+    before = policy(envoy)
+    status, headers, body = control(envoy, query)
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert needle in json.loads(body)["error"]
+    assert policy(envoy) == before
+    assert upstream.count == 0
+    assert custom_metrics(envoy)["fault_injector.control_refused"] == 1
+
+
+def test_non_allowed_client_gets_403_and_changes_nothing(start_envoy, upstream):
+    envoy = start_envoy({"control": {"allowed_cidrs": ["127.0.0.1/32"]}})
+    status, _, body = control(envoy, "status=500&percentage=100", source_ip="127.0.0.2")
+    assert status == 403
+    assert "allowed" in json.loads(body)["error"]
+    assert policy(envoy)["policy"]["policy"] == "none"
+    assert request(envoy.port, "/x", source_ip="127.0.0.2").status == 200
+    assert custom_metrics(envoy)["fault_injector.control_refused"] == 1
+    assert "control call refused (403)" in envoy.log_text()
+
+
+def test_token_is_required_when_configured(start_envoy):
+    envoy = start_envoy({"control": {"token": "s3cret"}})
+    assert control(envoy, "status=500").status == 401
+    assert control(envoy, "status=500", headers={"authorization": "Bearer wrong"}).status == 401
+    ok = control(envoy, "status=500", headers={"authorization": "Bearer s3cret"})
+    assert ok.status == 200 and json.loads(ok.body)["policy"]["status"] == 500
+
+
+def test_only_get_is_served(envoy):
+    status, headers, _ = control(envoy, "status=500", method="POST")
+    assert status == 405 and headers["allow"] == "GET"
+    assert policy(envoy)["policy"]["policy"] == "none"
+
+
+def test_control_off_passes_the_path_through_and_a_control_listener_shares_the_policy(start_envoy, upstream):
+    envoy = start_envoy(
+        listeners=[
+            ListenerSpec({"control": {"enabled": False}}),
+            ListenerSpec({}, name="control"),
+        ]
+    )
+    data, ctl = envoy.ports
+    passed = request(data, "/injector?status=500")
+    assert passed.status == 200 and passed.body.startswith(b"upstream GET /injector")
+    assert request(ctl, "/injector?status=418&percentage=100").status == 200
+    assert request(data, "/app").status == 418
+    assert request(data, "/app").headers["x-fault-injected"] == "statusResponse"
+
+
+def test_moved_control_path(start_envoy, upstream):
+    envoy = start_envoy({"control": {"path": "/_fault"}})
+    assert request(envoy.port, "/_fault?status=500&percentage=100").status == 200
+    assert request(envoy.port, "/injector").status == 500
+
+
+@pytest.mark.parametrize(
+    "config, needle",
+    [
+        ('{"polcy": {}}', "unknown field `polcy`"),
+        ('{"policy": {"status": 700}}', "policy: status: '700'"),
+        ('{"control": {"allowed_cidrs": ["nope"]}}', "control.allowed_cidrs: 'nope'"),
+        ("not json", "invalid plugin configuration"),
+    ],
+)
+def test_bad_plugin_configuration_is_refused_with_the_key(start_envoy, config, needle):
+    with pytest.raises(EnvoyStartError) as err:
+        start_envoy(config)
+    assert needle in err.value.log
+
+
+def test_configured_start_policy_and_canned_response(start_envoy, upstream):
+    envoy = start_envoy(
+        {
+            "policy": {"policy": "simpleResponse", "percentage": 100},
+            "simple_response": {"status": 201, "headers": [["x-canned", "yes"]], "body": "canned\n"},
+            "clients": [{"ip": "127.0.0.3", "policy": "none"}],
+        }
+    )
+    status, headers, body = request(envoy.port, "/a")
+    assert (status, body, headers["x-canned"], headers["x-fault-injected"]) == (201, b"canned\n", "yes", "simpleResponse")
+    assert request(envoy.port, "/a", source_ip="127.0.0.3").status == 200
+    control(envoy, "status=503")
+    control(envoy, "reset")
+    assert policy(envoy)["policy"]["policy"] == "simpleResponse"
+    assert upstream.count == 1

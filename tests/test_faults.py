@@ -1,0 +1,189 @@
+"""The four faults, sampling, per-client bindings and counters, in a real Envoy with 2 workers."""
+
+import json
+import socket
+import threading
+import time
+
+from harness import custom_metrics, request, wait_for
+
+
+def set_policy(envoy, query):
+    response = request(envoy.port, f"/injector?{query}")
+    assert response.status == 200, response.body
+    return json.loads(response.body)
+
+
+def many(envoy, count, path="/", source_ip="127.0.0.1", connections=8):
+    """`count` requests spread over several keep-alive connections (so both workers serve)."""
+    clients = [envoy.client(source_ip=source_ip) for _ in range(connections)]
+    try:
+        return [clients[i % connections].get(f"{path}{i}") for i in range(count)]
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_no_fault_passes_everything_untouched(envoy, upstream):
+    responses = many(envoy, 200)
+    assert {r.status for r in responses} == {200}
+    assert all("x-fault-injected" not in r.headers for r in responses)
+    assert upstream.count == 200
+    m = custom_metrics(envoy)
+    assert m["fault_injector.requests_seen"] == 200
+    assert m["fault_injector.requests_passed"] == 200
+    assert m["fault_injector.aborts_injected"] == 0
+
+
+def test_twenty_percent_of_1000_requests_are_aborted_and_counted(envoy, upstream):
+    set_policy(envoy, "status=503")
+    responses = many(envoy, 1000)
+    aborted = [r for r in responses if r.status == 503]
+    passed = [r for r in responses if r.status == 200]
+    assert len(aborted) + len(passed) == 1000
+    # Binomial(1000, 0.2): mean 200, sd 12.6; 150..250 is about 4 sd either way.
+    assert 150 <= len(aborted) <= 250
+    assert all(r.headers["x-fault-injected"] == "statusResponse" for r in aborted)
+    assert all(r.body == b"fault filter abort\n" for r in aborted)
+    assert upstream.count == len(passed)
+    m = custom_metrics(envoy)
+    assert m["fault_injector.requests_seen"] == 1000
+    assert m["fault_injector.aborts_injected"] == len(aborted)
+    assert m["fault_injector.requests_passed"] == len(passed)
+    assert m["fault_injector.policy_changes"] == 1
+    assert m["fault_injector.delays_injected"] == 0
+
+
+def test_policy_change_is_seen_by_every_worker_at_once(envoy):
+    set_policy(envoy, "status=418&percentage=100")
+    statuses = {request(envoy.port, f"/w{i}").status for i in range(40)}
+    assert statuses == {418}
+    set_policy(envoy, "policy=none")
+    assert {request(envoy.port, f"/w{i}").status for i in range(40)} == {200}
+
+
+def test_simple_response_is_canned(envoy, upstream):
+    set_policy(envoy, "policy=simpleResponse&percentage=100")
+    status, headers, body = request(envoy.port, "/x")
+    assert (status, headers["x-fault-injected"]) == (200, "simpleResponse")
+    assert body == b"fault-injector: simple response\n"
+    assert upstream.count == 0
+    assert custom_metrics(envoy)["fault_injector.responses_injected"] == 1
+
+
+def timed_in_parallel(envoy, paths):
+    results = [None] * len(paths)
+
+    def one(i, path):
+        results[i] = request(envoy.port, path, timeout=30)
+
+    threads = [threading.Thread(target=one, args=(i, p)) for i, p in enumerate(paths)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_delays_are_accurate_and_do_not_block_other_requests(start_envoy, upstream):
+    envoy = start_envoy({"clients": [{"ip": "127.0.0.2", "timeout": "300ms", "percentage": 100}]})
+    # Side by side: 100 held requests from 127.0.0.2 and undelayed ones from 127.0.0.1.
+    start = time.monotonic()
+    held = []
+    thread = threading.Thread(target=lambda: held.extend(
+        timed_in_parallel_from(envoy, "127.0.0.2", 100)))
+    thread.start()
+    quick = [request(envoy.port, f"/quick{i}") for i in range(20)]
+    thread.join()
+    wall = time.monotonic() - start
+    assert all(r.status == 200 and "x-fault-injected" not in r.headers for r in quick)
+    assert max(r.elapsed for r in quick) < 0.2
+    assert len(held) == 100
+    assert all(r.status == 200 and r.headers["x-fault-injected"] == "delay" for r in held)
+    elapsed = sorted(r.elapsed for r in held)
+    # Accurate to tens of ms: never early, and all within 100 ms of the 300 ms asked for.
+    assert elapsed[0] >= 0.295, elapsed[:5]
+    assert elapsed[-1] < 0.4, elapsed[-5:]
+    # Held concurrently, not one after another.
+    assert wall < 2.0
+    assert upstream.count == 120
+    m = custom_metrics(envoy)
+    assert m["fault_injector.delays_injected"] == 100
+    assert m["fault_injector.active_delays"] == 0
+
+
+def timed_in_parallel_from(envoy, source_ip, count):
+    results = [None] * count
+
+    def one(i):
+        results[i] = request(envoy.port, f"/held{i}", source_ip=source_ip, timeout=30)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_fractional_and_unit_delays(envoy):
+    for query, seconds in (("timeout=0.2", 0.2), ("timeout=150ms", 0.15)):
+        set_policy(envoy, f"{query}&percentage=100")
+        r = request(envoy.port, "/d")
+        assert r.headers["x-fault-injected"] == "delay"
+        assert seconds - 0.005 <= r.elapsed < seconds + 0.1
+
+
+def test_clients_hanging_up_during_a_delay_are_forgotten(envoy, upstream):
+    set_policy(envoy, "timeout=1&percentage=100")
+    socks = []
+    for i in range(50):
+        s = socket.create_connection(("127.0.0.1", envoy.port))
+        s.sendall(f"GET /gone{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        socks.append(s)
+    assert wait_for(lambda: custom_metrics(envoy)["fault_injector.active_delays"] == 50, timeout=5)
+    for s in socks:
+        s.close()
+    assert wait_for(lambda: custom_metrics(envoy)["fault_injector.active_delays"] == 0, timeout=5)
+    time.sleep(1.2)  # past the delay: nothing is released upstream for the departed clients
+    assert upstream.count == 0
+    set_policy(envoy, "policy=none")
+    assert request(envoy.port, "/still-alive").status == 200
+    assert envoy.alive()
+
+
+def test_bounded_retries_are_counted_across_workers(envoy, upstream):
+    set_policy(envoy, "boundedRetries=3&percentage=100")
+    # A new connection per attempt: the kernel spreads them over both workers.
+    statuses = [request(envoy.port, "/pay").status for _ in range(8)]
+    assert statuses == [503, 503, 503, 200, 503, 503, 503, 200]
+    # Another identity (path) counts on its own; so does another client address.
+    assert request(envoy.port, "/other").status == 503
+    assert request(envoy.port, "/pay", source_ip="127.0.0.2").status == 503
+    set_policy(envoy, "boundedRetries=1&status=429")
+    r = request(envoy.port, "/new")
+    assert (r.status, r.headers["x-fault-injected"]) == (429, "boundedRetries")
+    assert request(envoy.port, "/new").status == 200
+    assert custom_metrics(envoy)["fault_injector.retries_injected"] == 9
+    assert upstream.count == 3
+
+
+def test_clients_are_bound_by_address(envoy, upstream):
+    set_policy(envoy, "ip=127.0.0.2&status=500&percentage=100")
+    set_policy(envoy, "ip=127.0.0.3&timeout=0.2&percentage=100")
+    for _ in range(20):
+        assert request(envoy.port, "/a", source_ip="127.0.0.2").status == 500
+    held = request(envoy.port, "/a", source_ip="127.0.0.3")
+    assert held.status == 200 and held.headers["x-fault-injected"] == "delay" and held.elapsed >= 0.195
+    assert request(envoy.port, "/a", source_ip="127.0.0.4").status == 200
+    # A fault for everyone, with 127.0.0.3 exempt.
+    set_policy(envoy, "status=503&percentage=100")
+    set_policy(envoy, "ip=127.0.0.3&policy=none")
+    assert request(envoy.port, "/a", source_ip="127.0.0.3").status == 200
+    assert request(envoy.port, "/a", source_ip="127.0.0.4").status == 503
+    state = set_policy(envoy, "ip=127.0.0.2&reset")
+    assert [c["ip"] for c in state["clients"]] == ["127.0.0.3/32"]
+    assert request(envoy.port, "/a", source_ip="127.0.0.2").status == 503
+    set_policy(envoy, "ip=127.0.0.0/24&status=502&percentage=100")
+    assert request(envoy.port, "/a", source_ip="127.0.0.9").status == 502
+    assert request(envoy.port, "/a", source_ip="127.0.0.3").status == 200

@@ -513,12 +513,19 @@ class Envoy:
                     live = status == 200 and body.strip() == b"LIVE"
                 except OSError:
                     pass
-            if live and all(_accepts(p) for p in self.ports):
+            if live and all(_accepts(h, p) for h, p in self._listener_addresses()):
                 return
             time.sleep(0.05)
         raise EnvoyStartError(
             f"envoy not ready within {self.ready_timeout}s (admin LIVE: {live})", self.log_text()
         )
+
+    def _listener_addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of each listener as the (possibly customized) bootstrap has it."""
+        return [
+            (a["address"], a["port_value"])
+            for a in (l["address"]["socket_address"] for l in self.bootstrap["static_resources"]["listeners"])
+        ]
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -588,9 +595,9 @@ class Envoy:
 _PANIC_MARKERS = ("panicked at", "Uncaught RuntimeError", "wasm trap")
 
 
-def _accepts(port: int) -> bool:
+def _accepts(host: str, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False

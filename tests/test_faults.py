@@ -166,6 +166,9 @@ def test_bounded_retries_are_counted_across_workers(envoy, upstream):
     assert request(envoy.port, "/new").status == 200
     assert custom_metrics(envoy)["fault_injector.retries_injected"] == 9
     assert upstream.count == 3
+    # The attempts really were spread: both workers accepted connections.
+    per_worker = {k: v for k, v in envoy.stats().items() if ".worker_" in k and k.endswith("downstream_cx_total")}
+    assert len(per_worker) == 2 and all(v > 0 for v in per_worker.values()), per_worker
 
 
 def test_clients_are_bound_by_address(envoy, upstream):

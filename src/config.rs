@@ -297,3 +297,34 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes are a configuration or a clear error; never a panic.
+        #[test]
+        fn any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Err(e) = Config::parse(&bytes) {
+                prop_assert!(e.to_string().starts_with("invalid plugin configuration"));
+            }
+        }
+
+        /// Well-formed JSON with the real keys and arbitrary values.
+        #[test]
+        fn real_keys_any_values(status in any::<i64>(), pct in any::<f64>(), window in "[ -~]{0,8}", path in "[ -~]{0,8}") {
+            let text = serde_json::json!({
+                "policy": {"status": status, "percentage": pct},
+                "control": {"path": path},
+                "bounded_retries": {"window": window},
+            }).to_string();
+            if let Err(e) = Config::parse(text.as_bytes()) {
+                prop_assert!(e.to_string().starts_with("invalid plugin configuration"));
+            }
+        }
+    }
+}

@@ -343,3 +343,36 @@ mod tests {
         assert_eq!(apply(&s, "ip=10.9.9.9&status=500"), Err(ControlError::TooManyClients));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Any query either parses and applies, or is refused with a message; never a panic.
+        #[test]
+        fn any_query_is_accepted_or_refused_cleanly(query in "[a-zA-Z%=&+0-9./:\\-\u{0}-\u{ff}]{0,80}") {
+            match Call::parse_query(&query) {
+                Ok(call) => { let _ = call.apply(&State::default(), &State::default()); }
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+
+        /// Queries made of real parameter names with arbitrary values.
+        #[test]
+        fn known_parameters_with_any_value(
+            pairs in proptest::collection::vec(
+                (prop::sample::select(vec!["policy", "timeout", "status", "boundedRetries", "percentage", "ip", "reset"]), "[ -~]{0,12}"),
+                0..5,
+            )
+        ) {
+            let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if let Ok(call) = Call::parse_query(&query.join("&")) {
+                let _ = call.apply(&State::default(), &State::default());
+            }
+        }
+    }
+}

@@ -149,12 +149,12 @@ impl Config {
         };
         let mut start = State::default();
         start = policy_call("policy", &raw.policy, false)?
-            .apply(&start, &start)
+            .apply(&start, &start, 0)
             .map_err(|error| ConfigError::Policy { key: "policy".into(), error })?;
         for (i, client) in raw.clients.iter().enumerate() {
             let key = format!("clients[{i}]");
             let call = policy_call(&key, client, true)?;
-            start = call.apply(&start, &start).map_err(|error| ConfigError::Policy { key, error })?;
+            start = call.apply(&start, &start, 0).map_err(|error| ConfigError::Policy { key, error })?;
         }
         let status = raw.simple_response.status.unwrap_or(200);
         if !(200..=599).contains(&status) {
@@ -213,7 +213,7 @@ fn policy_call(key: &str, object: &Map<String, Value>, needs_ip: bool) -> Result
                 return Err(ConfigError::Policy { key: format!("{key}.{name}"), error });
             }
         };
-        if name == "reset" {
+        if name == "reset" || name == "ttl" {
             let error = ControlError::UnknownParameter(name.clone());
             return Err(ConfigError::Policy { key: key.to_string(), error });
         }

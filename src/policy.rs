@@ -93,6 +93,15 @@ impl Policy {
     }
 }
 
+/// A change made with `ttl`: when it ends, and what comes back then (`None`: no binding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expiry {
+    /// When the change ends, in milliseconds since the epoch.
+    pub until_ms: u64,
+    /// The policy in force before the change.
+    pub revert: Option<Policy>,
+}
+
 /// A policy bound to a client address range.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Binding {
@@ -100,6 +109,9 @@ pub struct Binding {
     pub clients: String,
     /// Their policy, which wins over the default.
     pub policy: Policy,
+    /// Set when the binding was last changed with `ttl`.
+    #[serde(default)]
+    pub expiry: Option<Expiry>,
 }
 
 /// The whole policy state shared by every worker: the default and the per-client bindings.
@@ -107,6 +119,9 @@ pub struct Binding {
 pub struct State {
     /// The policy for clients without a binding.
     pub default: Policy,
+    /// Set when the default was last changed with `ttl`.
+    #[serde(default)]
+    pub default_expiry: Option<Expiry>,
     /// Per-client policies, narrowest range first.
     pub bindings: Vec<Binding>,
 }
@@ -129,9 +144,38 @@ impl State {
         self.bindings.iter_mut().find(|b| b.clients == key).map(|b| &mut b.policy)
     }
 
+    /// The binding's expiry slot for exactly this range, if bound.
+    pub fn binding_expiry_mut(&mut self, clients: &Cidr) -> Option<&mut Option<Expiry>> {
+        let key = clients.to_string();
+        self.bindings.iter_mut().find(|b| b.clients == key).map(|b| &mut b.expiry)
+    }
+
+    /// When the next `ttl` change ends, if any.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.default_expiry.iter().chain(self.bindings.iter().filter_map(|b| b.expiry.as_ref())).map(|e| e.until_ms).min()
+    }
+
+    /// Ends every `ttl` change due by `now_ms`: the default and bindings get their previous
+    /// policy back, and bindings that did not exist before go away.
+    pub fn settle(&mut self, now_ms: u64) {
+        if let Some(expiry) = self.default_expiry.filter(|e| e.until_ms <= now_ms) {
+            self.default = expiry.revert.unwrap_or_default();
+            self.default_expiry = None;
+        }
+        self.bindings.retain_mut(|b| match b.expiry.filter(|e| e.until_ms <= now_ms) {
+            None => true,
+            Some(Expiry { revert: Some(previous), .. }) => {
+                b.policy = previous;
+                b.expiry = None;
+                true
+            }
+            Some(Expiry { revert: None, .. }) => false,
+        });
+    }
+
     /// Adds a binding, keeping the narrowest ranges first.
     pub fn bind(&mut self, clients: &Cidr, policy: Policy) {
-        self.bindings.push(Binding { clients: clients.to_string(), policy });
+        self.bindings.push(Binding { clients: clients.to_string(), policy, expiry: None });
         self.bindings
             .sort_by_key(|b| std::cmp::Reverse(Cidr::parse(&b.clients).map_or(0, |c| c.prefix())));
     }
@@ -147,19 +191,28 @@ impl State {
         self.default.kind == FaultKind::None && self.bindings.iter().all(|b| b.policy.kind == FaultKind::None)
     }
 
-    /// The state as `GET /injector` shows it: `{"policy": {...}, "clients": [{"ip": ..., ...}]}`.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// The state as `GET /injector` shows it at `now_ms`:
+    /// `{"policy": {...}, "clients": [{"ip": ..., ...}]}`, with `ttl` (time left) on changes
+    /// that end by themselves.
+    pub fn to_json(&self, now_ms: u64) -> serde_json::Value {
+        let with_ttl = |policy: &Policy, expiry: &Option<Expiry>| {
+            let mut map = policy.to_json();
+            if let Some(e) = expiry {
+                map.insert("ttl".into(), Millis(e.until_ms.saturating_sub(now_ms)).to_string().into());
+            }
+            map
+        };
         let clients: Vec<serde_json::Value> = self
             .bindings
             .iter()
             .map(|b| {
                 let mut map = serde_json::Map::new();
                 map.insert("ip".into(), b.clients.clone().into());
-                map.extend(b.policy.to_json());
+                map.extend(with_ttl(&b.policy, &b.expiry));
                 serde_json::Value::Object(map)
             })
             .collect();
-        serde_json::json!({ "policy": self.default.to_json(), "clients": clients })
+        serde_json::json!({ "policy": with_ttl(&self.default, &self.default_expiry), "clients": clients })
     }
 
     /// The compact form shared between workers.
@@ -193,6 +246,26 @@ mod tests {
     }
 
     #[test]
+    fn ttl_changes_end_by_themselves() {
+        let aborting = Policy { kind: FaultKind::StatusResponse, ..Policy::default() };
+        let ip = Cidr::parse("10.0.0.1").unwrap();
+        let mut state = State { default: aborting, ..State::default() };
+        state.default_expiry = Some(Expiry { until_ms: 1000, revert: Some(Policy::default()) });
+        state.bind(&ip, aborting);
+        *state.binding_expiry_mut(&ip).unwrap() = Some(Expiry { until_ms: 500, revert: None });
+        assert_eq!(state.next_expiry(), Some(500));
+        assert_eq!(state.to_json(400)["policy"]["ttl"], "600ms");
+        state.settle(499);
+        assert_eq!(state.bindings.len(), 1);
+        state.settle(500);
+        assert!(state.bindings.is_empty());
+        assert_eq!(state.default.kind, FaultKind::StatusResponse);
+        state.settle(1000);
+        assert_eq!(state, State::default());
+        assert_eq!(state.next_expiry(), None);
+    }
+
+    #[test]
     fn encode_decode_round_trip() {
         let mut state = State::default();
         state.bind(&Cidr::parse("10.0.0.0/8").unwrap(), Policy::default());
@@ -202,7 +275,7 @@ mod tests {
 
     #[test]
     fn json_view_uses_control_names() {
-        let json = State::default().to_json();
+        let json = State::default().to_json(0);
         assert_eq!(json["policy"]["policy"], "none");
         assert_eq!(json["policy"]["percentage"], 20.0);
         assert_eq!(json["policy"]["timeout"], "10s");

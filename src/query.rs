@@ -4,11 +4,11 @@
 use crate::duration::{self, Millis};
 use crate::net::{self, Cidr};
 use crate::percentage::{self, Percentage};
-use crate::policy::{FaultKind, State, KIND_NAMES, MAX_CLIENTS};
+use crate::policy::{Expiry, FaultKind, State, KIND_NAMES, MAX_CLIENTS};
 use std::fmt;
 
 /// The parameters the control route accepts.
-pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, reset";
+pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, reset, ttl";
 
 /// Why a control call (or a policy in plugin configuration) was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,9 +73,12 @@ pub struct Call {
     pub retries: Option<u32>,
     /// `percentage=`.
     pub percentage: Option<Percentage>,
+    /// `ttl=`: the change reverts by itself after this long.
+    pub ttl: Option<Millis>,
 }
 
 const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
+const TTL_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`30s`, `5m`)";
 const RETRIES_ACCEPTED: &str = "a whole number of failed attempts from 0 to 10000";
 
 impl Call {
@@ -102,6 +105,7 @@ impl Call {
                 "percentage" => "percentage",
                 "ip" => "ip",
                 "reset" => "reset",
+                "ttl" => "ttl",
                 other => return Err(ControlError::UnknownParameter(other.to_string())),
             };
             if seen.contains(&name) {
@@ -124,6 +128,10 @@ impl Call {
                     call.percentage = Some(Percentage::parse(value).ok_or_else(|| bad(percentage::ACCEPTED))?)
                 }
                 "ip" => call.ip = Some(Cidr::parse(value).ok_or_else(|| bad(net::ACCEPTED))?),
+                "ttl" => {
+                    let ttl = duration::parse(value).filter(|t| t.0 > 0);
+                    call.ttl = Some(ttl.ok_or_else(|| bad(TTL_ACCEPTED))?);
+                }
                 _ => {
                     if !value.is_empty() {
                         return Err(bad("no value: 'reset' alone"));
@@ -160,17 +168,25 @@ impl Call {
         self.kind.is_some() || self.delay.is_some() || self.status.is_some() || self.retries.is_some() || self.percentage.is_some()
     }
 
-    /// Applies the call to `state`, returning the new state; `start` is what `reset` returns to.
-    pub fn apply(&self, state: &State, start: &State) -> Result<State, ControlError> {
+    /// Applies the call to `state` at `now_ms`, returning the new state; `start` is what
+    /// `reset` returns to. With `ttl`, the edited policy reverts to what it was before.
+    pub fn apply(&self, state: &State, start: &State, now_ms: u64) -> Result<State, ControlError> {
         let mut next = state.clone();
+        next.settle(now_ms);
+        let expiry = |revert| self.ttl.map(|t| Expiry { until_ms: now_ms.saturating_add(t.0), revert });
         match &self.ip {
             None => {
+                let before = next.default;
                 if self.reset {
                     next = start.clone();
                 }
                 self.set_values(&mut next.default);
+                if self.ttl.is_some() {
+                    next.default_expiry = expiry(Some(before));
+                }
             }
             Some(clients) => {
+                let before = next.binding_mut(clients).map(|p| *p);
                 if self.reset {
                     next.unbind(clients);
                 }
@@ -184,6 +200,9 @@ impl Call {
                         self.set_values(&mut policy);
                         next.bind(clients, policy);
                     }
+                }
+                if let (Some(slot), Some(_)) = (next.binding_expiry_mut(clients), self.ttl) {
+                    *slot = expiry(before);
                 }
             }
         }
@@ -242,7 +261,7 @@ mod tests {
     use crate::policy::Policy;
 
     fn apply(state: &State, query: &str) -> Result<State, ControlError> {
-        Call::parse_query(query)?.apply(state, &State::default())
+        Call::parse_query(query)?.apply(state, &State::default(), 0)
     }
 
     #[test]
@@ -335,6 +354,24 @@ mod tests {
     }
 
     #[test]
+    fn ttl_reverts_the_change_it_came_with() {
+        let s = apply(&State::default(), "status=500&percentage=100").unwrap();
+        let call = Call::parse_query("timeout=1&ttl=30s").unwrap();
+        let mut s = call.apply(&s, &State::default(), 1000).unwrap();
+        assert_eq!(s.default.kind, FaultKind::DelayResponse);
+        assert_eq!(s.to_json(11_000)["policy"]["ttl"], "20s");
+        s.settle(31_000);
+        assert_eq!((s.default.kind, s.default.status), (FaultKind::StatusResponse, 500));
+        let call = Call::parse_query("ip=10.0.0.1&status=418&ttl=1").unwrap();
+        let mut s = call.apply(&s, &State::default(), 0).unwrap();
+        assert_eq!(s.bindings.len(), 1);
+        s.settle(1000);
+        assert!(s.bindings.is_empty());
+        assert!(Call::parse_query("ttl=0").is_err());
+        assert!(Call::parse_query("ttl=2h").unwrap_err().to_string().contains("ttl: '2h'"));
+    }
+
+    #[test]
     fn binding_cap_is_enforced() {
         let mut s = State::default();
         for i in 0..MAX_CLIENTS {
@@ -356,7 +393,7 @@ mod fuzz {
         #[test]
         fn any_query_is_accepted_or_refused_cleanly(query in "[a-zA-Z%=&+0-9./:\\-\u{0}-\u{ff}]{0,80}") {
             match Call::parse_query(&query) {
-                Ok(call) => { let _ = call.apply(&State::default(), &State::default()); }
+                Ok(call) => { let _ = call.apply(&State::default(), &State::default(), 0); }
                 Err(e) => prop_assert!(!e.to_string().is_empty()),
             }
         }
@@ -371,7 +408,7 @@ mod fuzz {
         ) {
             let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
             if let Ok(call) = Call::parse_query(&query.join("&")) {
-                let _ = call.apply(&State::default(), &State::default());
+                let _ = call.apply(&State::default(), &State::default(), 0);
             }
         }
     }

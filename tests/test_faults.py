@@ -190,3 +190,18 @@ def test_clients_are_bound_by_address(envoy, upstream):
     set_policy(envoy, "ip=127.0.0.0/24&status=502&percentage=100")
     assert request(envoy.port, "/a", source_ip="127.0.0.9").status == 502
     assert request(envoy.port, "/a", source_ip="127.0.0.3").status == 200
+
+
+def test_ttl_reverts_a_change_by_itself(envoy):
+    set_policy(envoy, "status=500&percentage=100")
+    state = set_policy(envoy, "status=418&ttl=1")
+    assert state["policy"]["status"] == 418 and state["policy"]["ttl"] in ("1s", "999ms", "998ms")
+    assert request(envoy.port, "/t").status == 418
+    set_policy(envoy, "ip=127.0.0.2&policy=none&ttl=1")
+    assert request(envoy.port, "/t", source_ip="127.0.0.2").status == 200
+    time.sleep(1.2)
+    # Both reverted on every worker, with no further call: the default to 500, the binding gone.
+    assert {request(envoy.port, f"/t{i}").status for i in range(20)} == {500}
+    assert request(envoy.port, "/t", source_ip="127.0.0.2").status == 500
+    shown = json.loads(request(envoy.port, "/injector").body)
+    assert shown["clients"] == [] and "ttl" not in shown["policy"] and shown["policy"]["status"] == 500

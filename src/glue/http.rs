@@ -78,16 +78,19 @@ impl Request {
             Ok(call) => call,
             Err(e) => return self.refuse(&worker, 400, &e.to_string(), vec![]),
         };
+        let now = now_ms();
         if !call.changes_anything() {
-            return self.reply_json(200, &shared::state().to_json());
+            let mut state = shared::state();
+            state.settle(now);
+            return self.reply_json(200, &state.to_json(now));
         }
         let start = &worker.config.start;
-        let updated = shared::update(|state, config| call.apply(state, start).map(|next| Some((next, config))));
+        let updated = shared::update(|state, config| call.apply(state, start, now).map(|next| Some((next, config))));
         match updated {
             Ok(Some(state)) => {
                 worker.count(Stat::PolicyChanges, 1);
                 log(LogLevel::Info, &format!("fault-injector: policy changed by '{query}'"));
-                self.reply_json(200, &state.to_json())
+                self.reply_json(200, &state.to_json(now))
             }
             Ok(None) => self.refuse(&worker, 503, "the shared policy could not be written; try again", vec![]),
             Err(e) => self.refuse(&worker, 400, &ControlError::to_string(&e), vec![]),

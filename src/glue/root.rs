@@ -23,6 +23,8 @@ pub struct Worker {
     /// The state last read from shared data, and the version stamp it was read at.
     pub state: State,
     version: Option<Bytes>,
+    /// When the next `ttl` change in `state` ends.
+    expires: Option<u64>,
     /// Rolls the sampling dice.
     pub sampler: Sampler,
     /// The requests this worker holds.
@@ -39,6 +41,16 @@ impl Worker {
         if version != self.version {
             self.state = shared::state();
             self.version = version;
+            self.expires = self.state.next_expiry();
+        }
+        // Every worker ends `ttl` changes on its own copy at the same time; the shared copy
+        // is tidied by the next write.
+        if let Some(until) = self.expires {
+            let now = now_ms();
+            if now >= until {
+                self.state.settle(now);
+                self.expires = self.state.next_expiry();
+            }
         }
     }
 
@@ -77,6 +89,7 @@ impl Root {
                 config: Rc::new(Config::default()),
                 state: State::default(),
                 version: None,
+                expires: None,
                 sampler: Sampler::new(seed),
                 delays: DelayQueue::default(),
                 root_id: id,

@@ -60,6 +60,7 @@ struct Raw {
     control: RawControl,
     #[serde(default)]
     bounded_retries: RawRetries,
+    max_active_delays: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -122,6 +123,8 @@ pub struct Config {
     pub control: Control,
     /// The bounded-retry table's limits.
     pub retry_limits: Limits,
+    /// The most requests held at once in the whole Envoy; past it, requests pass untouched.
+    pub max_active_delays: u64,
 }
 
 impl Default for Config {
@@ -132,10 +135,12 @@ impl Default for Config {
             simple_response: SimpleResponse { status: 200, headers: Vec::new(), body: String::new() },
             control: Control { enabled: true, path: "/injector".into(), allowed: net::loopback(), token: None },
             retry_limits: Limits { window_ms: 60_000, per_shard: 1 },
+            max_active_delays: DEFAULT_MAX_ACTIVE_DELAYS,
         })
     }
 }
 
+const DEFAULT_MAX_ACTIVE_DELAYS: u64 = 10_000;
 const DEFAULT_BODY: &str = "fault-injector: simple response\n";
 const CIDR_ACCEPTED: &str = "a list of addresses or CIDRs such as [\"10.0.0.0/8\"]";
 
@@ -196,6 +201,7 @@ impl Config {
             },
             control: Control { enabled: raw.control.enabled.unwrap_or(true), path, allowed, token: raw.control.token },
             retry_limits: Limits { window_ms, per_shard: max_entries.div_ceil(retries::SHARDS as usize) },
+            max_active_delays: raw.max_active_delays.unwrap_or(DEFAULT_MAX_ACTIVE_DELAYS),
         })
     }
 }
@@ -253,6 +259,7 @@ mod tests {
         assert_eq!(config.control.path, "/injector");
         assert_eq!(config.control.allowed, net::loopback());
         assert_eq!(config.retry_limits, Limits { window_ms: 60_000, per_shard: 625 });
+        assert_eq!(config.max_active_delays, 10_000);
     }
 
     #[test]

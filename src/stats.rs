@@ -26,6 +26,7 @@ metrics! {
     AbortsInjected = false "aborts_injected", "Requests answered with the policy's status.";
     ResponsesInjected = false "responses_injected", "Requests answered with the canned response.";
     DelaysInjected = false "delays_injected", "Requests held before being forwarded.";
+    DelaysOverflow = false "delays_overflow", "Requests passed untouched because max_active_delays were held.";
     RetriesInjected = false "retries_injected", "Bounded-retry attempts failed.";
     PolicyChanges = false "policy_changes", "Control calls that changed the policy.";
     ControlRefused = false "control_refused", "Control calls refused (403, 401, 405, 400).";

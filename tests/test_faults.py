@@ -205,3 +205,20 @@ def test_ttl_reverts_a_change_by_itself(envoy):
     assert request(envoy.port, "/t", source_ip="127.0.0.2").status == 500
     shown = json.loads(request(envoy.port, "/injector").body)
     assert shown["clients"] == [] and "ttl" not in shown["policy"] and shown["policy"]["status"] == 500
+
+
+def test_delays_past_max_active_delays_pass_untouched_and_are_counted(start_envoy, upstream):
+    envoy = start_envoy({"max_active_delays": 5, "policy": {"timeout": "2s", "percentage": 100}})
+    socks = []
+    for i in range(5):
+        s = socket.create_connection(("127.0.0.1", envoy.port))
+        s.sendall(f"GET /held{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        socks.append(s)
+    assert wait_for(lambda: custom_metrics(envoy)["fault_injector.active_delays"] == 5, timeout=5)
+    extra = [request(envoy.port, f"/over{i}") for i in range(5)]
+    assert all(r.status == 200 and "x-fault-injected" not in r.headers and r.elapsed < 1 for r in extra)
+    m = custom_metrics(envoy)
+    assert (m["fault_injector.delays_overflow"], m["fault_injector.delays_injected"]) == (5, 5)
+    assert m["fault_injector.requests_passed"] == 5
+    for s in socks:
+        s.close()

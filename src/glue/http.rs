@@ -115,6 +115,9 @@ impl Request {
                 }
             }
             kind if worker.sampler.roll(policy.percentage) => match kind {
+                FaultKind::DelayResponse if worker.read(Stat::ActiveDelays) >= worker.config.max_active_delays => {
+                    worker.count(Stat::DelaysOverflow, 1);
+                }
                 FaultKind::DelayResponse => {
                     let now = now_ms();
                     let due = now + policy.delay.0;

@@ -61,6 +61,11 @@ impl Worker {
         }
     }
 
+    /// A gauge's value for the whole Envoy (all workers add to the same one).
+    pub fn read(&self, stat: Stat) -> u64 {
+        self.metrics.get(stat as usize).and_then(|id| hostcalls::get_metric(*id).ok()).unwrap_or(0)
+    }
+
     /// Makes sure the tick timer fires by `due_ms`. The timer belongs to the root context.
     pub fn arm(&mut self, due_ms: u64, now: u64, current_context: u32) {
         if self.armed_until.is_some_and(|armed| armed <= due_ms) {

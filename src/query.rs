@@ -38,11 +38,11 @@ impl fmt::Display for ControlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ControlError::UnknownParameter(name) => {
-                write!(f, "unknown parameter '{name}'; accepted: {PARAMETERS}")
+                write!(f, "unknown parameter '{}'; accepted: {PARAMETERS}", shown(name))
             }
             ControlError::Repeated(name) => write!(f, "parameter '{name}' is given more than once"),
             ControlError::BadValue { parameter, value, accepted } => {
-                write!(f, "{parameter}: '{value}' is not accepted; expected {accepted}")
+                write!(f, "{parameter}: '{}' is not accepted; expected {accepted}", shown(value))
             }
             ControlError::NotUtf8 => write!(f, "the query is not UTF-8 once percent-decoded"),
             ControlError::Conflict(a, b) => write!(
@@ -53,6 +53,15 @@ impl fmt::Display for ControlError {
                 write!(f, "ip: at most {MAX_CLIENTS} client bindings; remove one with ip=A&reset")
             }
         }
+    }
+}
+
+/// A value as echoed in an error: long ones are cut, so a huge query gets a short answer.
+fn shown(value: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    match value.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}...", &value[..cut]),
+        None => value.to_string(),
     }
 }
 
@@ -344,6 +353,12 @@ mod tests {
             let message = Call::parse_query(query).unwrap_err().to_string();
             assert!(message.contains(needle), "{query}: {message}");
         }
+    }
+
+    #[test]
+    fn long_values_are_cut_in_errors() {
+        let message = Call::parse_query(&format!("{}=1", "x".repeat(5000))).unwrap_err().to_string();
+        assert!(message.len() < 200 && message.contains("xxx..."), "{message}");
     }
 
     #[test]

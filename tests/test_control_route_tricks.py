@@ -1,0 +1,46 @@
+"""Ways to reach or dodge the control route: each behaves as the README documents, and
+none half-applies a change."""
+
+import json
+import socket
+
+import pytest
+
+from harness import custom_metrics, request
+
+
+def raw_get(port, target):
+    """Sends the request target exactly as given (http.client would reject some)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+def shown_policy(envoy):
+    return json.loads(request(envoy.port, "/injector").body)
+
+
+@pytest.mark.parametrize("target", ["//injector?status=500", "/injector/?status=500", "/Injector?status=500", "/%69njector?status=500"])
+def test_near_misses_are_ordinary_requests(envoy, upstream, target):
+    status, body = raw_get(envoy.port, target)
+    assert status == 200 and body == f"upstream GET {target}\n".encode()
+    assert shown_policy(envoy)["policy"]["policy"] == "none"
+
+
+@pytest.mark.parametrize("target", ["/injector#x", "/injector?status=500&percentage=100#x"])
+def test_fragments_are_rejected_by_envoy_before_the_filter(envoy, upstream, target):
+    assert raw_get(envoy.port, target)[0] == 400
+    assert shown_policy(envoy)["policy"]["policy"] == "none"
+    assert upstream.count == 0
+
+
+def test_a_huge_query_is_refused_whole(envoy, upstream):
+    assert raw_get(envoy.port, "/injector?status=500&percentage=100&" + "a" * 70_000)[0] == 431
+    status, body = raw_get(envoy.port, "/injector?status=500&percentage=100&" + "x" * 5000)
+    assert status == 400 and len(body) < 300
+    assert shown_policy(envoy)["policy"]["policy"] == "none"
+    assert custom_metrics(envoy)["fault_injector.policy_changes"] == 0

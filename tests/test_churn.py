@@ -1,0 +1,88 @@
+"""Load from several client addresses while another client changes the policy 20 times a
+second: nothing but upstream answers and injected faults, no VM failure, memory back near
+where it started, and counters that add up. FAULT_INJECTOR_CHURN_SECONDS sets the length
+(60 by default)."""
+
+import itertools
+import os
+import threading
+import time
+
+from harness import custom_metrics, request
+
+SECONDS = float(os.environ.get("FAULT_INJECTOR_CHURN_SECONDS", "60"))
+SOURCES = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
+CHANGES = [
+    "status=503&percentage=30",
+    "timeout=0.05&percentage=20",
+    "policy=simpleResponse&percentage=10",
+    "boundedRetries=2&percentage=50",
+    "ip=127.0.0.3&status=500&percentage=100",
+    "ip=127.0.0.4&timeout=20ms&percentage=100&ttl=0.3",
+    "ip=127.0.0.0/30&policy=none",
+    "ip=127.0.0.3&reset",
+    "status=429&percentage=100&ttl=0.2",
+    "policy=none",
+    "reset",
+]
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_load_while_the_policy_churns(envoy, upstream):
+    results, errors = [], []
+    stop = time.monotonic() + SECONDS
+
+    def load(source):
+        with envoy.client(source_ip=source) as client:
+            for i in itertools.count():
+                if time.monotonic() >= stop:
+                    return
+                try:
+                    r = client.get(f"/load/{source}/{i % 50}")
+                    results.append((r.status, r.headers.get("x-fault-injected"), r.body))
+                except Exception as e:  # noqa: BLE001 - every failure is what we count
+                    errors.append(repr(e))
+
+    changes = []
+
+    def churn():
+        for query in itertools.cycle(CHANGES):
+            if time.monotonic() >= stop:
+                return
+            changes.append(request(envoy.port, f"/injector?{query}").status)
+            time.sleep(0.05)
+
+    for i in range(200):  # warm up, then take the baseline
+        request(envoy.port, f"/warm{i}")
+    rss_before = rss_kib(envoy.proc.pid)
+    threads = [threading.Thread(target=load, args=(s,)) for s in SOURCES] + [threading.Thread(target=churn)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    request(envoy.port, "/injector?reset")
+    time.sleep(1)
+    rss_after = rss_kib(envoy.proc.pid)
+
+    assert errors == []
+    assert set(changes) == {200} and len(changes) >= SECONDS * 10
+    untouched = [r for r in results if r[1] is None]
+    injected = [r for r in results if r[1] is not None]
+    assert all(status == 200 and body.startswith(b"upstream GET /load/") for status, _, body in untouched)
+    assert {kind for _, kind, _ in injected} <= {"statusResponse", "delay", "simpleResponse", "boundedRetries"}
+    assert all(body.startswith(b"upstream GET /load/") for _, kind, body in injected if kind == "delay")
+    assert len(injected) > 0 and len(untouched) > 0
+    m = custom_metrics(envoy)
+    seen = m["fault_injector.requests_seen"]
+    assert seen == len(results) + 200
+    outcomes = ("requests_passed", "aborts_injected", "responses_injected", "retries_injected", "delays_injected")
+    assert seen == sum(m[f"fault_injector.{k}"] for k in outcomes)
+    assert upstream.count == m["fault_injector.requests_passed"] + m["fault_injector.delays_injected"]
+    assert m["fault_injector.active_delays"] == 0
+    assert "wasm" not in "".join(line for line in envoy.log_text().splitlines() if "[critical]" in line)
+    assert rss_after - rss_before < 30 * 1024, (rss_before, rss_after)
+    print(f"churn: {len(results)} requests, {len(changes)} changes, RSS {rss_before} -> {rss_after} KiB")

@@ -24,6 +24,16 @@ def many(envoy, count, path="/", source_ip="127.0.0.1", connections=8):
             c.close()
 
 
+def send_without_reading(envoy, count, prefix):
+    """Opens `count` connections, each sending one request; the caller closes them."""
+    socks = []
+    for i in range(count):
+        s = socket.create_connection(("127.0.0.1", envoy.port))
+        s.sendall(f"GET {prefix}{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        socks.append(s)
+    return socks
+
+
 def test_no_fault_passes_everything_untouched(envoy, upstream):
     responses = many(envoy, 200)
     assert {r.status for r in responses} == {200}
@@ -69,20 +79,6 @@ def test_simple_response_is_canned(envoy, upstream):
     assert body == b"fault-injector: simple response\n"
     assert upstream.count == 0
     assert custom_metrics(envoy)["fault_injector.responses_injected"] == 1
-
-
-def timed_in_parallel(envoy, paths):
-    results = [None] * len(paths)
-
-    def one(i, path):
-        results[i] = request(envoy.port, path, timeout=30)
-
-    threads = [threading.Thread(target=one, args=(i, p)) for i, p in enumerate(paths)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 def test_delays_are_accurate_and_do_not_block_other_requests(start_envoy, upstream):
@@ -136,11 +132,7 @@ def test_fractional_and_unit_delays(envoy):
 
 def test_clients_hanging_up_during_a_delay_are_forgotten(envoy, upstream):
     set_policy(envoy, "timeout=1&percentage=100")
-    socks = []
-    for i in range(50):
-        s = socket.create_connection(("127.0.0.1", envoy.port))
-        s.sendall(f"GET /gone{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        socks.append(s)
+    socks = send_without_reading(envoy, 50, "/gone")
     assert wait_for(lambda: custom_metrics(envoy)["fault_injector.active_delays"] == 50, timeout=5)
     for s in socks:
         s.close()
@@ -209,11 +201,7 @@ def test_ttl_reverts_a_change_by_itself(envoy):
 
 def test_delays_past_max_active_delays_pass_untouched_and_are_counted(start_envoy, upstream):
     envoy = start_envoy({"max_active_delays": 5, "policy": {"timeout": "2s", "percentage": 100}})
-    socks = []
-    for i in range(5):
-        s = socket.create_connection(("127.0.0.1", envoy.port))
-        s.sendall(f"GET /held{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        socks.append(s)
+    socks = send_without_reading(envoy, 5, "/held")
     assert wait_for(lambda: custom_metrics(envoy)["fault_injector.active_delays"] == 5, timeout=5)
     extra = [request(envoy.port, f"/over{i}") for i in range(5)]
     assert all(r.status == 200 and "x-fault-injected" not in r.headers and r.elapsed < 1 for r in extra)

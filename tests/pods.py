@@ -76,10 +76,10 @@ class ConfigMapVolume:
             shutil.rmtree(self.path / old)
 
 
-def filter_files(objects: list[dict], plugin_config: str | None = None, filter_dir: Path | None = None) -> dict[str, str]:
-    """The `fault-injector-filter` ConfigMap's files, paths pointed at this machine;
-    `plugin_config` replaces the plugin configuration (the JSON inside) if given."""
-    text = configmap(objects, "fault-injector-filter")["data"][FILTER_FILE]
+def filter_files(text: str, plugin_config: str | None = None, filter_dir: Path | None = None) -> dict[str, str]:
+    """The files of the `fault-injector-filter` ConfigMap whose one file is `text` (an ECDS
+    resource), paths pointed at this machine; `plugin_config` replaces the plugin
+    configuration (the JSON inside) if given."""
     if plugin_config is not None:
         doc = yaml.safe_load(text)
         doc["resources"][0]["typed_config"]["config"]["configuration"]["value"] = plugin_config

@@ -12,13 +12,19 @@
   out as the kubelet mounts a ConfigMap) and with that filter inlined, so the
   filter's own config is validated too;
 * the module ConfigMap stays under the 1 MiB ConfigMap limit;
-* ``docker-compose config`` accepts envoy/docker-compose.yaml.
+* ``docker-compose config`` accepts envoy/docker-compose.yaml;
+* the WasmPlugin's pluginConfig loads in a real Envoy, and the OCI image that
+  scripts/oci-image.py builds for it is read back by skopeo with the module inside.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
+import io
+import json
 import os
+import tarfile
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,7 +36,7 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import yaml
 
-from harness import envoy_binary, wasm_module_path
+from harness import envoy_binary, request, wasm_module_path
 from pods import FILTER_DIR_IN_POD, FILTER_FILE, MODULE_IN_POD, ConfigMapVolume, configmap, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,3 +166,28 @@ def test_docker_compose_config():
     assert res.returncode == 0, res.stderr
     cfg = yaml.safe_load(res.stdout)
     assert cfg["services"]["envoy"]["network_mode"] == "service:app"
+
+
+def test_wasmplugin_plugin_config_loads_in_envoy(rendered, start_envoy):
+    plugin = next(o for o in rendered["k8s/istio"] if o["kind"] == "WasmPlugin")
+    envoy = start_envoy(json.dumps(plugin["spec"]["pluginConfig"]))
+    assert request(envoy.port, "/app").status == 200
+    # Its control range (10.0.0.0/8) is in force: loopback is refused.
+    assert request(envoy.port, "/injector").status == 403
+
+
+def test_oci_image_holds_the_module(tmp_path):
+    layout, copy = tmp_path / "oci", tmp_path / "copy"
+    subprocess.run([str(ROOT / "scripts/oci-image.py"), str(layout), "--tag", "t1"], check=True,
+                   capture_output=True, timeout=60)
+    # skopeo checks every digest as it copies.
+    res = subprocess.run(["skopeo", "copy", f"oci:{layout}:t1", f"dir:{copy}"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["annotations"] == {"module.wasm.image/variant": "compat"}
+    (layer,) = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    blob = (copy / layer["digest"].split(":")[1]).read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
+        assert tar.getnames() == ["plugin.wasm"]
+        assert tar.extractfile("plugin.wasm").read() == wasm_module_path().read_bytes()

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from pods import ConfigMapVolume, Pod, configmap, filter_files, render, to_host_paths
+from pods import FILTER_FILE, ConfigMapVolume, Pod, configmap, filter_files, render, to_host_paths
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def pod(tmp_path_factory):
     objects = render("k8s/base")
     tmp = tmp_path_factory.mktemp("pod")
     volume = tmp / "filter"
-    ConfigMapVolume(volume, filter_files(objects, filter_dir=volume))
+    ConfigMapVolume(volume, filter_files(configmap(objects, "fault-injector-filter")["data"][FILTER_FILE], filter_dir=volume))
     bootstrap = tmp / "envoy.yaml"
     bootstrap.write_text(to_host_paths(configmap(objects, "fault-injector-envoy")["data"]["envoy.yaml"], volume))
     pod = Pod(0, bootstrap, tmp / "envoy.log")

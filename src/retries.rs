@@ -13,6 +13,15 @@ pub enum Attempt {
     Pass,
 }
 
+/// What one attempt did to its shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The decision for the attempt.
+    pub attempt: Attempt,
+    /// True when the shard was full and its oldest identity was dropped to make room.
+    pub evicted: bool,
+}
+
 /// Limits of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -82,29 +91,32 @@ impl Shard {
     }
 
     /// Counts one attempt of `id`: the first `fail_first` attempts fail, the next passes and
-    /// forgets the identity, so counting starts again.
-    pub fn attempt(&mut self, id: u64, now_ms: u64, fail_first: u32, limits: Limits) -> Attempt {
+    /// forgets the identity, so counting starts again. Entries older than the window are
+    /// dropped first; a new identity in a full shard pushes out the one seen longest ago.
+    pub fn attempt(&mut self, id: u64, now_ms: u64, fail_first: u32, limits: Limits) -> Outcome {
         self.entries.retain(|e| now_ms.saturating_sub(e.last_ms) < limits.window_ms);
         if let Some(pos) = self.entries.iter().position(|e| e.id == id) {
             let entry = &mut self.entries[pos];
             if entry.failures < fail_first {
                 entry.failures += 1;
                 entry.last_ms = now_ms;
-                return Attempt::Fail(entry.failures);
+                return Outcome { attempt: Attempt::Fail(entry.failures), evicted: false };
             }
             self.entries.remove(pos);
-            return Attempt::Pass;
+            return Outcome { attempt: Attempt::Pass, evicted: false };
         }
         if fail_first == 0 {
-            return Attempt::Pass;
+            return Outcome { attempt: Attempt::Pass, evicted: false };
         }
+        let mut evicted = false;
         if self.entries.len() >= limits.per_shard.max(1) {
             if let Some(oldest) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.last_ms).map(|(i, _)| i) {
                 self.entries.remove(oldest);
+                evicted = true;
             }
         }
         self.entries.push(Entry { id, failures: 1, last_ms: now_ms });
-        Attempt::Fail(1)
+        Outcome { attempt: Attempt::Fail(1), evicted }
     }
 }
 
@@ -117,7 +129,7 @@ mod tests {
     #[test]
     fn first_n_fail_then_one_passes_then_counting_restarts() {
         let mut shard = Shard::default();
-        let seq: Vec<Attempt> = (0..8).map(|t| shard.attempt(7, t, 3, LIMITS)).collect();
+        let seq: Vec<Attempt> = (0..8).map(|t| shard.attempt(7, t, 3, LIMITS).attempt).collect();
         use Attempt::*;
         assert_eq!(seq, [Fail(1), Fail(2), Fail(3), Pass, Fail(1), Fail(2), Fail(3), Pass]);
         assert!(shard.is_empty());
@@ -126,24 +138,24 @@ mod tests {
     #[test]
     fn identities_count_apart() {
         let mut shard = Shard::default();
-        assert_eq!(shard.attempt(1, 0, 1, LIMITS), Attempt::Fail(1));
-        assert_eq!(shard.attempt(2, 0, 1, LIMITS), Attempt::Fail(1));
-        assert_eq!(shard.attempt(1, 0, 1, LIMITS), Attempt::Pass);
-        assert_eq!(shard.attempt(2, 0, 1, LIMITS), Attempt::Pass);
+        assert_eq!(shard.attempt(1, 0, 1, LIMITS).attempt, Attempt::Fail(1));
+        assert_eq!(shard.attempt(2, 0, 1, LIMITS).attempt, Attempt::Fail(1));
+        assert_eq!(shard.attempt(1, 0, 1, LIMITS).attempt, Attempt::Pass);
+        assert_eq!(shard.attempt(2, 0, 1, LIMITS).attempt, Attempt::Pass);
     }
 
     #[test]
     fn zero_retries_never_fails_and_stores_nothing() {
         let mut shard = Shard::default();
-        assert_eq!(shard.attempt(1, 0, 0, LIMITS), Attempt::Pass);
+        assert_eq!(shard.attempt(1, 0, 0, LIMITS).attempt, Attempt::Pass);
         assert!(shard.is_empty());
     }
 
     #[test]
     fn entries_expire_after_the_window() {
         let mut shard = Shard::default();
-        assert_eq!(shard.attempt(1, 0, 2, LIMITS), Attempt::Fail(1));
-        assert_eq!(shard.attempt(1, 60_000, 2, LIMITS), Attempt::Fail(1));
+        assert_eq!(shard.attempt(1, 0, 2, LIMITS).attempt, Attempt::Fail(1));
+        assert_eq!(shard.attempt(1, 60_000, 2, LIMITS).attempt, Attempt::Fail(1));
     }
 
     #[test]
@@ -153,8 +165,59 @@ mod tests {
             shard.attempt(id, id, 5, LIMITS);
         }
         assert_eq!(shard.len(), 4);
-        assert_eq!(shard.attempt(9, 20, 5, LIMITS), Attempt::Fail(2));
-        assert_eq!(shard.attempt(0, 20, 5, LIMITS), Attempt::Fail(1));
+        assert_eq!(shard.attempt(9, 20, 5, LIMITS).attempt, Attempt::Fail(2));
+        assert_eq!(shard.attempt(0, 20, 5, LIMITS).attempt, Attempt::Fail(1));
+    }
+
+    #[test]
+    fn a_full_shard_reports_each_eviction_and_stays_at_its_cap() {
+        let mut shard = Shard::default();
+        let mut evicted = 0;
+        for id in 0..1000 {
+            evicted += usize::from(shard.attempt(id, id, 2, LIMITS).evicted);
+            assert!(shard.len() <= LIMITS.per_shard);
+        }
+        assert_eq!((shard.len(), evicted), (4, 996));
+    }
+
+    #[test]
+    fn expiry_passes_and_repeats_are_not_evictions() {
+        let mut shard = Shard::default();
+        for id in 0..4 {
+            assert!(!shard.attempt(id, 0, 2, LIMITS).evicted);
+        }
+        // A known identity in a full shard is counted in place.
+        assert_eq!(shard.attempt(0, 1, 2, LIMITS), Outcome { attempt: Attempt::Fail(2), evicted: false });
+        // A pass frees its entry, so the next newcomer fits without pushing anyone out.
+        assert_eq!(shard.attempt(0, 2, 2, LIMITS), Outcome { attempt: Attempt::Pass, evicted: false });
+        assert!(!shard.attempt(10, 3, 2, LIMITS).evicted);
+        // Past the window every entry is simply forgotten.
+        assert!(!shard.attempt(11, 100_000, 2, LIMITS).evicted);
+        assert_eq!(shard.len(), 1);
+    }
+
+    /// The shared table's gauge adds the change in length of each shard write; over any
+    /// flood of identities that sum is the number of entries held, and never above the cap.
+    #[test]
+    fn summed_length_changes_track_the_whole_table() {
+        let mut table = vec![Shard::default(); SHARDS as usize];
+        let (mut gauge, mut evictions) = (0i64, 0u64);
+        for n in 0..6000u64 {
+            let id = crate::sampling::identity_hash(&[&n.to_le_bytes()]);
+            // Until the last thousand, identities retry up to twice, so passes (which free an
+            // entry) and renewals mix with newcomers; the last thousand fill every shard.
+            let tries = if n < 5000 { 1 + n % 3 } else { 1 };
+            for _ in 0..tries {
+                let shard = &mut table[shard_of(id) as usize];
+                let before = shard.len() as i64;
+                evictions += u64::from(shard.attempt(id, n, 2, LIMITS).evicted);
+                gauge += shard.len() as i64 - before;
+                assert!(gauge <= (LIMITS.per_shard * SHARDS as usize) as i64);
+            }
+        }
+        assert_eq!(gauge, table.iter().map(Shard::len).sum::<usize>() as i64);
+        assert_eq!(gauge, 64);
+        assert!(evictions > 4000, "{evictions}");
     }
 
     #[test]

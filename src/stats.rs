@@ -31,6 +31,8 @@ metrics! {
     PolicyChanges = false "policy_changes", "Control calls that changed the policy.";
     ControlRefused = false "control_refused", "Control calls refused (403, 401, 405, 400).";
     ActiveDelays = true "active_delays", "Requests being held now.";
+    RetryEntries = true "retry_entries", "Identities held in the bounded-retry table now, all shards together.";
+    RetryEvictions = false "retry_evictions", "Identities dropped from a full bounded-retry shard to make room.";
 }
 
 #[cfg(test)]
@@ -45,5 +47,8 @@ mod tests {
         assert_eq!(names.len(), ALL.len());
         assert_eq!(ALL[Stat::ActiveDelays as usize].name, "fault_injector.active_delays");
         assert!(ALL[Stat::ActiveDelays as usize].gauge);
+        assert_eq!(ALL[Stat::RetryEntries as usize].name, "fault_injector.retry_entries");
+        assert!(ALL[Stat::RetryEntries as usize].gauge);
+        assert!(!ALL[Stat::RetryEvictions as usize].gauge);
     }
 }

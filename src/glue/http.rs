@@ -107,7 +107,7 @@ impl Request {
                 let id = identity_hash(&[ip.as_bytes(), method.as_bytes(), path.as_bytes()]);
                 // Identities, not attempts, are sampled, so a retrying client sees exactly N failures.
                 if in_share(id, policy.percentage) {
-                    if let Attempt::Fail(_) = shared::attempt(id, now_ms(), policy.retries, worker.config.retry_limits) {
+                    if let Attempt::Fail(_) = shared::attempt(id, now_ms(), policy.retries, worker) {
                         worker.count(Stat::RetriesInjected, 1);
                         let status = policy.status.to_string();
                         return self.reply(u32::from(policy.status), vec![(INJECTED, "boundedRetries")], &format!("fault filter abort ({status}, bounded retries)\n"));

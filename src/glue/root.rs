@@ -130,6 +130,7 @@ impl RootContext for Root {
         if let Ok(Some(_)) = applied {
             log(LogLevel::Info, "fault-injector: start policy from plugin configuration is in force");
         }
+        shared::create_retry_shards();
         let mut worker = self.worker.borrow_mut();
         worker.config = Rc::new(config);
         worker.metrics = stats::ALL

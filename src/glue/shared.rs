@@ -3,7 +3,9 @@
 //! plugins share one namespace.
 
 use crate::policy::State;
-use crate::retries::{self, Attempt, Limits, Shard};
+use super::root::Worker;
+use crate::retries::{self, Attempt, Shard};
+use crate::stats::Stat;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Bytes, Status};
 use serde::{Deserialize, Serialize};
@@ -72,15 +74,42 @@ fn bump_version() {
     }
 }
 
-/// Counts one attempt of a request identity in the shared table.
-pub fn attempt(id: u64, now_ms: u64, fail_first: u32, limits: Limits) -> Attempt {
-    let key = format!("fault_injector.retries.{}", retries::shard_of(id));
+fn shard_key(shard: u64) -> String {
+    format!("fault_injector.retries.{shard}")
+}
+
+/// Creates, empty, the retry-table shards that do not exist yet. A write to a missing
+/// shared-data key ignores its CAS, so two workers creating one shard at once could lose an
+/// entry and skew the `retry_entries` gauge; `on_configure` runs before any request is
+/// served, so after this every shard write is a checked (CAS) one.
+pub fn create_retry_shards() {
+    for shard in 0..retries::SHARDS {
+        let key = shard_key(shard);
+        if let Ok((_, None)) = hostcalls::get_shared_data(&key) {
+            let _ = hostcalls::set_shared_data(&key, Some(&[]), None);
+        }
+    }
+}
+
+/// Counts one attempt of a request identity in the shared table, and adds what the write
+/// changed to the table's gauge and eviction counter.
+pub fn attempt(id: u64, now_ms: u64, fail_first: u32, worker: &Worker) -> Attempt {
+    let key = shard_key(retries::shard_of(id));
     for _ in 0..CAS_TRIES {
         let (bytes, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
         let mut shard = bytes.map(|b| Shard::decode(&b)).unwrap_or_default();
-        let decision = shard.attempt(id, now_ms, fail_first, limits);
+        let before = shard.len();
+        let outcome = shard.attempt(id, now_ms, fail_first, worker.config.retry_limits);
         match hostcalls::set_shared_data(&key, Some(&shard.encode()), Some(cas.unwrap_or(0))) {
-            Ok(()) => return decision,
+            Ok(()) => {
+                // The gauge is shared by every worker. The CAS write replaced exactly the
+                // shard read, so adding its change in length keeps the sum exact.
+                worker.count(Stat::RetryEntries, shard.len() as i64 - before as i64);
+                if outcome.evicted {
+                    worker.count(Stat::RetryEvictions, 1);
+                }
+                return outcome.attempt;
+            }
             Err(Status::CasMismatch) => continue,
             Err(_) => return Attempt::Pass,
         }

@@ -191,3 +191,18 @@ def test_oci_image_holds_the_module(tmp_path):
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
         assert tar.getnames() == ["plugin.wasm"]
         assert tar.extractfile("plugin.wasm").read() == wasm_module_path().read_bytes()
+
+
+def test_every_wasm_filter_fails_open():
+    """SECURITY.md's choice, in every config that loads the module."""
+    resource = yaml.safe_load((ROOT / "envoy" / FILTER_FILE).read_text())["resources"][0]
+    assert resource["typed_config"]["config"]["failure_policy"] == "FAIL_OPEN"
+    demo = yaml.safe_load((ROOT / "envoy/demo.yaml").read_text())
+    hcm = demo["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["http_filters"][0]["typed_config"]["config"]["failure_policy"] == "FAIL_OPEN"
+    sidecar = yaml.safe_load((ROOT / "envoy/sidecar.yaml").read_text())
+    discovered = [f for listener in sidecar["static_resources"]["listeners"]
+                  for f in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+                  if "config_discovery" in f]
+    assert len(discovered) == 2
+    assert all(f["config_discovery"]["default_config"]["@type"].endswith(".rbac.v3.RBAC") for f in discovered)

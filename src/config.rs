@@ -6,15 +6,16 @@ use crate::net::{self, Cidr};
 use crate::policy::State;
 use crate::query::{Call, ControlError};
 use crate::retries::{self, Limits};
-use serde::Deserialize;
+use crate::sampling::identity_hash;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
 
 /// Why a plugin configuration was refused.
 #[derive(Debug)]
 pub enum ConfigError {
-    /// Not JSON, an unknown key, or a value of the wrong type (serde names the key).
-    Json(serde_json::Error),
+    /// Not JSON, an unknown key, or a value of the wrong type, with the key's path.
+    Json(serde_path_to_error::Error<serde_json::Error>),
     /// A policy value the control API would refuse too.
     Policy {
         /// Where in the configuration.
@@ -36,7 +37,8 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::Json(e) => write!(f, "invalid plugin configuration: {e}"),
+            ConfigError::Json(e) if e.path().iter().next().is_none() => write!(f, "invalid plugin configuration: {}", e.inner()),
+            ConfigError::Json(e) => write!(f, "invalid plugin configuration: {}: {}", e.path(), e.inner()),
             ConfigError::Policy { key, error } => write!(f, "invalid plugin configuration: {key}: {error}"),
             ConfigError::BadValue { key, value, accepted } => {
                 write!(f, "invalid plugin configuration: {key}: '{value}' is not accepted; expected {accepted}")
@@ -50,6 +52,7 @@ impl std::error::Error for ConfigError {}
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Raw {
+    version: Option<String>,
     #[serde(default)]
     policy: Map<String, Value>,
     #[serde(default)]
@@ -77,6 +80,7 @@ struct RawResponse {
 struct RawControl {
     enabled: Option<bool>,
     path: Option<String>,
+    port: Option<u64>,
     allowed_cidrs: Option<Vec<String>>,
     token: Option<String>,
 }
@@ -106,15 +110,46 @@ pub struct Control {
     pub enabled: bool,
     /// The path of the control route (`/injector`).
     pub path: String,
+    /// If set, only requests that arrived at this local port are control calls, so one
+    /// configuration serves a data listener (whose `/injector` is the app's) and a
+    /// control listener.
+    pub port: Option<u16>,
     /// Client ranges allowed (loopback by default).
     pub allowed: Vec<Cidr>,
     /// A bearer token required, if set.
     pub token: Option<String>,
 }
 
+/// Which plugin configuration the shared policy was last started from. A configuration
+/// installs its start policy once, when its origin differs from the stored one, however
+/// many workers and listeners configure with it; `GET /injector` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// A hash of the configuration's bytes, so any edit makes a new origin.
+    pub id: u64,
+    /// The configuration's `version` label, if it has one.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+impl Origin {
+    /// The origin of a configuration parsed from `bytes`.
+    pub fn of(bytes: &[u8], config: &Config) -> Origin {
+        Origin { id: identity_hash(&[bytes]), version: config.version.clone() }
+    }
+
+    /// The form `GET /injector` shows: the id in hex, and the label.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({ "id": format!("{:016x}", self.id), "version": self.version })
+    }
+}
+
 /// The whole configuration, typed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// A label of the user's choosing, shown by `GET /injector` to tell which
+    /// configuration is in force.
+    pub version: Option<String>,
     /// The policy state at start and after `reset`.
     pub start: State,
     /// The canned response.
@@ -131,9 +166,10 @@ impl Default for Config {
     fn default() -> Self {
         // An empty object always parses; the fallback only keeps this free of panics.
         Config::parse(b"").unwrap_or_else(|_| Config {
+            version: None,
             start: State::default(),
             simple_response: SimpleResponse { status: 200, headers: Vec::new(), body: String::new() },
-            control: Control { enabled: true, path: "/injector".into(), allowed: net::loopback(), token: None },
+            control: Control { enabled: true, path: "/injector".into(), port: None, allowed: net::loopback(), token: None },
             retry_limits: Limits { window_ms: 60_000, per_shard: 1 },
             max_active_delays: DEFAULT_MAX_ACTIVE_DELAYS,
         })
@@ -141,6 +177,7 @@ impl Default for Config {
 }
 
 const DEFAULT_MAX_ACTIVE_DELAYS: u64 = 10_000;
+const MAX_VERSION_LEN: usize = 64;
 const DEFAULT_BODY: &str = "fault-injector: simple response\n";
 const CIDR_ACCEPTED: &str = "a list of addresses or CIDRs such as [\"10.0.0.0/8\"]";
 
@@ -150,8 +187,14 @@ impl Config {
         let raw: Raw = if bytes.iter().all(u8::is_ascii_whitespace) {
             Raw::default()
         } else {
-            serde_json::from_slice(bytes).map_err(ConfigError::Json)?
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes)).map_err(ConfigError::Json)?
         };
+        if let Some(version) = &raw.version {
+            if version.is_empty() || version.len() > MAX_VERSION_LEN || version.chars().any(char::is_control) {
+                let value = version.chars().take(MAX_VERSION_LEN).collect();
+                return Err(ConfigError::BadValue { key: "version", value, accepted: "a label of 1 to 64 printable characters" });
+            }
+        }
         let mut start = State::default();
         start = policy_call("policy", &raw.policy, false)?
             .apply(&start, &start, 0)
@@ -192,14 +235,22 @@ impl Config {
         if !(1..=1_000_000).contains(&max_entries) {
             return Err(ConfigError::BadValue { key: "bounded_retries.max_entries", value: max_entries.to_string(), accepted: "a whole number from 1 to 1000000" });
         }
+        let port = match raw.control.port {
+            None => None,
+            Some(p) => match u16::try_from(p) {
+                Ok(p) if p > 0 => Some(p),
+                _ => return Err(ConfigError::BadValue { key: "control.port", value: p.to_string(), accepted: "a port from 1 to 65535" }),
+            },
+        };
         Ok(Config {
+            version: raw.version,
             start,
             simple_response: SimpleResponse {
                 status,
                 headers: raw.simple_response.headers,
                 body: raw.simple_response.body.unwrap_or_else(|| DEFAULT_BODY.into()),
             },
-            control: Control { enabled: raw.control.enabled.unwrap_or(true), path, allowed, token: raw.control.token },
+            control: Control { enabled: raw.control.enabled.unwrap_or(true), path, port, allowed, token: raw.control.token },
             retry_limits: Limits { window_ms, per_shard: max_entries.div_ceil(retries::SHARDS as usize) },
             max_active_delays: raw.max_active_delays.unwrap_or(DEFAULT_MAX_ACTIVE_DELAYS),
         })
@@ -209,24 +260,14 @@ impl Config {
 /// Reads a policy object (`{"policy": "statusResponse", "status": 503}`) through the control
 /// API's own parser, so configuration and `/injector` accept the same values.
 fn policy_call(key: &str, object: &Map<String, Value>, needs_ip: bool) -> Result<Call, ConfigError> {
-    let mut pairs = Vec::new();
-    for (name, value) in object {
-        let text = match value {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            other => {
-                let error = ControlError::BadValue { parameter: "value", value: other.to_string(), accepted: "a string or a number" };
-                return Err(ConfigError::Policy { key: format!("{key}.{name}"), error });
-            }
-        };
-        if name == "reset" || name == "ttl" {
-            let error = ControlError::UnknownParameter(name.clone());
-            return Err(ConfigError::Policy { key: key.to_string(), error });
-        }
-        pairs.push((name.as_str(), text));
+    if let Some(name) = object.keys().find(|k| *k == "reset" || *k == "ttl") {
+        let error = ControlError::UnknownParameter(name.clone());
+        return Err(ConfigError::Policy { key: key.to_string(), error });
     }
-    let call = Call::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
-        .map_err(|error| ConfigError::Policy { key: key.to_string(), error })?;
+    let call = Call::from_object(object).map_err(|(name, error)| {
+        let key = name.map_or_else(|| key.to_string(), |n| format!("{key}.{n}"));
+        ConfigError::Policy { key, error }
+    })?;
     if needs_ip != call.ip.is_some() {
         let error = if needs_ip {
             ControlError::BadValue { parameter: "ip", value: String::new(), accepted: net::ACCEPTED }
@@ -265,10 +306,11 @@ mod tests {
     #[test]
     fn full_configuration() {
         let config = Config::parse(br#"{
+            "version": "checkout-slow 2",
             "policy": {"policy": "statusResponse", "status": 500, "percentage": 12.5},
             "clients": [{"ip": "10.0.0.0/8", "timeout": "250ms", "percentage": 100}],
             "simple_response": {"status": 201, "headers": [["x-a", "b"]], "body": "hi"},
-            "control": {"enabled": false, "path": "/fault", "allowed_cidrs": ["10.0.0.0/8"], "token": "s3cret"},
+            "control": {"enabled": false, "path": "/fault", "port": 8282, "allowed_cidrs": ["10.0.0.0/8"], "token": "s3cret"},
             "bounded_retries": {"window": "10s", "max_entries": 160}
         }"#).unwrap();
         assert_eq!(config.start.default.kind, FaultKind::StatusResponse);
@@ -278,7 +320,20 @@ mod tests {
         assert_eq!(config.simple_response.headers, vec![("x-a".to_string(), "b".to_string())]);
         assert!(!config.control.enabled);
         assert_eq!(config.control.token.as_deref(), Some("s3cret"));
+        assert_eq!(config.control.port, Some(8282));
+        assert_eq!(config.version.as_deref(), Some("checkout-slow 2"));
         assert_eq!(config.retry_limits, Limits { window_ms: 10_000, per_shard: 10 });
+    }
+
+    #[test]
+    fn any_edit_makes_a_new_origin() {
+        let a = br#"{"version": "v1", "policy": {"status": 500}}"#;
+        let b = br#"{"version": "v1", "policy": {"status": 500}, "max_active_delays": 5}"#;
+        let origin = |bytes: &[u8]| Origin::of(bytes, &Config::parse(bytes).unwrap());
+        assert_eq!(origin(a), origin(a));
+        assert_ne!(origin(a).id, origin(b).id);
+        assert_eq!(origin(a).to_json()["version"], "v1");
+        assert_eq!(origin(a).to_json()["id"].as_str().unwrap().len(), 16);
     }
 
     #[test]
@@ -296,6 +351,11 @@ mod tests {
             (r#"{"control": {"path": "injector"}}"#, "control.path"),
             (r#"{"control": {"allowed_cidrs": ["10.0.0.0/99"]}}"#, "control.allowed_cidrs: '10.0.0.0/99'"),
             (r#"{"control": {"token": ""}}"#, "control.token"),
+            (r#"{"control": {"port": 0}}"#, "control.port: '0'"),
+            (r#"{"control": {"port": 70000}}"#, "control.port: '70000'"),
+            (r#"{"version": ""}"#, "version: ''"),
+            (r#"{"version": 3}"#, "version: invalid type"),
+            (r#"{"control": {"enabled": "yes"}}"#, "control.enabled: invalid type"),
             (r#"{"bounded_retries": {"window": "0"}}"#, "bounded_retries.window"),
             (r#"{"bounded_retries": {"max_entries": 0}}"#, "bounded_retries.max_entries"),
         ] {

@@ -35,12 +35,20 @@ impl Refusal {
 }
 
 /// If `path` (`:path`, with its query) is the control route, its query string.
-pub fn control_query<'a>(control: &Control, path: &'a str) -> Option<&'a str> {
+/// `local_port` (the port the request arrived at) is asked only when the path matches and
+/// `control.port` is set, so other requests pay nothing for it.
+pub fn control_query<'a>(control: &Control, path: &'a str, local_port: impl FnOnce() -> Option<u16>) -> Option<&'a str> {
     if !control.enabled {
         return None;
     }
     let (route, query) = path.split_once('?').unwrap_or((path, ""));
-    (route == control.path).then_some(query)
+    if route != control.path {
+        return None;
+    }
+    match control.port {
+        Some(port) if local_port() != Some(port) => None,
+        _ => Some(query),
+    }
 }
 
 /// Decides whether a control call may proceed.
@@ -82,13 +90,24 @@ mod tests {
     #[test]
     fn only_the_exact_path_is_the_control_route() {
         let c = control("{}");
-        assert_eq!(control_query(&c, "/injector"), Some(""));
-        assert_eq!(control_query(&c, "/injector?status=500"), Some("status=500"));
+        assert_eq!(control_query(&c, "/injector", || None), Some(""));
+        assert_eq!(control_query(&c, "/injector?status=500", || None), Some("status=500"));
         for other in ["/injector/", "//injector", "/Injector", "/%69njector", "/injectors", "/"] {
-            assert_eq!(control_query(&c, other), None, "{other}");
+            assert_eq!(control_query(&c, other, || None), None, "{other}");
         }
-        assert_eq!(control_query(&control(r#"{"control":{"enabled":false}}"#), "/injector"), None);
-        assert_eq!(control_query(&control(r#"{"control":{"path":"/fault"}}"#), "/fault?x"), Some("x"));
+        assert_eq!(control_query(&control(r#"{"control":{"enabled":false}}"#), "/injector", || None), None);
+        assert_eq!(control_query(&control(r#"{"control":{"path":"/fault"}}"#), "/fault?x", || None), Some("x"));
+    }
+
+    #[test]
+    fn a_control_port_limits_the_route_to_that_listener() {
+        let c = control(r#"{"control":{"port":8282}}"#);
+        assert_eq!(control_query(&c, "/injector?reset", || Some(8282)), Some("reset"));
+        assert_eq!(control_query(&c, "/injector?reset", || Some(8080)), None);
+        assert_eq!(control_query(&c, "/injector?reset", || None), None);
+        let asked = std::cell::Cell::new(false);
+        assert_eq!(control_query(&c, "/app", || { asked.set(true); Some(8282) }), None);
+        assert!(!asked.get(), "the port is read only for the control path");
     }
 
     #[test]

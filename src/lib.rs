@@ -9,11 +9,14 @@ pub mod config;
 pub mod control;
 pub mod delays;
 pub mod duration;
+pub mod grpc;
+pub mod header_faults;
 pub mod net;
 pub mod percentage;
 pub mod policy;
 pub mod query;
 pub mod retries;
+pub mod rules;
 pub mod sampling;
 pub mod stats;
 

@@ -81,10 +81,25 @@ pub fn parse_socket_address(text: &str) -> Option<IpAddr> {
     })
 }
 
+/// Parses Envoy's `destination.port` property, which arrives as a little-endian 64-bit
+/// integer.
+pub fn parse_port_property(bytes: &[u8]) -> Option<u16> {
+    let raw: [u8; 8] = bytes.try_into().ok()?;
+    u16::try_from(i64::from_le_bytes(raw)).ok()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_property() {
+        assert_eq!(parse_port_property(&8282i64.to_le_bytes()), Some(8282));
+        assert_eq!(parse_port_property(&(-1i64).to_le_bytes()), None);
+        assert_eq!(parse_port_property(&70_000i64.to_le_bytes()), None);
+        assert_eq!(parse_port_property(b"8282"), None);
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -5,6 +5,7 @@ use crate::duration::{self, Millis};
 use crate::net::{self, Cidr};
 use crate::percentage::{self, Percentage};
 use crate::policy::{Expiry, FaultKind, State, KIND_NAMES, MAX_CLIENTS};
+use serde_json::{Map, Value};
 use std::fmt;
 
 /// The parameters the control route accepts.
@@ -153,6 +154,25 @@ impl Call {
             call.kind = call.implied_kind()?;
         }
         Ok(call)
+    }
+
+    /// Builds a call from a JSON object of parameters (`{"policy": "statusResponse",
+    /// "status": 503}`), as plugin configuration and policy documents write a policy: the
+    /// same parameters and checks as the query. On error, the parameter at fault if one is.
+    pub fn from_object(object: &Map<String, Value>) -> Result<Call, (Option<String>, ControlError)> {
+        let mut pairs = Vec::new();
+        for (name, value) in object {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                other => {
+                    let error = ControlError::BadValue { parameter: "value", value: other.to_string(), accepted: "a string or a number" };
+                    return Err((Some(name.clone()), error));
+                }
+            };
+            pairs.push((name.as_str(), text));
+        }
+        Call::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str()))).map_err(|e| (None, e))
     }
 
     /// The fault named by the values given when `policy` is not: `timeout` delays,

@@ -3,9 +3,10 @@
 
 use super::root::Worker;
 use super::{log, now_ms, shared};
+use crate::config::Origin;
 use crate::control::{self, Refusal};
 use crate::net;
-use crate::policy::{FaultKind, Policy};
+use crate::policy::{FaultKind, Policy, State};
 use crate::query::{Call, ControlError};
 use crate::retries::Attempt;
 use crate::sampling::{identity_hash, in_share};
@@ -18,6 +19,12 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 const INJECTED: &str = "x-fault-injected";
+
+/// The local port the request arrived at (Envoy's `destination.port`).
+fn local_port() -> Option<u16> {
+    let bytes = hostcalls::get_property(vec!["destination", "port"]).ok().flatten()?;
+    net::parse_port_property(&bytes)
+}
 
 /// One request's context.
 pub struct Request {
@@ -53,6 +60,12 @@ impl Request {
         self.reply(status, vec![("content-type", "application/json")], &text)
     }
 
+    fn reply_state(&self, state: &State, origin: &Origin, now: u64) -> Action {
+        let mut body = state.to_json(now);
+        body["configuration"] = origin.to_json();
+        self.reply_json(200, &body)
+    }
+
     fn refuse(&self, worker: &Worker, status: u32, reason: &str, extra: Vec<(&str, &str)>) -> Action {
         worker.count(Stat::ControlRefused, 1);
         log(LogLevel::Warn, &format!("fault-injector: control call refused ({status}): {reason}"));
@@ -80,17 +93,17 @@ impl Request {
         };
         let now = now_ms();
         if !call.changes_anything() {
-            let mut state = shared::state();
+            let (mut state, origin) = shared::state_and_origin();
             state.settle(now);
-            return self.reply_json(200, &state.to_json(now));
+            return self.reply_state(&state, &origin, now);
         }
         let start = &worker.config.start;
-        let updated = shared::update(|state, config| call.apply(state, start, now).map(|next| Some((next, config))));
+        let updated = shared::update(|state, origin| call.apply(state, start, now).map(|next| Some((next, origin.clone()))));
         match updated {
-            Ok(Some(state)) => {
+            Ok(Some((state, origin))) => {
                 worker.count(Stat::PolicyChanges, 1);
                 log(LogLevel::Info, &format!("fault-injector: policy changed by '{query}'"));
-                self.reply_json(200, &state.to_json(now))
+                self.reply_state(&state, &origin, now)
             }
             Ok(None) => self.refuse(&worker, 503, "the shared policy could not be written; try again", vec![]),
             Err(e) => self.refuse(&worker, 400, &ControlError::to_string(&e), vec![]),
@@ -157,7 +170,7 @@ impl HttpContext for Request {
             let w = worker.borrow();
             if w.config.control.enabled {
                 let path = self.header(":path").unwrap_or_default();
-                control::control_query(&w.config.control, &path).map(str::to_string)
+                control::control_query(&w.config.control, &path, local_port).map(str::to_string)
             } else {
                 None
             }

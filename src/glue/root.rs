@@ -4,7 +4,7 @@
 
 use super::http::Request;
 use super::{log, now_ms, shared};
-use crate::config::Config;
+use crate::config::{Config, Origin};
 use crate::delays::DelayQueue;
 use crate::policy::State;
 use crate::sampling::{identity_hash, Sampler};
@@ -121,14 +121,13 @@ impl RootContext for Root {
             }
         };
         // Every worker (and every listener sharing this VM id) configures; only the first
-        // to see a new start policy installs it, so it replaces the policy once.
-        let start = config.start.clone();
-        let config_id = identity_hash(&[&start.encode()]);
-        let applied = shared::update::<()>(|_, stored_config| {
-            Ok((stored_config != config_id).then(|| (start.clone(), config_id)))
-        });
-        if let Ok(Some(_)) = applied {
-            log(LogLevel::Info, "fault-injector: start policy from plugin configuration is in force");
+        // to see a new configuration installs its start policy, so it replaces the policy
+        // once. Listeners sharing a VM id should share one configuration (see control.port).
+        let origin = Origin::of(&bytes, &config);
+        let applied = shared::update::<()>(|_, stored| Ok((*stored != origin).then(|| (config.start.clone(), origin.clone()))));
+        if let Ok(Some((_, origin))) = applied {
+            let id = origin.to_json();
+            log(LogLevel::Info, &format!("fault-injector: start policy of configuration {id} is in force"));
         }
         shared::create_retry_shards();
         let mut worker = self.worker.borrow_mut();

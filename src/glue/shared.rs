@@ -2,6 +2,7 @@
 //! worker of the Envoy sees. Keys are prefixed: Istio leaves `vm_id` empty, so all such
 //! plugins share one namespace.
 
+use crate::config::Origin;
 use crate::policy::State;
 use super::root::Worker;
 use crate::retries::{self, Attempt, Shard};
@@ -14,10 +15,11 @@ const STATE_KEY: &str = "fault_injector.state";
 const VERSION_KEY: &str = "fault_injector.version";
 const CAS_TRIES: usize = 16;
 
-/// The state as stored, with the identity of the configuration whose start it came from.
+/// The state as stored, with the configuration whose start it came from.
 #[derive(Serialize, Deserialize, Default)]
 struct Stored {
-    config: u64,
+    #[serde(default)]
+    origin: Origin,
     state: State,
 }
 
@@ -39,19 +41,26 @@ pub fn state() -> State {
     read_stored().0.state
 }
 
+/// The current state and the configuration it started from.
+pub fn state_and_origin() -> (State, Origin) {
+    let stored = read_stored().0;
+    (stored.state, stored.origin)
+}
+
 /// Changes the state with `change`, atomically against other workers; `Ok(None)` when
 /// `change` declines (it returns `None`), `Err` when it refuses.
-pub fn update<E>(change: impl Fn(&State, u64) -> Result<Option<(State, u64)>, E>) -> Result<Option<State>, E> {
+pub fn update<E>(change: impl Fn(&State, &Origin) -> Result<Option<(State, Origin)>, E>) -> Result<Option<(State, Origin)>, E> {
     for _ in 0..CAS_TRIES {
         let (stored, cas) = read_stored();
-        let Some((state, config)) = change(&stored.state, stored.config)? else {
+        let Some(next) = change(&stored.state, &stored.origin)? else {
             return Ok(None);
         };
-        let bytes = serde_json::to_vec(&Stored { config, state: state.clone() }).unwrap_or_default();
+        let stored = Stored { origin: next.1, state: next.0 };
+        let bytes = serde_json::to_vec(&stored).unwrap_or_default();
         match hostcalls::set_shared_data(STATE_KEY, Some(&bytes), Some(cas.unwrap_or(0))) {
             Ok(()) => {
                 bump_version();
-                return Ok(Some(state));
+                return Ok(Some((stored.state, stored.origin)));
             }
             Err(Status::CasMismatch) => continue,
             Err(_) => return Ok(None),

@@ -1,0 +1,92 @@
+//! Faults a request asks for itself with `x-fault-*` headers (like Envoy's
+//! `x-envoy-fault-*`), for a service's own integration tests. Off unless the plugin
+//! configuration turns them on (`header_faults.enabled`).
+
+use crate::duration::Millis;
+use crate::percentage::{self, Percentage};
+use std::fmt;
+
+/// Hold this request this many milliseconds.
+pub const DELAY: &str = "x-fault-delay-ms";
+/// Answer this request with this status.
+pub const ABORT: &str = "x-fault-abort-status";
+/// Do either for this share of such requests (default 100).
+pub const PERCENTAGE: &str = "x-fault-percentage";
+
+/// The fault a request asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asked {
+    /// `x-fault-delay-ms`.
+    Delay(Millis),
+    /// `x-fault-abort-status`.
+    Abort(u16),
+}
+
+/// A fault header that cannot be honoured: the request is answered 400 with this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderError {
+    /// The header.
+    pub header: &'static str,
+    /// What it held.
+    pub value: String,
+    /// What is accepted.
+    pub accepted: String,
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value: String = self.value.chars().take(64).collect();
+        write!(f, "{}: '{value}' is not accepted; expected {}", self.header, self.accepted)
+    }
+}
+
+/// Reads the fault headers' values; `Ok(None)` when the request asks for nothing.
+pub fn read(delay: Option<&str>, abort: Option<&str>, share: Option<&str>, max_delay: Millis) -> Result<Option<(Asked, Percentage)>, HeaderError> {
+    let error = |header, value: &str, accepted: String| HeaderError { header, value: value.to_string(), accepted };
+    let asked = match (delay, abort) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(v)) => return Err(error(ABORT, v, format!("no {ABORT} with {DELAY}: one fault per request"))),
+        (Some(v), None) => {
+            let ms = v.trim().parse::<u64>().ok().filter(|ms| *ms <= max_delay.0);
+            Asked::Delay(Millis(ms.ok_or_else(|| error(DELAY, v, format!("whole milliseconds from 0 to {}", max_delay.0)))?))
+        }
+        (None, Some(v)) => {
+            let status = v.trim().parse::<u16>().ok().filter(|s| (200..=599).contains(s));
+            Asked::Abort(status.ok_or_else(|| error(ABORT, v, "an HTTP status from 200 to 599".into()))?)
+        }
+    };
+    let share = match share {
+        None => Percentage(percentage::FULL),
+        Some(v) => Percentage::parse(v).ok_or_else(|| error(PERCENTAGE, v, percentage::ACCEPTED.into()))?,
+    };
+    Ok(Some((asked, share)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const MAX: Millis = Millis(10_000);
+
+    #[test]
+    fn reads_what_is_asked() {
+        assert_eq!(read(None, None, Some("50"), MAX), Ok(None));
+        assert_eq!(read(Some("250"), None, None, MAX), Ok(Some((Asked::Delay(Millis(250)), Percentage(percentage::FULL)))));
+        assert_eq!(read(None, Some("503"), Some("12.5"), MAX), Ok(Some((Asked::Abort(503), Percentage(125_000)))));
+    }
+
+    #[test]
+    fn bad_values_name_the_header() {
+        for (d, a, p, needle) in [
+            (Some("20000"), None, None, "x-fault-delay-ms: '20000' is not accepted; expected whole milliseconds from 0 to 10000"),
+            (Some("-1"), None, None, "x-fault-delay-ms"),
+            (None, Some("99"), None, "x-fault-abort-status: '99'"),
+            (Some("1"), Some("503"), None, "one fault per request"),
+            (None, Some("503"), Some("200"), "x-fault-percentage: '200'"),
+        ] {
+            let message = read(d, a, p, MAX).unwrap_err().to_string();
+            assert!(message.contains(needle), "{message}");
+        }
+    }
+}

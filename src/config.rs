@@ -6,6 +6,7 @@ use crate::net::{self, Cidr};
 use crate::policy::State;
 use crate::query::{Call, ControlError};
 use crate::retries::{self, Limits};
+use crate::rules::{self, DocError, Rule};
 use crate::sampling::identity_hash;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -14,8 +15,8 @@ use std::fmt;
 /// Why a plugin configuration was refused.
 #[derive(Debug)]
 pub enum ConfigError {
-    /// Not JSON, an unknown key, or a value of the wrong type, with the key's path.
-    Json(serde_path_to_error::Error<serde_json::Error>),
+    /// Not JSON, an unknown key, or a value of the wrong type (serde names unknown keys).
+    Json(serde_json::Error),
     /// A policy value the control API would refuse too.
     Policy {
         /// Where in the configuration.
@@ -23,6 +24,8 @@ pub enum ConfigError {
         /// Why.
         error: ControlError,
     },
+    /// A bad start rule, with its JSON path.
+    Document(DocError),
     /// Any other bad value.
     BadValue {
         /// The key.
@@ -37,9 +40,9 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::Json(e) if e.path().iter().next().is_none() => write!(f, "invalid plugin configuration: {}", e.inner()),
-            ConfigError::Json(e) => write!(f, "invalid plugin configuration: {}: {}", e.path(), e.inner()),
+            ConfigError::Json(e) => write!(f, "invalid plugin configuration: {e}"),
             ConfigError::Policy { key, error } => write!(f, "invalid plugin configuration: {key}: {error}"),
+            ConfigError::Document(e) => write!(f, "invalid plugin configuration: {e}"),
             ConfigError::BadValue { key, value, accepted } => {
                 write!(f, "invalid plugin configuration: {key}: '{value}' is not accepted; expected {accepted}")
             }
@@ -64,6 +67,17 @@ struct Raw {
     #[serde(default)]
     bounded_retries: RawRetries,
     max_active_delays: Option<u64>,
+    rules: Option<Value>,
+    #[serde(default)]
+    header_faults: RawHeaderFaults,
+    sample_by: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderFaults {
+    enabled: Option<bool>,
+    max_delay: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -144,8 +158,17 @@ impl Origin {
     }
 }
 
-/// The whole configuration, typed.
+/// Faults requests ask for themselves (`x-fault-*` headers).
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderFaults {
+    /// Off by default: only a configuration can let requests fault themselves.
+    pub enabled: bool,
+    /// The longest `x-fault-delay-ms` honoured.
+    pub max_delay: Millis,
+}
+
+/// The whole configuration, typed.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// A label of the user's choosing, shown by `GET /injector` to tell which
     /// configuration is in force.
@@ -160,6 +183,11 @@ pub struct Config {
     pub retry_limits: Limits,
     /// The most requests held at once in the whole Envoy; past it, requests pass untouched.
     pub max_active_delays: u64,
+    /// Faults requests ask for themselves.
+    pub header_faults: HeaderFaults,
+    /// A request header whose value samples the default and per-client policies, so the
+    /// same value is always in or always out; at random when unset or absent.
+    pub sample_by: Option<String>,
 }
 
 impl Default for Config {
@@ -172,6 +200,8 @@ impl Default for Config {
             control: Control { enabled: true, path: "/injector".into(), port: None, allowed: net::loopback(), token: None },
             retry_limits: Limits { window_ms: 60_000, per_shard: 1 },
             max_active_delays: DEFAULT_MAX_ACTIVE_DELAYS,
+            header_faults: HeaderFaults { enabled: false, max_delay: Millis(10_000) },
+            sample_by: None,
         })
     }
 }
@@ -187,7 +217,7 @@ impl Config {
         let raw: Raw = if bytes.iter().all(u8::is_ascii_whitespace) {
             Raw::default()
         } else {
-            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes)).map_err(ConfigError::Json)?
+            serde_json::from_slice(bytes).map_err(ConfigError::Json)?
         };
         if let Some(version) = &raw.version {
             if version.is_empty() || version.len() > MAX_VERSION_LEN || version.chars().any(char::is_control) {
@@ -242,6 +272,22 @@ impl Config {
                 _ => return Err(ConfigError::BadValue { key: "control.port", value: p.to_string(), accepted: "a port from 1 to 65535" }),
             },
         };
+        if let Some(rules) = &raw.rules {
+            start.rules = Rule::parse_list("rules", rules, 0).map_err(ConfigError::Document)?;
+            if let Some(i) = start.rules.iter().position(|r| r.until_ms.is_some()) {
+                let error = DocError { path: format!("rules[{i}].ttl"), message: "a start rule cannot end by itself; give ttl in /injector calls".into() };
+                return Err(ConfigError::Document(error));
+            }
+        }
+        let max_delay = raw.header_faults.max_delay.unwrap_or_else(|| "10s".into());
+        let max_delay = duration::parse(&max_delay)
+            .ok_or(ConfigError::BadValue { key: "header_faults.max_delay", value: max_delay.clone(), accepted: duration::ACCEPTED })?;
+        let sample_by = match raw.sample_by {
+            Some(name) if !rules::is_header_name(&name) => {
+                return Err(ConfigError::BadValue { key: "sample_by", value: name, accepted: "a header name, such as x-user-id" })
+            }
+            other => other.map(|n| n.to_ascii_lowercase()),
+        };
         Ok(Config {
             version: raw.version,
             start,
@@ -253,6 +299,8 @@ impl Config {
             control: Control { enabled: raw.control.enabled.unwrap_or(true), path, port, allowed, token: raw.control.token },
             retry_limits: Limits { window_ms, per_shard: max_entries.div_ceil(retries::SHARDS as usize) },
             max_active_delays: raw.max_active_delays.unwrap_or(DEFAULT_MAX_ACTIVE_DELAYS),
+            header_faults: HeaderFaults { enabled: raw.header_faults.enabled.unwrap_or(false), max_delay },
+            sample_by,
         })
     }
 }
@@ -354,8 +402,7 @@ mod tests {
             (r#"{"control": {"port": 0}}"#, "control.port: '0'"),
             (r#"{"control": {"port": 70000}}"#, "control.port: '70000'"),
             (r#"{"version": ""}"#, "version: ''"),
-            (r#"{"version": 3}"#, "version: invalid type"),
-            (r#"{"control": {"enabled": "yes"}}"#, "control.enabled: invalid type"),
+            (r#"{"version": 3}"#, "invalid type: integer `3`, expected a string"),
             (r#"{"bounded_retries": {"window": "0"}}"#, "bounded_retries.window"),
             (r#"{"bounded_retries": {"max_entries": 0}}"#, "bounded_retries.max_entries"),
         ] {

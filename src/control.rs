@@ -10,13 +10,13 @@ pub enum Refusal {
     Forbidden,
     /// A token is required and was missing or wrong (401).
     Unauthorized,
-    /// Only GET is served (405).
+    /// Only GET, POST and DELETE are served (405).
     MethodNotAllowed,
 }
 
 impl Refusal {
     /// The HTTP status of the refusal.
-    pub fn status(self) -> u32 {
+    pub fn status(self) -> u16 {
         match self {
             Refusal::Forbidden => 403,
             Refusal::Unauthorized => 401,
@@ -29,7 +29,7 @@ impl Refusal {
         match self {
             Refusal::Forbidden => "the control route answers only allowed client addresses (control.allowed_cidrs)",
             Refusal::Unauthorized => "the control route needs 'authorization: Bearer <control.token>'",
-            Refusal::MethodNotAllowed => "the control route answers GET only",
+            Refusal::MethodNotAllowed => "the control route answers GET, POST (a policy document) and DELETE (reset)",
         }
     }
 }
@@ -51,6 +51,10 @@ pub fn control_query<'a>(control: &Control, path: &'a str, local_port: impl FnOn
     }
 }
 
+/// The methods the control route serves, as the `allow` header lists them.
+pub const ALLOW: &str = "GET, POST, DELETE";
+const ALLOWED_METHODS: [&str; 3] = ["GET", "POST", "DELETE"];
+
 /// Decides whether a control call may proceed.
 pub fn admit(control: &Control, client: Option<IpAddr>, method: &str, authorization: Option<&str>) -> Result<(), Refusal> {
     if !client.is_some_and(|ip| control.allowed.iter().any(|c| c.contains(ip))) {
@@ -62,7 +66,7 @@ pub fn admit(control: &Control, client: Option<IpAddr>, method: &str, authorizat
             return Err(Refusal::Unauthorized);
         }
     }
-    if method != "GET" {
+    if !ALLOWED_METHODS.contains(&method) {
         return Err(Refusal::MethodNotAllowed);
     }
     Ok(())
@@ -117,7 +121,9 @@ mod tests {
         assert_eq!(admit(&c, Some("::1".parse().unwrap()), "GET", None), Ok(()));
         assert_eq!(admit(&c, Some("10.0.0.1".parse().unwrap()), "GET", None), Err(Refusal::Forbidden));
         assert_eq!(admit(&c, None, "GET", None), Err(Refusal::Forbidden));
-        assert_eq!(admit(&c, Some("127.0.0.1".parse().unwrap()), "POST", None), Err(Refusal::MethodNotAllowed));
+        assert_eq!(admit(&c, Some("127.0.0.1".parse().unwrap()), "PUT", None), Err(Refusal::MethodNotAllowed));
+        assert_eq!(admit(&c, Some("127.0.0.1".parse().unwrap()), "POST", None), Ok(()));
+        assert_eq!(admit(&c, Some("127.0.0.1".parse().unwrap()), "DELETE", None), Ok(()));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod control;
 pub mod delays;
+pub mod document;
 pub mod duration;
 pub mod grpc;
 pub mod header_faults;

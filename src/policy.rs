@@ -3,6 +3,7 @@
 use crate::duration::Millis;
 use crate::net::Cidr;
 use crate::percentage::Percentage;
+use crate::rules::Rule;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -114,9 +115,13 @@ pub struct Binding {
     pub expiry: Option<Expiry>,
 }
 
-/// The whole policy state shared by every worker: the default and the per-client bindings.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// The whole policy state shared by every worker: the rules of the policy document, then
+/// the per-client bindings, then the default, in the order a request is checked.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct State {
+    /// The document's rules; the first that matches a request decides for it.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
     /// The policy for clients without a binding.
     pub default: Policy,
     /// Set when the default was last changed with `ttl`.
@@ -152,12 +157,14 @@ impl State {
 
     /// When the next `ttl` change ends, if any.
     pub fn next_expiry(&self) -> Option<u64> {
-        self.default_expiry.iter().chain(self.bindings.iter().filter_map(|b| b.expiry.as_ref())).map(|e| e.until_ms).min()
+        let policies = self.default_expiry.iter().chain(self.bindings.iter().filter_map(|b| b.expiry.as_ref())).map(|e| e.until_ms);
+        policies.chain(self.rules.iter().filter_map(|r| r.until_ms)).min()
     }
 
     /// Ends every `ttl` change due by `now_ms`: the default and bindings get their previous
     /// policy back, and bindings that did not exist before go away.
     pub fn settle(&mut self, now_ms: u64) {
+        self.rules.retain(|r| r.until_ms.is_none_or(|until| until > now_ms));
         if let Some(expiry) = self.default_expiry.filter(|e| e.until_ms <= now_ms) {
             self.default = expiry.revert.unwrap_or_default();
             self.default_expiry = None;
@@ -188,7 +195,7 @@ impl State {
 
     /// True when no policy can inject anything, so requests need no further look.
     pub fn is_idle(&self) -> bool {
-        self.default.kind == FaultKind::None && self.bindings.iter().all(|b| b.policy.kind == FaultKind::None)
+        self.rules.is_empty() && self.default.kind == FaultKind::None && self.bindings.iter().all(|b| b.policy.kind == FaultKind::None)
     }
 
     /// The state as `GET /injector` shows it at `now_ms`:
@@ -212,7 +219,8 @@ impl State {
                 serde_json::Value::Object(map)
             })
             .collect();
-        serde_json::json!({ "policy": with_ttl(&self.default, &self.default_expiry), "clients": clients })
+        let rules: Vec<serde_json::Value> = self.rules.iter().map(|r| r.to_json(now_ms)).collect();
+        serde_json::json!({ "rules": rules, "policy": with_ttl(&self.default, &self.default_expiry), "clients": clients })
     }
 
     /// The compact form shared between workers.

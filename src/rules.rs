@@ -79,21 +79,8 @@ impl PartialEq for Pattern {
     }
 }
 
-impl Serialize for Pattern {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.source)
-    }
-}
-
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Pattern, D::Error> {
-        let source = String::deserialize(d)?;
-        Pattern::new(&source).ok_or_else(|| serde::de::Error::custom("invalid regex"))
-    }
-}
-
 /// How a request's path (without its query) is matched.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum PathMatch {
     /// The whole path.
     Exact(String),
@@ -104,7 +91,7 @@ pub enum PathMatch {
 }
 
 /// How a header's value is matched.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ValueMatch {
     /// The whole value.
     Exact(String),
@@ -115,7 +102,7 @@ pub enum ValueMatch {
 }
 
 /// A header condition.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HeaderMatch {
     /// The header name, lowercase.
     pub name: String,
@@ -124,7 +111,7 @@ pub struct HeaderMatch {
 }
 
 /// Which requests a rule is for; every condition given must hold, none given matches all.
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Match {
     /// The path condition.
     pub path: Option<PathMatch>,
@@ -192,7 +179,7 @@ impl Match {
 }
 
 /// What a matched, sampled request gets.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
     /// Held for `fixed` plus a uniform share of `jitter`, then forwarded.
     Delay {
@@ -244,7 +231,7 @@ pub enum Fault {
 }
 
 /// One rule.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
     /// Which requests.
     pub matcher: Match,
@@ -257,6 +244,27 @@ pub struct Rule {
     pub sample_by: Option<String>,
     /// When the rule ends by itself (`ttl`), in milliseconds since the epoch.
     pub until_ms: Option<u64>,
+}
+
+/// Shared between workers in the document's own shape, with the absolute end time in
+/// place of `ttl`, so there is one reader and one writer of rules.
+impl Serialize for Rule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut value = Rule { until_ms: None, ..self.clone() }.to_json(0);
+        if let (Some(until), Some(map)) = (self.until_ms, value.as_object_mut()) {
+            map.insert("until_ms".into(), until.into());
+        }
+        value.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rule, D::Error> {
+        let mut value = Value::deserialize(d)?;
+        let until_ms = value.as_object_mut().and_then(|m| m.remove("until_ms")).and_then(|v| v.as_u64());
+        let rule = Rule::parse("rule", &value, 0).map_err(serde::de::Error::custom)?;
+        Ok(Rule { until_ms, ..rule })
+    }
 }
 
 /// The first rule that matches the request, if any.
@@ -302,9 +310,13 @@ fn grpc_status(path: &str, value: &Value) -> Result<u8, DocError> {
     value.as_u64().filter(|s| *s <= 16).map(|s| s as u8).ok_or_else(|| bad(path, value, GRPC_ACCEPTED))
 }
 
+/// True for a plausible header name: letters, digits, `-`, `_`, `.`, or a leading `:`.
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b))
+}
+
 fn header_name(path: &str, value: &str) -> Result<String, DocError> {
-    let valid = !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b));
-    if valid {
+    if is_header_name(value) {
         Ok(value.to_ascii_lowercase())
     } else {
         Err(bad(path, &Value::String(value.into()), "a header name (letters, digits, '-', '_')"))

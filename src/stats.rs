@@ -28,6 +28,8 @@ metrics! {
     DelaysInjected = false "delays_injected", "Requests held before being forwarded.";
     DelaysOverflow = false "delays_overflow", "Requests passed untouched because max_active_delays were held.";
     RetriesInjected = false "retries_injected", "Bounded-retry attempts failed.";
+    ResponsesRewritten = false "responses_rewritten", "Responses changed by a response_rewrite rule.";
+    HeaderFaultsRefused = false "header_faults_refused", "Requests answered 400 for a bad x-fault-* header.";
     PolicyChanges = false "policy_changes", "Control calls that changed the policy.";
     ControlRefused = false "control_refused", "Control calls refused (403, 401, 405, 400).";
     ActiveDelays = true "active_delays", "Requests being held now.";

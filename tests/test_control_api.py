@@ -20,10 +20,15 @@ def policy(envoy):
 
 
 def test_get_shows_the_start_policy_and_never_reaches_upstream(envoy, upstream):
-    assert policy(envoy) == {
+    shown = policy(envoy)
+    configuration = shown.pop("configuration")
+    assert shown == {
+        "rules": [],
         "policy": {"policy": "none", "percentage": 20.0, "timeout": "10s", "status": 503, "boundedRetries": 10},
         "clients": [],
     }
+    # The configuration in force: a hash of its bytes, and no label unless it sets "version".
+    assert len(configuration["id"]) == 16 and configuration["version"] is None
     assert upstream.count == 0
 
 
@@ -117,9 +122,9 @@ def test_token_is_required_when_configured(start_envoy):
     assert ok.status == 200 and json.loads(ok.body)["policy"]["status"] == 500
 
 
-def test_only_get_is_served(envoy):
-    status, headers, _ = control(envoy, "status=500", method="POST")
-    assert status == 405 and headers["allow"] == "GET"
+def test_other_methods_are_refused(envoy):
+    status, headers, _ = control(envoy, "status=500", method="PUT")
+    assert status == 405 and headers["allow"] == "GET, POST, DELETE"
     assert policy(envoy)["policy"]["policy"] == "none"
 
 

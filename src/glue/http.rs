@@ -1,24 +1,27 @@
-//! The HTTP context: one per request. It reads as guards: control route? then policy for
-//! this client, sampled? then delay, abort, canned response or bounded retry.
+//! The HTTP context: one per request. It reads as guards: control route? then a fault the
+//! request asks for itself (`x-fault-*`)? then the first matching rule, else the client's
+//! policy; sampled? then inject, on the request or, for response faults, on its response.
 
+use super::reply::{self, INJECTED};
 use super::root::Worker;
-use super::{log, now_ms, shared};
-use crate::config::Origin;
-use crate::control::{self, Refusal};
+use super::{control_route, now_ms, shared};
+use crate::control;
+use crate::duration::Millis;
+use crate::grpc;
+use crate::header_faults::{self, Asked};
 use crate::net;
-use crate::policy::{FaultKind, Policy, State};
-use crate::query::{Call, ControlError};
+use crate::percentage::Percentage;
+use crate::policy::{FaultKind, Policy};
 use crate::retries::Attempt;
+use crate::rules::{self, Fault, RequestView, Rule};
 use crate::sampling::{identity_hash, in_share};
 use crate::stats::Stat;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, LogLevel, MapType};
+use proxy_wasm::types::{Action, MapType};
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
-
-const INJECTED: &str = "x-fault-injected";
 
 /// The local port the request arrived at (Envoy's `destination.port`).
 fn local_port() -> Option<u16> {
@@ -26,174 +29,313 @@ fn local_port() -> Option<u16> {
     net::parse_port_property(&bytes)
 }
 
+fn header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+}
+
+fn client() -> Option<IpAddr> {
+    let bytes = hostcalls::get_property(vec!["source", "address"]).ok().flatten()?;
+    net::parse_socket_address(std::str::from_utf8(&bytes).ok()?)
+}
+
+/// The request as rules see it, read from Envoy only as their conditions ask.
+struct Headers;
+
+impl RequestView for Headers {
+    fn path(&mut self) -> String {
+        let path = header(":path").unwrap_or_default();
+        match path.split_once('?') {
+            Some((route, _)) => route.to_string(),
+            None => path,
+        }
+    }
+    fn method(&mut self) -> String {
+        header(":method").unwrap_or_default()
+    }
+    fn header(&mut self, name: &str) -> Option<String> {
+        header(name)
+    }
+    fn client(&mut self) -> Option<IpAddr> {
+        client()
+    }
+}
+
+/// A fault for the upstream's response, decided when the request went through.
+enum OnResponse {
+    Delay(Millis),
+    Rewrite { status: Option<u16>, add: Vec<(String, String)>, remove: Vec<String> },
+}
+
 /// One request's context.
 pub struct Request {
     id: u32,
     worker: Rc<RefCell<Worker>>,
-    /// When this request is due to be released, while it is held (or was).
+    /// When this request (or its response) is due to be released, while it is held (or was).
     held_until: Option<u64>,
+    /// Whether what is held is the response.
+    holding_response: bool,
+    on_response: Option<OnResponse>,
+    /// A `POST` to the control route waiting for its body: the query it came with.
+    control_post: Option<String>,
 }
 
 impl Request {
     /// A context for a new request on this worker.
     pub fn new(id: u32, worker: Rc<RefCell<Worker>>) -> Request {
-        Request { id, worker, held_until: None }
+        Request { id, worker, held_until: None, holding_response: false, on_response: None, control_post: None }
     }
 
-    fn header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
-    }
-
-    fn client(&self) -> Option<IpAddr> {
-        let bytes = hostcalls::get_property(vec!["source", "address"]).ok().flatten()?;
-        net::parse_socket_address(std::str::from_utf8(&bytes).ok()?)
-    }
-
-    fn reply(&self, status: u32, headers: Vec<(&str, &str)>, body: &str) -> Action {
-        let _ = hostcalls::send_http_response(status, headers, Some(body.as_bytes()));
-        Action::Pause
-    }
-
-    fn reply_json(&self, status: u32, body: &serde_json::Value) -> Action {
-        let mut text = body.to_string();
-        text.push('\n');
-        self.reply(status, vec![("content-type", "application/json")], &text)
-    }
-
-    fn reply_state(&self, state: &State, origin: &Origin, now: u64) -> Action {
-        let mut body = state.to_json(now);
-        body["configuration"] = origin.to_json();
-        self.reply_json(200, &body)
-    }
-
-    fn refuse(&self, worker: &Worker, status: u32, reason: &str, extra: Vec<(&str, &str)>) -> Action {
-        worker.count(Stat::ControlRefused, 1);
-        log(LogLevel::Warn, &format!("fault-injector: control call refused ({status}): {reason}"));
-        let mut headers = vec![("content-type", "application/json")];
-        headers.extend(extra);
-        let body = serde_json::json!({ "error": reason });
-        self.reply(status, headers, &format!("{body}\n"))
-    }
-
-    fn control(&self, query: &str) -> Action {
-        let worker = self.worker.borrow();
-        let method = self.header(":method").unwrap_or_default();
-        let authorization = self.header("authorization");
-        if let Err(refusal) = control::admit(&worker.config.control, self.client(), &method, authorization.as_deref()) {
-            let extra = match refusal {
-                Refusal::Unauthorized => vec![("www-authenticate", "Bearer")],
-                Refusal::MethodNotAllowed => vec![("allow", "GET")],
-                Refusal::Forbidden => vec![],
-            };
-            return self.refuse(&worker, refusal.status(), refusal.message(), extra);
+    fn control(&mut self, query: String, end_of_stream: bool) -> Action {
+        let worker = Rc::clone(&self.worker);
+        let worker = worker.borrow();
+        let method = header(":method").unwrap_or_default();
+        if let Err(refused) = control_route::admit(&worker, client(), &method, header("authorization").as_deref()) {
+            return refused;
         }
-        let call = match Call::parse_query(query) {
-            Ok(call) => call,
-            Err(e) => return self.refuse(&worker, 400, &e.to_string(), vec![]),
-        };
-        let now = now_ms();
-        if !call.changes_anything() {
-            let (mut state, origin) = shared::state_and_origin();
-            state.settle(now);
-            return self.reply_state(&state, &origin, now);
-        }
-        let start = &worker.config.start;
-        let updated = shared::update(|state, origin| call.apply(state, start, now).map(|next| Some((next, origin.clone()))));
-        match updated {
-            Ok(Some((state, origin))) => {
-                worker.count(Stat::PolicyChanges, 1);
-                log(LogLevel::Info, &format!("fault-injector: policy changed by '{query}'"));
-                self.reply_state(&state, &origin, now)
+        match method.as_str() {
+            "POST" if !end_of_stream => {
+                // The document is in the body: answer when it has all arrived.
+                self.control_post = Some(query);
+                Action::Pause
             }
-            Ok(None) => self.refuse(&worker, 503, "the shared policy could not be written; try again", vec![]),
-            Err(e) => self.refuse(&worker, 400, &ControlError::to_string(&e), vec![]),
+            "POST" => control_route::document(&worker, &query, b""),
+            "DELETE" => control_route::reset(&worker, &query),
+            _ => control_route::query(&worker, &query),
         }
     }
 
-    fn inject(&mut self, worker: &mut Worker, policy: Policy, client: Option<IpAddr>) -> Action {
+    /// True for `percentage` of requests: by the value of `sample_by` when the request has
+    /// that header, so one user or request id is always in or always out, else at random.
+    fn sampled(worker: &mut Worker, percentage: Percentage, sample_by: Option<&str>) -> bool {
+        match sample_by.and_then(header) {
+            Some(value) => in_share(identity_hash(&[value.as_bytes()]), percentage),
+            None => worker.sampler.roll(percentage),
+        }
+    }
+
+    fn hold(&mut self, worker: &mut Worker, delay: Millis, response: bool) -> Option<Action> {
+        if worker.read(Stat::ActiveDelays) >= worker.config.max_active_delays {
+            worker.count(Stat::DelaysOverflow, 1);
+            return None;
+        }
+        let now = now_ms();
+        let due = now + delay.0;
+        if response {
+            worker.response_delays.hold(self.id, due);
+        } else {
+            worker.delays.hold(self.id, due);
+        }
+        worker.arm(due, now, self.id);
+        // A response delay was counted when the request chose it.
+        if !response {
+            worker.count(Stat::DelaysInjected, 1);
+        }
+        worker.count(Stat::ActiveDelays, 1);
+        self.held_until = Some(due);
+        self.holding_response = response;
+        Some(Action::Pause)
+    }
+
+    /// Answers with `status`; a gRPC caller gets `grpc_status` (or the code `status` maps to).
+    fn abort(worker: &Worker, status: u16, grpc_status: Option<u8>, label: &str) -> Action {
+        worker.count(Stat::AbortsInjected, 1);
+        if grpc::is_grpc(header("content-type").as_deref()) {
+            let code = grpc_status.unwrap_or_else(|| grpc::status_for_http(status));
+            return reply::grpc(code, &format!("fault filter abort ({label})"), vec![(INJECTED, label)]);
+        }
+        reply::http(status, vec![(INJECTED, label)], "fault filter abort\n")
+    }
+
+    fn respond(worker: &Worker, status: u16, headers: &[(String, String)], body: &str, grpc_status: Option<u8>, label: &str) -> Action {
+        worker.count(Stat::ResponsesInjected, 1);
+        let mut headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        headers.push((INJECTED, label));
+        match grpc_status {
+            Some(code) if grpc::is_grpc(header("content-type").as_deref()) => reply::grpc(code, body, headers),
+            _ => reply::http(status, headers, body),
+        }
+    }
+
+    /// Bounded retries: identities (client, method, path), not attempts, are sampled, so a
+    /// retrying client sees exactly `retries` failures.
+    fn bounded(worker: &Worker, client: Option<IpAddr>, retries: u32, status: u16, percentage: Percentage) -> Option<Action> {
+        let ip = client.map(|c| c.to_string()).unwrap_or_default();
+        let method = header(":method").unwrap_or_default();
+        let path = header(":path").unwrap_or_default();
+        let id = identity_hash(&[ip.as_bytes(), method.as_bytes(), path.as_bytes()]);
+        if !in_share(id, percentage) {
+            return None;
+        }
+        let Attempt::Fail(_) = shared::attempt(id, now_ms(), retries, worker) else { return None };
+        worker.count(Stat::RetriesInjected, 1);
+        if grpc::is_grpc(header("content-type").as_deref()) {
+            let code = grpc::status_for_http(status);
+            return Some(reply::grpc(code, "fault filter abort (bounded retries)", vec![(INJECTED, "boundedRetries")]));
+        }
+        Some(reply::http(status, vec![(INJECTED, "boundedRetries")], &format!("fault filter abort ({status}, bounded retries)\n")))
+    }
+
+    fn by_headers(&mut self, worker: &mut Worker) -> Option<Action> {
+        let (delay, abort) = (header(header_faults::DELAY), header(header_faults::ABORT));
+        if delay.is_none() && abort.is_none() {
+            return None;
+        }
+        let share = header(header_faults::PERCENTAGE);
+        match header_faults::read(delay.as_deref(), abort.as_deref(), share.as_deref(), worker.config.header_faults.max_delay) {
+            Ok(None) => None,
+            Ok(Some((asked, percentage))) if worker.sampler.roll(percentage) => match asked {
+                Asked::Delay(ms) => self.hold(worker, ms, false),
+                Asked::Abort(status) => Some(Self::abort(worker, status, None, "abort")),
+            },
+            Ok(Some(_)) => None,
+            Err(e) => {
+                worker.count(Stat::HeaderFaultsRefused, 1);
+                Some(reply::json(400, &serde_json::json!({ "error": e.to_string() }), vec![(INJECTED, "refused")]))
+            }
+        }
+    }
+
+    fn by_rule(&mut self, worker: &mut Worker, rule: &Rule) -> Option<Action> {
+        if let Fault::BoundedRetries { retries, status } = rule.fault {
+            return Self::bounded(worker, client(), retries, status, rule.percentage);
+        }
+        if !Self::sampled(worker, rule.percentage, rule.sample_by.as_deref()) {
+            return None;
+        }
+        match &rule.fault {
+            Fault::Delay { fixed, jitter } => {
+                let extra = if jitter.0 == 0 { 0 } else { worker.sampler.next_u64() % (jitter.0 + 1) };
+                self.hold(worker, Millis(fixed.0 + extra), false)
+            }
+            Fault::Abort { status, grpc_status } => Some(Self::abort(worker, *status, *grpc_status, "abort")),
+            Fault::Response { status, headers, body, grpc_status } => {
+                Some(Self::respond(worker, *status, headers, body, *grpc_status, "response"))
+            }
+            Fault::ResponseDelay { fixed } => {
+                self.on_response = Some(OnResponse::Delay(*fixed));
+                None
+            }
+            Fault::ResponseRewrite { status, add_headers, remove_headers } => {
+                let (add, remove) = (add_headers.clone(), remove_headers.clone());
+                self.on_response = Some(OnResponse::Rewrite { status: *status, add, remove });
+                None
+            }
+            Fault::BoundedRetries { .. } => None,
+        }
+    }
+
+    fn by_policy(&mut self, worker: &mut Worker, policy: Policy, client: Option<IpAddr>) -> Option<Action> {
         match policy.kind {
-            FaultKind::None => {}
-            FaultKind::BoundedRetries => {
-                let ip = client.map(|c| c.to_string()).unwrap_or_default();
-                let method = self.header(":method").unwrap_or_default();
-                let path = self.header(":path").unwrap_or_default();
-                let id = identity_hash(&[ip.as_bytes(), method.as_bytes(), path.as_bytes()]);
-                // Identities, not attempts, are sampled, so a retrying client sees exactly N failures.
-                if in_share(id, policy.percentage) {
-                    if let Attempt::Fail(_) = shared::attempt(id, now_ms(), policy.retries, worker) {
-                        worker.count(Stat::RetriesInjected, 1);
-                        let status = policy.status.to_string();
-                        return self.reply(u32::from(policy.status), vec![(INJECTED, "boundedRetries")], &format!("fault filter abort ({status}, bounded retries)\n"));
+            FaultKind::None => None,
+            FaultKind::BoundedRetries => Self::bounded(worker, client, policy.retries, policy.status, policy.percentage),
+            kind => {
+                let sample_by = worker.config.sample_by.clone();
+                if !Self::sampled(worker, policy.percentage, sample_by.as_deref()) {
+                    return None;
+                }
+                match kind {
+                    FaultKind::DelayResponse => self.hold(worker, policy.delay, false),
+                    FaultKind::StatusResponse => Some(Self::abort(worker, policy.status, None, "statusResponse")),
+                    _ => {
+                        let config = Rc::clone(&worker.config);
+                        let canned = &config.simple_response;
+                        Some(Self::respond(worker, canned.status, &canned.headers, &canned.body, None, "simpleResponse"))
                     }
                 }
             }
-            kind if worker.sampler.roll(policy.percentage) => match kind {
-                FaultKind::DelayResponse if worker.read(Stat::ActiveDelays) >= worker.config.max_active_delays => {
-                    worker.count(Stat::DelaysOverflow, 1);
-                }
-                FaultKind::DelayResponse => {
-                    let now = now_ms();
-                    let due = now + policy.delay.0;
-                    worker.delays.hold(self.id, due);
-                    worker.arm(due, now, self.id);
-                    worker.count(Stat::DelaysInjected, 1);
-                    worker.count(Stat::ActiveDelays, 1);
-                    self.held_until = Some(due);
-                    return Action::Pause;
-                }
-                FaultKind::StatusResponse => {
-                    worker.count(Stat::AbortsInjected, 1);
-                    return self.reply(u32::from(policy.status), vec![(INJECTED, "statusResponse")], "fault filter abort\n");
-                }
-                _ => {
-                    worker.count(Stat::ResponsesInjected, 1);
-                    let canned = Rc::clone(&worker.config);
-                    let canned = &canned.simple_response;
-                    let mut headers: Vec<(&str, &str)> = canned.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                    headers.push((INJECTED, "simpleResponse"));
-                    return self.reply(u32::from(canned.status), headers, &canned.body);
-                }
-            },
-            _ => {}
         }
-        worker.count(Stat::RequestsPassed, 1);
-        Action::Continue
+    }
+
+    fn inject(&mut self, worker: &mut Worker) -> Option<Action> {
+        if worker.config.header_faults.enabled {
+            if let Some(action) = self.by_headers(worker) {
+                return Some(action);
+            }
+        }
+        worker.refresh();
+        if worker.state.is_idle() {
+            return None;
+        }
+        if !worker.state.rules.is_empty() {
+            // The first matching rule decides, even when it samples the request out.
+            if let Some(rule) = rules::first_match(&worker.state.rules, &mut Headers).cloned() {
+                return self.by_rule(worker, &rule);
+            }
+        }
+        let needs_client = !worker.state.bindings.is_empty() || worker.state.default.kind == FaultKind::BoundedRetries;
+        let client = if needs_client { client() } else { None };
+        let policy = *worker.state.policy_for(client);
+        self.by_policy(worker, policy, client)
     }
 }
 
 impl Context for Request {}
 
 impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let worker = Rc::clone(&self.worker);
         let control_query = {
             let w = worker.borrow();
             if w.config.control.enabled {
-                let path = self.header(":path").unwrap_or_default();
+                let path = header(":path").unwrap_or_default();
                 control::control_query(&w.config.control, &path, local_port).map(str::to_string)
             } else {
                 None
             }
         };
         if let Some(query) = control_query {
-            return self.control(&query);
+            return self.control(query, end_of_stream);
         }
         let mut w = worker.borrow_mut();
         w.count(Stat::RequestsSeen, 1);
-        w.refresh();
-        if w.state.is_idle() {
-            w.count(Stat::RequestsPassed, 1);
-            return Action::Continue;
+        match self.inject(&mut w) {
+            Some(action) => action,
+            None => {
+                match self.on_response {
+                    Some(OnResponse::Delay(_)) => w.count(Stat::DelaysInjected, 1),
+                    Some(OnResponse::Rewrite { .. }) => w.count(Stat::ResponsesRewritten, 1),
+                    None => w.count(Stat::RequestsPassed, 1),
+                }
+                Action::Continue
+            }
         }
-        let needs_client = !w.state.bindings.is_empty() || w.state.default.kind == FaultKind::BoundedRetries;
-        let client = if needs_client { self.client() } else { None };
-        let policy = *w.state.policy_for(client);
-        self.inject(&mut w, policy, client)
+    }
+
+    fn on_http_request_body(&mut self, _body_size: usize, end_of_stream: bool) -> Action {
+        let Some(query) = &self.control_post else { return Action::Continue };
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, usize::MAX).ok().flatten().unwrap_or_default();
+        control_route::document(&self.worker.borrow(), query, &body)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        if self.held_until.is_some() {
+        if self.held_until.is_some() && !self.holding_response {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("delay"));
+        }
+        match self.on_response.take() {
+            Some(OnResponse::Delay(delay)) => {
+                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("responseDelay"));
+                let worker = Rc::clone(&self.worker);
+                let mut w = worker.borrow_mut();
+                if let Some(action) = self.hold(&mut w, delay, true) {
+                    return action;
+                }
+            }
+            Some(OnResponse::Rewrite { status, add, remove }) => {
+                if let Some(status) = status {
+                    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, ":status", Some(&status.to_string()));
+                }
+                for name in &remove {
+                    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, None);
+                }
+                for (name, value) in &add {
+                    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+                }
+                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("responseRewrite"));
+            }
+            None => {}
         }
         Action::Continue
     }
@@ -204,7 +346,8 @@ impl Drop for Request {
     fn drop(&mut self) {
         if let Some(due) = self.held_until {
             if let Ok(mut worker) = self.worker.try_borrow_mut() {
-                if worker.delays.cancel(self.id, due) {
+                let queue = if self.holding_response { &mut worker.response_delays } else { &mut worker.delays };
+                if queue.cancel(self.id, due) {
                     worker.count(Stat::ActiveDelays, -1);
                 }
             }

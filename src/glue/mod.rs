@@ -1,7 +1,9 @@
 //! The proxy-wasm glue: entry point, root context (configuration, shared state, delay timer)
 //! and HTTP context (the per-request guards). Decisions are made by the host-tested modules.
 
+mod control_route;
 mod http;
+mod reply;
 mod root;
 mod shared;
 

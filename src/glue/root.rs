@@ -29,6 +29,8 @@ pub struct Worker {
     pub sampler: Sampler,
     /// The requests this worker holds.
     pub delays: DelayQueue,
+    /// The responses this worker holds (`response_delay` rules).
+    pub response_delays: DelayQueue,
     root_id: u32,
     armed_until: Option<u64>,
     metrics: Vec<u32>,
@@ -97,6 +99,7 @@ impl Root {
                 expires: None,
                 sampler: Sampler::new(seed),
                 delays: DelayQueue::default(),
+                response_delays: DelayQueue::default(),
                 root_id: id,
                 armed_until: None,
                 metrics: Vec::new(),
@@ -146,20 +149,29 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let now = now_ms();
-        let (due, next) = {
+        let (requests, responses, next) = {
             let mut worker = self.worker.borrow_mut();
-            let due = worker.delays.take_due(now);
-            worker.count(Stat::ActiveDelays, -(due.len() as i64));
-            let next = worker.delays.next_due();
+            let requests = worker.delays.take_due(now);
+            let responses = worker.response_delays.take_due(now);
+            worker.count(Stat::ActiveDelays, -((requests.len() + responses.len()) as i64));
+            let next = match (worker.delays.next_due(), worker.response_delays.next_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             worker.armed_until = next;
-            (due, next)
+            (requests, responses, next)
         };
         let period = next.map_or(0, |n| n.saturating_sub(now).max(1));
         let _ = hostcalls::set_tick_period(Duration::from_millis(period));
         // Resuming can run other filters at once; the worker is not borrowed meanwhile.
-        for id in due {
+        for id in requests {
             if hostcalls::set_effective_context(id).is_ok() {
                 let _ = hostcalls::resume_http_request();
+            }
+        }
+        for id in responses {
+            if hostcalls::set_effective_context(id).is_ok() {
+                let _ = hostcalls::resume_http_response();
             }
         }
     }

@@ -1,0 +1,90 @@
+//! The control route: `GET /injector` reads the state, `GET /injector?...` edits it with
+//! query parameters, `POST /injector` replaces it with a policy document, `DELETE
+//! /injector` resets it. Every change is written to shared data for all workers at once.
+
+use super::reply;
+use super::root::Worker;
+use super::{log, now_ms, shared};
+use crate::config::Origin;
+use crate::control::{self, Refusal};
+use crate::document;
+use crate::policy::State;
+use crate::query::Call;
+use crate::stats::Stat;
+use proxy_wasm::types::{Action, LogLevel};
+use std::net::IpAddr;
+
+/// Turns the call away (with its refusal answered) unless the client, its token and its
+/// method may use the route.
+pub fn admit(worker: &Worker, client: Option<IpAddr>, method: &str, authorization: Option<&str>) -> Result<(), Action> {
+    control::admit(&worker.config.control, client, method, authorization).map_err(|refusal| {
+        let extra = match refusal {
+            Refusal::Unauthorized => vec![("www-authenticate", "Bearer")],
+            Refusal::MethodNotAllowed => vec![("allow", control::ALLOW)],
+            Refusal::Forbidden => vec![],
+        };
+        refuse(worker, refusal.status(), refusal.message(), extra)
+    })
+}
+
+/// `GET /injector?query`: reads (no parameters) or edits.
+pub fn query(worker: &Worker, query: &str) -> Action {
+    let call = match Call::parse_query(query) {
+        Ok(call) => call,
+        Err(e) => return refuse(worker, 400, &e.to_string(), vec![]),
+    };
+    let now = now_ms();
+    if !call.changes_anything() {
+        let (mut state, origin) = shared::state_and_origin();
+        state.settle(now);
+        return answer(&state, &origin, now);
+    }
+    let start = &worker.config.start;
+    write(worker, &format!("'{query}'"), |state| call.apply(state, start, now).map_err(|e| e.to_string()))
+}
+
+/// `POST /injector` with a policy document: the whole state becomes the document's.
+pub fn document(worker: &Worker, query: &str, body: &[u8]) -> Action {
+    if !query.is_empty() {
+        return refuse(worker, 400, "POST takes the policy document in its body, not a query", vec![]);
+    }
+    let now = now_ms();
+    match document::parse(body, now) {
+        Ok(next) => write(worker, "a policy document", |_| Ok(next.clone())),
+        Err(e) => refuse(worker, 400, &e.to_string(), vec![]),
+    }
+}
+
+/// `DELETE /injector`: back to the configuration's start.
+pub fn reset(worker: &Worker, query: &str) -> Action {
+    if !query.is_empty() {
+        return refuse(worker, 400, "DELETE resets everything and takes no query; use GET ?ip=A&reset for one client", vec![]);
+    }
+    let start = worker.config.start.clone();
+    write(worker, "DELETE", |_| Ok(start.clone()))
+}
+
+fn write(worker: &Worker, what: &str, change: impl Fn(&State) -> Result<State, String>) -> Action {
+    let now = now_ms();
+    match shared::update(|state, origin| change(state).map(|next| Some((next, origin.clone())))) {
+        Ok(Some((state, origin))) => {
+            worker.count(Stat::PolicyChanges, 1);
+            log(LogLevel::Info, &format!("fault-injector: policy changed by {what}"));
+            answer(&state, &origin, now)
+        }
+        Ok(None) => refuse(worker, 503, "the shared policy could not be written; try again", vec![]),
+        Err(e) => refuse(worker, 400, &e, vec![]),
+    }
+}
+
+fn answer(state: &State, origin: &Origin, now: u64) -> Action {
+    let mut body = state.to_json(now);
+    body["configuration"] = origin.to_json();
+    reply::json(200, &body, vec![])
+}
+
+fn refuse(worker: &Worker, status: u16, reason: &str, extra: Vec<(&str, &str)>) -> Action {
+    worker.count(Stat::ControlRefused, 1);
+    log(LogLevel::Warn, &format!("fault-injector: control call refused ({status}): {reason}"));
+    reply::json(status, &serde_json::json!({ "error": reason }), extra)
+}

@@ -95,6 +95,7 @@ struct RawControl {
     enabled: Option<bool>,
     path: Option<String>,
     port: Option<u64>,
+    post_documents: Option<bool>,
     allowed_cidrs: Option<Vec<String>>,
     token: Option<String>,
 }
@@ -128,6 +129,10 @@ pub struct Control {
     /// configuration serves a data listener (whose `/injector` is the app's) and a
     /// control listener.
     pub port: Option<u16>,
+    /// `POST /injector` reads its body. Envoy gives a Wasm filter the body only after the
+    /// next filter has seen the headers, so this needs Envoy's buffer filter right after
+    /// this one on the control route; without it the request would reach the upstream.
+    pub post_documents: bool,
     /// Client ranges allowed (loopback by default).
     pub allowed: Vec<Cidr>,
     /// A bearer token required, if set.
@@ -197,7 +202,7 @@ impl Default for Config {
             version: None,
             start: State::default(),
             simple_response: SimpleResponse { status: 200, headers: Vec::new(), body: String::new() },
-            control: Control { enabled: true, path: "/injector".into(), port: None, allowed: net::loopback(), token: None },
+            control: Control { enabled: true, path: "/injector".into(), port: None, post_documents: false, allowed: net::loopback(), token: None },
             retry_limits: Limits { window_ms: 60_000, per_shard: 1 },
             max_active_delays: DEFAULT_MAX_ACTIVE_DELAYS,
             header_faults: HeaderFaults { enabled: false, max_delay: Millis(10_000) },
@@ -296,7 +301,7 @@ impl Config {
                 headers: raw.simple_response.headers,
                 body: raw.simple_response.body.unwrap_or_else(|| DEFAULT_BODY.into()),
             },
-            control: Control { enabled: raw.control.enabled.unwrap_or(true), path, port, allowed, token: raw.control.token },
+            control: Control { enabled: raw.control.enabled.unwrap_or(true), path, port, post_documents: raw.control.post_documents.unwrap_or(false), allowed, token: raw.control.token },
             retry_limits: Limits { window_ms, per_shard: max_entries.div_ceil(retries::SHARDS as usize) },
             max_active_delays: raw.max_active_delays.unwrap_or(DEFAULT_MAX_ACTIVE_DELAYS),
             header_faults: HeaderFaults { enabled: raw.header_faults.enabled.unwrap_or(false), max_delay },
@@ -374,6 +379,22 @@ mod tests {
     }
 
     #[test]
+    fn rules_header_faults_and_sampling() {
+        let config = Config::parse(br#"{
+            "rules": [{"match": {"method": "POST"}, "fault": {"abort": {"status": 503}}}],
+            "header_faults": {"enabled": true, "max_delay": "2s"},
+            "sample_by": "X-User-Id",
+            "control": {"post_documents": true}
+        }"#).unwrap();
+        assert_eq!(config.start.rules.len(), 1);
+        assert_eq!(config.header_faults, HeaderFaults { enabled: true, max_delay: Millis(2000) });
+        assert_eq!(config.sample_by.as_deref(), Some("x-user-id"));
+        assert!(config.control.post_documents);
+        let defaults = Config::parse(b"{}").unwrap();
+        assert!(!defaults.header_faults.enabled && !defaults.control.post_documents && defaults.sample_by.is_none());
+    }
+
+    #[test]
     fn any_edit_makes_a_new_origin() {
         let a = br#"{"version": "v1", "policy": {"status": 500}}"#;
         let b = br#"{"version": "v1", "policy": {"status": 500}, "max_active_delays": 5}"#;
@@ -400,6 +421,10 @@ mod tests {
             (r#"{"control": {"allowed_cidrs": ["10.0.0.0/99"]}}"#, "control.allowed_cidrs: '10.0.0.0/99'"),
             (r#"{"control": {"token": ""}}"#, "control.token"),
             (r#"{"control": {"port": 0}}"#, "control.port: '0'"),
+            (r#"{"rules": [{"fault": {"nap": {}}}]}"#, "rules[0].fault: give one of"),
+            (r#"{"rules": [{"fault": {"abort": {"status": 503}}, "ttl": "1m"}]}"#, "rules[0].ttl: a start rule cannot end"),
+            (r#"{"header_faults": {"max_delay": "2h"}}"#, "header_faults.max_delay"),
+            (r#"{"sample_by": "x user"}"#, "sample_by: 'x user'"),
             (r#"{"control": {"port": 70000}}"#, "control.port: '70000'"),
             (r#"{"version": ""}"#, "version: ''"),
             (r#"{"version": 3}"#, "invalid type: integer `3`, expected a string"),

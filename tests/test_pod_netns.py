@@ -11,10 +11,12 @@ from outside the pod.
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
 
+from harness import request
 from pods import FILTER_FILE, ConfigMapVolume, Pod, configmap, filter_files, render, to_host_paths
 
 
@@ -71,3 +73,17 @@ def test_pod_passes_traffic_and_the_seed_curl_changes_it(pod):
 def test_admin_is_not_reachable_from_outside_the_pod(pod):
     with pytest.raises(OSError):
         pod.get(9901, "/ready", timeout=2.0)
+
+
+def test_policy_document_posted_to_the_control_port(pod):
+    doc = {"rules": [{"match": {"path": {"prefix": "/checkout"}, "method": "POST"}, "fault": {"abort": {"status": 503}}}]}
+    r = request(8282, "/injector", method="POST", body=json.dumps(doc), source_ip=pod.host_ip, host=pod.ip)
+    assert r.status == 200, r.text
+    try:
+        assert pod.get(8080, "/checkout").status == 200  # a GET: not matched
+        r = request(8080, "/checkout", method="POST", body="{}", source_ip=pod.host_ip, host=pod.ip)
+        assert r.status == 503 and r.headers["x-fault-injected"] == "abort"
+    finally:
+        assert request(8282, "/injector", method="DELETE", source_ip=pod.host_ip, host=pod.ip).status == 200
+    r = request(8080, "/checkout", method="POST", body="{}", source_ip=pod.host_ip, host=pod.ip)
+    assert r.status == 200

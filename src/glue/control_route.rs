@@ -9,7 +9,7 @@ use crate::config::Origin;
 use crate::control::{self, Refusal};
 use crate::document;
 use crate::policy::State;
-use crate::query::Call;
+use crate::query::{percent_decode, Call};
 use crate::stats::Stat;
 use proxy_wasm::types::{Action, LogLevel};
 use std::net::IpAddr;
@@ -29,6 +29,12 @@ pub fn admit(worker: &Worker, client: Option<IpAddr>, method: &str, authorizatio
 
 /// `GET /injector?query`: reads (no parameters) or edits.
 pub fn query(worker: &Worker, query: &str) -> Action {
+    if let Some(encoded) = query.strip_prefix("document=").filter(|d| !d.contains('&')) {
+        return match percent_decode(encoded) {
+            Ok(text) => document(worker, "", text.as_bytes()),
+            Err(e) => refuse(worker, 400, &format!("document: {e}"), vec![]),
+        };
+    }
     let call = match Call::parse_query(query) {
         Ok(call) => call,
         Err(e) => return refuse(worker, 400, &e.to_string(), vec![]),
@@ -41,6 +47,12 @@ pub fn query(worker: &Worker, query: &str) -> Action {
     }
     let start = &worker.config.start;
     write(worker, &format!("'{query}'"), |state| call.apply(state, start, now).map_err(|e| e.to_string()))
+}
+
+/// `POST /injector` where the listener cannot hold the body back from the router.
+pub fn post_refused(worker: &Worker) -> Action {
+    let reason = "POST needs control.post_documents and Envoy's buffer filter after this one (README, \"Policy document\"); or send the document as GET ?document=<url-encoded JSON>";
+    refuse(worker, 400, reason, vec![])
 }
 
 /// `POST /injector` with a policy document: the whole state becomes the document's.

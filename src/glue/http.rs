@@ -93,11 +93,13 @@ impl Request {
             return refused;
         }
         match method.as_str() {
-            "POST" if !end_of_stream => {
-                // The document is in the body: answer when it has all arrived.
+            "POST" if worker.config.control.post_documents && !end_of_stream => {
+                // The document is in the body, which Envoy hands over only once the headers
+                // went on, to the buffer filter that holds them from the router (README).
                 self.control_post = Some(query);
-                Action::Pause
+                Action::Continue
             }
+            "POST" if !worker.config.control.post_documents => control_route::post_refused(&worker),
             "POST" => control_route::document(&worker, &query, b""),
             "DELETE" => control_route::reset(&worker, &query),
             _ => control_route::query(&worker, &query),

@@ -11,7 +11,7 @@ use crate::sampling::{identity_hash, Sampler};
 use crate::stats::{self, Stat};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Bytes, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{ContextType, LogLevel, MetricType};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ pub struct Worker {
     pub config: Rc<Config>,
     /// The state last read from shared data, and the version stamp it was read at.
     pub state: State,
-    version: Option<Bytes>,
+    version: Option<u64>,
     /// When the next `ttl` change in `state` ends.
     expires: Option<u64>,
     /// Rolls the sampling dice.
@@ -37,10 +37,10 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Re-reads the shared state, but only when its version stamp moved.
+    /// Re-reads the shared state, but only when its version stamp moved (or is unreadable).
     pub fn refresh(&mut self) {
         let version = shared::version();
-        if version != self.version {
+        if version.is_none() || version != self.version {
             self.state = shared::state();
             self.version = version;
             self.expires = self.state.next_expiry();

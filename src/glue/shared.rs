@@ -6,13 +6,13 @@ use crate::config::Origin;
 use crate::policy::State;
 use super::root::Worker;
 use crate::retries::{self, Attempt, Shard};
-use crate::stats::Stat;
+use crate::stats::{self, Stat};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Bytes, Status};
+use proxy_wasm::types::{MetricType, Status};
+use std::cell::Cell;
 use serde::{Deserialize, Serialize};
 
 const STATE_KEY: &str = "fault_injector.state";
-const VERSION_KEY: &str = "fault_injector.version";
 const CAS_TRIES: usize = 16;
 
 /// The state as stored, with the configuration whose start it came from.
@@ -31,9 +31,29 @@ fn read_stored() -> (Stored, Option<u32>) {
     }
 }
 
-/// The version stamp, which changes with every write of the state; reading it is cheap.
-pub fn version() -> Option<Bytes> {
-    hostcalls::get_shared_data(VERSION_KEY).ok().and_then(|(bytes, _)| bytes)
+thread_local! {
+    /// This VM's id of the `state_version` gauge, defined on first use.
+    static VERSION_GAUGE: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// The version stamp: the `state_version` gauge, which every write of the state moves.
+/// Every request looks at it, so it is a metric rather than a shared-data key: reading a
+/// metric is one host call, while reading shared data makes Envoy call back into the module
+/// to allocate the copy, which cost as much as all the rest of a passing request's work.
+/// Metrics are process-wide, so all workers see one gauge; a gauge (unlike a counter) is
+/// not zeroed by the admin `/reset_counters`, so a stamp never comes back. `None` when
+/// the host refuses, and then the caller must re-read.
+pub fn version() -> Option<u64> {
+    version_gauge().and_then(|id| hostcalls::get_metric(id).ok())
+}
+
+fn version_gauge() -> Option<u32> {
+    VERSION_GAUGE.with(|gauge| {
+        if gauge.get().is_none() {
+            gauge.set(hostcalls::define_metric(MetricType::Gauge, stats::ALL[Stat::StateVersion as usize].name).ok());
+        }
+        gauge.get()
+    })
 }
 
 /// The current state.
@@ -70,16 +90,8 @@ pub fn update<E>(change: impl Fn(&State, &Origin) -> Result<Option<(State, Origi
 }
 
 fn bump_version() {
-    for _ in 0..CAS_TRIES {
-        let (bytes, cas) = hostcalls::get_shared_data(VERSION_KEY).unwrap_or((None, None));
-        let mut counter = [0u8; 8];
-        if let Some(b) = bytes.filter(|b| b.len() == 8) {
-            counter.copy_from_slice(&b);
-        }
-        let next = u64::from_le_bytes(counter).wrapping_add(1).to_le_bytes();
-        if hostcalls::set_shared_data(VERSION_KEY, Some(&next), Some(cas.unwrap_or(0))) != Err(Status::CasMismatch) {
-            return;
-        }
+    if let Some(id) = version_gauge() {
+        let _ = hostcalls::increment_metric(id, 1);
     }
 }
 

@@ -143,7 +143,7 @@ impl Request {
         worker.count(Stat::AbortsInjected, 1);
         if grpc::is_grpc(header("content-type").as_deref()) {
             let code = grpc_status.unwrap_or_else(|| grpc::status_for_http(status));
-            return reply::grpc(code, &format!("fault filter abort ({label})"), vec![(INJECTED, label)]);
+            return reply::grpc(code, "fault filter abort", vec![(INJECTED, label)]);
         }
         reply::http(status, vec![(INJECTED, label)], "fault filter abort\n")
     }

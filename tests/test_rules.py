@@ -258,6 +258,15 @@ def test_sampling_by_header_keeps_a_user_in_or_out(envoy):
     assert 12 <= faulted_users <= 48, faulted_users
 
 
+def test_configured_sample_by_applies_to_query_policies(start_envoy):
+    envoy = start_envoy({"sample_by": "x-user-id"})
+    assert request(envoy.port, "/injector?status=503&percentage=50").status == 200
+    outcomes = [{request(envoy.port, "/x", headers={"x-user-id": f"u{user}"}).status for _ in range(3)}
+                for user in range(40)]
+    assert all(len(o) == 1 for o in outcomes)
+    assert 6 <= sum(o == {503} for o in outcomes) <= 34
+
+
 # ------------------------------------------------------------------ header-triggered faults
 
 

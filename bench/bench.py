@@ -1,0 +1,672 @@
+"""The benchmark: what fault-injector costs next to Envoy alone, Envoy's own fault filter
+and an empty proxy-wasm filter, and how accurately and cheaply it holds thousands of
+delayed requests. Run it through bench/run.sh, which installs and builds what it needs.
+
+One Envoy (2 workers) has a listener per setup, all in front of one nginx. Each round runs
+every setup for the same time, in an order that rotates from round to round, so a setup
+never owes its numbers to the load the machine had at one moment: the ratios compare
+measurements taken side by side. Then a separate run holds BENCH_HOLD requests at once in
+a fresh Envoy, with fault-injector and then with Envoy's fault filter for comparison.
+
+Knobs (environment): BENCH_ROUNDS (3), BENCH_SECONDS (5, per setup and protocol and
+round), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_H2 (1: also HTTP/2 with h2load;
+0: not), BENCH_HOLD (2000), BENCH_HOLD_MS (200), BENCH_OUT (BENCHMARKS.md; empty: print
+only), BENCH_BASELINE_WASM (another build of the filter to compare, e.g. an older commit's).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import selectors
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
+
+from harness import REPO_ROOT, envoy_binary, free_port, wasm_module_path  # noqa: E402
+
+EMPTY_FILTER = REPO_ROOT / "target" / "wasm32-wasip1" / "release" / "examples" / "empty_filter.wasm"
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
+# Loose enough that Envoy itself never queues or refuses: the limits measured are the filters'.
+UNLIMITED = {"thresholds": [{k: 1_000_000 for k in ("max_connections", "max_pending_requests", "max_requests", "max_retries")}]}
+
+
+def knob(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+ROUNDS = int(knob("BENCH_ROUNDS", "3"))
+SECONDS = float(knob("BENCH_SECONDS", "5"))
+WARMUP = float(knob("BENCH_WARMUP", "2"))
+CONNECTIONS = int(knob("BENCH_CONNECTIONS", "32"))
+H2 = knob("BENCH_H2", "1") == "1"
+HOLD = int(knob("BENCH_HOLD", "2000"))
+HOLD_MS = int(knob("BENCH_HOLD_MS", "200"))
+# The hold run's requests go out evenly over this long, so all are held at once when the
+# last is sent, yet Envoy never gets more at one time than it can forward on release.
+SPREAD_MS = int(knob("BENCH_HOLD_SPREAD_MS", str(HOLD_MS * 3 // 4)))
+OUT = knob("BENCH_OUT", str(REPO_ROOT / "BENCHMARKS.md"))
+BASELINE = knob("BENCH_BASELINE_WASM", "")
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def wasm_filter(vm_id: str, module: Path, configuration: str = "{}") -> dict:
+    """A proxy-wasm filter in its own VM: a VM id of its own also means shared data of its own."""
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": vm_id,
+                "root_id": vm_id,
+                "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(module)}}},
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
+            },
+        },
+    }
+
+
+def envoy_fault_filter(percent: int, delay_ms: int) -> dict:
+    """Envoy's own fault filter, aborting 0% and delaying `percent` of requests by `delay_ms`."""
+    share = lambda n: {"numerator": n, "denominator": "HUNDRED"}  # noqa: E731
+    return {
+        "name": "envoy.filters.http.fault",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+            "abort": {"http_status": 503, "percentage": share(0)},
+            "delay": {"fixed_delay": f"{delay_ms / 1000}s", "percentage": share(percent)},
+        },
+    }
+
+
+@dataclass
+class Setup:
+    """One listener of the benchmark's Envoy."""
+
+    key: str
+    title: str
+    filters: list[dict]
+    control: str = ""  # a control query run once the listener is up, e.g. "status=503"
+    port: int = 0
+    held_log: Path | None = None  # where to log, per request, how long the filters held it
+
+
+def setups(module: Path) -> list[Setup]:
+    out = [
+        Setup("1", "Envoy, no extra filter (ceiling)", []),
+        Setup("2", "Envoy's fault filter at 0%", [envoy_fault_filter(0, 100)]),
+        Setup("3", "empty proxy-wasm filter (floor)", [wasm_filter("bench_empty", EMPTY_FILTER)]),
+        Setup("4", "fault-injector, no fault set", [wasm_filter("bench_none", module)]),
+        Setup("5", "fault-injector, aborting 20%", [wasm_filter("bench_abort", module)], "status=503&percentage=20"),
+        Setup("6", "fault-injector, delaying 20% by 100 ms", [wasm_filter("bench_delay", module)], "timeout=100ms&percentage=20"),
+    ]
+    if BASELINE:
+        base = Path(BASELINE).resolve()
+        out += [
+            Setup("4b", "baseline build, no fault set", [wasm_filter("bench_base_none", base)]),
+            Setup("5b", "baseline build, aborting 20%", [wasm_filter("bench_base_abort", base)], "status=503&percentage=20"),
+        ]
+    return out
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Process:
+    """A child process in its own process group, stopped with it."""
+
+    def __init__(self, args: list[str], log: Path):
+        self.args, self.log = args, log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"{self.args[0]} exited with {self.proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def get(port: int, path: str, timeout: float = 5) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_until(ready, process: Process, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.check()
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} not ready within {timeout}s (log: {process.log})")
+
+
+def start_nginx(workdir: Path) -> tuple[Process, int]:
+    port = free_port()
+    conf = (BENCH_DIR / "nginx.conf").read_text().replace("@PORT@", str(port)).replace("@DIR@", str(workdir))
+    (workdir / "nginx.conf").write_text(conf)
+    nginx = Process(["nginx", "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-e", "stderr"], workdir / "nginx.log")
+    wait_until(lambda: get(port, "/")[0] == 200, nginx, "nginx")
+    return nginx, port
+
+
+def start_envoy(workdir: Path, name: str, listeners: list[Setup], upstream_port: int) -> tuple[Process, int]:
+    """An Envoy with 2 workers and one listener per setup; returns it and its admin port."""
+    admin = free_port()
+    for s in listeners:
+        s.port = free_port()
+    bootstrap = {
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": f"setup_{s.key}",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": s.port}},
+                    # Thousands of clients connect at once in the hold run.
+                    "tcp_backlog_size": 4096,
+                    # Each worker gets the same number of connections: left to the kernel,
+                    # 32 connections often split 20/12, and the busier worker sets the pace.
+                    "enable_reuse_port": False,
+                    "connection_balance_config": {"exact_balance": {}},
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": HCM,
+                            "stat_prefix": f"setup_{s.key}",
+                            "route_config": {"virtual_hosts": [{
+                                "name": "all", "domains": ["*"],
+                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
+                            }]},
+                            "http_filters": s.filters + [ROUTER],
+                            **({"access_log": [held_log(s.held_log)]} if s.held_log else {}),
+                        },
+                    }]}],
+                }
+                for s in listeners
+            ],
+            "clusters": [{
+                "name": "upstream",
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "circuit_breakers": UNLIMITED,
+                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}
+                ]}]},
+            }],
+        },
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+    }
+    path = workdir / f"{name}.json"
+    path.write_text(json.dumps(bootstrap, indent=1))
+    args = [envoy_binary(), "-c", str(path), "--concurrency", "2", "--disable-hot-restart", "--log-level", "warn"]
+    envoy = Process(args, workdir / f"{name}.log")
+    wait_until(lambda: get(admin, "/ready")[1].strip() == "LIVE" and all(get(s.port, "/")[0] == 200 for s in listeners), envoy, "envoy")
+    for s in listeners:
+        if s.control:
+            status, body = get(s.port, f"/injector?{s.control}")
+            if status != 200:
+                raise RuntimeError(f"setup {s.key}: /injector?{s.control} answered {status} {body}")
+    return envoy, admin
+
+
+def held_log(path: Path) -> dict:
+    """An access log of, per request, the microseconds from the whole request received to
+    its first byte sent upstream: the time the filters held it, as Envoy itself measured."""
+    return {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": str(path),
+            "log_format": {"text_format_source": {"inline_string": "%COMMON_DURATION(DS_RX_END:US_TX_BEG:us)%\n"}},
+        },
+    }
+
+
+def envoy_version() -> str:
+    out = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"/(\d+\.\d+\.\d+)/", out)
+    return found.group(1) if found else out.strip()
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, from /proc (VmRSS, in KiB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time used so far by all threads of a process, in nanoseconds (schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended meanwhile
+    return total
+
+
+def stat_value(admin: int, name: str) -> int:
+    status, body = get(admin, f"/stats?filter=^{re.escape(name)}$&format=json")
+    for entry in json.loads(body).get("stats", []) if status == 200 else []:
+        if entry.get("name") == name:
+            return int(entry.get("value", 0))
+    return 0
+
+
+# --------------------------------------------------------------------------- load
+
+
+@dataclass
+class Sample:
+    """One measurement: requests per second and latency percentiles in microseconds."""
+
+    rps: float
+    p50: float
+    p99: float
+    non_2xx: int = 0
+    errors: int = 0
+    cpu_us: float = 0.0  # Envoy's CPU time per request, all threads
+
+
+def measured(pid: int, run) -> Sample:
+    """Runs a load generator and adds Envoy's CPU time per request: unlike throughput, it
+    hardly moves when other processes compete for the cores."""
+    before = cpu_ns(pid)
+    sample, requests = run()
+    sample.cpu_us = (cpu_ns(pid) - before) / 1000 / max(1, requests)
+    return sample
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, -(-len(sorted_values) * pct // 100))
+    return sorted_values[int(rank) - 1]
+
+
+def run_wrk(port: int, seconds: float) -> tuple[Sample, int]:
+    """HTTP/1.1: wrk, one thread (the two cores are Envoy's), keep-alive connections."""
+    args = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(BENCH_DIR / "report.lua"), f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    line = next(l for l in reversed(out.splitlines()) if l.startswith("{"))
+    r = json.loads(line)
+    return Sample(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"], r["p99_us"], r["non_2xx"], r["errors"]), r["requests"]
+
+
+def run_h2load(port: int, seconds: float, workdir: Path) -> tuple[Sample, int]:
+    """HTTP/2: h2load, one thread, CONNECTIONS streams over 4 connections; percentiles from its per-request log."""
+    log = workdir / "h2load.log"
+    streams = max(1, CONNECTIONS // 4)
+    args = ["h2load", "-t1", "-c4", f"-m{streams}", "-D", str(max(1, round(seconds))), "--log-file", str(log), f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out).group(1))
+    codes = [int(x) for x in re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out).groups()]
+    failed = int(re.search(r"(\d+) failed, (\d+) errored", out).group(2))
+    durations = sorted(int(l.split("\t")[2]) for l in log.read_text().splitlines() if l.count("\t") >= 2)
+    return Sample(rps, percentile(durations, 50), percentile(durations, 99), sum(codes[1:]), failed), len(durations)
+
+
+# --------------------------------------------------------------------------- throughput rounds
+
+
+@dataclass
+class Results:
+    samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
+
+    def add(self, proto: str, key: str, sample: Sample) -> None:
+        self.samples.setdefault((proto, key), []).append(sample)
+
+    def median(self, proto: str, key: str, attr: str) -> float:
+        return statistics.median(getattr(s, attr) for s in self.samples[(proto, key)])
+
+    def ratio(self, proto: str, a: str, b: str, attr: str) -> float:
+        """The median of the round-by-round ratios a/b: each pair was measured side by side."""
+        pairs = zip(self.samples[(proto, a)], self.samples[(proto, b)])
+        return statistics.median(getattr(x, attr) / getattr(y, attr) for x, y in pairs)
+
+
+def throughput(workdir: Path, module: Path, upstream: int) -> tuple[list[Setup], list[str], Results]:
+    all_setups = setups(module)
+    protos = ["HTTP/1.1"] + (["HTTP/2"] if H2 else [])
+    envoy, _ = start_envoy(workdir, "envoy-throughput", all_setups, upstream)
+    results = Results()
+    try:
+        say(f"warm-up: {WARMUP:g} s per setup")
+        for s in all_setups:
+            run_wrk(s.port, WARMUP)
+        for r in range(ROUNDS):
+            order = all_setups[r % len(all_setups):] + all_setups[: r % len(all_setups)]
+            for s in order:
+                for proto in protos:
+                    if proto == "HTTP/1.1":
+                        sample = measured(envoy.pid, lambda: run_wrk(s.port, SECONDS))
+                    else:
+                        sample = measured(envoy.pid, lambda: run_h2load(s.port, SECONDS, workdir))
+                    envoy.check()
+                    results.add(proto, s.key, sample)
+                    say(f"round {r + 1}/{ROUNDS} {proto:8} {s.key:>2} {sample.rps:9.0f} req/s  p50 {sample.p50 / 1000:6.2f} ms  p99 {sample.p99 / 1000:6.2f} ms  Envoy CPU {sample.cpu_us:5.1f} µs/req")
+    finally:
+        envoy.stop()
+    return all_setups, protos, results
+
+
+# --------------------------------------------------------------------------- the hold run
+
+
+@dataclass
+class Hold:
+    """What holding HOLD delayed requests at once cost and how exact the delays were."""
+
+    title: str
+    held: int  # the filter's own gauge of requests held, read once all were sent
+    statuses: dict[str, int]
+    errors_ms: list[float]  # each request's time, as the client saw it, minus the delay, sorted
+    held_errors_ms: list[float]  # each request's time held in Envoy, as Envoy logged it, minus the delay, sorted
+    undelayed_ms: list[float]  # the same requests' times through a listener without the filter, sorted
+    rss_idle_kib: int  # before any burst
+    rss_connected_kib: int  # after the same burst passed untouched, with the connections for the held one open
+    rss_held_kib: int  # with every request held
+
+    def err(self, pct: float) -> float:
+        return percentile(self.held_errors_ms, pct)
+
+
+def burst(port: int, count: int, on_all_sent=lambda: None, on_connected=lambda: None) -> tuple[list[float], dict[str, int]]:
+    """Opens `count` HTTP/1.1 connections, then sends one request on each, evenly over
+    SPREAD_MS, and returns each request's time (ms, from its send to its whole answer) and
+    the statuses.
+
+    Connecting first keeps the handshakes out of the times. `on_all_sent` runs once every
+    request is out (to look at Envoy while they are held), `on_connected` before the first.
+    """
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        socks.append(sock)
+    time.sleep(0.5)  # Envoy accepts them all before the clock starts
+    on_connected()
+    request = b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n"
+    selector = selectors.DefaultSelector()
+    sent: dict[int, int] = {}
+    start = time.perf_counter_ns()
+    for i, sock in enumerate(socks):
+        # Sleeping, not spinning, between the millisecond batches: the cores are Envoy's.
+        wait = start + i * SPREAD_MS * 1_000_000 // count - time.perf_counter_ns()
+        if wait > 1_000_000:
+            time.sleep(wait / 1e9)
+        sock.send(request)
+        sent[sock.fileno()] = time.perf_counter_ns()
+        selector.register(sock, selectors.EVENT_READ)
+    on_all_sent()
+    buffers: dict[int, bytes] = {}
+    times: list[float] = []
+    statuses: dict[str, int] = {}
+    deadline = time.monotonic() + 30 + HOLD_MS / 1000
+    while len(times) + statuses.get("closed", 0) < count and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=1):
+            sock = key.fileobj
+            fd = sock.fileno()
+            data = sock.recv(65536)
+            now = time.perf_counter_ns()
+            if not data:
+                statuses["closed"] = statuses.get("closed", 0) + 1
+                selector.unregister(sock)
+                continue
+            buf = buffers.get(fd, b"") + data
+            head, sep, body = buf.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            if not sep or (length and len(body) < int(length.group(1))):
+                buffers[fd] = buf
+                continue
+            status = head.split(b" ", 2)[1].decode()
+            statuses[status] = statuses.get(status, 0) + 1
+            times.append((now - sent[fd]) / 1e6)
+            selector.unregister(sock)
+    answered = len(times) + statuses.get("closed", 0)
+    if answered < count:
+        statuses["no answer"] = count - answered
+    for sock in socks:
+        sock.close()
+    return sorted(times), statuses
+
+
+def hold_run(workdir: Path, module: Path, upstream: int, ours: bool) -> Hold:
+    """Holds HOLD requests of HOLD_MS at once in a fresh Envoy, with fault-injector or with
+    Envoy's fault filter. The same burst first goes through a listener without the filter,
+    which warms Envoy's upstream connections and shows what the proxying alone takes."""
+    if ours:
+        config = json.dumps({"policy": {"policy": "delayResponse", "timeout": f"{HOLD_MS}ms", "percentage": 100}})
+        held = Setup("h", "fault-injector", [wasm_filter("bench_hold", module, config)], held_log=workdir / "held-ours.log")
+        gauge = "wasmcustom.fault_injector.active_delays"
+    else:
+        held = Setup("h", "Envoy's fault filter", [envoy_fault_filter(100, HOLD_MS)], held_log=workdir / "held-envoy.log")
+        gauge = "http.setup_h.fault.active_faults"
+    plain = Setup("p", "no filter", [])
+    name = "envoy-hold-ours" if ours else "envoy-hold-envoy-fault"
+    envoy, admin = start_envoy(workdir, name, [held, plain], upstream)
+    try:
+        run_wrk(plain.port, 1)
+        time.sleep(0.5)
+        rss_idle = rss_kib(envoy.pid)
+        # Also leaves Envoy with as many idle upstream connections as the held requests will use.
+        undelayed, _ = burst(plain.port, HOLD)
+        seen = {"held": 0, "rss": 0}
+        started = time.monotonic()
+
+        def look() -> None:
+            # Until the first release is near: the most held at once, and Envoy's memory then.
+            while time.monotonic() - started < 0.9 * HOLD_MS / 1000 and seen["held"] < HOLD:
+                seen["held"] = max(seen["held"], stat_value(admin, gauge))
+                seen["rss"] = max(seen["rss"], rss_kib(envoy.pid))
+                time.sleep(0.005)
+            seen["rss"] = max(seen["rss"], rss_kib(envoy.pid))
+
+        rss_connected = 0
+
+        def connected() -> None:
+            nonlocal rss_connected, started
+            rss_connected = rss_kib(envoy.pid)
+            started = time.monotonic()
+
+        times, statuses = burst(held.port, HOLD, look, connected)
+        time.sleep(1.5)  # Envoy writes its access log out every second
+        envoy.check()
+    finally:
+        envoy.stop()  # which also flushes the access log
+    assert held.held_log is not None
+    held_us = [int(l) for l in held.held_log.read_text().split() if l.isdigit()]
+    return Hold(
+        held.title, seen["held"], statuses, sorted(t - HOLD_MS for t in times), sorted(us / 1000 - HOLD_MS for us in held_us),
+        undelayed, rss_idle, rss_connected, seen["rss"],
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+RATIOS = [("4", "3"), ("5", "3"), ("4", "1"), ("4", "2")]
+
+
+def ratio_lines(proto: str, results: Results, keys: set[str]) -> list[str]:
+    lines = []
+    pairs = RATIOS + [("5", "4")] + ([("4", "4b"), ("5", "5b")] if {"4b", "5b"} <= keys else [])
+    for a, b in pairs:
+        rps = results.ratio(proto, a, b, "rps")
+        p99 = results.ratio(proto, a, b, "p99")
+        lines.append(f"| {a}/{b} | {rps:.3f} | {p99:.3f} |")
+    return lines
+
+
+def verdicts(results: Results, holds: list[Hold], module_size: int) -> list[str]:
+    proto = "HTTP/1.1"
+    mark = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    rps_43 = results.ratio(proto, "4", "3", "rps")
+    p99_43 = results.ratio(proto, "4", "3", "p99")
+    rps_54 = results.ratio(proto, "5", "4", "rps")
+    lines = [
+        f"- No fault set: throughput {rps_43:.1%} of the empty filter's (target ≥ 97%): {mark(rps_43 >= 0.97)}; "
+        f"p99 {p99_43 - 1:+.1%} against it (target ≤ +5%): {mark(p99_43 <= 1.05)}.",
+        f"- 20% aborts: throughput {rps_54:.1%} of no fault set (target ≥ 100%): {mark(rps_54 >= 1.0)}.",
+    ]
+    ours = next((h for h in holds if h.title == "fault-injector"), None)
+    if ours:
+        mib = (ours.rss_held_kib - ours.rss_connected_kib) / 1024
+        ok = ours.held >= HOLD and ours.err(99) < 10 and ours.err(100) < 25 and ours.statuses.get("200", 0) == HOLD
+        lines.append(
+            f"- Delays: {ours.held} held at once (target {HOLD}), error p99 {ours.err(99):.1f} ms (target < 10), "
+            f"max {ours.err(100):.1f} ms (target < 25): {mark(ok)}; memory for them {mib:.1f} MiB (target < 20): {mark(mib < 20)}."
+        )
+    lines.append(f"- Module size: {module_size / 1024:.0f} KiB (target < 300 KiB): {mark(module_size < 300 * 1024)}.")
+    return lines
+
+
+def report(all_setups: list[Setup], protos: list[str], results: Results, holds: list[Hold], module: Path) -> str:
+    keys = {s.key for s in all_setups}
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.machine())
+    size = module.stat().st_size
+    out = [
+        "# Benchmarks",
+        "",
+        "Written by `bench/run.sh` (see the README's Benchmarks section); every number below comes",
+        "from one run of it. Compare ratios, not absolute numbers: the machine is shared, and the",
+        "setups were interleaved round by round so that each ratio compares runs taken side by side.",
+        "",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}",
+        f"- Envoy {envoy_version()} (`--concurrency 2`), upstream nginx (1 worker) on loopback",
+        f"- Load: {ROUNDS} rounds × {SECONDS:g} s per setup and protocol; HTTP/1.1 with wrk "
+        f"(1 thread, {CONNECTIONS} connections){'; HTTP/2 with h2load (1 thread, 4 connections × ' + str(max(1, CONNECTIONS // 4)) + ' streams)' if H2 else ''}",
+        f"- Module: `fault_injector.wasm` {size} bytes ({size / 1024:.0f} KiB); empty filter {EMPTY_FILTER.stat().st_size} bytes",
+        "",
+        "## Results",
+        "",
+        "Medians over the rounds; p50 and p99 are request latencies seen by the load generator.",
+        "",
+    ]
+    for proto in protos:
+        out += [f"### {proto}", "", "| # | setup | req/s | p50 ms | p99 ms | non-2xx/s |", "|---|---|---:|---:|---:|---:|"]
+        for s in all_setups:
+            rps, p50, p99 = (results.median(proto, s.key, a) for a in ("rps", "p50", "p99"))
+            samples = results.samples[(proto, s.key)]
+            non2xx = statistics.median(x.non_2xx / SECONDS for x in samples)
+            out.append(f"| {s.key} | {s.title} | {rps:.0f} | {p50 / 1000:.2f} | {p99 / 1000:.2f} | {non2xx:.0f} |")
+        out += ["", "Ratios (median of the per-round ratios; p99 ratio above 1 means slower):", "",
+                "| ratio | req/s | p99 |", "|---|---:|---:|"]
+        out += ratio_lines(proto, results, keys)
+        out.append("")
+    if holds:
+        mib = lambda kib: f"{kib / 1024:.1f}"  # noqa: E731
+        out += [
+            f"## Holding {HOLD} delayed requests at once",
+            "",
+            f"A fresh Envoy (2 workers) per filter, delaying every request by {HOLD_MS} ms. The client opens",
+            f"{HOLD} HTTP/1.1 connections, then sends one request on each, evenly over {SPREAD_MS} ms, so all",
+            "are held at once when the last goes out (\"held at once\": the filter's own gauge, read then).",
+            "Error = how long Envoy held a request (its access log: whole request received to first byte",
+            f"sent upstream, in µs) minus {HOLD_MS} ms. The client's view, send to whole answer minus the",
+            "delay, adds Envoy's queueing on this machine: the same requests sent through a listener of",
+            "the same Envoy without any filter show how much.",
+            "",
+            "| filter | held at once | answers | error p50 ms | p99 ms | max ms | min ms | client's view: p50 ms | p99 ms | max ms | no filter, client's view: p50 ms | p99 ms |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for h in holds:
+            answers = ", ".join(f"{n}× {code}" for code, n in sorted(h.statuses.items()))
+            c, u = h.errors_ms, h.undelayed_ms
+            out.append(
+                f"| {h.title} | {h.held} | {answers} | {h.err(50):.1f} | {h.err(99):.1f} | {h.err(100):.1f} | "
+                f"{h.held_errors_ms[0] if h.held_errors_ms else 0:.1f} | {percentile(c, 50):.1f} | {percentile(c, 99):.1f} | "
+                f"{percentile(c, 100):.1f} | {percentile(u, 50):.1f} | {percentile(u, 99):.1f} |"
+            )
+        out += [
+            "",
+            f"Envoy's memory (RSS, MiB): idle; after the same {HOLD} requests went through untouched, with",
+            f"the connections for the held ones open; at its peak while they are held. \"For the held",
+            "requests\" is the last minus the one before: what holding costs beyond proxying as many.",
+            "",
+            "| filter | idle | after the untouched burst, connected | held | for the held requests |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for h in holds:
+            out.append(
+                f"| {h.title} | {mib(h.rss_idle_kib)} | {mib(h.rss_connected_kib)} | {mib(h.rss_held_kib)} | "
+                f"{mib(h.rss_held_kib - h.rss_connected_kib)} |"
+            )
+        out.append("")
+    out += ["## Targets", ""] + verdicts(results, holds, size) + [""]
+    return "\n".join(out)
+
+
+def main() -> int:
+    module = wasm_module_path()
+    for needed in (module, EMPTY_FILTER):
+        if not needed.is_file():
+            raise SystemExit(f"bench: {needed} not found: run bench/run.sh, which builds it")
+    with tempfile.TemporaryDirectory(prefix="fault-injector-bench-") as tmp:
+        workdir = Path(tmp)
+        nginx, upstream = start_nginx(workdir)
+        try:
+            all_setups, protos, results = throughput(workdir, module, upstream)
+            holds = []
+            if HOLD > 0:
+                for ours in (True, False):
+                    say(f"holding {HOLD} requests of {HOLD_MS} ms ({'fault-injector' if ours else 'Envoy fault filter'})")
+                    holds.append(hold_run(workdir, module, upstream, ours))
+        finally:
+            nginx.stop()
+    text = report(all_setups, protos, results, holds, module)
+    print(text)
+    if OUT:
+        Path(OUT).write_text(text)
+        say(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -107,3 +107,61 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A JSON value built from the document's own words, nested, with arbitrary leaves.
+    fn value() -> impl Strategy<Value = Value> {
+        let word = prop::sample::select(vec![
+            "rules", "policy", "clients", "match", "fault", "path", "exact", "prefix", "regex", "method", "headers",
+            "name", "present", "delay", "fixed", "jitter", "abort", "status", "grpc_status", "response", "body",
+            "bounded_retries", "retries", "response_delay", "response_rewrite", "add_headers", "remove_headers",
+            "percentage", "sample_by", "ttl", "ip", "timeout", "boundedRetries",
+        ]);
+        let leaf = prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "[ -~]{0,12}".prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+            Just(Value::Null),
+        ];
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((word.clone(), inner), 0..5)
+                    .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Any document is a state or an error with a JSON path; never a panic. A state it
+        /// gives reads back the same through the document's own shape.
+        #[test]
+        fn any_document(v in value()) {
+            let text = serde_json::json!({ "rules": v.get("rules").cloned().unwrap_or(Value::Array(vec![v.clone()])) }).to_string();
+            for bytes in [v.to_string(), text] {
+                match parse(bytes.as_bytes(), 1_000) {
+                    Ok(state) => {
+                        let shown = state.to_json(1_000).to_string();
+                        prop_assert_eq!(parse(shown.as_bytes(), 1_000).ok(), Some(state));
+                    }
+                    Err(e) => prop_assert!(!e.path.is_empty() && !e.message.is_empty()),
+                }
+            }
+        }
+
+        /// Arbitrary bytes, too.
+        #[test]
+        fn any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Err(e) = parse(&bytes, 0) {
+                prop_assert!(!e.message.is_empty());
+            }
+        }
+    }
+}

@@ -90,3 +90,22 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any header values: a fault, nothing, or an error naming the header; never a panic.
+        #[test]
+        fn any_values(d in proptest::option::of("\\PC{0,12}"), a in proptest::option::of("\\PC{0,12}"), p in proptest::option::of("\\PC{0,12}")) {
+            match read(d.as_deref(), a.as_deref(), p.as_deref(), Millis(10_000)) {
+                Ok(Some((Asked::Delay(ms), _))) => prop_assert!(ms.0 <= 10_000),
+                Ok(Some((Asked::Abort(s), _))) => prop_assert!((200..=599).contains(&s)),
+                Ok(None) => prop_assert!(d.is_none() && a.is_none()),
+                Err(e) => prop_assert!(e.to_string().starts_with("x-fault-")),
+            }
+        }
+    }
+}

@@ -716,6 +716,15 @@ mod tests {
     }
 
     #[test]
+    fn patterns_too_big_to_compile_are_refused() {
+        // regex-lite caps a compiled pattern's size and matches in linear time, so a rule
+        // cannot make the filter slow; this one would expand a million-fold.
+        assert!(Pattern::new("((a{100}){100}){100}").is_none());
+        assert!(Pattern::new(&"a".repeat(MAX_PATTERN_LEN + 1)).is_none());
+        assert!(Pattern::new("(a*)*b").unwrap().matches("aab"));
+    }
+
+    #[test]
     fn errors_name_the_json_path() {
         for (v, needle) in [
             (json!([]), "rules[0]: [] is not accepted; expected an object"),

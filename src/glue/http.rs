@@ -231,15 +231,14 @@ impl Request {
             FaultKind::None => None,
             FaultKind::BoundedRetries => Self::bounded(worker, client, policy.retries, policy.status, policy.percentage),
             kind => {
-                let sample_by = worker.config.sample_by.clone();
-                if !Self::sampled(worker, policy.percentage, sample_by.as_deref()) {
+                let config = Rc::clone(&worker.config);
+                if !Self::sampled(worker, policy.percentage, config.sample_by.as_deref()) {
                     return None;
                 }
                 match kind {
                     FaultKind::DelayResponse => self.hold(worker, policy.delay, false),
                     FaultKind::StatusResponse => Some(Self::abort(worker, policy.status, None, "statusResponse")),
                     _ => {
-                        let config = Rc::clone(&worker.config);
                         let canned = &config.simple_response;
                         Some(Self::respond(worker, canned.status, &canned.headers, &canned.body, None, "simpleResponse"))
                     }

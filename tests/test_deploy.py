@@ -40,7 +40,7 @@ from harness import envoy_binary, request, wasm_module_path
 from pods import FILTER_DIR_IN_POD, FILTER_FILE, MODULE_IN_POD, ConfigMapVolume, configmap, render
 
 ROOT = Path(__file__).resolve().parent.parent
-KUSTOMIZATIONS = ["k8s/base", "k8s/examples/injected", "k8s/istio"]
+KUSTOMIZATIONS = ["k8s/base", "k8s/examples/injected", "k8s/examples/locked", "k8s/istio"]
 CONFIGMAP_LIMIT = 1024 * 1024  # bytes
 # "Well under" the limit: room for the module to grow before it becomes a problem.
 MODULE_CONFIGMAP_BUDGET = CONFIGMAP_LIMIT * 3 // 4
@@ -99,7 +99,7 @@ def test_kustomization_renders(rendered, kdir):
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-@pytest.mark.parametrize("kdir", ["k8s/base", "k8s/examples/injected"])
+@pytest.mark.parametrize("kdir", ["k8s/base", "k8s/examples/injected", "k8s/examples/locked"])
 def test_objects_valid_against_kubernetes_schemas(rendered, kdir, version):
     for obj in rendered[kdir]:
         kubernetes_validate.validate(obj, version, strict=True)
@@ -206,3 +206,15 @@ def test_every_wasm_filter_fails_open():
                   if "config_discovery" in f]
     assert len(discovered) == 2
     assert all(f["config_discovery"]["default_config"]["@type"].endswith(".rbac.v3.RBAC") for f in discovered)
+
+
+def test_lock_control_selects_every_sidecar_pod_and_closes_only_the_control_port(rendered):
+    (policy,) = [o for o in rendered["k8s/examples/locked"] if o["kind"] == "NetworkPolicy"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    for kdir in ("k8s/base", "k8s/examples/injected"):
+        for deployment in (o for o in rendered[kdir] if o["kind"] == "Deployment"):
+            labels = deployment["spec"]["template"]["metadata"]["labels"]
+            assert selector.items() <= labels.items(), deployment["metadata"]["name"]
+    open_rule, control_rule = policy["spec"]["ingress"]
+    assert "from" not in open_rule and {p["port"] for p in open_rule["ports"]} == {8080, 8090}
+    assert [p["port"] for p in control_rule["ports"]] == [8282] and control_rule["from"]

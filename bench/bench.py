@@ -11,7 +11,8 @@ a fresh Envoy, with fault-injector and then with Envoy's fault filter for compar
 Knobs (environment): BENCH_ROUNDS (3), BENCH_SECONDS (5, per setup and protocol and
 round), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_H2 (1: also HTTP/2 with h2load;
 0: not), BENCH_HOLD (2000), BENCH_HOLD_MS (200), BENCH_OUT (BENCHMARKS.md; empty: print
-only), BENCH_BASELINE_WASM (another build of the filter to compare, e.g. an older commit's).
+only), BENCH_BASELINE_WASM (another build of the filter to compare, e.g. an older commit's,
+as setups 4b and 5b) and BENCH_BASELINE_LABEL (what to call it).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ HOLD_MS = int(knob("BENCH_HOLD_MS", "200"))
 SPREAD_MS = int(knob("BENCH_HOLD_SPREAD_MS", str(HOLD_MS * 3 // 4)))
 OUT = knob("BENCH_OUT", str(REPO_ROOT / "BENCHMARKS.md"))
 BASELINE = knob("BENCH_BASELINE_WASM", "")
+BASELINE_LABEL = knob("BENCH_BASELINE_LABEL", "baseline build")
 
 
 def say(message: str) -> None:
@@ -126,8 +128,8 @@ def setups(module: Path) -> list[Setup]:
     if BASELINE:
         base = Path(BASELINE).resolve()
         out += [
-            Setup("4b", "baseline build, no fault set", [wasm_filter("bench_base_none", base)]),
-            Setup("5b", "baseline build, aborting 20%", [wasm_filter("bench_base_abort", base)], "status=503&percentage=20"),
+            Setup("4b", f"{BASELINE_LABEL}, no fault set", [wasm_filter("bench_base_none", base)]),
+            Setup("5b", f"{BASELINE_LABEL}, aborting 20%", [wasm_filter("bench_base_abort", base)], "status=503&percentage=20"),
         ]
     return out
 
@@ -340,6 +342,7 @@ def run_wrk(port: int, seconds: float) -> tuple[Sample, int]:
 def run_h2load(port: int, seconds: float, workdir: Path) -> tuple[Sample, int]:
     """HTTP/2: h2load, one thread, CONNECTIONS streams over 4 connections; percentiles from its per-request log."""
     log = workdir / "h2load.log"
+    log.unlink(missing_ok=True)  # h2load appends
     streams = max(1, CONNECTIONS // 4)
     args = ["h2load", "-t1", "-c4", f"-m{streams}", "-D", str(max(1, round(seconds))), "--log-file", str(log), f"http://127.0.0.1:{port}/"]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
@@ -539,7 +542,8 @@ def ratio_lines(proto: str, results: Results, keys: set[str]) -> list[str]:
     for a, b in pairs:
         rps = results.ratio(proto, a, b, "rps")
         p99 = results.ratio(proto, a, b, "p99")
-        lines.append(f"| {a}/{b} | {rps:.3f} | {p99:.3f} |")
+        cpu = results.ratio(proto, a, b, "cpu_us")
+        lines.append(f"| {a}/{b} | {rps:.3f} | {p99:.3f} | {cpu:.3f} |")
     return lines
 
 
@@ -586,18 +590,20 @@ def report(all_setups: list[Setup], protos: list[str], results: Results, holds: 
         "",
         "## Results",
         "",
-        "Medians over the rounds; p50 and p99 are request latencies seen by the load generator.",
+        "Medians over the rounds; p50 and p99 are request latencies seen by the load generator;",
+        "Envoy CPU is the CPU time of all Envoy threads (from /proc) over the requests served.",
         "",
     ]
     for proto in protos:
-        out += [f"### {proto}", "", "| # | setup | req/s | p50 ms | p99 ms | non-2xx/s |", "|---|---|---:|---:|---:|---:|"]
+        out += [f"### {proto}", "", "| # | setup | req/s | p50 ms | p99 ms | non-2xx/s | Envoy CPU µs/req |", "|---|---|---:|---:|---:|---:|---:|"]
         for s in all_setups:
             rps, p50, p99 = (results.median(proto, s.key, a) for a in ("rps", "p50", "p99"))
             samples = results.samples[(proto, s.key)]
             non2xx = statistics.median(x.non_2xx / SECONDS for x in samples)
-            out.append(f"| {s.key} | {s.title} | {rps:.0f} | {p50 / 1000:.2f} | {p99 / 1000:.2f} | {non2xx:.0f} |")
+            cpu = results.median(proto, s.key, "cpu_us")
+            out.append(f"| {s.key} | {s.title} | {rps:.0f} | {p50 / 1000:.2f} | {p99 / 1000:.2f} | {non2xx:.0f} | {cpu:.0f} |")
         out += ["", "Ratios (median of the per-round ratios; p99 ratio above 1 means slower):", "",
-                "| ratio | req/s | p99 |", "|---|---:|---:|"]
+                "| ratio | req/s | p99 | Envoy CPU/req |", "|---|---:|---:|---:|"]
         out += ratio_lines(proto, results, keys)
         out.append("")
     if holds:
@@ -644,6 +650,8 @@ def report(all_setups: list[Setup], protos: list[str], results: Results, holds: 
 
 
 def main() -> int:
+    # Stopped from outside, still stop nginx and Envoy (the `finally` blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     module = wasm_module_path()
     for needed in (module, EMPTY_FILTER):
         if not needed.is_file():

@@ -488,7 +488,7 @@ impl Rule {
             None => Percentage(percentage::FULL),
             Some(v) => {
                 let p = format!("{path}.percentage");
-                Percentage::parse(&v.as_f64().map(|f| f.to_string()).unwrap_or_default()).ok_or_else(|| bad(&p, v, percentage::ACCEPTED))?
+                Percentage::parse(&v.as_number().map(|n| n.to_string()).unwrap_or_default()).ok_or_else(|| bad(&p, v, percentage::ACCEPTED))?
             }
         };
         let sample_by = map

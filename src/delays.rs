@@ -32,11 +32,13 @@ impl DelayQueue {
     }
 
     /// How many contexts are held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.held.len()
     }
 
     /// True when nothing is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
     }

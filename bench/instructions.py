@@ -1,0 +1,91 @@
+"""Instructions per request, counted by valgrind's callgrind: the repeatable companion of
+bench/bench.py, whose wall-clock ratios move by several percent on a shared machine.
+
+One Envoy (1 worker) runs under callgrind with a listener per setup (bench.py's, plus
+fault-injector with its control route off). For each setup, after a warm-up on one
+keep-alive connection, the counters are zeroed, BENCH_CG_REQUESTS requests are sent on that
+connection, and the counters are dumped: their total over the requests is what one request
+costs Envoy, filters included. Takes about 4 minutes (Envoy starts slowly under valgrind).
+
+    bench/run.sh instructions        # or: .venv/bin/python bench/instructions.py
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import bench
+
+REQUESTS = int(bench.knob("BENCH_CG_REQUESTS", "2000"))
+WARMUP = 200
+
+
+class UnderCallgrind(bench.Process):
+    """Envoy under callgrind, with one worker so one thread does all of a request's work."""
+
+    def __init__(self, args: list[str], log: Path):
+        args = list(args)
+        args[args.index("--concurrency") + 1] = "1"
+        out = log.parent / "callgrind.out.%p"
+        super().__init__(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *args], log)
+
+
+def totals(dump: Path) -> int:
+    for line in dump.read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {dump}")
+
+
+def main() -> int:
+    module = bench.wasm_module_path()
+    setups = [s for s in bench.setups(module) if s.key in ("1", "2", "3", "4", "5")]
+    setups.append(bench.Setup("4c", "fault-injector, no fault set, control route off",
+                              [bench.wasm_filter("bench_off", module, '{"control": {"enabled": false}}')]))
+    with tempfile.TemporaryDirectory(prefix="bench-cg-") as tmp:
+        workdir = Path(tmp)
+        nginx, upstream = bench.start_nginx(workdir)
+        bench.Process, plain = UnderCallgrind, bench.Process
+        wait = bench.wait_until
+        bench.wait_until = lambda ready, process, what, timeout=30: wait(ready, process, what, 600)
+        try:
+            bench.say(f"starting Envoy under callgrind (slow), {len(setups)} listeners")
+            envoy, _ = bench.start_envoy(workdir, "envoy-cg", setups, upstream)
+        finally:
+            bench.Process, bench.wait_until = plain, wait
+        per_request: dict[str, float] = {}
+        try:
+            for s in setups:
+                conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+                for _ in range(WARMUP):
+                    conn.request("GET", "/")
+                    conn.getresponse().read()
+                subprocess.run(["callgrind_control", "--zero", str(envoy.pid)], check=True, capture_output=True)
+                for _ in range(REQUESTS):
+                    conn.request("GET", "/")
+                    conn.getresponse().read()
+                subprocess.run(["callgrind_control", f"--dump=setup_{s.key}", str(envoy.pid)], check=True, capture_output=True)
+                conn.close()
+                dumps = sorted(workdir.glob(f"callgrind.out.{envoy.pid}.*"), key=lambda p: int(p.suffix[1:]))
+                per_request[s.key] = totals(dumps[-1]) / REQUESTS
+                bench.say(f"setup {s.key}: {per_request[s.key] / 1000:.1f}k instructions per request")
+        finally:
+            envoy.stop()
+            nginx.stop()
+    print(f"\n{REQUESTS} keep-alive HTTP/1.1 requests per setup, Envoy 1 worker under callgrind\n")
+    print("| # | setup | k instructions / request |\n|---|---|---:|")
+    for s in setups:
+        print(f"| {s.key} | {s.title} | {per_request[s.key] / 1000:.1f} |")
+    print("\n| ratio | instructions |\n|---|---:|")
+    for a, b in (("4", "3"), ("5", "3"), ("4c", "3"), ("5", "4"), ("4", "1"), ("4", "2")):
+        print(f"| {a}/{b} | {per_request[a] / per_request[b]:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,9 +4,11 @@ where it started, and counters that add up. FAULT_INJECTOR_CHURN_SECONDS sets th
 (60 by default)."""
 
 import itertools
+import json
 import os
 import threading
 import time
+from urllib.parse import quote
 
 from harness import custom_metrics, request
 
@@ -23,6 +25,15 @@ CHANGES = [
     "ip=127.0.0.3&reset",
     "status=429&percentage=100&ttl=0.2",
     "policy=none",
+    "document=" + quote(json.dumps({"rules": [
+        {"match": {"path": {"prefix": "/load/127.0.0.2"}}, "fault": {"abort": {"status": 502}}, "percentage": 50},
+        {"match": {"clients": ["127.0.0.3"]}, "fault": {"response_rewrite": {"status": 500, "add_headers": {"x-r": "1"}}}},
+        {"fault": {"delay": {"fixed": "10ms", "jitter": "20ms"}}, "percentage": 20, "ttl": "0.3"},
+    ]})),
+    "document=" + quote(json.dumps({"rules": [
+        {"match": {"path": {"regex": "/load/.*/[0-9]"}}, "fault": {"response_delay": {"fixed": "20ms"}}},
+        {"match": {"method": "GET"}, "fault": {"response": {"status": 202, "body": "canned"}}, "percentage": 10},
+    ], "policy": {"status": 503, "percentage": 10}})),
     "reset",
 ]
 
@@ -74,15 +85,22 @@ def test_load_while_the_policy_churns(envoy, upstream):
     untouched = [r for r in results if r[1] is None]
     injected = [r for r in results if r[1] is not None]
     assert all(status == 200 and body.startswith(b"upstream GET /load/") for status, _, body in untouched)
-    assert {kind for _, kind, _ in injected} <= {"statusResponse", "delay", "simpleResponse", "boundedRetries"}
-    assert all(body.startswith(b"upstream GET /load/") for _, kind, body in injected if kind == "delay")
+    kinds = {"statusResponse", "delay", "simpleResponse", "boundedRetries", "abort", "response", "responseDelay", "responseRewrite"}
+    assert {kind for _, kind, _ in injected} <= kinds
+    # The policy documents took effect too, not only the query parameters.
+    assert {"abort", "responseRewrite", "responseDelay"} <= {kind for _, kind, _ in injected}
+    forwarded = ("delay", "responseDelay", "responseRewrite")
+    assert all(body.startswith(b"upstream GET /load/") for _, kind, body in injected if kind in forwarded)
     assert len(injected) > 0 and len(untouched) > 0
     m = custom_metrics(envoy)
     seen = m["fault_injector.requests_seen"]
     assert seen == len(results) + 200
-    outcomes = ("requests_passed", "aborts_injected", "responses_injected", "retries_injected", "delays_injected")
+    outcomes = ("requests_passed", "aborts_injected", "responses_injected", "retries_injected", "delays_injected",
+                "responses_rewritten")
     assert seen == sum(m[f"fault_injector.{k}"] for k in outcomes)
-    assert upstream.count == m["fault_injector.requests_passed"] + m["fault_injector.delays_injected"]
+    # Delays (of requests or of responses) and rewrites are forwarded too.
+    forwarded_count = sum(m[f"fault_injector.{k}"] for k in ("requests_passed", "delays_injected", "responses_rewritten"))
+    assert upstream.count == forwarded_count
     assert m["fault_injector.active_delays"] == 0
     assert "wasm" not in "".join(line for line in envoy.log_text().splitlines() if "[critical]" in line)
     assert rss_after - rss_before < 30 * 1024, (rss_before, rss_after)

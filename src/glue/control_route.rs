@@ -78,7 +78,7 @@ pub fn reset(worker: &Worker, query: &str) -> Action {
 
 fn write(worker: &Worker, what: &str, change: impl Fn(&State) -> Result<State, String>) -> Action {
     let now = now_ms();
-    match shared::update(|state, origin| change(state).map(|next| Some((next, origin.clone())))) {
+    match shared::update(worker, |state, origin| change(state).map(|next| Some((next, origin.clone())))) {
         Ok(Some((state, origin))) => {
             worker.count(Stat::PolicyChanges, 1);
             log(LogLevel::Info, &format!("fault-injector: policy changed by {what}"));

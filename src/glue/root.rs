@@ -38,8 +38,14 @@ pub struct Worker {
 
 impl Worker {
     /// Re-reads the shared state, but only when its version stamp moved (or is unreadable).
+    /// The stamp is the `state_version` gauge, which every write of the state moves. Every
+    /// request looks at it, so it is a metric rather than a shared-data key: reading a metric
+    /// is one host call, while reading shared data makes Envoy call back into the module to
+    /// allocate the copy, which cost as much as all the rest of a passing request's work.
+    /// All workers see one gauge, and a gauge (unlike a counter) is not zeroed by the admin
+    /// `/reset_counters`, so a stamp never comes back.
     pub fn refresh(&mut self) {
-        let version = shared::version();
+        let version = self.metric(Stat::StateVersion);
         if version.is_none() || version != self.version {
             self.state = shared::state();
             self.version = version;
@@ -65,7 +71,11 @@ impl Worker {
 
     /// A gauge's value for the whole Envoy (all workers add to the same one).
     pub fn read(&self, stat: Stat) -> u64 {
-        self.metrics.get(stat as usize).and_then(|id| hostcalls::get_metric(*id).ok()).unwrap_or(0)
+        self.metric(stat).unwrap_or(0)
+    }
+
+    fn metric(&self, stat: Stat) -> Option<u64> {
+        self.metrics.get(stat as usize).and_then(|id| hostcalls::get_metric(*id).ok())
     }
 
     /// Makes sure the tick timer fires by `due_ms`. The timer belongs to the root context.
@@ -123,18 +133,8 @@ impl RootContext for Root {
                 return false;
             }
         };
-        // Every worker (and every listener sharing this VM id) configures; only the first
-        // to see a new configuration installs its start policy, so it replaces the policy
-        // once. Listeners sharing a VM id should share one configuration (see control.port).
-        let origin = Origin::of(&bytes, &config);
-        let applied = shared::update::<()>(|_, stored| Ok((*stored != origin).then(|| (config.start.clone(), origin.clone()))));
-        if let Ok(Some((_, origin))) = applied {
-            let id = origin.to_json();
-            log(LogLevel::Info, &format!("fault-injector: start policy of configuration {id} is in force"));
-        }
-        shared::create_retry_shards();
         let mut worker = self.worker.borrow_mut();
-        worker.config = Rc::new(config);
+        // Before the start policy is written, which moves the state_version gauge.
         worker.metrics = stats::ALL
             .iter()
             .map(|m| {
@@ -142,6 +142,17 @@ impl RootContext for Root {
                 hostcalls::define_metric(kind, m.name).unwrap_or(u32::MAX)
             })
             .collect();
+        // Every worker (and every listener sharing this VM id) configures; only the first
+        // to see a new configuration installs its start policy, so it replaces the policy
+        // once. Listeners sharing a VM id should share one configuration (see control.port).
+        let origin = Origin::of(&bytes, &config);
+        let applied = shared::update::<()>(&worker, |_, stored| Ok((*stored != origin).then(|| (config.start.clone(), origin.clone()))));
+        if let Ok(Some((_, origin))) = applied {
+            let id = origin.to_json();
+            log(LogLevel::Info, &format!("fault-injector: start policy of configuration {id} is in force"));
+        }
+        shared::create_retry_shards();
+        worker.config = Rc::new(config);
         worker.version = None;
         worker.refresh();
         true

@@ -6,10 +6,9 @@ use crate::config::Origin;
 use crate::policy::State;
 use super::root::Worker;
 use crate::retries::{self, Attempt, Shard};
-use crate::stats::{self, Stat};
+use crate::stats::Stat;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MetricType, Status};
-use std::cell::Cell;
+use proxy_wasm::types::Status;
 use serde::{Deserialize, Serialize};
 
 const STATE_KEY: &str = "fault_injector.state";
@@ -31,31 +30,6 @@ fn read_stored() -> (Stored, Option<u32>) {
     }
 }
 
-thread_local! {
-    /// This VM's id of the `state_version` gauge, defined on first use.
-    static VERSION_GAUGE: Cell<Option<u32>> = const { Cell::new(None) };
-}
-
-/// The version stamp: the `state_version` gauge, which every write of the state moves.
-/// Every request looks at it, so it is a metric rather than a shared-data key: reading a
-/// metric is one host call, while reading shared data makes Envoy call back into the module
-/// to allocate the copy, which cost as much as all the rest of a passing request's work.
-/// Metrics are process-wide, so all workers see one gauge; a gauge (unlike a counter) is
-/// not zeroed by the admin `/reset_counters`, so a stamp never comes back. `None` when
-/// the host refuses, and then the caller must re-read.
-pub fn version() -> Option<u64> {
-    version_gauge().and_then(|id| hostcalls::get_metric(id).ok())
-}
-
-fn version_gauge() -> Option<u32> {
-    VERSION_GAUGE.with(|gauge| {
-        if gauge.get().is_none() {
-            gauge.set(hostcalls::define_metric(MetricType::Gauge, stats::ALL[Stat::StateVersion as usize].name).ok());
-        }
-        gauge.get()
-    })
-}
-
 /// The current state.
 pub fn state() -> State {
     read_stored().0.state
@@ -68,8 +42,9 @@ pub fn state_and_origin() -> (State, Origin) {
 }
 
 /// Changes the state with `change`, atomically against other workers; `Ok(None)` when
-/// `change` declines (it returns `None`), `Err` when it refuses.
-pub fn update<E>(change: impl Fn(&State, &Origin) -> Result<Option<(State, Origin)>, E>) -> Result<Option<(State, Origin)>, E> {
+/// `change` declines (it returns `None`), `Err` when it refuses. A write moves the version
+/// stamp (the `state_version` gauge, see [`Worker::refresh`]), so every worker re-reads.
+pub fn update<E>(worker: &Worker, change: impl Fn(&State, &Origin) -> Result<Option<(State, Origin)>, E>) -> Result<Option<(State, Origin)>, E> {
     for _ in 0..CAS_TRIES {
         let (stored, cas) = read_stored();
         let Some(next) = change(&stored.state, &stored.origin)? else {
@@ -79,7 +54,7 @@ pub fn update<E>(change: impl Fn(&State, &Origin) -> Result<Option<(State, Origi
         let bytes = serde_json::to_vec(&stored).unwrap_or_default();
         match hostcalls::set_shared_data(STATE_KEY, Some(&bytes), Some(cas.unwrap_or(0))) {
             Ok(()) => {
-                bump_version();
+                worker.count(Stat::StateVersion, 1);
                 return Ok(Some((stored.state, stored.origin)));
             }
             Err(Status::CasMismatch) => continue,
@@ -87,12 +62,6 @@ pub fn update<E>(change: impl Fn(&State, &Origin) -> Result<Option<(State, Origi
         }
     }
     Ok(None)
-}
-
-fn bump_version() {
-    if let Some(id) = version_gauge() {
-        let _ = hostcalls::increment_metric(id, 1);
-    }
 }
 
 fn shard_key(shard: u64) -> String {

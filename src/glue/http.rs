@@ -38,25 +38,43 @@ fn client() -> Option<IpAddr> {
     net::parse_socket_address(std::str::from_utf8(&bytes).ok()?)
 }
 
-/// The request as rules see it, read from Envoy only as their conditions ask.
-struct Headers;
+/// What the guards read of a request, each read from Envoy at most once and only when one
+/// asks: every read is a host call that copies the value into the module.
+#[derive(Default)]
+struct Headers {
+    path: Option<String>,
+    method: Option<String>,
+    client: Option<Option<IpAddr>>,
+}
+
+impl Headers {
+    /// `:path`, with its query.
+    fn full_path(&mut self) -> &str {
+        self.path.get_or_insert_with(|| header(":path").unwrap_or_default())
+    }
+
+    fn method_str(&mut self) -> &str {
+        self.method.get_or_insert_with(|| header(":method").unwrap_or_default())
+    }
+
+    fn client_ip(&mut self) -> Option<IpAddr> {
+        *self.client.get_or_insert_with(client)
+    }
+}
 
 impl RequestView for Headers {
     fn path(&mut self) -> String {
-        let path = header(":path").unwrap_or_default();
-        match path.split_once('?') {
-            Some((route, _)) => route.to_string(),
-            None => path,
-        }
+        let path = self.full_path();
+        path.split_once('?').map_or(path, |(route, _)| route).to_string()
     }
     fn method(&mut self) -> String {
-        header(":method").unwrap_or_default()
+        self.method_str().to_string()
     }
     fn header(&mut self, name: &str) -> Option<String> {
         header(name)
     }
     fn client(&mut self) -> Option<IpAddr> {
-        client()
+        self.client_ip()
     }
 }
 
@@ -85,14 +103,15 @@ impl Request {
         Request { id, worker, held_until: None, holding_response: false, on_response: None, control_post: None }
     }
 
-    fn control(&mut self, query: String, end_of_stream: bool) -> Action {
+    fn control(&mut self, request: &mut Headers, query: String, end_of_stream: bool) -> Action {
         let worker = Rc::clone(&self.worker);
         let worker = worker.borrow();
-        let method = header(":method").unwrap_or_default();
-        if let Err(refused) = control_route::admit(&worker, client(), &method, header("authorization").as_deref()) {
+        let client = request.client_ip();
+        let method = request.method_str();
+        if let Err(refused) = control_route::admit(&worker, client, method, header("authorization").as_deref()) {
             return refused;
         }
-        match method.as_str() {
+        match method {
             "POST" if worker.config.control.post_documents && !end_of_stream => {
                 // The document is in the body, which Envoy hands over only once the headers
                 // went on, to the buffer filter that holds them from the router (README).
@@ -138,14 +157,19 @@ impl Request {
         Some(Action::Pause)
     }
 
-    /// Answers with `status`; a gRPC caller gets `grpc_status` (or the code `status` maps to).
-    fn abort(worker: &Worker, status: u16, grpc_status: Option<u8>, label: &str) -> Action {
-        worker.count(Stat::AbortsInjected, 1);
+    /// Answers with `status` and `body`; a gRPC caller gets `grpc_status` (or the code
+    /// `status` maps to) with `message`.
+    fn fail(status: u16, grpc_status: Option<u8>, label: &str, body: &str, message: &str) -> Action {
         if grpc::is_grpc(header("content-type").as_deref()) {
             let code = grpc_status.unwrap_or_else(|| grpc::status_for_http(status));
-            return reply::grpc(code, "fault filter abort", vec![(INJECTED, label)]);
+            return reply::grpc(code, message, vec![(INJECTED, label)]);
         }
-        reply::http(status, vec![(INJECTED, label)], "fault filter abort\n")
+        reply::http(status, vec![(INJECTED, label)], body)
+    }
+
+    fn abort(worker: &Worker, status: u16, grpc_status: Option<u8>, label: &str) -> Action {
+        worker.count(Stat::AbortsInjected, 1);
+        Self::fail(status, grpc_status, label, "fault filter abort\n", "fault filter abort")
     }
 
     fn respond(worker: &Worker, status: u16, headers: &[(String, String)], body: &str, grpc_status: Option<u8>, label: &str) -> Action {
@@ -160,21 +184,17 @@ impl Request {
 
     /// Bounded retries: identities (client, method, path), not attempts, are sampled, so a
     /// retrying client sees exactly `retries` failures.
-    fn bounded(worker: &Worker, client: Option<IpAddr>, retries: u32, status: u16, percentage: Percentage) -> Option<Action> {
-        let ip = client.map(|c| c.to_string()).unwrap_or_default();
-        let method = header(":method").unwrap_or_default();
-        let path = header(":path").unwrap_or_default();
-        let id = identity_hash(&[ip.as_bytes(), method.as_bytes(), path.as_bytes()]);
+    fn bounded(worker: &Worker, request: &mut Headers, retries: u32, status: u16, percentage: Percentage) -> Option<Action> {
+        let ip = request.client_ip().map(|c| c.to_string()).unwrap_or_default();
+        let method = request.method_str().to_string();
+        let id = identity_hash(&[ip.as_bytes(), method.as_bytes(), request.full_path().as_bytes()]);
         if !in_share(id, percentage) {
             return None;
         }
         let Attempt::Fail(_) = shared::attempt(id, now_ms(), retries, worker) else { return None };
         worker.count(Stat::RetriesInjected, 1);
-        if grpc::is_grpc(header("content-type").as_deref()) {
-            let code = grpc::status_for_http(status);
-            return Some(reply::grpc(code, "fault filter abort (bounded retries)", vec![(INJECTED, "boundedRetries")]));
-        }
-        Some(reply::http(status, vec![(INJECTED, "boundedRetries")], &format!("fault filter abort ({status}, bounded retries)\n")))
+        let body = format!("fault filter abort ({status}, bounded retries)\n");
+        Some(Self::fail(status, None, "boundedRetries", &body, "fault filter abort (bounded retries)"))
     }
 
     fn by_headers(&mut self, worker: &mut Worker) -> Option<Action> {
@@ -197,9 +217,9 @@ impl Request {
         }
     }
 
-    fn by_rule(&mut self, worker: &mut Worker, rule: &Rule) -> Option<Action> {
+    fn by_rule(&mut self, worker: &mut Worker, request: &mut Headers, rule: &Rule) -> Option<Action> {
         if let Fault::BoundedRetries { retries, status } = rule.fault {
-            return Self::bounded(worker, client(), retries, status, rule.percentage);
+            return Self::bounded(worker, request, retries, status, rule.percentage);
         }
         if !Self::sampled(worker, rule.percentage, rule.sample_by.as_deref()) {
             return None;
@@ -226,10 +246,10 @@ impl Request {
         }
     }
 
-    fn by_policy(&mut self, worker: &mut Worker, policy: Policy, client: Option<IpAddr>) -> Option<Action> {
+    fn by_policy(&mut self, worker: &mut Worker, request: &mut Headers, policy: Policy) -> Option<Action> {
         match policy.kind {
             FaultKind::None => None,
-            FaultKind::BoundedRetries => Self::bounded(worker, client, policy.retries, policy.status, policy.percentage),
+            FaultKind::BoundedRetries => Self::bounded(worker, request, policy.retries, policy.status, policy.percentage),
             kind => {
                 let config = Rc::clone(&worker.config);
                 if !Self::sampled(worker, policy.percentage, config.sample_by.as_deref()) {
@@ -247,7 +267,7 @@ impl Request {
         }
     }
 
-    fn inject(&mut self, worker: &mut Worker) -> Option<Action> {
+    fn inject(&mut self, worker: &mut Worker, request: &mut Headers) -> Option<Action> {
         if worker.config.header_faults.enabled {
             if let Some(action) = self.by_headers(worker) {
                 return Some(action);
@@ -259,14 +279,13 @@ impl Request {
         }
         if !worker.state.rules.is_empty() {
             // The first matching rule decides, even when it samples the request out.
-            if let Some(rule) = rules::first_match(&worker.state.rules, &mut Headers).cloned() {
-                return self.by_rule(worker, &rule);
+            if let Some(rule) = rules::first_match(&worker.state.rules, request).cloned() {
+                return self.by_rule(worker, request, &rule);
             }
         }
-        let needs_client = !worker.state.bindings.is_empty() || worker.state.default.kind == FaultKind::BoundedRetries;
-        let client = if needs_client { client() } else { None };
+        let client = if worker.state.bindings.is_empty() { None } else { request.client_ip() };
         let policy = *worker.state.policy_for(client);
-        self.by_policy(worker, policy, client)
+        self.by_policy(worker, request, policy)
     }
 }
 
@@ -275,21 +294,21 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let worker = Rc::clone(&self.worker);
+        let mut request = Headers::default();
         let control_query = {
             let w = worker.borrow();
             if w.config.control.enabled {
-                let path = header(":path").unwrap_or_default();
-                control::control_query(&w.config.control, &path, local_port).map(str::to_string)
+                control::control_query(&w.config.control, request.full_path(), local_port).map(str::to_string)
             } else {
                 None
             }
         };
         if let Some(query) = control_query {
-            return self.control(query, end_of_stream);
+            return self.control(&mut request, query, end_of_stream);
         }
         let mut w = worker.borrow_mut();
         w.count(Stat::RequestsSeen, 1);
-        match self.inject(&mut w) {
+        match self.inject(&mut w, &mut request) {
             Some(action) => action,
             None => {
                 match self.on_response {

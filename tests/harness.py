@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ __all__ = [
     "upstream_stats",
     "validate_config",
     "wait_for",
+    "in_parallel",
     "wasm_module_path",
 ]
 
@@ -637,6 +639,15 @@ def custom_metrics(envoy: Envoy) -> dict[str, int]:
     """The plugin's own metrics, with the ``wasmcustom.`` prefix removed."""
     prefix = "wasmcustom."
     return {k[len(prefix):]: v for k, v in stats(envoy, "^wasmcustom\\.").items()}
+
+
+def in_parallel(*calls: Callable[[], Any]) -> None:
+    """Runs each call in a thread of its own, all at once, and returns when all are done."""
+    threads = [threading.Thread(target=call) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:

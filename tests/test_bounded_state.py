@@ -5,7 +5,7 @@ is counted, and identities still count right afterwards."""
 import json
 import threading
 
-from harness import custom_metrics, request
+from harness import custom_metrics, in_parallel, request
 
 CAP = 160  # max_entries: 16 shards of 10, so every shard fills to exactly its share
 FLOOD = 5000
@@ -34,11 +34,7 @@ def flood(envoy, count):
             for i in range(lane, count, CONNECTIONS):
                 responses[i] = client.get(f"/flood/{i}")
 
-    threads = [threading.Thread(target=send, args=(lane,)) for lane in range(CONNECTIONS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_parallel(*(lambda lane=lane: send(lane) for lane in range(CONNECTIONS)))
     return responses
 
 

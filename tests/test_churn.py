@@ -6,11 +6,10 @@ where it started, and counters that add up. FAULT_INJECTOR_CHURN_SECONDS sets th
 import itertools
 import json
 import os
-import threading
 import time
 from urllib.parse import quote
 
-from harness import custom_metrics, request
+from harness import custom_metrics, in_parallel, request
 
 SECONDS = float(os.environ.get("FAULT_INJECTOR_CHURN_SECONDS", "60"))
 SOURCES = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
@@ -71,11 +70,7 @@ def test_load_while_the_policy_churns(envoy, upstream):
     for i in range(200):  # warm up, then take the baseline
         request(envoy.port, f"/warm{i}")
     rss_before = rss_kib(envoy.proc.pid)
-    threads = [threading.Thread(target=load, args=(s,)) for s in SOURCES] + [threading.Thread(target=churn)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_parallel(*(lambda s=s: load(s) for s in SOURCES), churn)
     request(envoy.port, "/injector?reset")
     time.sleep(1)
     rss_after = rss_kib(envoy.proc.pid)

@@ -5,7 +5,7 @@ import socket
 import threading
 import time
 
-from harness import custom_metrics, request, wait_for
+from harness import custom_metrics, in_parallel, request, wait_for
 
 
 def set_policy(envoy, query):
@@ -114,11 +114,7 @@ def timed_in_parallel_from(envoy, source_ip, count):
     def one(i):
         results[i] = request(envoy.port, f"/held{i}", source_ip=source_ip, timeout=30)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_parallel(*(lambda i=i: one(i) for i in range(count)))
     return results
 
 

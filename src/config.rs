@@ -95,6 +95,7 @@ struct RawControl {
     enabled: Option<bool>,
     path: Option<String>,
     port: Option<u64>,
+    filter_state: Option<String>,
     post_documents: Option<bool>,
     allowed_cidrs: Option<Vec<String>>,
     token: Option<String>,
@@ -129,6 +130,12 @@ pub struct Control {
     /// configuration serves a data listener (whose `/injector` is the app's) and a
     /// control listener.
     pub port: Option<u16>,
+    /// If set, only requests on connections that carry this filter-state object are control
+    /// calls. Envoy's `set_filter_state` network filter puts it on the control listener's
+    /// connections; the data listener's requests then skip the control route after one
+    /// cheap lookup that finds nothing, where `port` needs `:path` copied into the module
+    /// for every request (BENCHMARKS.md).
+    pub filter_state: Option<String>,
     /// `POST /injector` reads its body. Envoy gives a Wasm filter the body only after the
     /// next filter has seen the headers, so this needs Envoy's buffer filter right after
     /// this one on the control route; without it the request would reach the upstream.
@@ -202,7 +209,7 @@ impl Default for Config {
             version: None,
             start: State::default(),
             simple_response: SimpleResponse { status: 200, headers: Vec::new(), body: String::new() },
-            control: Control { enabled: true, path: "/injector".into(), port: None, post_documents: false, allowed: net::loopback(), token: None },
+            control: Control { enabled: true, path: "/injector".into(), port: None, filter_state: None, post_documents: false, allowed: net::loopback(), token: None },
             retry_limits: Limits { window_ms: 60_000, per_shard: 1 },
             max_active_delays: DEFAULT_MAX_ACTIVE_DELAYS,
             header_faults: HeaderFaults { enabled: false, max_delay: Millis(10_000) },
@@ -214,6 +221,7 @@ impl Default for Config {
 const DEFAULT_MAX_ACTIVE_DELAYS: u64 = 10_000;
 const MAX_VERSION_LEN: usize = 64;
 const DEFAULT_BODY: &str = "fault-injector: simple response\n";
+const FILTER_STATE_ACCEPTED: &str = "a filter-state key of 1 to 128 letters, digits, '.', '_' or '-', such as fault_injector.control";
 const CIDR_ACCEPTED: &str = "a list of addresses or CIDRs such as [\"10.0.0.0/8\"]";
 
 impl Config {
@@ -277,6 +285,11 @@ impl Config {
                 _ => return Err(ConfigError::BadValue { key: "control.port", value: p.to_string(), accepted: "a port from 1 to 65535" }),
             },
         };
+        if let Some(key) = &raw.control.filter_state {
+            if !is_filter_state_key(key) {
+                return Err(ConfigError::BadValue { key: "control.filter_state", value: key.clone(), accepted: FILTER_STATE_ACCEPTED });
+            }
+        }
         if let Some(rules) = &raw.rules {
             start.rules = Rule::parse_list("rules", rules, 0).map_err(ConfigError::Document)?;
             if let Some(i) = start.rules.iter().position(|r| r.until_ms.is_some()) {
@@ -301,13 +314,17 @@ impl Config {
                 headers: raw.simple_response.headers,
                 body: raw.simple_response.body.unwrap_or_else(|| DEFAULT_BODY.into()),
             },
-            control: Control { enabled: raw.control.enabled.unwrap_or(true), path, port, post_documents: raw.control.post_documents.unwrap_or(false), allowed, token: raw.control.token },
+            control: Control { enabled: raw.control.enabled.unwrap_or(true), path, port, filter_state: raw.control.filter_state, post_documents: raw.control.post_documents.unwrap_or(false), allowed, token: raw.control.token },
             retry_limits: Limits { window_ms, per_shard: max_entries.div_ceil(retries::SHARDS as usize) },
             max_active_delays: raw.max_active_delays.unwrap_or(DEFAULT_MAX_ACTIVE_DELAYS),
             header_faults: HeaderFaults { enabled: raw.header_faults.enabled.unwrap_or(false), max_delay },
             sample_by,
         })
     }
+}
+
+fn is_filter_state_key(key: &str) -> bool {
+    (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// Reads a policy object (`{"policy": "statusResponse", "status": 503}`) through the control
@@ -363,7 +380,7 @@ mod tests {
             "policy": {"policy": "statusResponse", "status": 500, "percentage": 12.5},
             "clients": [{"ip": "10.0.0.0/8", "timeout": "250ms", "percentage": 100}],
             "simple_response": {"status": 201, "headers": [["x-a", "b"]], "body": "hi"},
-            "control": {"enabled": false, "path": "/fault", "port": 8282, "allowed_cidrs": ["10.0.0.0/8"], "token": "s3cret"},
+            "control": {"enabled": false, "path": "/fault", "port": 8282, "filter_state": "fault_injector.control", "allowed_cidrs": ["10.0.0.0/8"], "token": "s3cret"},
             "bounded_retries": {"window": "10s", "max_entries": 160}
         }"#).unwrap();
         assert_eq!(config.start.default.kind, FaultKind::StatusResponse);
@@ -374,6 +391,7 @@ mod tests {
         assert!(!config.control.enabled);
         assert_eq!(config.control.token.as_deref(), Some("s3cret"));
         assert_eq!(config.control.port, Some(8282));
+        assert_eq!(config.control.filter_state.as_deref(), Some("fault_injector.control"));
         assert_eq!(config.version.as_deref(), Some("checkout-slow 2"));
         assert_eq!(config.retry_limits, Limits { window_ms: 10_000, per_shard: 10 });
     }
@@ -426,6 +444,8 @@ mod tests {
             (r#"{"header_faults": {"max_delay": "2h"}}"#, "header_faults.max_delay"),
             (r#"{"sample_by": "x user"}"#, "sample_by: 'x user'"),
             (r#"{"control": {"port": 70000}}"#, "control.port: '70000'"),
+            (r#"{"control": {"filter_state": ""}}"#, "control.filter_state: ''"),
+            (r#"{"control": {"filter_state": "a key"}}"#, "control.filter_state: 'a key' is not accepted; expected a filter-state key"),
             (r#"{"version": ""}"#, "version: ''"),
             (r#"{"version": 3}"#, "invalid type: integer `3`, expected a string"),
             (r#"{"bounded_retries": {"window": "0"}}"#, "bounded_retries.window"),

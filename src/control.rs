@@ -34,6 +34,13 @@ impl Refusal {
     }
 }
 
+/// Whether a request may be a control call at all, before anything of it is read: the
+/// control route is on, and, with `control.filter_state` set, `marked` (whether the
+/// request's connection carries that filter-state object) says yes.
+pub fn may_serve(control: &Control, marked: impl FnOnce(&str) -> bool) -> bool {
+    control.enabled && control.filter_state.as_deref().is_none_or(marked)
+}
+
 /// If `path` (`:path`, with its query) is the control route, its query string.
 /// `local_port` (the port the request arrived at) is asked only when the path matches and
 /// `control.port` is set, so other requests pay nothing for it.
@@ -112,6 +119,18 @@ mod tests {
         let asked = std::cell::Cell::new(false);
         assert_eq!(control_query(&c, "/app", || { asked.set(true); Some(8282) }), None);
         assert!(!asked.get(), "the port is read only for the control path");
+    }
+
+    #[test]
+    fn a_control_filter_state_limits_the_route_to_marked_connections() {
+        let c = control(r#"{"control":{"filter_state":"fault_injector.control"}}"#);
+        assert!(may_serve(&c, |key| key == "fault_injector.control"));
+        assert!(!may_serve(&c, |_| false));
+        let off = control(r#"{"control":{"enabled":false,"filter_state":"fault_injector.control"}}"#);
+        assert!(!may_serve(&off, |_| true));
+        let asked = std::cell::Cell::new(false);
+        assert!(may_serve(&control("{}"), |_| { asked.set(true); false }));
+        assert!(!asked.get(), "without control.filter_state nothing is looked up");
     }
 
     #[test]

@@ -143,6 +143,41 @@ def test_control_off_passes_the_path_through_and_a_control_listener_shares_the_p
     assert request(data, "/app").headers["x-fault-injected"] == "statusResponse"
 
 
+def mark_connections(listener_name, key="fault_injector.control"):
+    """A bootstrap edit: Envoy's set_filter_state network filter puts `key` on every
+    connection of that listener, as envoy/sidecar.yaml does on its control listener."""
+
+    def customize(bootstrap):
+        for listener in bootstrap["static_resources"]["listeners"]:
+            if listener["name"] == listener_name:
+                listener["filter_chains"][0]["filters"].insert(0, {
+                    "name": "envoy.filters.network.set_filter_state",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config",
+                        "on_new_connection": [{"object_key": key, "factory_key": "envoy.string",
+                                               "format_string": {"text_format_source": {"inline_string": "1"}}}],
+                    },
+                })
+
+    return customize
+
+
+def test_control_filter_state_serves_the_route_only_on_marked_connections(start_envoy, upstream):
+    config = {"control": {"filter_state": "fault_injector.control"}}
+    envoy = start_envoy(listeners=[ListenerSpec(config), ListenerSpec(config, name="control")],
+                        customize=mark_connections("control"))
+    data, ctl = envoy.ports
+    passed = request(data, "/injector?status=500&percentage=100")
+    assert passed.status == 200 and passed.body == b"upstream GET /injector?status=500&percentage=100\n"
+    assert upstream.count == 1
+    assert request(ctl, "/injector?status=418&percentage=100").status == 200
+    assert request(data, "/app").status == 418
+    assert json.loads(request(ctl, "/injector").body)["policy"]["status"] == 418
+    # A mark under another key is no mark.
+    other = start_envoy(listeners=[ListenerSpec(config, vm_id="other")], customize=mark_connections("listener_0", "x.other"))
+    assert request(other.port, "/injector?status=500").body.startswith(b"upstream GET /injector")
+
+
 def test_moved_control_path(start_envoy, upstream):
     envoy = start_envoy({"control": {"path": "/_fault"}})
     assert request(envoy.port, "/_fault?status=500&percentage=100").status == 200
@@ -156,6 +191,7 @@ def test_moved_control_path(start_envoy, upstream):
         ('{"policy": {"status": 700}}', "policy: status: '700'"),
         ('{"control": {"allowed_cidrs": ["nope"]}}', "control.allowed_cidrs: 'nope'"),
         ("not json", "invalid plugin configuration"),
+        ('{"control": {"filter_state": "a b"}}', "control.filter_state: 'a b' is not accepted"),
     ],
 )
 def test_bad_plugin_configuration_is_refused_with_the_key(start_envoy, config, needle):

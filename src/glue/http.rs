@@ -29,6 +29,12 @@ fn local_port() -> Option<u16> {
     net::parse_port_property(&bytes)
 }
 
+/// Whether the request's connection carries the filter-state object `key`. Finding nothing
+/// is cheap: Envoy copies nothing into the module (BENCHMARKS.md).
+fn on_marked_connection(key: &str) -> bool {
+    hostcalls::get_property(vec!["filter_state", key]).ok().flatten().is_some()
+}
+
 fn header(name: &str) -> Option<String> {
     hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
 }
@@ -297,7 +303,7 @@ impl HttpContext for Request {
         let mut request = Headers::default();
         let control_query = {
             let w = worker.borrow();
-            if w.config.control.enabled {
+            if control::may_serve(&w.config.control, on_marked_connection) {
                 control::control_query(&w.config.control, request.full_path(), local_port).map(str::to_string)
             } else {
                 None

@@ -75,14 +75,15 @@ def say(message: str) -> None:
 # --------------------------------------------------------------------------- filters
 
 
-def wasm_filter(vm_id: str, module: Path, configuration: str = "{}") -> dict:
-    """A proxy-wasm filter in its own VM: a VM id of its own also means shared data of its own."""
+def wasm_filter(vm_id: str, module: Path, configuration: str = "{}", name: str = "") -> dict:
+    """A proxy-wasm filter in its own VM: a VM id of its own also means shared data of its own.
+    Filters with one `vm_id` and different `name`s share a VM, each with its root context."""
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
-                "name": vm_id,
+                "name": name or vm_id,
                 "root_id": vm_id,
                 "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(module)}}},
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
@@ -116,14 +117,26 @@ class Setup:
     held_log: Path | None = None  # where to log, per request, how long the filters held it
 
 
+def data_listener_config(policy: dict | None = None) -> str:
+    """fault-injector's configuration for a data listener, as envoy/sidecar.yaml deploys it:
+    the control route is on the connections a control listener marks, which this one does
+    not, so its requests never read `:path` for it; `policy` is the start policy."""
+    config: dict = {"control": {"filter_state": "fault_injector.control"}}
+    if policy:
+        config["policy"] = policy
+    return json.dumps(config)
+
+
 def setups(module: Path) -> list[Setup]:
     out = [
         Setup("1", "Envoy, no extra filter (ceiling)", []),
         Setup("2", "Envoy's fault filter at 0%", [envoy_fault_filter(0, 100)]),
         Setup("3", "empty proxy-wasm filter (floor)", [wasm_filter("bench_empty", EMPTY_FILTER)]),
-        Setup("4", "fault-injector, no fault set", [wasm_filter("bench_none", module)]),
-        Setup("5", "fault-injector, aborting 20%", [wasm_filter("bench_abort", module)], "status=503&percentage=20"),
-        Setup("6", "fault-injector, delaying 20% by 100 ms", [wasm_filter("bench_delay", module)], "timeout=100ms&percentage=20"),
+        Setup("4", "fault-injector, no fault set", [wasm_filter("bench_none", module, data_listener_config())]),
+        Setup("5", "fault-injector, aborting 20%",
+              [wasm_filter("bench_abort", module, data_listener_config({"status": 503, "percentage": 20}))]),
+        Setup("6", "fault-injector, delaying 20% by 100 ms",
+              [wasm_filter("bench_delay", module, data_listener_config({"timeout": "100ms", "percentage": 20}))]),
     ]
     if BASELINE:
         base = Path(BASELINE).resolve()

@@ -134,16 +134,6 @@ impl Map {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
-    /// The number of members.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when there are no members.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Builds a map from members that may repeat a key. Repeats are rare, so they are
     /// looked for once, by sorting, rather than by a search per member, which a document
     /// of many keys would make quadratic.
@@ -178,6 +168,24 @@ impl Map {
 impl FromIterator<(String, Value)> for Map {
     fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Map {
         Map::from_members(iter.into_iter().collect())
+    }
+}
+
+impl Extend<(String, Value)> for Map {
+    /// Sets each member in turn, as [`Map::insert`] does.
+    fn extend<I: IntoIterator<Item = (String, Value)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl IntoIterator for Map {
+    type Item = (String, Value);
+    type IntoIter = std::vec::IntoIter<(String, Value)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
     }
 }
 
@@ -245,9 +253,38 @@ impl Value {
         self.as_number()?.as_u64()
     }
 
+    /// The value as JSON, cut after 64 characters, for error messages: a huge value gets
+    /// a short answer.
+    pub fn shown(&self) -> String {
+        let mut text = self.to_string();
+        if let Some((cut, _)) = text.char_indices().nth(64) {
+            text.truncate(cut);
+            text.push_str("...");
+        }
+        text
+    }
+
     /// True for `null`.
     pub fn is_null(&self) -> bool {
         *self == Value::Null
+    }
+}
+
+/// Test helpers: a value from a JSON literal, and a member deep inside one.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub mod testing {
+    use super::Value;
+
+    /// The value `text` spells; the test fails if it is not JSON.
+    pub fn json(text: &str) -> Value {
+        super::parse(text.as_bytes()).unwrap()
+    }
+
+    /// The member at `path` (`"policy.ttl"`), or `null` when there is none.
+    pub fn at<'a>(value: &'a Value, path: &str) -> &'a Value {
+        static NULL: Value = Value::Null;
+        path.split('.').try_fold(value, |v, key| v.get(key)).unwrap_or(&NULL)
     }
 }
 
@@ -278,12 +315,6 @@ impl From<u16> for Value {
 impl From<u8> for Value {
     fn from(n: u8) -> Value {
         Value::from(u64::from(n))
-    }
-}
-
-impl From<Number> for Value {
-    fn from(n: Number) -> Value {
-        Value::Number(n)
     }
 }
 
@@ -659,7 +690,7 @@ mod tests {
         let value = parse(text.as_bytes()).unwrap();
         assert_eq!(value.to_string(), r#"{"a":[1,-2.5e3,0.25,true,false,null,"x\"\\/\b\f\n\r\té😀"],"b":{},"c":[]}"#);
         assert_eq!(value.get("a").and_then(|a| a.as_array()).map(Vec::len), Some(7));
-        assert!(value.get("b").unwrap().as_object().unwrap().is_empty());
+        assert_eq!(value.get("b").unwrap().as_object().unwrap().keys().count(), 0);
         assert!(value.get("z").is_none() && Value::Null.get("a").is_none());
     }
 
@@ -679,7 +710,7 @@ mod tests {
         map.insert("x", Value::from(2u64));
         assert_eq!(Value::Object(map.clone()).to_string(), r#"{"x":2,"y":null}"#);
         assert_eq!(map.remove("x"), Some(Value::from(2u64)));
-        assert_eq!(map.len(), 1);
+        assert_eq!(map.keys().count(), 1);
     }
 
     #[test]
@@ -763,7 +794,7 @@ mod tests {
         let members: Vec<String> = (0..50_000).map(|i| format!("\"k{}\":{i}", i % 40_000)).collect();
         let map = parse(format!("{{{}}}", members.join(",")).as_bytes()).unwrap();
         let map = map.as_object().unwrap();
-        assert_eq!(map.len(), 40_000);
+        assert_eq!(map.keys().count(), 40_000);
         assert_eq!(map.get("k5").and_then(Value::as_u64), Some(40_005));
         assert_eq!(map.keys().nth(1).map(String::as_str), Some("k1"));
     }
@@ -774,6 +805,7 @@ mod tests {
         assert_eq!(v.to_string(), r#"{"n":3,"s":"x","o":null,"l":["a"]}"#);
         assert!(v.get("o").unwrap().is_null());
         assert_eq!(v.get("s").and_then(Value::as_str), Some("x"));
+        assert_eq!(Value::from("é".repeat(100)).shown(), format!("\"{}...", "é".repeat(63)));
     }
 }
 

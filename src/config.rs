@@ -331,6 +331,7 @@ impl Config {
                 return Err(ConfigError::BadValue { key, value, accepted });
             }
         };
+        // The list has a default, so `null` is refused before its items are read.
         response.required_kind("headers", "a list of [name, value] pairs", |v| v.as_array().is_some())?;
         let pair = |v: &Value| match v.as_array()?.as_slice() {
             [name, value] => Some((name.as_str()?.to_string(), value.as_str()?.to_string())),

@@ -1,6 +1,5 @@
 //! Durations as the control API writes them: `0.25`, `250ms`, `2s`, `1m` (at most one hour).
 
-use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The longest delay or window accepted, in milliseconds (one hour).
@@ -11,7 +10,7 @@ pub const ACCEPTED: &str =
     "seconds (`0.25`, `2`) or a number with a unit `ms`, `s` or `m`, from 0 to 1h";
 
 /// A non-negative duration with millisecond resolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Millis(pub u64);
 
 /// Parses a duration; a bare number means seconds. Sub-millisecond parts are rounded.
@@ -26,13 +25,34 @@ pub fn parse(text: &str) -> Option<Millis> {
     } else {
         (text, 1000)
     };
-    let millis = parse_decimal(number)? * unit_ms as f64;
-    let millis = millis.round();
-    (millis <= MAX_MILLIS as f64).then_some(Millis(millis as u64))
+    let millis = parse_decimal(number)?.scaled(unit_ms)?;
+    (millis <= MAX_MILLIS).then_some(Millis(millis))
 }
 
-/// Parses `digits[.digits]` only: no sign, exponent, `inf` or `NaN`, which `f64::from_str` allows.
-pub fn parse_decimal(text: &str) -> Option<f64> {
+/// A decimal read by [`parse_decimal`]: `whole` and `fraction / 10^places`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decimal {
+    /// The part before the point.
+    pub whole: u64,
+    /// The digits after the point, as a whole number.
+    pub fraction: u64,
+    /// How many digits `fraction` was written with.
+    pub places: u32,
+}
+
+impl Decimal {
+    /// The value times `scale`, rounded to the nearest whole number (halves up); `None` on
+    /// overflow.
+    pub fn scaled(self, scale: u64) -> Option<u64> {
+        let unit = 10u64.pow(self.places);
+        let fraction = self.fraction.checked_mul(scale)?.checked_add(unit / 2)? / unit;
+        self.whole.checked_mul(scale)?.checked_add(fraction)
+    }
+}
+
+/// Parses `digits[.digits]` only, no sign or exponent, with at most 12 digits on either
+/// side of the point; in whole numbers, so that no float parsing is linked in.
+pub fn parse_decimal(text: &str) -> Option<Decimal> {
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
     let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if whole.is_empty() && fraction.is_empty() || !digits_only(whole) || !digits_only(fraction) {
@@ -41,13 +61,14 @@ pub fn parse_decimal(text: &str) -> Option<f64> {
     if whole.len() > 12 || fraction.len() > 12 {
         return None;
     }
-    text.parse().ok()
+    let number = |s: &str| if s.is_empty() { Some(0) } else { s.parse().ok() };
+    Some(Decimal { whole: number(whole)?, fraction: number(fraction)?, places: fraction.len() as u32 })
 }
 
 impl fmt::Display for Millis {
     /// Renders in a form `parse` reads back: `10s` or `250ms`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}s", self.0 / 1000)
         } else {
             write!(f, "{}ms", self.0)
@@ -56,6 +77,7 @@ impl fmt::Display for Millis {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -71,6 +93,9 @@ mod tests {
             ("1m", 60_000),
             ("0", 0),
             ("3600", 3_600_000),
+            ("3600.0004", 3_600_000),
+            ("0.0005", 1),
+            ("1.0005", 1001),
         ] {
             assert_eq!(parse(text), Some(Millis(ms)), "{text}");
         }
@@ -78,9 +103,19 @@ mod tests {
 
     #[test]
     fn refuses_negative_garbage_and_over_an_hour() {
-        for text in ["", "-1", "1e3", "inf", "NaN", "abc", "1h", "3600.001", "1..2", ".", "5 s", "+1"] {
+        for text in ["", "-1", "1e3", "inf", "NaN", "abc", "1h", "3600.001", "1..2", ".", "5 s", "+1", "1 000", "0.1234567890123", "1234567890123"] {
             assert_eq!(parse(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn decimals_scale_in_whole_numbers() {
+        let most = parse_decimal("999999999999.999999999999").unwrap();
+        assert_eq!(most.scaled(60_000), Some(60_000_000_000_000_000));
+        assert_eq!(parse_decimal("12.5").unwrap(), Decimal { whole: 12, fraction: 5, places: 1 });
+        assert_eq!(parse_decimal("1.").unwrap().scaled(1000), Some(1000));
+        assert_eq!(parse_decimal("0.00005").unwrap().scaled(10_000), Some(1));
+        assert_eq!(parse_decimal("0.00004").unwrap().scaled(10_000), Some(0));
     }
 
     #[test]

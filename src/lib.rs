@@ -12,6 +12,7 @@ pub mod document;
 pub mod duration;
 pub mod grpc;
 pub mod header_faults;
+pub mod json;
 pub mod net;
 pub mod percentage;
 pub mod policy;

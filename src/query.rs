@@ -5,7 +5,7 @@ use crate::duration::{self, Millis};
 use crate::net::{self, Cidr};
 use crate::percentage::{self, Percentage};
 use crate::policy::{Expiry, FaultKind, State, KIND_NAMES, MAX_CLIENTS};
-use serde_json::{Map, Value};
+use crate::json::{Map, Value};
 use std::fmt;
 
 /// The parameters the control route accepts.
@@ -159,12 +159,13 @@ impl Call {
     /// Builds a call from a JSON object of parameters (`{"policy": "statusResponse",
     /// "status": 503}`), as plugin configuration and policy documents write a policy: the
     /// same parameters and checks as the query. On error, the parameter at fault if one is.
-    pub fn from_object(object: &Map<String, Value>) -> Result<Call, (Option<String>, ControlError)> {
+    pub fn from_object(object: &Map) -> Result<Call, (Option<String>, ControlError)> {
         let mut pairs = Vec::new();
-        for (name, value) in object {
+        for (name, value) in object.iter() {
             let text = match value {
                 Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
+                // Written out without an exponent, as the query would give it.
+                Value::Number(n) => n.plain().unwrap_or_else(|| n.to_string()),
                 other => {
                     let error = ControlError::BadValue { parameter: "value", value: other.to_string(), accepted: "a string or a number" };
                     return Err((Some(name.clone()), error));
@@ -287,6 +288,7 @@ pub fn percent_decode(text: &str) -> Result<String, ControlError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::json::testing::at;
     use crate::policy::Policy;
 
     fn apply(state: &State, query: &str) -> Result<State, ControlError> {
@@ -394,7 +396,7 @@ mod tests {
         let call = Call::parse_query("timeout=1&ttl=30s").unwrap();
         let mut s = call.apply(&s, &State::default(), 1000).unwrap();
         assert_eq!(s.default.kind, FaultKind::DelayResponse);
-        assert_eq!(s.to_json(11_000)["policy"]["ttl"], "20s");
+        assert_eq!(at(&s.to_json(11_000), "policy.ttl").as_str(), Some("20s"));
         s.settle(31_000);
         assert_eq!((s.default.kind, s.default.status), (FaultKind::StatusResponse, 500));
         let call = Call::parse_query("ip=10.0.0.1&status=418&ttl=1").unwrap();

@@ -6,9 +6,8 @@
 use crate::duration::{self, Millis};
 use crate::net::{self, Cidr};
 use crate::percentage::{self, Percentage};
+use crate::json::{self, Map, Number, Value};
 use regex_lite::Regex;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -42,12 +41,7 @@ fn error(path: &str, message: impl Into<String>) -> DocError {
 }
 
 fn bad(path: &str, value: &Value, accepted: &str) -> DocError {
-    let mut shown = value.to_string();
-    if let Some((cut, _)) = shown.char_indices().nth(64) {
-        shown.truncate(cut);
-        shown.push_str("...");
-    }
-    error(path, format!("{shown} is not accepted; expected {accepted}"))
+    error(path, format!("{} is not accepted; expected {accepted}", value.shown()))
 }
 
 /// A regular expression, kept with its source so it can be shared and shown again.
@@ -246,27 +240,6 @@ pub struct Rule {
     pub until_ms: Option<u64>,
 }
 
-/// Shared between workers in the document's own shape, with the absolute end time in
-/// place of `ttl`, so there is one reader and one writer of rules.
-impl Serialize for Rule {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut value = Rule { until_ms: None, ..self.clone() }.to_json(0);
-        if let (Some(until), Some(map)) = (self.until_ms, value.as_object_mut()) {
-            map.insert("until_ms".into(), until.into());
-        }
-        value.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Rule {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rule, D::Error> {
-        let mut value = Value::deserialize(d)?;
-        let until_ms = value.as_object_mut().and_then(|m| m.remove("until_ms")).and_then(|v| v.as_u64());
-        let rule = Rule::parse("rule", &value, 0).map_err(serde::de::Error::custom)?;
-        Ok(Rule { until_ms, ..rule })
-    }
-}
-
 /// The first rule that matches the request, if any.
 pub fn first_match<'a>(rules: &'a [Rule], request: &mut dyn RequestView) -> Option<&'a Rule> {
     rules.iter().find(|r| r.matcher.matches(request))
@@ -274,11 +247,11 @@ pub fn first_match<'a>(rules: &'a [Rule], request: &mut dyn RequestView) -> Opti
 
 // ---------------------------------------------------------------- reading a document
 
-fn object<'a>(path: &str, value: &'a Value) -> Result<&'a Map<String, Value>, DocError> {
+fn object<'a>(path: &str, value: &'a Value) -> Result<&'a Map, DocError> {
     value.as_object().ok_or_else(|| bad(path, value, "an object"))
 }
 
-fn only_keys(path: &str, map: &Map<String, Value>, keys: &[&str]) -> Result<(), DocError> {
+fn only_keys(path: &str, map: &Map, keys: &[&str]) -> Result<(), DocError> {
     match map.keys().find(|k| !keys.contains(&k.as_str())) {
         Some(k) => Err(error(&format!("{path}.{k}"), format!("unknown key; accepted: {}", keys.join(", ")))),
         None => Ok(()),
@@ -292,7 +265,7 @@ fn string<'a>(path: &str, value: &'a Value) -> Result<&'a str, DocError> {
 fn millis(path: &str, value: &Value) -> Result<Millis, DocError> {
     let text = match value {
         Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
+        Value::Number(n) => n.plain().unwrap_or_default(),
         _ => String::new(),
     };
     duration::parse(&text).ok_or_else(|| bad(path, value, duration::ACCEPTED))
@@ -329,16 +302,16 @@ fn pattern(path: &str, value: &Value) -> Result<Pattern, DocError> {
 
 fn headers_map(path: &str, value: &Value) -> Result<Vec<(String, String)>, DocError> {
     let mut out = Vec::new();
-    for (name, v) in object(path, value)? {
+    for (name, v) in object(path, value)?.iter() {
         let here = format!("{path}.{name}");
         out.push((header_name(&here, name)?, string(&here, v)?.to_string()));
     }
     Ok(out)
 }
 
-fn one_of<'a>(path: &str, map: &'a Map<String, Value>, keys: &[&'static str]) -> Result<(&'static str, &'a Value), DocError> {
+fn one_of<'a>(path: &str, map: &'a Map, keys: &[&'static str]) -> Result<(&'static str, &'a Value), DocError> {
     only_keys(path, map, keys)?;
-    let mut given = keys.iter().filter_map(|k| map.get(*k).map(|v| (*k, v)));
+    let mut given = keys.iter().filter_map(|k| map.get(k).map(|v| (*k, v)));
     match (given.next(), given.next()) {
         (Some(one), None) => Ok(one),
         _ => Err(error(path, format!("give exactly one of {}", keys.join(", ")))),
@@ -376,7 +349,7 @@ fn read_match(path: &str, value: &Value) -> Result<Match, DocError> {
             only_keys(&here, hmap, &["name", "exact", "present", "regex"])?;
             let name_value = hmap.get("name").ok_or_else(|| error(&here, "a header condition needs a name"))?;
             let name = header_name(&format!("{here}.name"), string(&format!("{here}.name"), name_value)?)?;
-            let rest: Map<String, Value> = hmap.iter().filter(|(k, _)| *k != "name").map(|(k, v)| (k.clone(), v.clone())).collect();
+            let rest: Map = hmap.iter().filter(|(k, _)| *k != "name").map(|(k, v)| (k.clone(), v.clone())).collect();
             let (kind, v) = one_of(&here, &rest, &["exact", "present", "regex"])?;
             let at = format!("{here}.{kind}");
             let value = match kind {
@@ -488,7 +461,7 @@ impl Rule {
             None => Percentage(percentage::FULL),
             Some(v) => {
                 let p = format!("{path}.percentage");
-                Percentage::parse(&v.as_number().map(|n| n.to_string()).unwrap_or_default()).ok_or_else(|| bad(&p, v, percentage::ACCEPTED))?
+                Percentage::parse(&v.as_number().and_then(Number::plain).unwrap_or_default()).ok_or_else(|| bad(&p, v, percentage::ACCEPTED))?
             }
         };
         let sample_by = map
@@ -525,17 +498,35 @@ impl Rule {
     pub fn to_json(&self, now_ms: u64) -> Value {
         let mut map = Map::new();
         if !self.matcher.is_empty() {
-            map.insert("match".into(), match_json(&self.matcher));
+            map.insert("match", match_json(&self.matcher));
         }
-        map.insert("fault".into(), fault_json(&self.fault));
-        map.insert("percentage".into(), self.percentage.as_f64().into());
+        map.insert("fault", fault_json(&self.fault));
+        map.insert("percentage", self.percentage.to_json());
         if let Some(h) = &self.sample_by {
-            map.insert("sample_by".into(), h.clone().into());
+            map.insert("sample_by", h.as_str().into());
         }
         if let Some(until) = self.until_ms {
-            map.insert("ttl".into(), Millis(until.saturating_sub(now_ms).max(1)).to_string().into());
+            map.insert("ttl", Millis(until.saturating_sub(now_ms).max(1)).to_string().into());
         }
         Value::Object(map)
+    }
+
+    /// The form shared between workers: the document's own shape, with the absolute end
+    /// time `until_ms` in place of `ttl`, so there is one reader and one writer of rules.
+    pub fn to_stored(&self) -> Value {
+        let mut value = Rule { until_ms: None, ..self.clone() }.to_json(0);
+        if let (Some(until), Some(map)) = (self.until_ms, value.as_object_mut()) {
+            map.insert("until_ms", until.into());
+        }
+        value
+    }
+
+    /// Reads the shared form back; `None` when it is not a rule.
+    pub fn from_stored(value: &Value) -> Option<Rule> {
+        let mut map = value.as_object()?.clone();
+        let until_ms = map.remove("until_ms").and_then(|v| v.as_u64());
+        let rule = Rule::parse("rule", &Value::Object(map), 0).ok()?;
+        Some(Rule { until_ms, ..rule })
     }
 }
 
@@ -547,55 +538,67 @@ fn match_json(m: &Match) -> Value {
     let mut map = Map::new();
     if let Some(p) = &m.path {
         let (k, v) = match p {
-            PathMatch::Exact(s) => ("exact", s.clone()),
-            PathMatch::Prefix(s) => ("prefix", s.clone()),
-            PathMatch::Regex(r) => ("regex", r.source.clone()),
+            PathMatch::Exact(s) => ("exact", s),
+            PathMatch::Prefix(s) => ("prefix", s),
+            PathMatch::Regex(r) => ("regex", &r.source),
         };
-        map.insert("path".into(), serde_json::json!({ k: v }));
+        map.insert("path", json::object([(k, v.as_str().into())]));
     }
     if let Some(method) = &m.method {
-        map.insert("method".into(), method.clone().into());
+        map.insert("method", method.as_str().into());
     }
     if !m.headers.is_empty() {
-        let list = m.headers.iter().map(|h| match &h.value {
-            ValueMatch::Exact(v) => serde_json::json!({"name": h.name, "exact": v}),
-            ValueMatch::Present(b) => serde_json::json!({"name": h.name, "present": b}),
-            ValueMatch::Regex(r) => serde_json::json!({"name": h.name, "regex": r.source}),
+        let list = m.headers.iter().map(|h| {
+            let (k, v) = match &h.value {
+                ValueMatch::Exact(v) => ("exact", v.as_str().into()),
+                ValueMatch::Present(b) => ("present", (*b).into()),
+                ValueMatch::Regex(r) => ("regex", r.source.as_str().into()),
+            };
+            json::object([("name", h.name.as_str().into()), (k, v)])
         });
-        map.insert("headers".into(), Value::Array(list.collect()));
+        map.insert("headers", Value::Array(list.collect()));
     }
     if !m.clients.is_empty() {
-        map.insert("clients".into(), m.clients.clone().into());
+        map.insert("clients", m.clients.clone().into());
     }
     Value::Object(map)
 }
 
+/// `{kind: {members}}`, with the members given as `Some` only.
+fn fault_object<const N: usize>(kind: &str, members: [(&str, Option<Value>); N]) -> Value {
+    let body: Map = members.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))).collect();
+    json::object([(kind, Value::Object(body))])
+}
+
 fn fault_json(fault: &Fault) -> Value {
     match fault {
-        Fault::Delay { fixed, jitter } => serde_json::json!({"delay": {"fixed": fixed.to_string(), "jitter": jitter.to_string()}}),
+        Fault::Delay { fixed, jitter } => {
+            fault_object("delay", [("fixed", Some(fixed.to_string().into())), ("jitter", Some(jitter.to_string().into()))])
+        }
         Fault::Abort { status, grpc_status } => {
-            let mut body = serde_json::json!({"status": status});
-            if let Some(g) = grpc_status {
-                body["grpc_status"] = (*g).into();
-            }
-            serde_json::json!({ "abort": body })
+            fault_object("abort", [("status", Some((*status).into())), ("grpc_status", grpc_status.map(Value::from))])
         }
-        Fault::Response { status, headers, body, grpc_status } => {
-            let mut out = serde_json::json!({"status": status, "headers": headers_json(headers), "body": body});
-            if let Some(g) = grpc_status {
-                out["grpc_status"] = (*g).into();
-            }
-            serde_json::json!({ "response": out })
+        Fault::Response { status, headers, body, grpc_status } => fault_object(
+            "response",
+            [
+                ("status", Some((*status).into())),
+                ("headers", Some(headers_json(headers))),
+                ("body", Some(body.as_str().into())),
+                ("grpc_status", grpc_status.map(Value::from)),
+            ],
+        ),
+        Fault::BoundedRetries { retries, status } => {
+            fault_object("bounded_retries", [("retries", Some((*retries).into())), ("status", Some((*status).into()))])
         }
-        Fault::BoundedRetries { retries, status } => serde_json::json!({"bounded_retries": {"retries": retries, "status": status}}),
-        Fault::ResponseDelay { fixed } => serde_json::json!({"response_delay": {"fixed": fixed.to_string()}}),
-        Fault::ResponseRewrite { status, add_headers, remove_headers } => {
-            let mut body = serde_json::json!({"add_headers": headers_json(add_headers), "remove_headers": remove_headers});
-            if let Some(s) = status {
-                body["status"] = (*s).into();
-            }
-            serde_json::json!({ "response_rewrite": body })
-        }
+        Fault::ResponseDelay { fixed } => fault_object("response_delay", [("fixed", Some(fixed.to_string().into()))]),
+        Fault::ResponseRewrite { status, add_headers, remove_headers } => fault_object(
+            "response_rewrite",
+            [
+                ("status", status.map(Value::from)),
+                ("add_headers", Some(headers_json(add_headers))),
+                ("remove_headers", Some(remove_headers.clone().into())),
+            ],
+        ),
     }
 }
 
@@ -603,7 +606,7 @@ fn fault_json(fault: &Fault) -> Value {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json::testing::json;
 
     #[derive(Default)]
     struct Req {
@@ -647,11 +650,11 @@ mod tests {
 
     #[test]
     fn checkout_for_one_user() {
-        let r = rule(json!({
+        let r = rule(json(r#"{
             "match": {"path": {"prefix": "/checkout"}, "method": "POST",
                       "headers": [{"name": "X-User", "exact": "alice"}], "clients": ["10.0.0.0/8"]},
             "fault": {"abort": {"status": 503}}
-        }));
+        }"#));
         let mut yes = req("POST", "/checkout/42");
         yes.headers.push(("x-user".into(), "alice".into()));
         yes.client = Some("10.1.2.3".parse().unwrap());
@@ -669,26 +672,26 @@ mod tests {
 
     #[test]
     fn path_header_and_client_kinds() {
-        let exact = rule(json!({"match": {"path": {"exact": "/a"}}, "fault": {"abort": {"status": 500}}}));
+        let exact = rule(json(r#"{"match": {"path": {"exact": "/a"}}, "fault": {"abort": {"status": 500}}}"#));
         assert!(exact.matcher.matches(&mut req("GET", "/a")) && !exact.matcher.matches(&mut req("GET", "/ab")));
-        let re = rule(json!({"match": {"path": {"regex": "/items/[0-9]+"}}, "fault": {"abort": {"status": 500}}}));
+        let re = rule(json(r#"{"match": {"path": {"regex": "/items/[0-9]+"}}, "fault": {"abort": {"status": 500}}}"#));
         assert!(re.matcher.matches(&mut req("GET", "/items/12")));
         assert!(!re.matcher.matches(&mut req("GET", "/items/12/x")), "the whole path must match");
-        let absent = rule(json!({"match": {"headers": [{"name": "x-canary", "present": false}]}, "fault": {"abort": {"status": 500}}}));
+        let absent = rule(json(r#"{"match": {"headers": [{"name": "x-canary", "present": false}]}, "fault": {"abort": {"status": 500}}}"#));
         assert!(absent.matcher.matches(&mut req("GET", "/")));
-        let hre = rule(json!({"match": {"headers": [{"name": "user-agent", "regex": "curl/.*"}]}, "fault": {"abort": {"status": 500}}}));
+        let hre = rule(json(r#"{"match": {"headers": [{"name": "user-agent", "regex": "curl/.*"}]}, "fault": {"abort": {"status": 500}}}"#));
         let mut curl = req("GET", "/");
         curl.headers.push(("user-agent".into(), "curl/8.0".into()));
         assert!(hre.matcher.matches(&mut curl) && !hre.matcher.matches(&mut req("GET", "/")));
-        let client = rule(json!({"match": {"clients": ["127.0.0.2"]}, "fault": {"abort": {"status": 500}}}));
+        let client = rule(json(r#"{"match": {"clients": ["127.0.0.2"]}, "fault": {"abort": {"status": 500}}}"#));
         assert!(!client.matcher.matches(&mut req("GET", "/")), "no address, no match");
     }
 
     #[test]
     fn first_match_wins() {
         let rules = vec![
-            rule(json!({"match": {"path": {"prefix": "/a"}}, "fault": {"abort": {"status": 501}}})),
-            rule(json!({"fault": {"abort": {"status": 502}}})),
+            rule(json(r#"{"match": {"path": {"prefix": "/a"}}, "fault": {"abort": {"status": 501}}}"#)),
+            rule(json(r#"{"fault": {"abort": {"status": 502}}}"#)),
         ];
         assert_eq!(first_match(&rules, &mut req("GET", "/abc")).unwrap().fault, Fault::Abort { status: 501, grpc_status: None });
         assert_eq!(first_match(&rules, &mut req("GET", "/b")).unwrap().fault, Fault::Abort { status: 502, grpc_status: None });
@@ -698,21 +701,21 @@ mod tests {
     #[test]
     fn every_fault_reads_back_the_same() {
         for v in [
-            json!({"fault": {"delay": {"fixed": "2s", "jitter": "250ms"}}, "percentage": 12.5, "sample_by": "X-User-Id"}),
-            json!({"fault": {"abort": {"status": 503, "grpc_status": 14}}, "ttl": "5m"}),
-            json!({"fault": {"response": {"status": 201, "headers": {"x-a": "b"}, "body": "hi"}}}),
-            json!({"fault": {"bounded_retries": {"retries": 2, "status": 500}}}),
-            json!({"fault": {"response_delay": {"fixed": "300ms"}}}),
-            json!({"match": {"path": {"regex": "/x.*"}, "headers": [{"name": "a", "present": true}]},
-                   "fault": {"response_rewrite": {"status": 500, "add_headers": {"x-b": "c"}, "remove_headers": ["etag"]}}}),
+            json(r#"{"fault": {"delay": {"fixed": "2s", "jitter": "250ms"}}, "percentage": 12.5, "sample_by": "X-User-Id"}"#),
+            json(r#"{"fault": {"abort": {"status": 503, "grpc_status": 14}}, "ttl": "5m"}"#),
+            json(r#"{"fault": {"response": {"status": 201, "headers": {"x-a": "b"}, "body": "hi"}}}"#),
+            json(r#"{"fault": {"bounded_retries": {"retries": 2, "status": 500}}}"#),
+            json(r#"{"fault": {"response_delay": {"fixed": "300ms"}}}"#),
+            json(r#"{"match": {"path": {"regex": "/x.*"}, "headers": [{"name": "a", "present": true}]},
+                   "fault": {"response_rewrite": {"status": 500, "add_headers": {"x-b": "c"}, "remove_headers": ["etag"]}}}"#),
         ] {
             let r = rule(v.clone());
             let shown = r.to_json(1000);
             assert_eq!(Rule::parse("r", &shown, 1000).unwrap(), r, "{shown}");
-            let stored: Rule = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
-            assert_eq!(stored, r);
+            let stored = json::parse(r.to_stored().to_string().as_bytes()).unwrap();
+            assert_eq!(Rule::from_stored(&stored).unwrap(), r);
         }
-        assert_eq!(rule(json!({"fault": {"abort": {"status": 503}}, "ttl": "5m"})).until_ms, Some(301_000));
+        assert_eq!(rule(json(r#"{"fault": {"abort": {"status": 503}}, "ttl": "5m"}"#)).until_ms, Some(301_000));
     }
 
     #[test]
@@ -727,31 +730,31 @@ mod tests {
     #[test]
     fn errors_name_the_json_path() {
         for (v, needle) in [
-            (json!([]), "rules[0]: [] is not accepted; expected an object"),
-            (json!({}), "rules[0]: a rule needs a 'fault'"),
-            (json!({"fault": {}}), "rules[0].fault: give one of delay"),
-            (json!({"fault": {"delay": {}, "abort": {}}}), "rules[0].fault: give one of"),
-            (json!({"fault": {"delay": {"fixed": "2x"}}}), "rules[0].fault.delay.fixed: \"2x\" is not accepted"),
-            (json!({"fault": {"delay": {"fixed": "59m", "jitter": "2m"}}}), "rules[0].fault.delay: fixed + jitter"),
-            (json!({"fault": {"abort": {"status": 99}}}), "rules[0].fault.abort.status: 99"),
-            (json!({"fault": {"abort": {"grpc_status": 17}}}), "rules[0].fault.abort.grpc_status: 17"),
-            (json!({"fault": {"abort": {}}}), "rules[0].fault.abort: needs 'status'"),
-            (json!({"fault": {"abort": {"status": 500, "x": 1}}}), "rules[0].fault.abort.x: unknown key"),
-            (json!({"match": {"path": {"regex": "("}}, "fault": {"abort": {"status": 500}}}), "rules[0].match.path.regex"),
-            (json!({"match": {"path": {"exact": "/a", "prefix": "/"}}, "fault": {"abort": {"status": 500}}}), "rules[0].match.path: give exactly one"),
-            (json!({"match": {"method": "post"}, "fault": {"abort": {"status": 500}}}), "rules[0].match.method"),
-            (json!({"match": {"headers": [{"exact": "a"}]}, "fault": {"abort": {"status": 500}}}), "rules[0].match.headers[0]: a header condition needs a name"),
-            (json!({"match": {"headers": [{"name": "a b", "exact": "a"}]}, "fault": {"abort": {"status": 500}}}), "rules[0].match.headers[0].name"),
-            (json!({"match": {"clients": ["10.0.0.0/99"]}, "fault": {"abort": {"status": 500}}}), "rules[0].match.clients[0]"),
-            (json!({"fault": {"abort": {"status": 500}}, "percentage": 101}), "rules[0].percentage: 101"),
-            (json!({"fault": {"abort": {"status": 500}}, "ttl": "0"}), "rules[0].ttl"),
-            (json!({"fault": {"abort": {"status": 500}}, "when": 1}), "rules[0].when: unknown key"),
-            (json!({"fault": {"response_rewrite": {"remove_headers": [3]}}}), "rules[0].fault.response_rewrite.remove_headers[0]"),
+            (json(r#"[]"#), "rules[0]: [] is not accepted; expected an object"),
+            (json(r#"{}"#), "rules[0]: a rule needs a 'fault'"),
+            (json(r#"{"fault": {}}"#), "rules[0].fault: give one of delay"),
+            (json(r#"{"fault": {"delay": {}, "abort": {}}}"#), "rules[0].fault: give one of"),
+            (json(r#"{"fault": {"delay": {"fixed": "2x"}}}"#), "rules[0].fault.delay.fixed: \"2x\" is not accepted"),
+            (json(r#"{"fault": {"delay": {"fixed": "59m", "jitter": "2m"}}}"#), "rules[0].fault.delay: fixed + jitter"),
+            (json(r#"{"fault": {"abort": {"status": 99}}}"#), "rules[0].fault.abort.status: 99"),
+            (json(r#"{"fault": {"abort": {"grpc_status": 17}}}"#), "rules[0].fault.abort.grpc_status: 17"),
+            (json(r#"{"fault": {"abort": {}}}"#), "rules[0].fault.abort: needs 'status'"),
+            (json(r#"{"fault": {"abort": {"status": 500, "x": 1}}}"#), "rules[0].fault.abort.x: unknown key"),
+            (json(r#"{"match": {"path": {"regex": "("}}, "fault": {"abort": {"status": 500}}}"#), "rules[0].match.path.regex"),
+            (json(r#"{"match": {"path": {"exact": "/a", "prefix": "/"}}, "fault": {"abort": {"status": 500}}}"#), "rules[0].match.path: give exactly one"),
+            (json(r#"{"match": {"method": "post"}, "fault": {"abort": {"status": 500}}}"#), "rules[0].match.method"),
+            (json(r#"{"match": {"headers": [{"exact": "a"}]}, "fault": {"abort": {"status": 500}}}"#), "rules[0].match.headers[0]: a header condition needs a name"),
+            (json(r#"{"match": {"headers": [{"name": "a b", "exact": "a"}]}, "fault": {"abort": {"status": 500}}}"#), "rules[0].match.headers[0].name"),
+            (json(r#"{"match": {"clients": ["10.0.0.0/99"]}, "fault": {"abort": {"status": 500}}}"#), "rules[0].match.clients[0]"),
+            (json(r#"{"fault": {"abort": {"status": 500}}, "percentage": 101}"#), "rules[0].percentage: 101"),
+            (json(r#"{"fault": {"abort": {"status": 500}}, "ttl": "0"}"#), "rules[0].ttl"),
+            (json(r#"{"fault": {"abort": {"status": 500}}, "when": 1}"#), "rules[0].when: unknown key"),
+            (json(r#"{"fault": {"response_rewrite": {"remove_headers": [3]}}}"#), "rules[0].fault.response_rewrite.remove_headers[0]"),
         ] {
             let message = err(v.clone());
             assert!(message.starts_with(needle), "{v}: {message}");
         }
-        let too_many = Value::Array(vec![json!({"fault": {"abort": {"status": 500}}}); MAX_RULES + 1]);
+        let too_many = Value::Array(vec![json(r#"{"fault": {"abort": {"status": 500}}}"#); MAX_RULES + 1]);
         assert!(Rule::parse_list("rules", &too_many, 0).unwrap_err().to_string().starts_with("rules: at most 64"));
     }
 }

@@ -91,12 +91,14 @@ fn write(worker: &Worker, what: &str, change: impl Fn(&State) -> Result<State, S
 
 fn answer(state: &State, origin: &Origin, now: u64) -> Action {
     let mut body = state.to_json(now);
-    body["configuration"] = origin.to_json();
+    if let Some(map) = body.as_object_mut() {
+        map.insert("configuration", origin.to_json());
+    }
     reply::json(200, &body, vec![])
 }
 
 fn refuse(worker: &Worker, status: u16, reason: &str, extra: Vec<(&str, &str)>) -> Action {
     worker.count(Stat::ControlRefused, 1);
     log(LogLevel::Warn, &format!("fault-injector: control call refused ({status}): {reason}"));
-    reply::json(status, &serde_json::json!({ "error": reason }), extra)
+    reply::error(status, reason, extra)
 }

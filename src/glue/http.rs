@@ -218,7 +218,7 @@ impl Request {
             Ok(Some(_)) => None,
             Err(e) => {
                 worker.count(Stat::HeaderFaultsRefused, 1);
-                Some(reply::json(400, &serde_json::json!({ "error": e.to_string() }), vec![(INJECTED, "refused")]))
+                Some(reply::error(400, &e.to_string(), vec![(INJECTED, "refused")]))
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Local replies: what the filter answers itself, in the caller's protocol (a gRPC caller
 //! gets HTTP 200 with `grpc-status`, the way gRPC servers fail).
 
+use crate::json::{self, Value};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, GrpcStatusCode};
 
@@ -14,7 +15,7 @@ pub fn http(status: u16, headers: Vec<(&str, &str)>, body: &str) -> Action {
 }
 
 /// Answers a JSON body.
-pub fn json(status: u16, body: &serde_json::Value, extra: Vec<(&str, &str)>) -> Action {
+pub fn json(status: u16, body: &Value, extra: Vec<(&str, &str)>) -> Action {
     let mut headers = vec![("content-type", "application/json")];
     headers.extend(extra);
     http(status, headers, &format!("{body}\n"))
@@ -26,6 +27,11 @@ pub fn grpc(code: u8, message: &str, metadata: Vec<(&str, &str)>) -> Action {
     let metadata = metadata.into_iter().map(|(k, v)| (k, v.as_bytes())).collect();
     let _ = hostcalls::send_grpc_response(grpc_code(code), Some(message), metadata);
     Action::Pause
+}
+
+/// Answers `{"error": reason}`.
+pub fn error(status: u16, reason: &str, extra: Vec<(&str, &str)>) -> Action {
+    json(status, &json::object([("error", reason.into())]), extra)
 }
 
 fn grpc_code(code: u8) -> GrpcStatusCode {

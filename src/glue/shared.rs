@@ -3,28 +3,43 @@
 //! plugins share one namespace.
 
 use crate::config::Origin;
+use crate::json;
 use crate::policy::State;
 use super::root::Worker;
 use crate::retries::{self, Attempt, Shard};
 use crate::stats::Stat;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
-use serde::{Deserialize, Serialize};
 
 const STATE_KEY: &str = "fault_injector.state";
 const CAS_TRIES: usize = 16;
 
 /// The state as stored, with the configuration whose start it came from.
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Default)]
 struct Stored {
-    #[serde(default)]
     origin: Origin,
     state: State,
 }
 
+impl Stored {
+    fn encode(&self) -> Vec<u8> {
+        json::object([("origin", self.origin.to_stored()), ("state", self.state.to_stored())]).to_string().into_bytes()
+    }
+
+    /// `None` when unreadable; a missing origin is the default one.
+    fn decode(bytes: &[u8]) -> Option<Stored> {
+        let value = json::parse(bytes).ok()?;
+        let origin = match value.get("origin") {
+            None => Origin::default(),
+            Some(origin) => Origin::from_stored(origin)?,
+        };
+        Some(Stored { origin, state: State::from_stored(value.get("state")?)? })
+    }
+}
+
 fn read_stored() -> (Stored, Option<u32>) {
     match hostcalls::get_shared_data(STATE_KEY) {
-        Ok((Some(bytes), cas)) => (serde_json::from_slice(&bytes).unwrap_or_default(), cas),
+        Ok((Some(bytes), cas)) => (Stored::decode(&bytes).unwrap_or_default(), cas),
         Ok((None, cas)) => (Stored::default(), cas),
         Err(_) => (Stored::default(), None),
     }
@@ -51,7 +66,7 @@ pub fn update<E>(worker: &Worker, change: impl Fn(&State, &Origin) -> Result<Opt
             return Ok(None);
         };
         let stored = Stored { origin: next.1, state: next.0 };
-        let bytes = serde_json::to_vec(&stored).unwrap_or_default();
+        let bytes = stored.encode();
         match hostcalls::set_shared_data(STATE_KEY, Some(&bytes), Some(cas.unwrap_or(0))) {
             Ok(()) => {
                 worker.count(Stat::StateVersion, 1);

@@ -34,20 +34,21 @@ impl Refusal {
     }
 }
 
-/// Whether a request may be a control call at all, before anything of it is read: the
-/// control route is on, and, with `control.filter_state` set, `marked` (whether the
-/// request's connection carries that filter-state object) says yes.
-pub fn may_serve(control: &Control, marked: impl FnOnce(&str) -> bool) -> bool {
-    control.enabled && control.filter_state.as_deref().is_none_or(marked)
-}
-
-/// If `path` (`:path`, with its query) is the control route, its query string.
-/// `local_port` (the port the request arrived at) is asked only when the path matches and
-/// `control.port` is set, so other requests pay nothing for it.
-pub fn control_query<'a>(control: &Control, path: &'a str, local_port: impl FnOnce() -> Option<u16>) -> Option<&'a str> {
-    if !control.enabled {
+/// If the request is a control call, its query string. What it takes of the request is
+/// read only as far as needed, cheapest first: with `control.filter_state` set, `marked`
+/// (whether the request's connection carries that filter-state object), then `path`
+/// (`:path`, with its query), then, when the path matches and `control.port` is set,
+/// `local_port` (the port the request arrived at).
+pub fn control_query<'a>(
+    control: &Control,
+    marked: impl FnOnce(&str) -> bool,
+    path: impl FnOnce() -> &'a str,
+    local_port: impl FnOnce() -> Option<u16>,
+) -> Option<&'a str> {
+    if !control.enabled || !control.filter_state.as_deref().is_none_or(marked) {
         return None;
     }
+    let path = path();
     let (route, query) = path.split_once('?').unwrap_or((path, ""));
     if route != control.path {
         return None;
@@ -98,38 +99,45 @@ mod tests {
         Config::parse(json.as_bytes()).unwrap().control
     }
 
+    /// `control_query` on a connection without a mark.
+    fn query<'a>(c: &Control, path: &'a str, local_port: impl FnOnce() -> Option<u16>) -> Option<&'a str> {
+        control_query(c, |_| false, || path, local_port)
+    }
+
     #[test]
     fn only_the_exact_path_is_the_control_route() {
         let c = control("{}");
-        assert_eq!(control_query(&c, "/injector", || None), Some(""));
-        assert_eq!(control_query(&c, "/injector?status=500", || None), Some("status=500"));
+        assert_eq!(query(&c, "/injector", || None), Some(""));
+        assert_eq!(query(&c, "/injector?status=500", || None), Some("status=500"));
         for other in ["/injector/", "//injector", "/Injector", "/%69njector", "/injectors", "/"] {
-            assert_eq!(control_query(&c, other, || None), None, "{other}");
+            assert_eq!(query(&c, other, || None), None, "{other}");
         }
-        assert_eq!(control_query(&control(r#"{"control":{"enabled":false}}"#), "/injector", || None), None);
-        assert_eq!(control_query(&control(r#"{"control":{"path":"/fault"}}"#), "/fault?x", || None), Some("x"));
+        assert_eq!(query(&control(r#"{"control":{"enabled":false}}"#), "/injector", || None), None);
+        assert_eq!(query(&control(r#"{"control":{"path":"/fault"}}"#), "/fault?x", || None), Some("x"));
     }
 
     #[test]
     fn a_control_port_limits_the_route_to_that_listener() {
         let c = control(r#"{"control":{"port":8282}}"#);
-        assert_eq!(control_query(&c, "/injector?reset", || Some(8282)), Some("reset"));
-        assert_eq!(control_query(&c, "/injector?reset", || Some(8080)), None);
-        assert_eq!(control_query(&c, "/injector?reset", || None), None);
+        assert_eq!(query(&c, "/injector?reset", || Some(8282)), Some("reset"));
+        assert_eq!(query(&c, "/injector?reset", || Some(8080)), None);
+        assert_eq!(query(&c, "/injector?reset", || None), None);
         let asked = std::cell::Cell::new(false);
-        assert_eq!(control_query(&c, "/app", || { asked.set(true); Some(8282) }), None);
+        assert_eq!(query(&c, "/app", || { asked.set(true); Some(8282) }), None);
         assert!(!asked.get(), "the port is read only for the control path");
     }
 
     #[test]
     fn a_control_filter_state_limits_the_route_to_marked_connections() {
         let c = control(r#"{"control":{"filter_state":"fault_injector.control"}}"#);
-        assert!(may_serve(&c, |key| key == "fault_injector.control"));
-        assert!(!may_serve(&c, |_| false));
+        assert_eq!(control_query(&c, |key| key == "fault_injector.control", || "/injector?reset", || None), Some("reset"));
+        let read = std::cell::Cell::new(false);
+        assert_eq!(control_query(&c, |_| false, || { read.set(true); "/injector?reset" }, || None), None);
+        assert!(!read.get(), "an unmarked connection's path is not read");
         let off = control(r#"{"control":{"enabled":false,"filter_state":"fault_injector.control"}}"#);
-        assert!(!may_serve(&off, |_| true));
+        assert_eq!(control_query(&off, |_| true, || "/injector", || None), None);
         let asked = std::cell::Cell::new(false);
-        assert!(may_serve(&control("{}"), |_| { asked.set(true); false }));
+        assert_eq!(control_query(&control("{}"), |_| { asked.set(true); false }, || "/injector", || None), Some(""));
         assert!(!asked.get(), "without control.filter_state nothing is looked up");
     }
 

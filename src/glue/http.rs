@@ -303,11 +303,7 @@ impl HttpContext for Request {
         let mut request = Headers::default();
         let control_query = {
             let w = worker.borrow();
-            if control::may_serve(&w.config.control, on_marked_connection) {
-                control::control_query(&w.config.control, request.full_path(), local_port).map(str::to_string)
-            } else {
-                None
-            }
+            control::control_query(&w.config.control, on_marked_connection, || request.full_path(), local_port).map(str::to_string)
         };
         if let Some(query) = control_query {
             return self.control(&mut request, query, end_of_stream);

@@ -1,6 +1,8 @@
 //! Every counter and gauge the filter keeps, declared in one place under one prefix.
 //! Envoy shows them as `wasmcustom.fault_injector.<name>` in `/stats` and `/stats/prometheus`.
 
+use std::cell::Cell;
+
 /// A metric: its kind and its full name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Metric {
@@ -38,9 +40,55 @@ metrics! {
     StateVersion = true "state_version", "Goes up with every write of the shared policy state; workers re-read the state when it moves.";
 }
 
+/// Counter increments a worker made and has not handed to Envoy yet. Adding to a counter is
+/// a host call, and a request that passes untouched made two of them (`requests_seen`,
+/// `requests_passed`); summed here, they cost one host call per counter per flush, and the
+/// glue flushes on its timer. Gauges never wait here: workers read them.
+pub struct Tally {
+    pending: [Cell<i64>; ALL.len()],
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally { pending: [const { Cell::new(0) }; ALL.len()] }
+    }
+}
+
+impl Tally {
+    /// Adds `delta` to the counter `stat`.
+    pub fn add(&self, stat: Stat, delta: i64) {
+        let pending = &self.pending[stat as usize];
+        pending.set(pending.get() + delta);
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.pending.iter().all(|p| p.get() == 0)
+    }
+
+    /// Takes what waits: for each counter that moved, its index in [`ALL`] and the sum.
+    pub fn take(&self) -> impl Iterator<Item = (usize, i64)> + '_ {
+        self.pending.iter().enumerate().filter_map(|(i, p)| Some((i, p.replace(0))).filter(|(_, d)| *d != 0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tally_sums_until_taken() {
+        let tally = Tally::default();
+        assert!(tally.is_empty());
+        tally.add(Stat::RequestsSeen, 1);
+        tally.add(Stat::RequestsPassed, 1);
+        tally.add(Stat::RequestsSeen, 2);
+        assert!(!tally.is_empty());
+        let taken: Vec<(usize, i64)> = tally.take().collect();
+        assert_eq!(taken, vec![(Stat::RequestsSeen as usize, 3), (Stat::RequestsPassed as usize, 1)]);
+        assert!(tally.is_empty());
+        assert_eq!(tally.take().count(), 0);
+    }
 
     #[test]
     fn names_are_unique_and_prefixed() {

@@ -7,7 +7,7 @@ Typical use from a test (fixtures in conftest.py)::
         envoy = start_envoy(plugin_config='{"abort": {"status": 503}}')
         status, headers, body = request(envoy.port, "/x")
         assert upstream.count == 0
-        assert stats(envoy)["wasmcustom.fault_injector.requests_seen"] == 1
+        assert custom_metrics(envoy)["fault_injector.requests_seen"] == 1
 
 Outside pytest: ``with Envoy([ListenerSpec()], upstream_port=p) as envoy: ...``.
 """
@@ -635,10 +635,28 @@ def _parse_stats(text: str) -> dict[str, int]:
     return out
 
 
-def custom_metrics(envoy: Envoy) -> dict[str, int]:
-    """The plugin's own metrics, with the ``wasmcustom.`` prefix removed."""
+# A worker hands its counts to Envoy within 100 ms of making them (README, "Stats"): two
+# reads this far apart that agree show every count made before the first.
+SETTLE_SECONDS = 0.3
+
+
+def custom_metrics(envoy: Envoy, timeout: float = 5.0) -> dict[str, int]:
+    """The plugin's own metrics, with the ``wasmcustom.`` prefix removed, once they have
+    settled: read until two reads SETTLE_SECONDS apart agree (or `timeout` passes, for
+    gauges that keep moving)."""
     prefix = "wasmcustom."
-    return {k[len(prefix):]: v for k, v in stats(envoy, "^wasmcustom\\.").items()}
+
+    def read() -> dict[str, int]:
+        return {k[len(prefix):]: v for k, v in stats(envoy, "^wasmcustom\\.").items()}
+
+    deadline = time.monotonic() + timeout
+    previous = read()
+    while True:
+        time.sleep(SETTLE_SECONDS)
+        current = read()
+        if current == previous or time.monotonic() >= deadline:
+            return current
+        previous = current
 
 
 def in_parallel(*calls: Callable[[], Any]) -> None:

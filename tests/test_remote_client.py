@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 
+from harness import custom_metrics
+
 NS_ADDR, HOST_ADDR = "10.201.7.2", "10.201.7.1"
 
 
@@ -54,9 +56,9 @@ def test_non_loopback_client_is_refused_control_but_served_data(start_envoy, ups
     base = f"http://{HOST_ADDR}:{envoy.port}"
     assert curl_from(remote_namespace, f"{base}/injector?status=500&percentage=100") == "403"
     assert curl_from(remote_namespace, f"{base}/app") == "200"
-    metrics = envoy.stats()
-    assert metrics["wasmcustom.fault_injector.control_refused"] == 1
-    assert metrics["wasmcustom.fault_injector.policy_changes"] == 0
+    metrics = custom_metrics(envoy)
+    assert metrics["fault_injector.control_refused"] == 1
+    assert metrics["fault_injector.policy_changes"] == 0
     assert "control call refused (403)" in envoy.log_text()
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness import request, wait_for
+from harness import custom_metrics, request, wait_for
 
 PROTOCOLS = ["http1", "h2"]
 
@@ -234,8 +234,7 @@ def test_response_rewrite(envoy, proto):
     assert r.status == 500 and r.body.startswith("upstream GET /r")
     assert r.headers.get("x-rewritten") == "1" and "x-upstream-body-bytes" not in r.headers
     assert r.headers.get("x-fault-injected") == "responseRewrite"
-    counters = envoy.stats("fault_injector")
-    assert counters["wasmcustom.fault_injector.responses_rewritten"] == 1
+    assert custom_metrics(envoy)["fault_injector.responses_rewritten"] == 1
 
 
 def test_first_matching_rule_decides_even_when_it_samples_out(envoy):

@@ -297,8 +297,8 @@ impl Request {
 
 impl Context for Request {}
 
-impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+impl Request {
+    fn request_headers(&mut self, end_of_stream: bool) -> Action {
         let worker = Rc::clone(&self.worker);
         let mut request = Headers::default();
         let control_query = {
@@ -323,13 +323,28 @@ impl HttpContext for Request {
         }
     }
 
+    /// Lets the worker hand what this request counted to Envoy before long.
+    fn counted(&self) {
+        self.worker.borrow_mut().flush_soon(self.id);
+    }
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let action = self.request_headers(end_of_stream);
+        self.counted();
+        action
+    }
+
     fn on_http_request_body(&mut self, _body_size: usize, end_of_stream: bool) -> Action {
         let Some(query) = &self.control_post else { return Action::Continue };
         if !end_of_stream {
             return Action::Pause;
         }
         let body = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, usize::MAX).ok().flatten().unwrap_or_default();
-        control_route::document(&self.worker.borrow(), query, &body)
+        let action = control_route::document(&self.worker.borrow(), query, &body);
+        self.counted();
+        action
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -341,7 +356,10 @@ impl HttpContext for Request {
                 let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("responseDelay"));
                 let worker = Rc::clone(&self.worker);
                 let mut w = worker.borrow_mut();
-                if let Some(action) = self.hold(&mut w, delay, true) {
+                let held = self.hold(&mut w, delay, true);
+                drop(w);
+                self.counted();
+                if let Some(action) = held {
                     return action;
                 }
             }

@@ -8,13 +8,16 @@ use crate::config::{Config, Origin};
 use crate::delays::DelayQueue;
 use crate::policy::State;
 use crate::sampling::{identity_hash, Sampler};
-use crate::stats::{self, Stat};
+use crate::stats::{self, Stat, Tally};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel, MetricType};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
+
+/// The longest a counter increment waits in its worker's [`Tally`] before Envoy shows it.
+const FLUSH_MS: u64 = 100;
 
 /// What the root context shares with the HTTP contexts it creates (same worker, same thread).
 pub struct Worker {
@@ -34,6 +37,10 @@ pub struct Worker {
     root_id: u32,
     armed_until: Option<u64>,
     metrics: Vec<u32>,
+    /// Counter increments not handed to Envoy yet.
+    unflushed: Tally,
+    /// When the tick hands `unflushed` over; `None` while it is not scheduled.
+    flush_due: Option<u64>,
 }
 
 impl Worker {
@@ -62,11 +69,33 @@ impl Worker {
         }
     }
 
-    /// Adds to a counter or gauge.
+    /// Adds to a gauge now, or to a counter at the next flush (see [`FLUSH_MS`]).
     pub fn count(&self, stat: Stat, delta: i64) {
-        if let Some(id) = self.metrics.get(stat as usize) {
+        if !stats::ALL[stat as usize].gauge {
+            self.unflushed.add(stat, delta);
+        } else if let Some(id) = self.metrics.get(stat as usize) {
             let _ = hostcalls::increment_metric(*id, delta);
         }
+    }
+
+    /// Schedules a flush if counts wait and none is scheduled: called once a context is done
+    /// counting, with its id, as [`Worker::arm`] needs.
+    pub fn flush_soon(&mut self, current_context: u32) {
+        if self.flush_due.is_none() && !self.unflushed.is_empty() {
+            let now = now_ms();
+            self.flush_due = Some(now + FLUSH_MS);
+            self.arm(now + FLUSH_MS, now, current_context);
+        }
+    }
+
+    /// Hands the waiting counts to Envoy.
+    fn flush(&mut self) {
+        for (stat, delta) in self.unflushed.take() {
+            if let Some(id) = self.metrics.get(stat) {
+                let _ = hostcalls::increment_metric(*id, delta);
+            }
+        }
+        self.flush_due = None;
     }
 
     /// A gauge's value for the whole Envoy (all workers add to the same one).
@@ -113,12 +142,21 @@ impl Root {
                 root_id: id,
                 armed_until: None,
                 metrics: Vec::new(),
+                unflushed: Tally::default(),
+                flush_due: None,
             })),
         }
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    /// Envoy is done with this root context (shutdown, or a new configuration): what waits
+    /// is counted now or never.
+    fn on_done(&mut self) -> bool {
+        self.worker.borrow_mut().flush();
+        true
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -134,6 +172,8 @@ impl RootContext for Root {
             }
         };
         let mut worker = self.worker.borrow_mut();
+        // A new configuration for a running root context: its counts so far are kept.
+        worker.flush();
         // Before the start policy is written, which moves the state_version gauge.
         worker.metrics = stats::ALL
             .iter()
@@ -165,10 +205,10 @@ impl RootContext for Root {
             let requests = worker.delays.take_due(now);
             let responses = worker.response_delays.take_due(now);
             worker.count(Stat::ActiveDelays, -((requests.len() + responses.len()) as i64));
-            let next = match (worker.delays.next_due(), worker.response_delays.next_due()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            if worker.flush_due.is_some_and(|due| due <= now) {
+                worker.flush();
+            }
+            let next = [worker.delays.next_due(), worker.response_delays.next_due(), worker.flush_due].into_iter().flatten().min();
             worker.armed_until = next;
             (requests, responses, next)
         };

@@ -212,19 +212,24 @@ impl RootContext for Root {
             worker.armed_until = next;
             (requests, responses, next)
         };
-        let period = next.map_or(0, |n| n.saturating_sub(now).max(1));
-        let _ = hostcalls::set_tick_period(Duration::from_millis(period));
         // Resuming can run other filters at once; the worker is not borrowed meanwhile.
-        for id in requests {
-            if hostcalls::set_effective_context(id).is_ok() {
+        for id in &requests {
+            if hostcalls::set_effective_context(*id).is_ok() {
                 let _ = hostcalls::resume_http_request();
             }
         }
-        for id in responses {
-            if hostcalls::set_effective_context(id).is_ok() {
+        for id in &responses {
+            if hostcalls::set_effective_context(*id).is_ok() {
                 let _ = hostcalls::resume_http_response();
             }
         }
+        // Envoy starts the next period when this returns, and forwarding a burst of released
+        // requests takes milliseconds: measured from `now` above, the next ones would be late
+        // by as long.
+        let now = if requests.is_empty() && responses.is_empty() { now } else { now_ms() };
+        let period = next.map_or(0, |n| n.saturating_sub(now).max(1));
+        let _ = hostcalls::set_effective_context(self.worker.borrow().root_id);
+        let _ = hostcalls::set_tick_period(Duration::from_millis(period));
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -640,10 +640,11 @@ def _parse_stats(text: str) -> dict[str, int]:
 SETTLE_SECONDS = 0.3
 
 
-def custom_metrics(envoy: Envoy, timeout: float = 5.0) -> dict[str, int]:
+def custom_metrics(envoy: Envoy, timeout: float = 5.0, settle: bool = True) -> dict[str, int]:
     """The plugin's own metrics, with the ``wasmcustom.`` prefix removed, once they have
     settled: read until two reads SETTLE_SECONDS apart agree (or `timeout` passes, for
-    gauges that keep moving)."""
+    gauges that keep moving). With `settle=False`, one read: for watching gauges, which
+    never wait in a worker."""
     prefix = "wasmcustom."
 
     def read() -> dict[str, int]:
@@ -651,12 +652,13 @@ def custom_metrics(envoy: Envoy, timeout: float = 5.0) -> dict[str, int]:
 
     deadline = time.monotonic() + timeout
     previous = read()
-    while True:
+    while settle:
         time.sleep(SETTLE_SECONDS)
         current = read()
         if current == previous or time.monotonic() >= deadline:
             return current
         previous = current
+    return previous
 
 
 def in_parallel(*calls: Callable[[], Any]) -> None:

@@ -129,10 +129,10 @@ def test_fractional_and_unit_delays(envoy):
 def test_clients_hanging_up_during_a_delay_are_forgotten(envoy, upstream):
     set_policy(envoy, "timeout=1&percentage=100")
     socks = send_without_reading(envoy, 50, "/gone")
-    assert wait_for(lambda: custom_metrics(envoy)["fault_injector.active_delays"] == 50, timeout=5)
+    assert wait_for(lambda: custom_metrics(envoy, settle=False)["fault_injector.active_delays"] == 50, timeout=5)
     for s in socks:
         s.close()
-    assert wait_for(lambda: custom_metrics(envoy)["fault_injector.active_delays"] == 0, timeout=5)
+    assert wait_for(lambda: custom_metrics(envoy, settle=False)["fault_injector.active_delays"] == 0, timeout=5)
     time.sleep(1.2)  # past the delay: nothing is released upstream for the departed clients
     assert upstream.count == 0
     set_policy(envoy, "policy=none")
@@ -198,7 +198,7 @@ def test_ttl_reverts_a_change_by_itself(envoy):
 def test_delays_past_max_active_delays_pass_untouched_and_are_counted(start_envoy, upstream):
     envoy = start_envoy({"max_active_delays": 5, "policy": {"timeout": "2s", "percentage": 100}})
     socks = send_without_reading(envoy, 5, "/held")
-    assert wait_for(lambda: custom_metrics(envoy)["fault_injector.active_delays"] == 5, timeout=5)
+    assert wait_for(lambda: custom_metrics(envoy, settle=False)["fault_injector.active_delays"] == 5, timeout=5)
     extra = [request(envoy.port, f"/over{i}") for i in range(5)]
     assert all(r.status == 200 and "x-fault-injected" not in r.headers and r.elapsed < 1 for r in extra)
     m = custom_metrics(envoy)

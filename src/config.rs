@@ -90,6 +90,7 @@ const KEYS: &[&str] = &[
     "rules",
     "header_faults",
     "sample_by",
+    "stats_flush",
 ];
 const RESPONSE_KEYS: &[&str] = &["status", "headers", "body"];
 const CONTROL_KEYS: &[&str] = &["enabled", "path", "port", "filter_state", "post_documents", "allowed_cidrs", "token"];
@@ -272,6 +273,9 @@ pub struct Config {
     pub max_active_delays: u64,
     /// Faults requests ask for themselves.
     pub header_faults: HeaderFaults,
+    /// The longest a worker keeps counter increments before handing them to Envoy:
+    /// one host call per counter per flush instead of one per increment.
+    pub stats_flush: Millis,
     /// A request header whose value samples the default and per-client policies, so the
     /// same value is always in or always out; at random when unset or absent.
     pub sample_by: Option<String>,
@@ -287,6 +291,7 @@ impl Default for Config {
             control: Control { enabled: true, path: "/injector".into(), port: None, filter_state: None, post_documents: false, allowed: net::loopback(), token: None },
             retry_limits: Limits { window_ms: 60_000, per_shard: 1 },
             max_active_delays: DEFAULT_MAX_ACTIVE_DELAYS,
+            stats_flush: Millis(100),
             header_faults: HeaderFaults { enabled: false, max_delay: Millis(10_000) },
             sample_by: None,
         })
@@ -413,6 +418,11 @@ impl Config {
             }
             other => other.map(|n| n.to_ascii_lowercase()),
         };
+        let stats_flush = top.string("stats_flush")?.unwrap_or_else(|| "100ms".into());
+        let stats_flush = match duration::parse(&stats_flush) {
+            Some(Millis(ms)) if (1..=60_000).contains(&ms) => Millis(ms),
+            _ => return Err(ConfigError::BadValue { key: "stats_flush", value: stats_flush, accepted: "a duration from 1ms to 60s, such as 100ms" }),
+        };
         Ok(Config {
             version,
             start,
@@ -422,12 +432,16 @@ impl Config {
             max_active_delays,
             header_faults,
             sample_by,
+            stats_flush,
         })
     }
 }
 
+/// The longest `control.filter_state` key accepted.
+pub const MAX_FILTER_STATE_KEY: usize = 128;
+
 fn is_filter_state_key(key: &str) -> bool {
-    (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    (1..=MAX_FILTER_STATE_KEY).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// Reads a policy object (`{"policy": "statusResponse", "status": 503}`) through the control
@@ -474,6 +488,7 @@ mod tests {
         assert_eq!(config.control.allowed, net::loopback());
         assert_eq!(config.retry_limits, Limits { window_ms: 60_000, per_shard: 625 });
         assert_eq!(config.max_active_delays, 10_000);
+        assert_eq!(config.stats_flush, Millis(100));
     }
 
     #[test]
@@ -484,7 +499,8 @@ mod tests {
             "clients": [{"ip": "10.0.0.0/8", "timeout": "250ms", "percentage": 100}],
             "simple_response": {"status": 201, "headers": [["x-a", "b"]], "body": "hi"},
             "control": {"enabled": false, "path": "/fault", "port": 8282, "filter_state": "fault_injector.control", "allowed_cidrs": ["10.0.0.0/8"], "token": "s3cret"},
-            "bounded_retries": {"window": "10s", "max_entries": 160}
+            "bounded_retries": {"window": "10s", "max_entries": 160},
+            "stats_flush": "2s"
         }"#).unwrap();
         assert_eq!(config.start.default.kind, FaultKind::StatusResponse);
         assert_eq!(config.start.default.percentage, Percentage(125_000));
@@ -497,6 +513,7 @@ mod tests {
         assert_eq!(config.control.filter_state.as_deref(), Some("fault_injector.control"));
         assert_eq!(config.version.as_deref(), Some("checkout-slow 2"));
         assert_eq!(config.retry_limits, Limits { window_ms: 10_000, per_shard: 10 });
+        assert_eq!(config.stats_flush, Millis(2000));
     }
 
     #[test]
@@ -575,6 +592,8 @@ mod tests {
             (r#"{"version": ""}"#, "version: ''"),
             (r#"{"version": 3}"#, "version: 3 is not accepted; expected a string"),
             (r#"{"bounded_retries": {"window": "0"}}"#, "bounded_retries.window"),
+            (r#"{"stats_flush": "0ms"}"#, "stats_flush: '0ms' is not accepted; expected a duration from 1ms to 60s"),
+            (r#"{"stats_flush": "61s"}"#, "stats_flush: '61s'"),
             (r#"{"bounded_retries": {"max_entries": 0}}"#, "bounded_retries.max_entries"),
         ] {
             let message = error_of(text);

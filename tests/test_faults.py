@@ -45,6 +45,20 @@ def test_no_fault_passes_everything_untouched(envoy, upstream):
     assert m["fault_injector.aborts_injected"] == 0
 
 
+def test_counters_reach_envoy_once_per_stats_flush(start_envoy, upstream):
+    # Workers hold their counter increments for up to stats_flush; gauges move at once.
+    envoy = start_envoy({"stats_flush": "3s"})
+    sent = time.monotonic()
+    assert {r.status for r in many(envoy, 20)} == {200}
+    early = custom_metrics(envoy, settle=False)
+    assert time.monotonic() - sent < 2.5, "too slow to look before the flush"
+    assert early["fault_injector.requests_seen"] == 0
+    assert early["fault_injector.state_version"] > 0
+    wait_for(lambda: custom_metrics(envoy, settle=False)["fault_injector.requests_seen"] == 20, timeout=10)
+    assert time.monotonic() - sent >= 2.5
+    assert custom_metrics(envoy)["fault_injector.requests_passed"] == 20
+
+
 def test_twenty_percent_of_1000_requests_are_aborted_and_counted(envoy, upstream):
     set_policy(envoy, "status=503")
     responses = many(envoy, 1000)

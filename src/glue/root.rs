@@ -16,9 +16,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// The longest a counter increment waits in its worker's [`Tally`] before Envoy shows it.
-const FLUSH_MS: u64 = 100;
-
 /// What the root context shares with the HTTP contexts it creates (same worker, same thread).
 pub struct Worker {
     /// This listener's configuration.
@@ -69,7 +66,7 @@ impl Worker {
         }
     }
 
-    /// Adds to a gauge now, or to a counter at the next flush (see [`FLUSH_MS`]).
+    /// Adds to a gauge now, or to a counter at the next flush (`stats_flush`).
     pub fn count(&self, stat: Stat, delta: i64) {
         if !stats::ALL[stat as usize].gauge {
             self.unflushed.add(stat, delta);
@@ -83,8 +80,9 @@ impl Worker {
     pub fn flush_soon(&mut self, current_context: u32) {
         if self.flush_due.is_none() && !self.unflushed.is_empty() {
             let now = now_ms();
-            self.flush_due = Some(now + FLUSH_MS);
-            self.arm(now + FLUSH_MS, now, current_context);
+            let due = now + self.config.stats_flush.0;
+            self.flush_due = Some(due);
+            self.arm(due, now, current_context);
         }
     }
 

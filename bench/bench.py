@@ -84,6 +84,11 @@ def say(message: str) -> None:
     print(f"bench: {message}", flush=True)
 
 
+def met(ok: bool) -> str:
+    """A target's verdict, as the reports write it."""
+    return "met" if ok else "NOT met"
+
+
 # --------------------------------------------------------------------------- filters
 
 
@@ -425,12 +430,12 @@ class Results:
         """Whether the ratio a/b meets a target, said only when the middle half of the rounds
         agrees: where it straddles the target, this run cannot tell."""
         q1, q3 = self.middle_half(proto, a, b, attr)
-        low, high = (q1, q3) if at_least is not None else (-q3, -q1)
-        bound = at_least if at_least is not None else -at_most
-        if low >= bound:
-            return "met"
-        if high < bound:
-            return "NOT met"
+        if at_least is not None:
+            all_met, none_met = q1 >= at_least, q3 < at_least
+        else:
+            all_met, none_met = q3 <= at_most, q1 > at_most
+        if all_met or none_met:
+            return met(all_met)
         return "not told apart by this run (the middle half of the rounds straddles the target)"
 
 
@@ -613,7 +618,6 @@ def ratio_lines(proto: str, results: Results, keys: set[str]) -> list[str]:
 
 def verdicts(results: Results, holds: list[Hold], module_size: int) -> list[str]:
     proto = "HTTP/1.1"
-    mark = lambda ok: "met" if ok else "NOT met"  # noqa: E731
     rps_43 = results.ratio(proto, "4", "3", "rps")
     p99_43 = results.ratio(proto, "4", "3", "p99")
     rps_54 = results.ratio(proto, "5", "4", "rps")
@@ -632,15 +636,15 @@ def verdicts(results: Results, holds: list[Hold], module_size: int) -> list[str]
         ok = ours.held >= HOLD and ours.err(99) < 10 and ours.err(100) < 25 and ours.statuses.get("200", 0) == HOLD
         lines.append(
             f"- Delays: {ours.held} held at once (target {HOLD}), error p99 {ours.err(99):.1f} ms (target < 10), "
-            f"max {ours.err(100):.1f} ms (target < 25): {mark(ok)}; memory for them {mib:.1f} MiB (target < 20): {mark(mib < 20)}."
+            f"max {ours.err(100):.1f} ms (target < 25): {met(ok)}; memory for them {mib:.1f} MiB (target < 20): {met(mib < 20)}."
         )
     light = next((h for h in holds if h.title == "fault-injector" and h.count == HOLD_LIGHT), None)
     if light:
         lines.append(
             f"- Delays, {HOLD_LIGHT} held at once: error p99 {light.err(99):.1f} ms, max {light.err(100):.1f} ms: "
-            f"{mark(light.err(99) < 10 and light.err(100) < 25)} at that load."
+            f"{met(light.err(99) < 10 and light.err(100) < 25)} at that load."
         )
-    lines.append(f"- Module size: {module_size / 1024:.0f} KiB (target < 300 KiB): {mark(module_size < 300 * 1024)}.")
+    lines.append(f"- Module size: {module_size / 1024:.0f} KiB (target < 300 KiB): {met(module_size < 300 * 1024)}.")
     return lines
 
 

@@ -43,12 +43,17 @@ class UnderCallgrind(bench.Process):
         super().__init__(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *args], log)
 
 
+def runs(module: Path, f: dict) -> bool:
+    """Whether the filter `f` is a Wasm filter running `module`."""
+    config = f["typed_config"].get("config", {})
+    return config.get("vm_config", {}).get("code", {}).get("local", {}).get("filename") == str(module)
+
+
 def flushing_every(filters: list[dict], module: Path, period: str) -> list[dict]:
     """`filters`, with fault-injector's configuration given `stats_flush: period`."""
     for f in filters:
-        config = f["typed_config"].get("config", {})
-        if config.get("vm_config", {}).get("code", {}).get("local", {}).get("filename") == str(module):
-            value = config["configuration"]
+        if runs(module, f):
+            value = f["typed_config"]["config"]["configuration"]
             value["value"] = json.dumps({**json.loads(value["value"] or "{}"), "stats_flush": period})
     return filters
 
@@ -105,8 +110,7 @@ def main() -> int:
                 bench.say(f"setup {s.key}: {per_request[s.key] / 1000:.1f}k instructions per request, {rate:.0f} requests/s, statuses {statuses}")
                 # A filter that failed to load answers fast and cheap, or is left out of the
                 # chain (a VM V8 could not create under valgrind): such a count means nothing.
-                ours = any(str(module) in json.dumps(f) for f in s.filters)
-                if ours:
+                if any(runs(module, f) for f in s.filters):
                     # The filter hands its counts over within a flush (README, "Stats").
                     try:
                         bench.wait_until(lambda: bench.stat_value(admin, SEEN) - seen >= REQUESTS, envoy, "requests_seen", 60)
@@ -144,13 +148,12 @@ def section(setups: list[bench.Setup], per_request: dict[str, float]) -> str:
     lines += [f"| {s.key} | {s.title} | {per_request[s.key] / 1000:.1f} |" for s in setups]
     lines += ["", "| ratio | instructions |", "|---|---:|"]
     lines += [f"| {a}/{b} | {r(a, b):.3f} |" for a, b in (("4", "3"), ("5", "3"), ("4s", "3"), ("4c", "3"), ("5", "4"), ("4", "1"), ("4", "2"))]
-    mark = lambda ok: "met" if ok else "NOT met"  # noqa: E731
     lines += [
         "",
         f"- No fault set: {r('4', '3'):.3f} of the empty filter's instructions, so {1 / r('4', '3'):.1%} of its throughput "
-        f"(target ≥ 97%): {mark(1 / r('4', '3') >= 0.97)}. With the control route off (4c): {1 / r('4c', '3'):.1%}; "
+        f"(target ≥ 97%): {bench.met(1 / r('4', '3') >= 0.97)}. With the control route off (4c): {1 / r('4c', '3'):.1%}; "
         f"with the control route on the same listener (4s): {1 / r('4s', '3'):.1%}.",
-        f"- 20% aborts: {r('5', '4'):.3f} of no fault set's instructions (target ≤ 1): {mark(r('5', '4') <= 1)}.",
+        f"- 20% aborts: {r('5', '4'):.3f} of no fault set's instructions (target ≤ 1): {bench.met(r('5', '4') <= 1)}.",
         "",
     ]
     return "\n".join(lines)

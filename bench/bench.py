@@ -129,7 +129,6 @@ class Setup:
     key: str
     title: str
     filters: list[dict]
-    control: str = ""  # a control query run once the listener is up, e.g. "status=503"
     port: int = 0
     held_log: Path | None = None  # where to log, per request, how long the filters held it
 
@@ -158,8 +157,9 @@ def setups(module: Path) -> list[Setup]:
     if BASELINE:
         base = Path(BASELINE).resolve()
         out += [
-            Setup("4b", f"{BASELINE_LABEL}, no fault set", [wasm_filter("bench_base_none", base)]),
-            Setup("5b", f"{BASELINE_LABEL}, aborting 20%", [wasm_filter("bench_base_abort", base)], "status=503&percentage=20"),
+            Setup("4b", f"{BASELINE_LABEL}, no fault set", [wasm_filter("bench_base_none", base, data_listener_config())]),
+            Setup("5b", f"{BASELINE_LABEL}, aborting 20%",
+                  [wasm_filter("bench_base_abort", base, data_listener_config({"status": 503, "percentage": 20}))]),
         ]
     return out
 
@@ -283,11 +283,6 @@ def start_envoy(workdir: Path, name: str, listeners: list[Setup], upstream_port:
         args = ["taskset", "-c", ENVOY_CPU, *args]
     envoy = Process(args, workdir / f"{name}.log")
     wait_until(lambda: get(admin, "/ready")[1].strip() == "LIVE" and all(get(s.port, "/")[0] == 200 for s in listeners), envoy, "envoy")
-    for s in listeners:
-        if s.control:
-            status, body = get(s.port, f"/injector?{s.control}")
-            if status != 200:
-                raise RuntimeError(f"setup {s.key}: /injector?{s.control} answered {status} {body}")
     return envoy, admin
 
 

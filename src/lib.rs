@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod header_faults;
 pub mod json;
 pub mod net;
+pub mod peers;
 pub mod percentage;
 pub mod policy;
 pub mod query;

@@ -37,7 +37,7 @@ metrics! {
     ActiveDelays = true "active_delays", "Requests being held now.";
     RetryEntries = true "retry_entries", "Identities held in the bounded-retry table now, all shards together.";
     RetryEvictions = false "retry_evictions", "Identities dropped from a full bounded-retry shard to make room.";
-    StateVersion = true "state_version", "Goes up with every write of the shared policy state; workers re-read the state when it moves.";
+    StateVersion = true "state_version", "Goes up with every write of the shared policy state.";
 }
 
 /// Counter increments a worker made and has not handed to Envoy yet. Adding to a counter is

@@ -1,6 +1,7 @@
 """The /injector control route in a real Envoy: seed calls, bad input, who may call it."""
 
 import json
+import time
 
 import pytest
 
@@ -126,6 +127,28 @@ def test_other_methods_are_refused(envoy):
     status, headers, _ = control(envoy, "status=500", method="PUT")
     assert status == 405 and headers["allow"] == "GET, POST, DELETE"
     assert policy(envoy)["policy"]["policy"] == "none"
+
+
+def test_a_change_is_answered_once_every_worker_has_it(envoy):
+    # A write reaches the other workers as a notice on their queues, and the call that wrote
+    # is answered only when all have acknowledged it: no request sent after the answer, on
+    # either worker, meets the old policy.
+    clients = [envoy.client() for _ in range(16)]  # enough that both workers hold some
+    try:
+        assert {c.get("/warm").status for c in clients} == {200}
+        for round in range(10):
+            on = round % 2 == 0
+            started = time.monotonic()
+            answer = control(envoy, "status=503&percentage=100" if on else "policy=none")
+            took = time.monotonic() - started
+            assert answer.status == 200, answer.body
+            assert "x-fault-injector-unconfirmed" not in answer.headers
+            assert took < 0.5, f"answered after {took:.3f}s: a worker did not acknowledge"
+            assert {c.get(f"/{round}").status for c in clients} == ({503} if on else {200}), round
+    finally:
+        for c in clients:
+            c.close()
+    assert "did not confirm" not in envoy.log_text()
 
 
 def test_control_off_passes_the_path_through_and_a_control_listener_shares_the_policy(start_envoy, upstream):

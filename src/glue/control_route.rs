@@ -4,15 +4,17 @@
 
 use super::reply;
 use super::root::Worker;
-use super::{log, now_ms, shared};
+use super::{log, now_ms, peers, shared};
 use crate::config::Origin;
 use crate::control::{self, Refusal};
 use crate::document;
+use crate::json::Value;
 use crate::policy::State;
 use crate::query::{percent_decode, Call};
 use crate::stats::Stat;
 use proxy_wasm::types::{Action, LogLevel};
 use std::net::IpAddr;
+use std::rc::Rc;
 
 /// Turns the call away (with its refusal answered) unless the client, its token and its
 /// method may use the route.
@@ -27,11 +29,12 @@ pub fn admit(worker: &Worker, client: Option<IpAddr>, method: &str, authorizatio
     })
 }
 
-/// `GET /injector?query`: reads (no parameters) or edits.
-pub fn query(worker: &Worker, query: &str) -> Action {
+/// `GET /injector?query`: reads (no parameters) or edits. Calls that write are answered
+/// once every worker has the write; `context` is the call's.
+pub fn query(worker: &mut Worker, context: u32, query: &str) -> Action {
     if let Some(encoded) = query.strip_prefix("document=").filter(|d| !d.contains('&')) {
         return match percent_decode(encoded) {
-            Ok(text) => document(worker, "", text.as_bytes()),
+            Ok(text) => document(worker, context, "", text.as_bytes()),
             Err(e) => refuse(worker, 400, &format!("document: {e}"), vec![]),
         };
     }
@@ -43,10 +46,10 @@ pub fn query(worker: &Worker, query: &str) -> Action {
     if !call.changes_anything() {
         let (mut state, origin) = shared::state_and_origin();
         state.settle(now);
-        return answer(&state, &origin, now);
+        return reply::json(200, &answer(&state, &origin, now), vec![]);
     }
-    let start = &worker.config.start;
-    write(worker, &format!("'{query}'"), |state| call.apply(state, start, now).map_err(|e| e.to_string()))
+    let start = Rc::clone(&worker.config);
+    write(worker, context, &format!("'{query}'"), |state| call.apply(state, &start.start, now).map_err(|e| e.to_string()))
 }
 
 /// `POST /injector` where the listener cannot hold the body back from the router.
@@ -56,45 +59,48 @@ pub fn post_refused(worker: &Worker) -> Action {
 }
 
 /// `POST /injector` with a policy document: the whole state becomes the document's.
-pub fn document(worker: &Worker, query: &str, body: &[u8]) -> Action {
+pub fn document(worker: &mut Worker, context: u32, query: &str, body: &[u8]) -> Action {
     if !query.is_empty() {
         return refuse(worker, 400, "POST takes the policy document in its body, not a query", vec![]);
     }
     let now = now_ms();
     match document::parse(body, now) {
-        Ok(next) => write(worker, "a policy document", |_| Ok(next.clone())),
+        Ok(next) => write(worker, context, "a policy document", |_| Ok(next.clone())),
         Err(e) => refuse(worker, 400, &e.to_string(), vec![]),
     }
 }
 
 /// `DELETE /injector`: back to the configuration's start.
-pub fn reset(worker: &Worker, query: &str) -> Action {
+pub fn reset(worker: &mut Worker, context: u32, query: &str) -> Action {
     if !query.is_empty() {
         return refuse(worker, 400, "DELETE resets everything and takes no query; use GET ?ip=A&reset for one client", vec![]);
     }
     let start = worker.config.start.clone();
-    write(worker, "DELETE", |_| Ok(start.clone()))
+    write(worker, context, "DELETE", |_| Ok(start.clone()))
 }
 
-fn write(worker: &Worker, what: &str, change: impl Fn(&State) -> Result<State, String>) -> Action {
+fn write(worker: &mut Worker, context: u32, what: &str, change: impl Fn(&State) -> Result<State, String>) -> Action {
     let now = now_ms();
     match shared::update(worker, |state, origin| change(state).map(|next| Some((next, origin.clone())))) {
         Ok(Some((state, origin))) => {
             worker.count(Stat::PolicyChanges, 1);
             log(LogLevel::Info, &format!("fault-injector: policy changed by {what}"));
-            answer(&state, &origin, now)
+            let answer = answer(&state, &origin, now);
+            worker.adopt(state);
+            peers::publish(worker, context, answer)
         }
         Ok(None) => refuse(worker, 503, "the shared policy could not be written; try again", vec![]),
         Err(e) => refuse(worker, 400, &e, vec![]),
     }
 }
 
-fn answer(state: &State, origin: &Origin, now: u64) -> Action {
+/// The state as a control call's answer shows it.
+fn answer(state: &State, origin: &Origin, now: u64) -> Value {
     let mut body = state.to_json(now);
     if let Some(map) = body.as_object_mut() {
         map.insert("configuration", origin.to_json());
     }
-    reply::json(200, &body, vec![])
+    body
 }
 
 fn refuse(worker: &Worker, status: u16, reason: &str, extra: Vec<(&str, &str)>) -> Action {

@@ -126,17 +126,22 @@ pub struct Request {
     on_response: Option<OnResponse>,
     /// A `POST` to the control route waiting for its body: the query it came with.
     control_post: Option<String>,
+    /// Whether this is a control call, which may be held until all workers have its write.
+    control_call: bool,
 }
 
 impl Request {
     /// A context for a new request on this worker.
     pub fn new(id: u32, worker: Rc<RefCell<Worker>>) -> Request {
-        Request { id, worker, held_until: None, holding_response: false, on_response: None, control_post: None }
+        Request { id, worker, held_until: None, holding_response: false, on_response: None, control_post: None, control_call: false }
     }
 
     fn control(&mut self, request: &mut Headers, query: String, end_of_stream: bool) -> Action {
+        self.control_call = true;
         let worker = Rc::clone(&self.worker);
-        let worker = worker.borrow();
+        let mut worker = worker.borrow_mut();
+        // A call that writes hears the other workers acknowledge on this root context's queue.
+        worker.join();
         let client = request.client_ip();
         let method = request.method_str();
         if let Err(refused) = control_route::admit(&worker, client, method, header("authorization").as_deref()) {
@@ -150,9 +155,9 @@ impl Request {
                 Action::Continue
             }
             "POST" if !worker.config.control.post_documents => control_route::post_refused(&worker),
-            "POST" => control_route::document(&worker, &query, b""),
-            "DELETE" => control_route::reset(&worker, &query),
-            _ => control_route::query(&worker, &query),
+            "POST" => control_route::document(&mut worker, self.id, &query, b""),
+            "DELETE" => control_route::reset(&mut worker, self.id, &query),
+            _ => control_route::query(&mut worker, self.id, &query),
         }
     }
 
@@ -367,7 +372,7 @@ impl HttpContext for Request {
             return Action::Pause;
         }
         let body = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, usize::MAX).ok().flatten().unwrap_or_default();
-        let action = control_route::document(&self.worker.borrow(), query, &body);
+        let action = control_route::document(&mut self.worker.borrow_mut(), self.id, query, &body);
         self.counted();
         action
     }
@@ -407,15 +412,20 @@ impl HttpContext for Request {
 }
 
 impl Drop for Request {
-    /// A client that hangs up while held is forgotten, so its slot is not resumed later.
+    /// A client that hangs up while held is forgotten, so it is not resumed or answered later.
     fn drop(&mut self) {
+        if self.held_until.is_none() && !self.control_call {
+            return;
+        }
+        let Ok(mut worker) = self.worker.try_borrow_mut() else { return };
         if let Some(due) = self.held_until {
-            if let Ok(mut worker) = self.worker.try_borrow_mut() {
-                let queue = if self.holding_response { &mut worker.response_delays } else { &mut worker.delays };
-                if queue.cancel(self.id, due) {
-                    worker.count(Stat::ActiveDelays, -1);
-                }
+            let queue = if self.holding_response { &mut worker.response_delays } else { &mut worker.delays };
+            if queue.cancel(self.id, due) {
+                worker.count(Stat::ActiveDelays, -1);
             }
+        }
+        if self.control_call {
+            worker.waits.cancel(self.id);
         }
     }
 }

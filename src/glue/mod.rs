@@ -3,6 +3,7 @@
 
 mod control_route;
 mod http;
+mod peers;
 mod reply;
 mod root;
 mod shared;

@@ -3,9 +3,11 @@
 //! state, and releases held requests from its tick timer.
 
 use super::http::Request;
+use super::peers::{self, Answer};
 use super::{log, now_ms, shared};
 use crate::config::{Config, Origin};
 use crate::delays::DelayQueue;
+use crate::peers::Waits;
 use crate::policy::State;
 use crate::sampling::{identity_hash, Sampler};
 use crate::stats::{self, Stat, Tally};
@@ -20,9 +22,17 @@ use std::time::Duration;
 pub struct Worker {
     /// This listener's configuration.
     pub config: Rc<Config>,
-    /// The state last read from shared data, and the version stamp it was read at.
+    /// The state last read from shared data.
     pub state: State,
+    /// The version stamp `state` was read at, when this root context has no queue for
+    /// notices of writes (see [`Worker::refresh`]).
     version: Option<u64>,
+    /// This root context's queue for notices of writes, once it is on the roster (`peers`).
+    pub queue: Option<u32>,
+    /// Whether this root context asked to join the roster, which it does at its first request.
+    joined: bool,
+    /// The control calls waiting for the other root contexts to have their writes.
+    pub waits: Waits<Answer>,
     /// When the next `ttl` change in `state` ends.
     expires: Option<u64>,
     /// Rolls the sampling dice.
@@ -41,19 +51,21 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Re-reads the shared state, but only when its version stamp moved (or is unreadable).
-    /// The stamp is the `state_version` gauge, which every write of the state moves. Every
-    /// request looks at it, so it is a metric rather than a shared-data key: reading a metric
-    /// is one host call, while reading shared data makes Envoy call back into the module to
-    /// allocate the copy, which cost as much as all the rest of a passing request's work.
-    /// All workers see one gauge, and a gauge (unlike a counter) is not zeroed by the admin
+    /// Brings `state` up to date before a request is decided. Writes reach this root context
+    /// as notices on its queue (`peers`), so a request asks Envoy nothing. Without a queue,
+    /// it looks at the version stamp, the `state_version` gauge, which every write moves:
+    /// one host call, where reading shared data makes Envoy call back into the module to
+    /// allocate the copy. A gauge (unlike a counter) is not zeroed by the admin
     /// `/reset_counters`, so a stamp never comes back.
     pub fn refresh(&mut self) {
-        let version = self.metric(Stat::StateVersion);
-        if version.is_none() || version != self.version {
-            self.state = shared::state();
-            self.version = version;
-            self.expires = self.state.next_expiry();
+        if !self.joined {
+            self.join();
+        } else if self.queue.is_none() {
+            let version = self.metric(Stat::StateVersion);
+            if version.is_none() || version != self.version {
+                self.reload();
+                self.version = version;
+            }
         }
         // Every worker ends `ttl` changes on its own copy at the same time; the shared copy
         // is tidied by the next write.
@@ -64,6 +76,31 @@ impl Worker {
                 self.expires = self.state.next_expiry();
             }
         }
+    }
+
+    /// Puts this root context on the roster (`peers::join`) at its first request or control
+    /// call, then reads the state. Not in on_configure: Envoy also configures the plugin on
+    /// its main thread, whose root context serves nothing and never answers a notice. Joined
+    /// there, every control call on a 2-worker Envoy waited out the deadline for one root
+    /// context.
+    pub fn join(&mut self) {
+        if !self.joined {
+            self.joined = true;
+            peers::join(self);
+            self.version = None;
+            self.reload();
+        }
+    }
+
+    /// Reads the shared state.
+    pub fn reload(&mut self) {
+        self.adopt(shared::state());
+    }
+
+    /// Takes `state` as the current one (this root context just wrote it, or read it).
+    pub fn adopt(&mut self, state: State) {
+        self.expires = state.next_expiry();
+        self.state = state;
     }
 
     /// Adds to a gauge now, or to a counter at the next flush (`stats_flush`).
@@ -133,6 +170,9 @@ impl Root {
                 config: Rc::new(Config::default()),
                 state: State::default(),
                 version: None,
+                queue: None,
+                joined: false,
+                waits: Waits::default(),
                 expires: None,
                 sampler: Sampler::new(seed),
                 delays: DelayQueue::default(),
@@ -151,7 +191,9 @@ impl Context for Root {
     /// Envoy is done with this root context (shutdown, or a new configuration): what waits
     /// is counted now or never.
     fn on_done(&mut self) -> bool {
-        self.worker.borrow_mut().flush();
+        let mut worker = self.worker.borrow_mut();
+        worker.flush();
+        peers::leave(&mut worker);
         true
     }
 }
@@ -188,17 +230,20 @@ impl RootContext for Root {
         if let Ok(Some((_, origin))) = applied {
             let id = origin.to_json();
             log(LogLevel::Info, &format!("fault-injector: start policy of configuration {id} is in force"));
+            // Root contexts still on an older configuration serve until Envoy drains them.
+            let seq = worker.waits.next_seq();
+            peers::notify(&worker, seq);
         }
         shared::create_retry_shards();
         worker.config = Rc::new(config);
         worker.version = None;
-        worker.refresh();
+        worker.reload();
         true
     }
 
     fn on_tick(&mut self) {
         let now = now_ms();
-        let (requests, responses, next) = {
+        let (requests, responses, unconfirmed, next) = {
             let mut worker = self.worker.borrow_mut();
             let requests = worker.delays.take_due(now);
             let responses = worker.response_delays.take_due(now);
@@ -206,10 +251,13 @@ impl RootContext for Root {
             if worker.flush_due.is_some_and(|due| due <= now) {
                 worker.flush();
             }
-            let next = [worker.delays.next_due(), worker.response_delays.next_due(), worker.flush_due].into_iter().flatten().min();
+            let unconfirmed = worker.waits.expired(now);
+            let due = [worker.delays.next_due(), worker.response_delays.next_due(), worker.flush_due, worker.waits.next_deadline()];
+            let next = due.into_iter().flatten().min();
             worker.armed_until = next;
-            (requests, responses, next)
+            (requests, responses, unconfirmed, next)
         };
+        unconfirmed.into_iter().for_each(peers::answer);
         // Resuming can run other filters at once; the worker is not borrowed meanwhile.
         for id in &requests {
             if hostcalls::set_effective_context(*id).is_ok() {
@@ -228,6 +276,11 @@ impl RootContext for Root {
         let period = next.map_or(0, |n| n.saturating_sub(now).max(1));
         let _ = hostcalls::set_effective_context(self.worker.borrow().root_id);
         let _ = hostcalls::set_tick_period(Duration::from_millis(period));
+    }
+
+    fn on_queue_ready(&mut self, _queue_id: u32) {
+        let done = peers::receive(&mut self.worker.borrow_mut());
+        done.into_iter().for_each(peers::answer);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -58,7 +58,7 @@ pub fn state_and_origin() -> (State, Origin) {
 
 /// Changes the state with `change`, atomically against other workers; `Ok(None)` when
 /// `change` declines (it returns `None`), `Err` when it refuses. A write moves the version
-/// stamp (the `state_version` gauge, see [`Worker::refresh`]), so every worker re-reads.
+/// stamp (the `state_version` gauge); the writer tells the other workers (`peers`).
 pub fn update<E>(worker: &Worker, change: impl Fn(&State, &Origin) -> Result<Option<(State, Origin)>, E>) -> Result<Option<(State, Origin)>, E> {
     for _ in 0..CAS_TRIES {
         let (stored, cas) = read_stored();
@@ -83,17 +83,42 @@ fn shard_key(shard: u64) -> String {
     format!("fault_injector.retries.{shard}")
 }
 
-/// Creates, empty, the retry-table shards that do not exist yet. A write to a missing
-/// shared-data key ignores its CAS, so two workers creating one shard at once could lose an
-/// entry and skew the `retry_entries` gauge; `on_configure` runs before any request is
-/// served, so after this every shard write is a checked (CAS) one.
+/// Creates the retry-table shards that do not exist yet, so that every shard write is a
+/// checked (CAS) one: a write to a missing key ignores its CAS.
 pub fn create_retry_shards() {
     for shard in 0..retries::SHARDS {
-        let key = shard_key(shard);
-        if let Ok((_, None)) = hostcalls::get_shared_data(&key) {
-            let _ = hostcalls::set_shared_data(&key, Some(&[]), None);
+        create(&shard_key(shard));
+    }
+}
+
+/// Creates `key`, empty, unless it exists. The write carries a CAS that no stored value has
+/// (Envoy counts them up from 1): it creates a missing key, yet never overwrites what another
+/// worker created, or wrote, meanwhile.
+fn create(key: &str) {
+    if let Ok((None, _)) = hostcalls::get_shared_data(key) {
+        let _ = hostcalls::set_shared_data(key, Some(&[]), Some(u32::MAX));
+    }
+}
+
+/// Rewrites `key` (created empty if missing) with `change`, atomically against other
+/// workers; returns what was written, or `None` if other writers kept winning.
+pub fn rewrite(key: &str, change: impl Fn(&[u8]) -> Vec<u8>) -> Option<Vec<u8>> {
+    create(key);
+    for _ in 0..CAS_TRIES {
+        let (bytes, cas) = hostcalls::get_shared_data(key).unwrap_or((None, None));
+        let next = change(bytes.as_deref().unwrap_or_default());
+        match hostcalls::set_shared_data(key, Some(&next), Some(cas.unwrap_or(0))) {
+            Ok(()) => return Some(next),
+            Err(Status::CasMismatch) => continue,
+            Err(_) => return None,
         }
     }
+    None
+}
+
+/// What `key` holds now (empty if missing).
+pub fn read(key: &str) -> Vec<u8> {
+    hostcalls::get_shared_data(key).ok().and_then(|(bytes, _)| bytes).unwrap_or_default()
 }
 
 /// Counts one attempt of a request identity in the shared table, and adds what the write

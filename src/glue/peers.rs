@@ -15,7 +15,10 @@ const ROSTER_KEY: &str = "fault_injector.roster";
 /// registered twice moves the queue to the second registrant.
 const QUEUES_KEY: &str = "fault_injector.queues";
 /// How long a control call waits for the other root contexts. Each acknowledges when its
-/// worker's event loop next turns, so only a stuck or vanished one makes it wait this long.
+/// worker's event loop next turns, so only a stuck one, or one gone without leaving the
+/// roster (its VM failed: Envoy skips `on_done`), makes it wait this long. Such an entry is
+/// kept: a worker taken off the roster for being slow would miss every later write, where
+/// a dead entry costs each write this wait, shown in its answer and logged.
 const ACK_DEADLINE_MS: u64 = 1000;
 
 /// The header on a control call's answer that some root contexts did not confirm in time.
@@ -33,7 +36,10 @@ pub fn join(worker: &mut Worker) {
         log(LogLevel::Warn, "fault-injector: no queue for policy notices; requests will check the state_version gauge");
         return;
     };
-    let Ok(token) = hostcalls::register_shared_queue(&format!("fault_injector.notices.{}", number(&taken))) else { return };
+    let Ok(token) = hostcalls::register_shared_queue(&format!("fault_injector.notices.{}", number(&taken))) else {
+        log(LogLevel::Warn, "fault-injector: could not register a queue for policy notices; requests will check the state_version gauge");
+        return;
+    };
     let joined = shared::rewrite(ROSTER_KEY, |bytes| {
         let mut roster = Roster::decode(bytes);
         roster.join(token);
@@ -65,12 +71,16 @@ pub fn notify(worker: &Worker, seq: u64) -> Vec<u32> {
 }
 
 /// Answers the control call that wrote the state, `answer`, once every other root context
-/// has the write: at once if there are none (or this one has no queue to hear them on).
+/// has the write: at once if there are none, or if this one has no queue to hear them on
+/// (then saying how many it could not wait for).
 pub fn publish(worker: &mut Worker, context: u32, answer: Answer) -> Action {
     let seq = worker.waits.next_seq();
     let awaiting = notify(worker, seq);
-    if awaiting.is_empty() || worker.queue.is_none() {
+    if awaiting.is_empty() {
         return reply::json(200, &answer, vec![]);
+    }
+    if worker.queue.is_none() {
+        return reply::json(200, &answer, vec![(UNCONFIRMED, &awaiting.len().to_string())]);
     }
     let now = now_ms();
     let deadline = now + ACK_DEADLINE_MS;

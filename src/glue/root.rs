@@ -191,9 +191,14 @@ impl Context for Root {
     /// Envoy is done with this root context (shutdown, or a new configuration): what waits
     /// is counted now or never.
     fn on_done(&mut self) -> bool {
-        let mut worker = self.worker.borrow_mut();
-        worker.flush();
-        peers::leave(&mut worker);
+        let held = {
+            let mut worker = self.worker.borrow_mut();
+            worker.flush();
+            peers::leave(&mut worker);
+            worker.waits.expired(u64::MAX)
+        };
+        // Their deadline would have come on this root context's timer.
+        held.into_iter().for_each(peers::answer);
         true
     }
 }
@@ -231,6 +236,8 @@ impl RootContext for Root {
             let id = origin.to_json();
             log(LogLevel::Info, &format!("fault-injector: start policy of configuration {id} is in force"));
             // Root contexts still on an older configuration serve until Envoy drains them.
+            // This one has no queue yet (it joins at its first request), so they acknowledge
+            // to nobody, and nothing waits.
             let seq = worker.waits.next_seq();
             peers::notify(&worker, seq);
         }

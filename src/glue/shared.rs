@@ -91,9 +91,10 @@ pub fn create_retry_shards() {
     }
 }
 
-/// Creates `key`, empty, unless it exists. The write carries a CAS that no stored value has
-/// (Envoy counts them up from 1): it creates a missing key, yet never overwrites what another
-/// worker created, or wrote, meanwhile.
+/// Creates `key`, empty, unless it exists. Envoy creates a missing key whatever the CAS, and
+/// numbers the values it stores from 1 up, so the write's CAS matches none for some four
+/// billion writes: it never overwrites what another worker created, or wrote, meanwhile.
+/// (An empty value reads as missing too; writing it again changes nothing.)
 fn create(key: &str) {
     if let Ok((None, _)) = hostcalls::get_shared_data(key) {
         let _ = hostcalls::set_shared_data(key, Some(&[]), Some(u32::MAX));

@@ -7,10 +7,13 @@ cd "$(dirname "$0")"
 # shellcheck source=scripts/setup.sh
 . scripts/setup.sh # puts ~/.cargo/bin on PATH if needed
 main all
+# tests/test_bench.py runs the benchmark briefly, with its load generator and upstream.
+apt_install wrk nginx
 echo "== cargo test"
 cargo test
 echo "== build"
 ./build.sh
+./build.sh --example empty_filter
 echo "== pytest"
 rc=0
 .venv/bin/python -m pytest -q tests/ "$@" || rc=$?

@@ -60,6 +60,9 @@ pub fn state_and_origin() -> (State, Origin) {
 /// `change` declines (it returns `None`), `Err` when it refuses. A write moves the version
 /// stamp (the `state_version` gauge); the writer tells the other workers (`peers`).
 pub fn update<E>(worker: &Worker, change: impl Fn(&State, &Origin) -> Result<Option<(State, Origin)>, E>) -> Result<Option<(State, Origin)>, E> {
+    // Workers configuring at once each install the start policy if the key is missing; a
+    // write that creates a key ignores its CAS, so the key is created (empty) first.
+    create(STATE_KEY);
     for _ in 0..CAS_TRIES {
         let (stored, cas) = read_stored();
         let Some(next) = change(&stored.state, &stored.origin)? else {

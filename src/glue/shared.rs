@@ -37,22 +37,18 @@ impl Stored {
     }
 }
 
-fn read_stored() -> (Stored, Option<u32>) {
-    match hostcalls::get_shared_data(STATE_KEY) {
-        Ok((Some(bytes), cas)) => (Stored::decode(&bytes).unwrap_or_default(), cas),
-        Ok((None, cas)) => (Stored::default(), cas),
-        Err(_) => (Stored::default(), None),
-    }
+fn read_stored() -> Stored {
+    Stored::decode(&read(STATE_KEY)).unwrap_or_default()
 }
 
 /// The current state.
 pub fn state() -> State {
-    read_stored().0.state
+    read_stored().state
 }
 
 /// The current state and the configuration it started from.
 pub fn state_and_origin() -> (State, Origin) {
-    let stored = read_stored().0;
+    let stored = read_stored();
     (stored.state, stored.origin)
 }
 
@@ -63,23 +59,40 @@ pub fn update<E>(worker: &Worker, change: impl Fn(&State, &Origin) -> Result<Opt
     // Workers configuring at once each install the start policy if the key is missing; a
     // write that creates a key ignores its CAS, so the key is created (empty) first.
     create(STATE_KEY);
+    // What the last run of `change` made of the state: what was written, if a write landed.
+    let mut made = Ok(None);
+    let landed = compare_and_set(STATE_KEY, &mut |bytes| {
+        let stored = Stored::decode(bytes).unwrap_or_default();
+        made = change(&stored.state, &stored.origin).map(|next| next.map(|(state, origin)| Stored { origin, state }));
+        made.as_ref().ok()?.as_ref().map(Stored::encode)
+    });
+    match made? {
+        Some(stored) if landed => {
+            worker.count(Stat::StateVersion, 1);
+            Ok(Some((stored.state, stored.origin)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Writes `key` with what `change` makes of its value (empty if missing), atomically against
+/// other workers: when another write lands in between, `change` runs again on the new value.
+/// `change` returns the bytes to write, or `None` to decline; true when a write landed.
+/// Callers keep what else `change` made in their own variables: a `dyn` closure, not a
+/// generic one, so that one copy of the loop serves all of them (README, module size).
+fn compare_and_set(key: &str, change: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>) -> bool {
     for _ in 0..CAS_TRIES {
-        let (stored, cas) = read_stored();
-        let Some(next) = change(&stored.state, &stored.origin)? else {
-            return Ok(None);
+        let (bytes, cas) = hostcalls::get_shared_data(key).unwrap_or((None, None));
+        let Some(next) = change(bytes.as_deref().unwrap_or_default()) else {
+            return false;
         };
-        let stored = Stored { origin: next.1, state: next.0 };
-        let bytes = stored.encode();
-        match hostcalls::set_shared_data(STATE_KEY, Some(&bytes), Some(cas.unwrap_or(0))) {
-            Ok(()) => {
-                worker.count(Stat::StateVersion, 1);
-                return Ok(Some((stored.state, stored.origin)));
-            }
+        match hostcalls::set_shared_data(key, Some(&next), Some(cas.unwrap_or(0))) {
+            Ok(()) => return true,
             Err(Status::CasMismatch) => continue,
-            Err(_) => return Ok(None),
+            Err(_) => return false,
         }
     }
-    Ok(None)
+    false
 }
 
 fn shard_key(shard: u64) -> String {
@@ -108,16 +121,12 @@ fn create(key: &str) {
 /// workers; returns what was written, or `None` if other writers kept winning.
 pub fn rewrite(key: &str, change: impl Fn(&[u8]) -> Vec<u8>) -> Option<Vec<u8>> {
     create(key);
-    for _ in 0..CAS_TRIES {
-        let (bytes, cas) = hostcalls::get_shared_data(key).unwrap_or((None, None));
-        let next = change(bytes.as_deref().unwrap_or_default());
-        match hostcalls::set_shared_data(key, Some(&next), Some(cas.unwrap_or(0))) {
-            Ok(()) => return Some(next),
-            Err(Status::CasMismatch) => continue,
-            Err(_) => return None,
-        }
-    }
-    None
+    let mut written = Vec::new();
+    let landed = compare_and_set(key, &mut |bytes| {
+        written = change(bytes);
+        Some(written.clone())
+    });
+    landed.then_some(written)
 }
 
 /// What `key` holds now (empty if missing).
@@ -129,24 +138,20 @@ pub fn read(key: &str) -> Vec<u8> {
 /// changed to the table's gauge and eviction counter.
 pub fn attempt(id: u64, now_ms: u64, fail_first: u32, worker: &Worker) -> Attempt {
     let key = shard_key(retries::shard_of(id));
-    for _ in 0..CAS_TRIES {
-        let (bytes, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
-        let mut shard = bytes.map(|b| Shard::decode(&b)).unwrap_or_default();
+    let mut made = None;
+    let landed = compare_and_set(&key, &mut |bytes| {
+        let mut shard = Shard::decode(bytes);
         let before = shard.len();
         let outcome = shard.attempt(id, now_ms, fail_first, worker.config.retry_limits);
-        match hostcalls::set_shared_data(&key, Some(&shard.encode()), Some(cas.unwrap_or(0))) {
-            Ok(()) => {
-                // The gauge is shared by every worker. The CAS write replaced exactly the
-                // shard read, so adding its change in length keeps the sum exact.
-                worker.count(Stat::RetryEntries, shard.len() as i64 - before as i64);
-                if outcome.evicted {
-                    worker.count(Stat::RetryEvictions, 1);
-                }
-                return outcome.attempt;
-            }
-            Err(Status::CasMismatch) => continue,
-            Err(_) => return Attempt::Pass,
-        }
+        made = Some((outcome, shard.len() as i64 - before as i64));
+        Some(shard.encode())
+    });
+    let (true, Some((outcome, grown))) = (landed, made) else { return Attempt::Pass };
+    // The gauge is shared by every worker. The CAS write replaced exactly the shard read, so
+    // adding its change in length keeps the sum exact.
+    worker.count(Stat::RetryEntries, grown);
+    if outcome.evicted {
+        worker.count(Stat::RetryEvictions, 1);
     }
-    Attempt::Pass
+    outcome.attempt
 }

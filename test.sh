@@ -9,6 +9,8 @@ cd "$(dirname "$0")"
 main all
 # tests/test_bench.py runs the benchmark briefly, with its load generator and upstream.
 apt_install wrk nginx
+# tests/test_docs.py replays the documents' curl sessions.
+apt_install curl
 echo "== cargo test"
 cargo test
 echo "== build"

@@ -58,11 +58,16 @@ hold stay), and leaves skipped blocks alone. Review the diff before committing i
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -71,7 +76,7 @@ import yaml  # PyYAML, installed in .venv by scripts/setup.sh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import REPO_ROOT, Envoy, ListenerSpec, request, start_upstream, wasm_module_path  # noqa: E402
+from harness import REPO_ROOT, envoy_binary, free_port, request, start_upstream, wasm_module_path  # noqa: E402
 
 DEMO_CONFIG = REPO_ROOT / "envoy" / "demo.yaml"
 COMMAND_TIMEOUT = 20.0
@@ -374,52 +379,106 @@ class Result:
 
 
 class Demo:
-    """envoy/demo.yaml as ./demo.sh runs it (2 workers, scripts/upstream.py), on free ports.
+    """envoy/demo.yaml as ./demo.sh runs it (``envoy -c demo.yaml --concurrency 2``, and
+    scripts/upstream.py), with every port moved to a free one. ``ports`` maps each port
+    demo.yaml names to the one in use.
 
-    ``ports`` maps each port demo.yaml names to the one in use.
+    It starts Envoy itself rather than through harness.Envoy, which renders a bootstrap of
+    its own: the point here is to run the demo's configuration as it is written.
     """
 
     def __init__(self, config: Path = DEMO_CONFIG):
         self.config = yaml.safe_load(config.read_text())
         self.upstream = None
-        self.envoy: Envoy | None = None
+        self.proc: subprocess.Popen | None = None
+        self.workdir = Path(tempfile.mkdtemp(prefix="transcripts-envoy-"))
+        self.log_path = self.workdir / "envoy.log"
         self.ports: dict[int, int] = {}
 
-    def start(self) -> "Demo":
-        self.upstream = start_upstream()
-        listeners = self.config["static_resources"]["listeners"]
-        module = str(wasm_module_path())
+    @property
+    def listener_port(self) -> int:
+        """The port in use of demo.yaml's first listener (the one with /injector)."""
+        return self.ports[_port(self.config["static_resources"]["listeners"][0])]
 
-        def as_demo(bootstrap: dict) -> None:
-            # The harness renders its own listeners on free ports; the demo's configuration
-            # replaces them, moved onto those ports.
-            chosen = [l["address"]["socket_address"]["port_value"] for l in bootstrap["static_resources"]["listeners"]]
-            admin = bootstrap["admin"]["address"]["socket_address"]["port_value"]
-            demo = _deep_copy(self.config)
-            ports = {_port(l): p for l, p in zip(demo["static_resources"]["listeners"], chosen)}
-            ports[demo["admin"]["address"]["socket_address"]["port_value"]] = admin
-            for cluster in demo["static_resources"]["clusters"]:
-                for group in cluster["load_assignment"]["endpoints"]:
-                    for endpoint in group["lb_endpoints"]:
-                        ports[_port(endpoint["endpoint"])] = self.upstream.port
-            _move(demo, ports, module)
-            self.ports = ports
-            bootstrap.clear()
-            bootstrap.update(demo)
-
-        self.envoy = Envoy([ListenerSpec() for _ in listeners], upstream_port=self.upstream.port, customize=as_demo)
+    def start(self, attempts: int = 3) -> "Demo":
         try:
-            self.envoy.start()
+            self.upstream = start_upstream()
+            for attempt in range(attempts):
+                self._launch()
+                problem = self._wait_ready()
+                if problem is None:
+                    return self
+                self._kill()
+                log = self.log_path.read_text(errors="replace")
+                if "Address already in use" not in log or attempt + 1 == attempts:
+                    tail = "\n".join(log.splitlines()[-40:])
+                    raise RuntimeError(f"demo envoy {problem}; last lines of {self.log_path}:\n{tail}")
         except BaseException:
             self.stop()
             raise
-        return self
+        raise AssertionError("unreachable")
+
+    def _launch(self) -> None:
+        demo = _deep_copy(self.config)
+        ports: dict[int, int] = {}
+        for listener in demo["static_resources"]["listeners"]:
+            ports[_port(listener)] = free_port()
+        ports[_port(demo["admin"])] = free_port()
+        for cluster in demo["static_resources"]["clusters"]:
+            for group in cluster["load_assignment"]["endpoints"]:
+                for endpoint in group["lb_endpoints"]:
+                    ports[_port(endpoint["endpoint"])] = self.upstream.port
+        _move(demo, ports, str(wasm_module_path()))
+        self.ports = ports
+        bootstrap = self.workdir / "demo.json"
+        bootstrap.write_text(json.dumps(demo, indent=2))
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [envoy_binary(), "-c", str(bootstrap), "--concurrency", "2", "--disable-hot-restart",
+                 "--log-level", "info"],
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, stopped as one
+            )
+
+    def _wait_ready(self, timeout: float = 20.0) -> str | None:
+        """None once admin /ready says LIVE and every listener accepts; else what went wrong."""
+        admin = self.ports[_port(self.config["admin"])]
+        listeners = [self.ports[_port(l)] for l in self.config["static_resources"]["listeners"]]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return f"exited with code {self.proc.returncode} during start"
+            try:
+                status, _, body = request(admin, "/ready", timeout=1)
+                if status == 200 and body.strip() == b"LIVE" and all(_accepts(p) for p in listeners):
+                    return None
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return f"not ready within {timeout:g} s"
+
+    def _kill(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(5)
+                return
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
     def stop(self) -> None:
-        if self.envoy is not None:
-            self.envoy.cleanup()
+        self._kill()
         if self.upstream is not None:
             self.upstream.stop()
+            self.upstream = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> "Demo":
         return self.start()
@@ -429,7 +488,7 @@ class Demo:
 
     def fresh_policy(self) -> None:
         """Back to the plugin configuration's policy, and an upstream count of zero."""
-        status, _, body = request(self.envoy.port, "/injector", method="DELETE")
+        status, _, body = request(self.listener_port, "/injector", method="DELETE")
         if status != 200:
             raise RuntimeError(f"DELETE /injector answered {status}: {body[:200]!r}")
         self.upstream.reset()
@@ -468,6 +527,14 @@ def output_lines(text: str) -> list[str]:
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _port(holder: dict) -> int:

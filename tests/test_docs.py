@@ -9,6 +9,7 @@ the sessions from the real answers; review the diff.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from pathlib import Path
 
@@ -229,8 +230,12 @@ _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 def markdown_files(root: Path = REPO_ROOT) -> list[Path]:
     """Every Markdown file of the project (README.md, docs/, BENCHMARKS.md, SECURITY.md, ...)."""
-    skip = {".git", ".venv", "target", "node_modules", ".pytest_cache"}
-    return sorted(p for p in root.rglob("*.md") if not skip & set(p.relative_to(root).parts))
+    skip = {".git", ".venv", "target", "node_modules", ".pytest_cache", "__pycache__"}
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [d for d in subfolders if d not in skip]
+        found += [Path(folder) / f for f in files if f.endswith(".md")]
+    return sorted(found)
 
 
 def _prose_lines(text: str) -> list[tuple[int, str]]:

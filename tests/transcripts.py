@@ -20,9 +20,9 @@ command's output are separators, and trailing whitespace is not compared. A comm
 exit with status 0, unless its output ends with a line ``[exit N]`` giving the status it
 exits with (so a ``curl --data @missing.json ... >/dev/null`` cannot pass unseen).
 
-Commands run in ``bash -c`` (the documents' sessions use curl) with a working directory of their own per document, against
-the demo's Envoy: ``envoy/demo.yaml`` as ``./demo.sh`` runs it (2 workers, its upstream
-``scripts/upstream.py``), but on free ports. Every ``localhost:<port>`` or
+Commands run in ``bash -c`` (the documents' sessions use curl), in a working directory of
+their own per document, against the demo's Envoy: ``envoy/demo.yaml`` as ``./demo.sh`` runs
+it (2 workers, its upstream ``scripts/upstream.py``), but on free ports. Every ``localhost:<port>`` or
 ``127.0.0.1:<port>`` naming one of demo.yaml's ports (listener 10000, admin 9901,
 upstream 8080) is pointed at the port actually used, and the actual port is written back
 as the documented one in the output. Shell state (variables, ``cd``) does not carry from
@@ -601,7 +601,6 @@ def report(document: Document, results: Sequence[Result]) -> list[str]:
         if not diffs and result.returncode == command.status:
             continue
         lines = [f"{document.name}:{command.line}: output of `{command.text}` differs (- expected, + got):"]
-        position = 0
         for i, j in diffs:
             if i is not None:
                 position = i

@@ -58,6 +58,7 @@ hold stay), and leaves skipped blocks alone. Review the diff before committing i
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -419,7 +420,7 @@ class Demo:
         raise AssertionError("unreachable")
 
     def _launch(self) -> None:
-        demo = _deep_copy(self.config)
+        demo = copy.deepcopy(self.config)
         ports: dict[int, int] = {}
         for listener in demo["static_resources"]["listeners"]:
             ports[_port(listener)] = free_port()
@@ -539,14 +540,6 @@ def _accepts(port: int) -> bool:
 
 def _port(holder: dict) -> int:
     return holder["address"]["socket_address"]["port_value"]
-
-
-def _deep_copy(value):
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
 
 
 def _move(node, ports: dict[int, int], module: str) -> None:

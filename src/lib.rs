@@ -5,6 +5,7 @@
 //! host. The `glue` module, compiled only for Wasm, wires them to Envoy.
 #![deny(missing_docs)]
 
+pub mod body_change;
 pub mod config;
 pub mod control;
 pub mod delay_shape;

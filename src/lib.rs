@@ -24,6 +24,7 @@ pub mod retries;
 pub mod rules;
 pub mod sampling;
 pub mod stats;
+pub mod throttle;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

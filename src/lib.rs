@@ -25,6 +25,7 @@ pub mod rules;
 pub mod sampling;
 pub mod stats;
 pub mod throttle;
+pub mod truncate;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

@@ -10,8 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// One hundred percent, in parts per million.
-const FULL_PPM: u32 = 1_000_000;
+use crate::share::{self, Ppm, FULL as FULL_PPM};
 
 /// How a body change is written in a policy document:
 /// `{"replace": {"body": "oops", "content_type": "text/plain"}}` or
@@ -58,7 +57,8 @@ impl fmt::Display for BodyChangeError {
         match self {
             BodyChangeError::BadShare(p) => write!(
                 f,
-                "corrupt.percentage: {p} is not accepted; give the share of bytes to change in percent, from 0.0001 to 100"
+                "corrupt.percentage: {} is not accepted; give the share of bytes to change in percent, from 0.0001 to 100",
+                share::rejected_text(*p)
             ),
             BodyChangeError::BadContentType(t) => write!(
                 f,
@@ -101,14 +101,10 @@ impl TryFrom<BodyChangeSpec> for BodyChange {
                 }
                 Ok(BodyChange::Replace { body, content_type })
             }
-            BodyChangeSpec::Corrupt(CorruptSpec { percentage }) => {
-                let ppm = (percentage * 10_000.0).round();
-                if !(1.0..=f64::from(FULL_PPM)).contains(&ppm) {
-                    return Err(BodyChangeError::BadShare(percentage));
-                }
-                // In range, so the cast is exact.
-                Ok(BodyChange::Corrupt { ppm: ppm as u32 })
-            }
+            BodyChangeSpec::Corrupt(CorruptSpec { percentage }) => match Ppm::from_percent(percentage) {
+                Some(Ppm(ppm)) if ppm > 0 => Ok(BodyChange::Corrupt { ppm }),
+                _ => Err(BodyChangeError::BadShare(percentage)),
+            },
         }
     }
 }
@@ -117,7 +113,7 @@ impl From<BodyChange> for BodyChangeSpec {
     fn from(change: BodyChange) -> BodyChangeSpec {
         match change {
             BodyChange::Replace { body, content_type } => BodyChangeSpec::Replace(ReplaceSpec { body, content_type }),
-            BodyChange::Corrupt { ppm } => BodyChangeSpec::Corrupt(CorruptSpec { percentage: f64::from(ppm) / 10_000.0 }),
+            BodyChange::Corrupt { ppm } => BodyChangeSpec::Corrupt(CorruptSpec { percentage: Ppm(ppm).percent() }),
         }
     }
 }

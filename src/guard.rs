@@ -20,6 +20,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::{self, Millis};
+use crate::share::{self, Ppm, FULL};
 
 /// The longest window accepted, in seconds (ten minutes).
 pub const MAX_WINDOW_SECONDS: u32 = 600;
@@ -110,7 +111,8 @@ impl fmt::Display for GuardError {
             GuardError::Empty => write!(f, "guard: give at least one condition, upstream_failures or slow_responses"),
             GuardError::BadShare { condition, above } => write!(
                 f,
-                "guard.{condition}.above: {above} is not accepted; give a share in percent from 0 to below 100, such as 5"
+                "guard.{condition}.above: {} is not accepted; give a share in percent from 0 to below 100, such as 5",
+                share::rejected_text(*above)
             ),
             GuardError::BadWindow { condition, window } => write!(
                 f,
@@ -150,8 +152,8 @@ impl fmt::Display for Kind {
 /// A validated condition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Condition {
-    /// The share that trips it when passed, in parts per million.
-    pub above_ppm: u32,
+    /// The share that trips it when passed.
+    pub above: Ppm,
     /// The window, in seconds.
     pub window_seconds: u32,
     /// Requests the window must hold.
@@ -178,10 +180,10 @@ impl Guard {
 }
 
 fn condition(kind: Kind, above: f64, window: String, min_requests: u32) -> Result<Condition, GuardError> {
-    let ppm = (above * 10_000.0).round();
-    if !(0.0..1_000_000.0).contains(&ppm) || !(0.0..100.0).contains(&above) {
-        return Err(GuardError::BadShare { condition: kind, above });
-    }
+    let share = match Ppm::from_percent(above) {
+        Some(share) if share.0 < FULL => share,
+        _ => return Err(GuardError::BadShare { condition: kind, above }),
+    };
     let seconds = match duration::parse(&window) {
         Some(Millis(ms)) if ms % 1000 == 0 && (1..=u64::from(MAX_WINDOW_SECONDS)).contains(&(ms / 1000)) => ms / 1000,
         _ => return Err(GuardError::BadWindow { condition: kind, window }),
@@ -189,8 +191,8 @@ fn condition(kind: Kind, above: f64, window: String, min_requests: u32) -> Resul
     if min_requests == 0 {
         return Err(GuardError::ZeroMinRequests(kind));
     }
-    // Both casts are in range: checked just above.
-    Ok(Condition { above_ppm: ppm as u32, window_seconds: seconds as u32, min_requests })
+    // At most MAX_WINDOW_SECONDS, checked just above.
+    Ok(Condition { above: share, window_seconds: seconds as u32, min_requests })
 }
 
 impl TryFrom<GuardSpec> for Guard {
@@ -217,7 +219,7 @@ impl TryFrom<GuardSpec> for Guard {
 
 impl From<Guard> for GuardSpec {
     fn from(guard: Guard) -> GuardSpec {
-        let above = |c: Condition| f64::from(c.above_ppm) / 10_000.0;
+        let above = |c: Condition| c.above.percent();
         let window = |c: Condition| Millis(u64::from(c.window_seconds) * 1000).to_string();
         GuardSpec {
             upstream_failures: guard.upstream_failures.map(|c| ConditionSpec {
@@ -342,12 +344,13 @@ impl Window {
         let slow = guard.slow_responses.map(|(c, _)| (Kind::SlowResponses, c, 2));
         failures.into_iter().chain(slow).find_map(|(kind, c, index)| {
             let (requests, matching) = self.sum(now_ms / 1000, c.window_seconds, index);
+            // Counts stay far below 2^64 / 10^6 (u32 per second, at most 600 seconds).
             let trips = requests >= u64::from(c.min_requests)
-                && u128::from(matching) * 1_000_000 > u128::from(c.above_ppm) * u128::from(requests);
+                && matching.saturating_mul(u64::from(FULL)) > u64::from(c.above.0).saturating_mul(requests);
             trips.then(|| Trip {
                 condition: kind,
-                measured_percent: (matching as f64 * 1_000_000.0 / requests as f64).round() / 10_000.0,
-                above_percent: f64::from(c.above_ppm) / 10_000.0,
+                measured: Ppm::of(matching, requests),
+                above: c.above,
                 requests,
                 window_seconds: c.window_seconds,
                 at_ms: now_ms,
@@ -395,15 +398,15 @@ impl Window {
     }
 }
 
-/// A tripped condition: what `GET /injector` shows as `halted`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A tripped condition: what `GET /injector` shows as `halted`, with the shares in percent.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Trip {
     /// Which condition tripped.
     pub condition: Kind,
-    /// The share measured, in percent.
-    pub measured_percent: f64,
-    /// The share it had to pass, in percent.
-    pub above_percent: f64,
+    /// The share measured (rounded down to a part per million).
+    pub measured: Ppm,
+    /// The share it had to pass.
+    pub above: Ppm,
     /// Real requests in the window.
     pub requests: u64,
     /// The window, in seconds.
@@ -417,7 +420,7 @@ impl fmt::Display for Trip {
         write!(
             f,
             "{} at {}% of {} requests over {}s (above {}%)",
-            self.condition, self.measured_percent, self.requests, self.window_seconds, self.above_percent
+            self.condition, self.measured, self.requests, self.window_seconds, self.above
         )
     }
 }
@@ -456,7 +459,7 @@ mod tests {
         assert_eq!(w.evaluate(&g, 1_500), None, "49 failures of 49 requests");
         feed(&mut w, &g, 1_600, 0, 1);
         let trip = w.evaluate(&g, 1_700).unwrap();
-        assert_eq!((trip.requests, trip.measured_percent), (50, 100.0));
+        assert_eq!((trip.requests, trip.measured), (50, Ppm(FULL)));
     }
 
     #[test]
@@ -469,13 +472,13 @@ mod tests {
         let trip = w.evaluate(&g, 11_200).unwrap();
         assert_eq!(trip, Trip {
             condition: Kind::UpstreamFailures,
-            measured_percent: 10.8911,
-            above_percent: 10.0,
+            measured: Ppm(108_910),
+            above: Ppm(100_000),
             requests: 101,
             window_seconds: 5,
             at_ms: 11_200,
         });
-        assert_eq!(trip.to_string(), "upstream_failures at 10.8911% of 101 requests over 5s (above 10%)");
+        assert_eq!(trip.to_string(), "upstream_failures at 10.891% of 101 requests over 5s (above 10%)");
     }
 
     #[test]
@@ -532,7 +535,7 @@ mod tests {
         feed(&mut two, &g, 22_100, 0, 3);
         shared.merge(g.longest_window(), &two);
         let trip = shared.evaluate(&g, 22_200).unwrap();
-        assert_eq!((trip.requests, trip.measured_percent), (95, 10.5263));
+        assert_eq!((trip.requests, trip.measured), (95, Ppm(105_263)));
     }
 
     #[test]
@@ -634,7 +637,7 @@ mod tests {
     #[test]
     fn defaults_and_round_trip() {
         let g = guard(r#"{"upstream_failures": {"above": 5}}"#).unwrap();
-        assert_eq!(g.upstream_failures, Some(Condition { above_ppm: 50_000, window_seconds: 30, min_requests: 50 }));
+        assert_eq!(g.upstream_failures, Some(Condition { above: Ppm(50_000), window_seconds: 30, min_requests: 50 }));
         let text = serde_json::to_string(&g).unwrap();
         assert_eq!(text, r#"{"upstream_failures":{"above":5.0,"window":"30s","min_requests":50}}"#);
         assert_eq!(guard(&text).unwrap(), g);

@@ -24,6 +24,7 @@ pub mod query;
 pub mod retries;
 pub mod rules;
 pub mod sampling;
+pub mod share;
 pub mod stats;
 pub mod throttle;
 pub mod truncate;

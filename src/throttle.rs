@@ -135,7 +135,8 @@ impl Pacer {
 
     /// How long `len` bytes take to pass the link, in microseconds.
     fn passing_us(&self, len: u64) -> u64 {
-        u64::try_from(u128::from(len) * 1_000_000 / u128::from(self.bytes_per_second)).unwrap_or(u64::MAX)
+        // Saturates only for chunks of over 18 TB.
+        len.saturating_mul(1_000_000) / self.bytes_per_second
     }
 
     fn pace(&self, now_ms: u64) -> Pace {

@@ -15,6 +15,10 @@
 //! when the whole body would have passed the link: the total time is kept, the trickle
 //! is not. Releasing earlier would put the client ahead of the rate with no way back,
 //! because what the host holds can only be released whole.
+//!
+//! Envoy resets a stream whose held body passes its buffer limit (a paused Wasm filter
+//! buffers without backpressure), so the glue should release early once
+//! [`Pacer::held_bytes`] nears that limit.
 
 use std::fmt;
 
@@ -108,7 +112,9 @@ impl Pacer {
     }
 
     /// `len` more body bytes arrived at `now_ms` and joined what the host holds: whether
-    /// to release all of it now or when. Call it for the last chunk too.
+    /// to release all of it now or when. Call it for the last chunk too. While a body is
+    /// held, Envoy reports the size of everything held, so `len` is the growth since the
+    /// last call, not that size.
     pub fn on_chunk(&mut self, len: u64, now_ms: u64) -> Pace {
         let now_us = now_ms.saturating_mul(1000);
         self.link_free_us = self.link_free_us.max(now_us).saturating_add(self.passing_us(len));

@@ -169,11 +169,12 @@ impl BodyChange {
     }
 }
 
-/// What becomes of each chunk of a replaced body: every chunk is emptied and the
-/// replacement goes out with the last, so nothing of the upstream's body is sent and
-/// nothing needs to be buffered.
-pub fn replaced_chunk(replacement: &str, end_of_stream: bool) -> &[u8] {
-    if end_of_stream {
+/// What a piece of a replaced body becomes: the first piece carries the whole replacement
+/// and every later one is emptied. So nothing of the upstream's body is sent, nothing is
+/// buffered, and it works the same whether the body ends with its last piece or with
+/// trailers (gRPC), where no last body piece would come to carry it.
+pub fn replaced_piece(replacement: &str, first: bool) -> &[u8] {
+    if first {
         replacement.as_bytes()
     } else {
         &[]
@@ -275,9 +276,9 @@ mod tests {
     }
 
     #[test]
-    fn a_replaced_body_goes_out_whole_with_the_last_chunk() {
-        let sent: Vec<u8> = [false, false, true].iter().flat_map(|end| replaced_chunk("new", *end).to_vec()).collect();
-        assert_eq!(sent, b"new");
+    fn a_replaced_body_goes_out_whole_with_the_first_piece() {
+        let sent: Vec<Vec<u8>> = [true, false, false].iter().map(|first| replaced_piece("new", *first).to_vec()).collect();
+        assert_eq!(sent, vec![b"new".to_vec(), vec![], vec![]]);
     }
 
     #[test]

@@ -398,8 +398,9 @@ impl Window {
     }
 }
 
-/// A tripped condition: what `GET /injector` shows as `halted`, with the shares in percent.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// A tripped condition: what `GET /injector` shows as `halted`, with the shares in percent;
+/// stored in shared data as the same JSON, so every worker reads the same trip.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Trip {
     /// Which condition tripped.
     pub condition: Kind,
@@ -479,6 +480,12 @@ mod tests {
             at_ms: 11_200,
         });
         assert_eq!(trip.to_string(), "upstream_failures at 10.891% of 101 requests over 5s (above 10%)");
+        let text = serde_json::to_string(&trip).unwrap();
+        assert_eq!(
+            text,
+            r#"{"condition":"upstream_failures","measured":10.891,"above":10.0,"requests":101,"window_seconds":5,"at_ms":11200}"#
+        );
+        assert_eq!(serde_json::from_str::<Trip>(&text).unwrap(), trip);
     }
 
     #[test]

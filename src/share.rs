@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 /// One hundred percent, in parts per million.
 pub const FULL: u32 = 1_000_000;
@@ -61,6 +61,16 @@ impl Serialize for Ppm {
     }
 }
 
+impl<'de> Deserialize<'de> for Ppm {
+    /// Read from the percentage, a JSON number from 0 to 100.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Ppm, D::Error> {
+        let percent = f64::deserialize(deserializer)?;
+        Ppm::from_percent(percent).ok_or_else(|| {
+            de::Error::custom(format_args!("{} is not accepted; give a percentage from 0 to 100", rejected_text(percent)))
+        })
+    }
+}
+
 /// A rejected percentage, rendered for an error message without float formatting: to four
 /// places, or as "out of range" past what a whole number can show.
 pub fn rejected_text(percent: f64) -> String {
@@ -77,6 +87,7 @@ pub fn rejected_text(percent: f64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -103,6 +114,16 @@ mod tests {
         assert_eq!(Ppm::of(11, 101), Ppm(108_910));
         assert_eq!(Ppm::of(1, 0), Ppm(0));
         assert_eq!(Ppm::of(5, 5), Ppm(FULL));
+    }
+
+    #[test]
+    fn reads_back_what_it_writes() {
+        for ppm in [0, 1, 108_910, FULL] {
+            let text = serde_json::to_string(&Ppm(ppm)).unwrap();
+            assert_eq!(serde_json::from_str::<Ppm>(&text).unwrap(), Ppm(ppm), "{text}");
+        }
+        let error = serde_json::from_str::<Ppm>("100.5").unwrap_err().to_string();
+        assert!(error.contains("100.5 is not accepted; give a percentage from 0 to 100"), "{error}");
     }
 
     #[test]

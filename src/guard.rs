@@ -338,7 +338,8 @@ impl Window {
         self.counts.clear();
     }
 
-    /// The first condition of `guard` that trips at `now_ms`, if any.
+    /// The first condition of `guard` that trips at `now_ms`, if any. A window of W seconds
+    /// is the current second, counted so far, and the W - 1 before it.
     pub fn evaluate(&self, guard: &Guard, now_ms: u64) -> Option<Trip> {
         let failures = guard.upstream_failures.map(|c| (Kind::UpstreamFailures, c, 1));
         let slow = guard.slow_responses.map(|(c, _)| (Kind::SlowResponses, c, 2));

@@ -5,12 +5,15 @@
 //! host. The `glue` module, compiled only for Wasm, wires them to Envoy.
 #![deny(missing_docs)]
 
+pub mod body_change;
 pub mod config;
 pub mod control;
+pub mod delay_shape;
 pub mod delays;
 pub mod document;
 pub mod duration;
 pub mod grpc;
+pub mod guard;
 pub mod header_faults;
 pub mod json;
 pub mod net;
@@ -21,7 +24,10 @@ pub mod query;
 pub mod retries;
 pub mod rules;
 pub mod sampling;
+pub mod share;
 pub mod stats;
+pub mod throttle;
+pub mod truncate;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

@@ -7,17 +7,22 @@ Proves: the Service's targetPort (Envoy's 8080) reaches the app and normal traff
 the seed's curl lines against port 8282 change what clients see on 8080; /injector on
 8080 is the app's; the probe port stays 200 while a fault is on; admin is not reachable
 from outside the pod.
+
+Then k8s/examples/injected, the default component's transparent capture (below).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from harness import request
-from pods import FILTER_FILE, ConfigMapVolume, Pod, configmap, filter_files, render, to_host_paths
+from harness import request, wait_for
+from pods import (FILTER_FILE, ConfigMapVolume, Pod, configmap, container, container_argv, deployment,
+                  filter_files, render, to_host_paths)
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +92,141 @@ def test_policy_document_posted_to_the_control_port(pod):
         assert request(8282, "/injector", method="DELETE", source_ip=pod.host_ip, host=pod.ip).status == 200
     r = request(8080, "/checkout", method="POST", body="{}", source_ip=pod.host_ip, host=pod.ip)
     assert r.status == 200
+
+
+# --------------------------------------------------------------------------- transparent capture
+#
+# k8s/examples/injected as its pod runs: an unmodified app on 0.0.0.0:8080 (and a second
+# port, 9090, that the pod's annotation leaves out), the capture init container's own
+# script from the rendered ConfigMap, run with the env the kubelet would give it, then
+# Envoy with the rendered bootstrap and args (--concurrency from its env).
+
+ANNOTATIONS = {"fault-injector/ports": "8080"}
+APP_PORT, OTHER_PORT = 8080, 9090
+# Counters of the inbound listener's HTTP connection manager and of its cluster.
+INBOUND_RQ, INBOUND_UPSTREAM_RQ = "http.inbound_http.downstream_rq_total", "cluster.inbound.upstream_rq_total"
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory):
+    objects = render("k8s/examples/injected")
+    web = deployment(objects, "web")
+    tmp = tmp_path_factory.mktemp("captured")
+    volume = tmp / "filter"
+    ConfigMapVolume(volume, filter_files(configmap(objects, "fault-injector-filter")["data"][FILTER_FILE], filter_dir=volume))
+    capture_argv, capture_env = container_argv(objects, web, container(web, "fault-injector-capture"), ANNOTATIONS, tmp)
+    envoy_argv, _ = container_argv(objects, web, container(web, "fault-injector-envoy"), ANNOTATIONS, tmp)
+    bootstrap = Path(envoy_argv[envoy_argv.index("-c") + 1])
+    bootstrap.write_text(to_host_paths(bootstrap.read_text(), volume))
+
+    def capture(pod: Pod, *args: str) -> str:
+        res = pod.exec(*capture_argv, *args, env=capture_env)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res.stdout
+
+    pod = Pod(1, None, tmp / "envoy.log", apps=(("0.0.0.0", APP_PORT), ("0.0.0.0", OTHER_PORT)),
+              envoy_args=envoy_argv, data_port=APP_PORT, init=capture)
+    pod.capture = lambda *args: capture(pod, *args)
+    try:
+        yield pod.start()
+    finally:
+        pod.stop()
+
+
+def app_count(pod: Pod, port: int) -> int:
+    """How many requests the app on `port` has answered, asked from inside the pod."""
+    res = pod.exec("curl", "-sS", "-m", "5", f"http://127.0.0.1:{port}/__upstream_stats")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)["requests"]
+
+
+def inbound(pod: Pod) -> tuple[int, int]:
+    """(requests the inbound listener received, requests it sent to the app)."""
+    rq = pod.envoy_stats("http.inbound_http.")
+    up = pod.envoy_stats("cluster.inbound.")
+    return rq[INBOUND_RQ], up.get(INBOUND_UPSTREAM_RQ, 0)
+
+
+@pytest.fixture
+def fault(captured):
+    """Calls the control port as the seed's curl does; resets the policy afterwards."""
+    def set_fault(query: str) -> str:
+        return curl(f"http://{captured.ip}:8282/injector?{query}")
+    yield set_fault
+    assert '"policy":"none"' in set_fault("reset")
+
+
+def test_captured_envoy_runs_the_rendered_worker_count(captured):
+    res = captured.exec("curl", "-sS", "-m", "5", "http://127.0.0.1:9901/server_info")
+    assert json.loads(res.stdout)["command_line_options"]["concurrency"] == 2
+
+
+def test_app_port_passes_through_envoy(captured):
+    before_app, (before_rq, before_up) = app_count(captured, APP_PORT), inbound(captured)
+    for i in range(20):
+        r = captured.get(APP_PORT, f"/hello/{i}")
+        assert (r.status, r.text) == (200, f"upstream GET /hello/{i}\n"), captured.log()[-2000:]
+    assert app_count(captured, APP_PORT) == before_app + 20
+    rq, up = wait_for(lambda: (v := inbound(captured))[0] >= before_rq + 20 and v)
+    assert (rq - before_rq, up - before_up) == (20, 20)
+
+
+def test_seed_curl_faults_the_app_port(captured, fault):
+    assert '"status":404' in fault("status=404")
+    statuses = [captured.get(APP_PORT, f"/item/{i}").status for i in range(300)]
+    assert set(statuses) <= {200, 404}
+    # The start policy's 20%: 60 expected; 10-35% (30..105) is beyond 4 sigma.
+    assert 30 <= statuses.count(404) <= 105, statuses.count(404)
+
+
+def test_kubelet_probes_are_never_faulted(captured, fault):
+    """Probes of the app's own port now pass through Envoy: they must never get a fault,
+    while other requests on the same port still do."""
+    assert '"status":404' in fault("status=404")
+    probe = {"User-Agent": "kube-probe/1.35"}
+    probes = [captured.get(APP_PORT, "/healthz", headers=probe).status for _ in range(300)]
+    others = [captured.get(APP_PORT, "/healthz").status for _ in range(300)]
+    assert probes.count(404) == 0 and set(probes) == {200}
+    assert 30 <= others.count(404) <= 105, others.count(404)
+
+
+def test_port_not_in_the_list_bypasses_envoy(captured, fault):
+    assert '"status":404' in fault("status=404&percentage=100")
+    before_other, before = app_count(captured, OTHER_PORT), inbound(captured)
+    assert [captured.get(OTHER_PORT, f"/x/{i}").status for i in range(20)] == [200] * 20
+    assert app_count(captured, OTHER_PORT) == before_other + 20
+    assert inbound(captured) == before
+    # The listed port at 100% in the same state: the fault is on, and 9090 never saw it.
+    assert {captured.get(APP_PORT, "/x").status for _ in range(5)} == {404}
+
+
+def test_traffic_from_inside_the_pod_is_not_captured(captured, fault):
+    assert '"status":404' in fault("status=404&percentage=100")
+    before = inbound(captured)
+    for target in ("127.0.0.1", captured.ip):
+        res = captured.exec("curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                            f"http://{target}:{APP_PORT}/self")
+        assert res.stdout == "200", (target, res.stdout, res.stderr)
+    assert inbound(captured) == before
+
+
+def test_connection_to_the_inbound_listener_itself_is_closed(captured):
+    """Sent straight to 15006, a connection was not redirected: Envoy would connect to
+    itself if it forwarded it. It is closed, and Envoy serves on."""
+    with pytest.raises((OSError, http.client.HTTPException)):
+        captured.get(15006, "/loop", timeout=2.0)
+    assert captured.get(APP_PORT, "/after").status == 200
+
+
+def test_removing_the_rules_leaves_the_app_reachable(captured, fault):
+    assert '"status":404' in fault("status=404&percentage=100")
+    assert "rules removed" in captured.capture("clean")
+    try:
+        assert "FI_" not in captured.exec("iptables-save", "-t", "nat").stdout
+        before_app, before = app_count(captured, APP_PORT), inbound(captured)
+        assert [captured.get(APP_PORT, f"/direct/{i}").status for i in range(20)] == [200] * 20
+        assert app_count(captured, APP_PORT) == before_app + 20
+        assert inbound(captured) == before
+    finally:
+        captured.capture()
+    assert captured.get(APP_PORT, "/again").status == 404

@@ -252,12 +252,16 @@ def test_every_wasm_filter_fails_open():
 def test_lock_control_selects_every_sidecar_pod_and_closes_only_the_control_port(rendered):
     (policy,) = [o for o in rendered["k8s/examples/locked"] if o["kind"] == "NetworkPolicy"]
     selector = policy["spec"]["podSelector"]["matchLabels"]
-    for kdir in ("k8s/base", "k8s/examples/injected"):
+    for kdir in ("k8s/base", *INJECTED):
         for deployment in (o for o in rendered[kdir] if o["kind"] == "Deployment"):
             labels = deployment["spec"]["template"]["metadata"]["labels"]
             assert selector.items() <= labels.items(), deployment["metadata"]["name"]
     open_rule, control_rule = policy["spec"]["ingress"]
-    assert "from" not in open_rule and {p["port"] for p in open_rule["ports"]} == {8080, 8090}
+    # Open to all: every TCP port but 8282, so the app's own ports stay reachable in
+    # either sidecar mode.
+    assert "from" not in open_rule and all(p["protocol"] == "TCP" for p in open_rule["ports"])
+    open_ports = {n for p in open_rule["ports"] for n in range(p["port"], p.get("endPort", p["port"]) + 1)}
+    assert open_ports == set(range(1, 65536)) - {8282}
     assert [p["port"] for p in control_rule["ports"]] == [8282] and control_rule["from"]
 
 

@@ -308,7 +308,6 @@ def test_capture_init_container_has_no_capability_beyond_net_admin_and_net_raw(r
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert set(sc["capabilities"]["add"]) <= {"NET_ADMIN", "NET_RAW"}
     assert not sc.get("privileged", False) and sc["allowPrivilegeEscalation"] is False
-    assert sc["readOnlyRootFilesystem"] is True
     # Root for this one step only: no other container of the pod runs as root.
     assert sc["runAsUser"] == 0
     others = [c for c in spec["initContainers"] + spec["containers"] if c is not capture]

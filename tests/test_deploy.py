@@ -275,26 +275,43 @@ def _init(spec: dict, name: str) -> dict:
     return found
 
 
-@pytest.mark.parametrize("kdir", INJECTED)
-def test_envoy_is_a_native_sidecar_with_its_worker_count_set(rendered, kdir):
-    spec = _pod_spec(rendered[kdir])
-    assert "fault-injector-envoy" not in [c["name"] for c in spec["containers"]]
-    envoy = _init(spec, "fault-injector-envoy")
+# Each Deployment with the sidecar: (kustomization, Deployment, Envoy's container).
+ENVOYS = [("k8s/base", "echo", "envoy"), *((k, "web", "fault-injector-envoy") for k in INJECTED)]
+
+
+@pytest.mark.parametrize("kdir, name, envoy_name", ENVOYS)
+def test_envoy_is_a_native_sidecar_with_its_worker_count_set(rendered, kdir, name, envoy_name):
+    spec = _pod_spec(rendered[kdir], name)
+    assert envoy_name not in [c["name"] for c in spec["containers"]]
+    envoy = _init(spec, envoy_name)
     assert envoy["restartPolicy"] == "Always"
     # Ready before the app starts: the kubelet starts the app once the startup probe passes.
-    assert envoy["startupProbe"]["httpGet"] == {"path": "/ready", "port": 8090}
+    assert envoy["startupProbe"]["httpGet"]["path"] == "/ready"
+    assert envoy["startupProbe"]["httpGet"]["port"] in (8090, "health")
     args = envoy["args"]
     workers = args[args.index("--concurrency") + 1]
     env = {e["name"]: e["value"] for e in envoy["env"]}
     assert workers == "$(FAULT_INJECTOR_CONCURRENCY)" and env["FAULT_INJECTOR_CONCURRENCY"] == "2"
 
 
-@pytest.mark.parametrize("kdir", INJECTED)
-def test_envoy_sidecar_is_non_root_with_a_read_only_root_filesystem(rendered, kdir):
-    sc = _init(_pod_spec(rendered[kdir]), "fault-injector-envoy")["securityContext"]
-    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 1337 and sc["runAsGroup"] == 1337
+@pytest.mark.parametrize("kdir, name, envoy_name", ENVOYS)
+def test_envoy_sidecar_is_non_root_with_a_read_only_root_filesystem(rendered, kdir, name, envoy_name):
+    spec = _pod_spec(rendered[kdir], name)
+    # The pod's settings, then the container's own, as the kubelet applies them.
+    sc = {**spec.get("securityContext", {}), **_init(spec, envoy_name)["securityContext"]}
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
+    if kdir in INJECTED:
+        # A fixed UID, as Istio's 1337, that rules can tell Envoy's own traffic by.
+        assert (sc["runAsUser"], sc["runAsGroup"]) == (1337, 1337)
+
+
+@pytest.mark.parametrize("kdir", ["k8s/base", *INJECTED])
+def test_service_target_ports_are_numbers(rendered, kdir):
+    """A Service finds a native sidecar's named ports only from Kubernetes 1.32 on."""
+    for svc in (o for o in rendered[kdir] if o["kind"] == "Service" and o["metadata"]["name"] != "web"):
+        assert all(isinstance(p["targetPort"], int) for p in svc["spec"]["ports"]), svc["metadata"]["name"]
 
 
 def test_capture_init_container_has_no_capability_beyond_net_admin_and_net_raw(rendered):

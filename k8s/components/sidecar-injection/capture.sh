@@ -6,6 +6,7 @@
 # (envoy/sidecar-capture.yaml), which forwards each connection to the port it was sent to.
 # PREROUTING only sees packets that arrive from outside the pod: the app calling itself,
 # Envoy's connections to the app and anything else that starts in the pod are untouched.
+# IPv4 only (iptables): IPv6 connections reach the app directly.
 #
 #   sh capture.sh          adds the rules (again: it replaces its own, so a rerun is safe)
 #   sh capture.sh clean    removes them; the pod then works as it does without the sidecar

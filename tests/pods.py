@@ -149,7 +149,7 @@ def _ip(*args: str) -> None:
 
 class Pod:
     """A pod: a network namespace holding the apps (scripts/upstream.py, by default one on
-    127.0.0.1:8000) and Envoy (by default `-c bootstrap --concurrency 2`), linked to the
+    127.0.0.1:8000, and any `other_apps` commands) and Envoy (by default `-c bootstrap --concurrency 2`), linked to the
     host by a veth pair. Requests come from the host's end of the pair, as from another
     pod. `init` runs once the network is up and before Envoy and the apps start, as init
     containers do; Envoy is ready (health port) before the apps start, as a native
@@ -158,7 +158,7 @@ class Pod:
     def __init__(self, index: int, bootstrap: Path | None, log: Path,
                  apps: tuple[tuple[str, int], ...] = (("127.0.0.1", 8000),),
                  envoy_args: list[str] | None = None, data_port: int | None = 8080,
-                 init: Callable[["Pod"], None] | None = None):
+                 init: Callable[["Pod"], None] | None = None, other_apps: tuple[list[str], ...] = ()):
         tag = f"{os.getpid() % 10000}-{index}"
         self.ns = f"fi-pod-{tag}"
         self.host_if, self.pod_if = f"fih{tag}", f"fip{tag}"
@@ -166,7 +166,7 @@ class Pod:
         self.host_ip, self.ip = f"10.253.{net}.{4 * index + 1}", f"10.253.{net}.{4 * index + 2}"
         self.log_path = log
         self.envoy_args = envoy_args if envoy_args is not None else ["-c", str(bootstrap), "--concurrency", "2"]
-        self.apps, self.data_port, self.init = apps, data_port, init
+        self.apps, self.data_port, self.init, self.other_apps = apps, data_port, init, other_apps
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> "Pod":
@@ -188,10 +188,10 @@ class Pod:
                 [*inside, envoy_binary(), *self.envoy_args, "--disable-hot-restart"],
                 stdout=log, stderr=subprocess.STDOUT))
         self.wait(8090, "/ready")
-        for host, port in self.apps:
-            self.procs.append(subprocess.Popen(
-                [*inside, sys.executable, str(REPO_ROOT / "scripts/upstream.py"), "--host", host, "--port", str(port)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        commands = [[sys.executable, str(REPO_ROOT / "scripts/upstream.py"), "--host", host, "--port", str(port)]
+                    for host, port in self.apps]
+        for command in [*commands, *self.other_apps]:
+            self.procs.append(subprocess.Popen([*inside, *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         if self.data_port:
             self.wait(self.data_port, "/")
         return self

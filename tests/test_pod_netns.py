@@ -16,8 +16,11 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from harness import request, wait_for
@@ -101,8 +104,20 @@ def test_policy_document_posted_to_the_control_port(pod):
 # script from the rendered ConfigMap, run with the env the kubelet would give it, then
 # Envoy with the rendered bootstrap and args (--concurrency from its env).
 
-ANNOTATIONS = {"fault-injector/ports": "8080"}
-APP_PORT, OTHER_PORT = 8080, 9090
+ANNOTATIONS = {"fault-injector/ports": "8080,9095"}
+APP_PORT, OTHER_PORT, GRPC_PORT = 8080, 9090, 9095
+# A gRPC app (HTTP/2 without TLS) on 0.0.0.0:9095: answers test.Echo/Ping with "pong:" + request.
+GRPC_APP = """
+import sys, threading
+from concurrent import futures
+import grpc
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: b"pong:" + req)
+server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"Ping": handler}),))
+server.add_insecure_port("0.0.0.0:%s" % sys.argv[1])
+server.start()
+threading.Event().wait()
+"""
 # Counters of the inbound listener's HTTP connection manager and of its cluster.
 INBOUND_RQ, INBOUND_UPSTREAM_RQ = "http.inbound_http.downstream_rq_total", "cluster.inbound.upstream_rq_total"
 
@@ -125,7 +140,8 @@ def captured(tmp_path_factory):
         return res.stdout
 
     pod = Pod(1, None, tmp / "envoy.log", apps=(("0.0.0.0", APP_PORT), ("0.0.0.0", OTHER_PORT)),
-              envoy_args=envoy_argv, data_port=APP_PORT, init=capture)
+              envoy_args=envoy_argv, data_port=APP_PORT, init=capture,
+              other_apps=([sys.executable, "-c", GRPC_APP, str(GRPC_PORT)],))
     pod.capture = lambda *args: capture(pod, *args)
     try:
         yield pod.start()
@@ -188,6 +204,25 @@ def test_kubelet_probes_are_never_faulted(captured, fault):
     others = [captured.get(APP_PORT, "/healthz").status for _ in range(300)]
     assert probes.count(404) == 0 and set(probes) == {200}
     assert 30 <= others.count(404) <= 105, others.count(404)
+
+
+def test_grpc_app_is_reached_over_http2_through_envoy(captured):
+    """The inbound cluster speaks the client's protocol: a gRPC call (HTTP/2) reaches the
+    gRPC app on its own port through Envoy."""
+    before = inbound(captured)
+    with grpc.insecure_channel(f"{captured.ip}:{GRPC_PORT}") as channel:
+        ping = channel.unary_unary("/test.Echo/Ping")
+        # The app may still be starting: Envoy then answers 503, which gRPC reports as UNAVAILABLE.
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert ping(b"hi", timeout=5) == b"pong:hi"
+                break
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    assert inbound(captured)[0] > before[0]
 
 
 def test_port_not_in_the_list_bypasses_envoy(captured, fault):

@@ -189,10 +189,17 @@ def test_app_port_passes_through_envoy(captured):
 
 def test_seed_curl_faults_the_app_port(captured, fault):
     assert '"status":404' in fault("status=404")
-    statuses = [captured.get(APP_PORT, f"/item/{i}").status for i in range(300)]
-    assert set(statuses) <= {200, 404}
+    before_app = app_count(captured, APP_PORT)
+    responses = [captured.get(APP_PORT, f"/item/{i}") for i in range(300)]
+    faulted = [r for r in responses if r.status == 404]
+    passed = [r for r in responses if r.status == 200]
+    assert len(faulted) + len(passed) == 300
     # The start policy's 20%: 60 expected; 10-35% (30..105) is beyond 4 sigma.
-    assert 30 <= statuses.count(404) <= 105, statuses.count(404)
+    assert 30 <= len(faulted) <= 105, len(faulted)
+    assert all(r.headers.get("x-fault-injected") == "statusResponse" for r in faulted)
+    assert all("x-fault-injected" not in r.headers for r in passed)
+    # Only the requests that passed reached the app.
+    assert app_count(captured, APP_PORT) == before_app + len(passed)
 
 
 def test_kubelet_probes_are_never_faulted(captured, fault):

@@ -149,7 +149,7 @@ def _ip(*args: str) -> None:
 
 class Pod:
     """A pod: a network namespace holding the apps (scripts/upstream.py, by default one on
-    127.0.0.1:8000, and any `other_apps` commands) and Envoy (by default `-c bootstrap --concurrency 2`), linked to the
+    127.0.0.1:8000, and `other_apps`, commands by the port they listen on) and Envoy (by default `-c bootstrap --concurrency 2`), linked to the
     host by a veth pair. Requests come from the host's end of the pair, as from another
     pod. `init` runs once the network is up and before Envoy and the apps start, as init
     containers do; Envoy is ready (health port) before the apps start, as a native
@@ -158,7 +158,7 @@ class Pod:
     def __init__(self, index: int, bootstrap: Path | None, log: Path,
                  apps: tuple[tuple[str, int], ...] = (("127.0.0.1", 8000),),
                  envoy_args: list[str] | None = None, data_port: int | None = 8080,
-                 init: Callable[["Pod"], None] | None = None, other_apps: tuple[list[str], ...] = ()):
+                 init: Callable[["Pod"], None] | None = None, other_apps: dict[int, list[str]] | None = None):
         tag = f"{os.getpid() % 10000}-{index}"
         self.ns = f"fi-pod-{tag}"
         self.host_if, self.pod_if = f"fih{tag}", f"fip{tag}"
@@ -166,7 +166,7 @@ class Pod:
         self.host_ip, self.ip = f"10.253.{net}.{4 * index + 1}", f"10.253.{net}.{4 * index + 2}"
         self.log_path = log
         self.envoy_args = envoy_args if envoy_args is not None else ["-c", str(bootstrap), "--concurrency", "2"]
-        self.apps, self.data_port, self.init, self.other_apps = apps, data_port, init, other_apps
+        self.apps, self.data_port, self.init, self.other_apps = apps, data_port, init, other_apps or {}
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> "Pod":
@@ -188,13 +188,25 @@ class Pod:
                 [*inside, envoy_binary(), *self.envoy_args, "--disable-hot-restart"],
                 stdout=log, stderr=subprocess.STDOUT))
         self.wait(8090, "/ready")
-        commands = [[sys.executable, str(REPO_ROOT / "scripts/upstream.py"), "--host", host, "--port", str(port)]
-                    for host, port in self.apps]
-        for command in [*commands, *self.other_apps]:
+        commands = {port: [sys.executable, str(REPO_ROOT / "scripts/upstream.py"), "--host", host, "--port", str(port)]
+                    for host, port in self.apps}
+        commands.update(self.other_apps)
+        for command in commands.values():
             self.procs.append(subprocess.Popen([*inside, *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in commands:
+            self.wait_listening(port)
         if self.data_port:
             self.wait(self.data_port, "/")
         return self
+
+    def wait_listening(self, port: int, deadline: float = 20.0) -> None:
+        """Waits until something in the pod listens on TCP `port` (asked of the kernel, so
+        a capture rule in front of the port does not answer for it)."""
+        end = time.monotonic() + deadline
+        while not self.exec("ss", "-Hltn", f"sport = :{port}").stdout.strip():
+            if time.monotonic() > end:
+                raise TimeoutError(f"nothing listens on port {port} in {self.ns}")
+            time.sleep(0.1)
 
     def exec(self, *cmd: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess:
         """Runs `cmd` inside the pod's network namespace; never raises on its exit status."""

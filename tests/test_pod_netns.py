@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -104,8 +104,8 @@ def test_policy_document_posted_to_the_control_port(pod):
 # script from the rendered ConfigMap, run with the env the kubelet would give it, then
 # Envoy with the rendered bootstrap and args (--concurrency from its env).
 
-ANNOTATIONS = {"fault-injector/ports": "8080,9095"}
-APP_PORT, OTHER_PORT, GRPC_PORT = 8080, 9090, 9095
+ANNOTATIONS = {"fault-injector/ports": "8080,9095,9096"}
+APP_PORT, OTHER_PORT, GRPC_PORT, WEBSOCKET_PORT = 8080, 9090, 9095, 9096
 # A gRPC app (HTTP/2 without TLS) on 0.0.0.0:9095: answers test.Echo/Ping with "pong:" + request.
 GRPC_APP = """
 import sys, threading
@@ -117,6 +117,21 @@ server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo
 server.add_insecure_port("0.0.0.0:%s" % sys.argv[1])
 server.start()
 threading.Event().wait()
+"""
+# An app that takes WebSocket upgrades on 0.0.0.0:9096 and then echoes what it receives.
+WEBSOCKET_APP = """
+import socket, sys, threading
+def serve(conn):
+    with conn:
+        head = b""
+        while b"\\r\\n\\r\\n" not in head:
+            head += conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n")
+        while data := conn.recv(4096):
+            conn.sendall(data)
+listener = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+while True:
+    threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
 """
 # Counters of the inbound listener's HTTP connection manager and of its cluster.
 INBOUND_RQ, INBOUND_UPSTREAM_RQ = "http.inbound_http.downstream_rq_total", "cluster.inbound.upstream_rq_total"
@@ -141,7 +156,8 @@ def captured(tmp_path_factory):
 
     pod = Pod(1, None, tmp / "envoy.log", apps=(("0.0.0.0", APP_PORT), ("0.0.0.0", OTHER_PORT)),
               envoy_args=envoy_argv, data_port=APP_PORT, init=capture,
-              other_apps=([sys.executable, "-c", GRPC_APP, str(GRPC_PORT)],))
+              other_apps={GRPC_PORT: [sys.executable, "-c", GRPC_APP, str(GRPC_PORT)],
+                          WEBSOCKET_PORT: [sys.executable, "-c", WEBSOCKET_APP, str(WEBSOCKET_PORT)]})
     pod.capture = lambda *args: capture(pod, *args)
     try:
         yield pod.start()
@@ -182,6 +198,8 @@ def test_app_port_passes_through_envoy(captured):
     for i in range(20):
         r = captured.get(APP_PORT, f"/hello/{i}")
         assert (r.status, r.text) == (200, f"upstream GET /hello/{i}\n"), captured.log()[-2000:]
+        # The app's answer as it gave it: no Server header of Envoy's, no x-envoy-* header.
+        assert "server" not in r.headers and not [h for h in r.headers if h.startswith("x-envoy")], r.headers
     assert app_count(captured, APP_PORT) == before_app + 20
     rq, up = wait_for(lambda: (v := inbound(captured))[0] >= before_rq + 20 and v)
     assert (rq - before_rq, up - before_up) == (20, 20)
@@ -218,17 +236,27 @@ def test_grpc_app_is_reached_over_http2_through_envoy(captured):
     gRPC app on its own port through Envoy."""
     before = inbound(captured)
     with grpc.insecure_channel(f"{captured.ip}:{GRPC_PORT}") as channel:
-        ping = channel.unary_unary("/test.Echo/Ping")
-        # The app may still be starting: Envoy then answers 503, which gRPC reports as UNAVAILABLE.
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                assert ping(b"hi", timeout=5) == b"pong:hi"
-                break
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        assert channel.unary_unary("/test.Echo/Ping")(b"hi", timeout=5) == b"pong:hi"
+    assert inbound(captured)[0] > before[0]
+
+
+def test_websocket_upgrade_passes_through_envoy(captured):
+    before = inbound(captured)
+    with socket.create_connection((captured.ip, WEBSOCKET_PORT), timeout=5,
+                                  source_address=(captured.host_ip, 0)) as conn:
+        conn.sendall(b"GET /chat HTTP/1.1\r\nHost: web\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(4096)
+            assert chunk, f"connection closed after {head!r}"
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        conn.sendall(b"frames after the upgrade")
+        echoed = b""
+        while len(echoed) < len(b"frames after the upgrade"):
+            echoed += conn.recv(4096)
+        assert echoed == b"frames after the upgrade"
     assert inbound(captured)[0] > before[0]
 
 

@@ -149,11 +149,11 @@ def _ip(*args: str) -> None:
 
 class Pod:
     """A pod: a network namespace holding the apps (scripts/upstream.py, by default one on
-    127.0.0.1:8000, and `other_apps`, commands by the port they listen on) and Envoy (by default `-c bootstrap --concurrency 2`), linked to the
-    host by a veth pair. Requests come from the host's end of the pair, as from another
-    pod. `init` runs once the network is up and before Envoy and the apps start, as init
-    containers do; Envoy is ready (health port) before the apps start, as a native
-    sidecar is."""
+    127.0.0.1:8000, and `other_apps`, commands by the port they listen on) and Envoy (by
+    default `-c bootstrap --concurrency 2`), linked to the host by a veth pair. Requests
+    come from the host's end of the pair, as from another pod. `init` runs once the
+    network is up and before Envoy and the apps start, as init containers do; Envoy is
+    ready (health port) before the apps start, as a native sidecar is."""
 
     def __init__(self, index: int, bootstrap: Path | None, log: Path,
                  apps: tuple[tuple[str, int], ...] = (("127.0.0.1", 8000),),

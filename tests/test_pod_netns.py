@@ -158,6 +158,7 @@ def captured(tmp_path_factory):
               envoy_args=envoy_argv, data_port=APP_PORT, init=capture,
               other_apps={GRPC_PORT: [sys.executable, "-c", GRPC_APP, str(GRPC_PORT)],
                           WEBSOCKET_PORT: [sys.executable, "-c", WEBSOCKET_APP, str(WEBSOCKET_PORT)]})
+    # The capture container's own command, for the tests that remove and restore the rules.
     pod.capture = lambda *args: capture(pod, *args)
     try:
         yield pod.start()

@@ -56,6 +56,13 @@ check_ports() {
     done
 }
 
+# one_line LIST: LIST's ports on one line, for messages.
+one_line() {
+    # shellcheck disable=SC2086 # split on purpose
+    set -- $1
+    echo "$*"
+}
+
 # inbound_rules PORTS ENVOY_PORTS LISTENER: the iptables-restore input of the nat table.
 inbound_rules() {
     echo "*nat"
@@ -98,16 +105,16 @@ capture() {
         ports=$(check_ports "FI_INBOUND_PORTS (annotation fault-injector/ports)" "$requested")
         for port in $ports; do
             for own in $envoy_ports; do
-                [ "$port" != "$own" ] || fail "FI_INBOUND_PORTS (annotation fault-injector/ports): $port is one of Envoy's own ports ($(echo $envoy_ports)) and cannot be captured"
+                [ "$port" != "$own" ] || fail "FI_INBOUND_PORTS (annotation fault-injector/ports): $port is one of Envoy's own ports ($(one_line "$envoy_ports")) and cannot be captured"
             done
         done
     fi
     rules=$(inbound_rules "$ports" "$envoy_ports" "$listener")
     echo "$rules" | iptables-restore --noflush
     if [ "$ports" = "*" ]; then
-        echo "fault-injector capture: inbound TCP to every port but $(echo $envoy_ports) -> Envoy :$listener"
+        echo "fault-injector capture: inbound TCP to every port but $(one_line "$envoy_ports") -> Envoy :$listener"
     else
-        echo "fault-injector capture: inbound TCP to port(s) $(echo $ports) -> Envoy :$listener"
+        echo "fault-injector capture: inbound TCP to port(s) $(one_line "$ports") -> Envoy :$listener"
     fi
     echo "$rules"
 }

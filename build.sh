@@ -29,3 +29,7 @@ before=$(stat -c %s "$wasm")
 wasm-opt -Oz --strip-debug --strip-producers "$wasm" -o "$wasm.opt"
 mv "$wasm.opt" "$wasm"
 echo "build: $wasm ($(stat -c %s "$wasm") bytes; $before before wasm-opt)"
+if [[ "$wasm" == "$dir/fault_injector.wasm" ]]; then
+    # The kustomizations under k8s/ read the module and the Envoy files from generated/.
+    FAULT_INJECTOR_WASM="$(realpath "$wasm")" scripts/k8s-files.sh
+fi

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Renders a kustomization (default k8s/base) after copying the built wasm module
-# to k8s/base/generated/ (gitignored), where the configMapGenerator reads it.
+# Renders a kustomization (default k8s/base) after laying the built module and the Envoy
+# files under the kustomizations (scripts/k8s-files.sh, which ./build.sh runs too), with
+# the kubectl of .venv (scripts/setup.sh) or, without one, the kubectl on PATH.
 #   ./build.sh && scripts/render-k8s.sh [DIR] > manifests.yaml
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-wasm="$root/target/wasm32-wasip1/release/fault_injector.wasm"
-[[ -f "$wasm" ]] || { echo "render-k8s: $wasm missing: run ./build.sh" >&2; exit 1; }
-mkdir -p "$root/k8s/base/generated"
-cp "$wasm" "$root/k8s/base/generated/fault_injector.wasm"
-# Paths outside the kustomization root (../../envoy/sidecar.yaml) need this flag.
-exec "$root/.venv/bin/kubectl" kustomize --load-restrictor LoadRestrictionsNone "${1:-$root/k8s/base}"
+"$root/scripts/k8s-files.sh"
+kubectl="$root/.venv/bin/kubectl"
+if [[ ! -x "$kubectl" ]]; then
+    kubectl="$(command -v kubectl)" || {
+        echo "render-k8s: no kubectl in $root/.venv/bin or on PATH: run scripts/setup.sh or install kubectl (1.27 or later)" >&2
+        exit 1
+    }
+fi
+exec "$kubectl" kustomize "${1:-$root/k8s/base}"

@@ -1,17 +1,22 @@
 """The Kubernetes sidecar, run for real on this machine: the rendered manifests'
 ConfigMaps written out the way the kubelet mounts them, and pods as network
-namespaces (app + Envoy inside, reached from the host over a veth pair).
+namespaces (app + Envoy inside, reached from the host over a veth pair). A rendered
+container's command runs here as the kubelet would start it (`container_argv`): its
+`$(VAR)` references expanded from its env, the files it mounts from ConfigMaps written
+out, and their paths pointed at those copies.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -87,22 +92,81 @@ def filter_files(text: str, plugin_config: str | None = None, filter_dir: Path |
     return {FILTER_FILE: to_host_paths(text, filter_dir or Path(FILTER_DIR_IN_POD))}
 
 
+def deployment(objects: list[dict], name: str) -> dict:
+    """The one Deployment named `name`."""
+    (found,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name]
+    return found
+
+
+def container(deployment: dict, name: str) -> dict:
+    """The pod template's container or init container named `name`."""
+    spec = deployment["spec"]["template"]["spec"]
+    (found,) = [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == name]
+    return found
+
+
+def container_env(container: dict, annotations: dict[str, str]) -> dict[str, str]:
+    """The container's environment as the kubelet sets it: literal values, and
+    `metadata.annotations['KEY']` field references read from `annotations` (empty when
+    the pod has no such annotation, as the downward API gives)."""
+    env = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
+        path = var["valueFrom"]["fieldRef"]["fieldPath"]
+        key = re.fullmatch(r"metadata\.annotations\['([^']+)'\]", path)
+        assert key, f"{container['name']}: env {var['name']} from {path}: only annotations are supported here"
+        env[var["name"]] = annotations.get(key.group(1), "")
+    return env
+
+
+def container_argv(objects: list[dict], deployment: dict, container: dict, annotations: dict[str, str],
+                   workdir: Path) -> tuple[list[str], dict[str, str]]:
+    """The container's command and args, and its environment, as the kubelet runs them,
+    with every file it mounts from a ConfigMap written under `workdir` (each volume in a
+    directory of its own) and the mount paths in the command pointed there."""
+    env = container_env(container, annotations)
+    argv = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a)
+            for a in container.get("command", []) + container.get("args", [])]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    for mount in container.get("volumeMounts", []):
+        source = volumes[mount["name"]].get("configMap")
+        if source is None:
+            continue
+        (cm,) = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == source["name"]]
+        local = workdir / mount["name"]
+        local.mkdir(parents=True, exist_ok=True)
+        for key, text in cm.get("data", {}).items():
+            (local / key).write_text(text)
+        argv = [a.replace(mount["mountPath"], str(local)) for a in argv]
+    return argv, env
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
 
 class Pod:
-    """A pod: a network namespace holding the app (scripts/upstream.py on 127.0.0.1:8000)
-    and Envoy (2 workers) with the given bootstrap, linked to the host by a veth pair.
-    Requests come from the host's end of the pair, as from another pod."""
+    """A pod: a network namespace holding the apps (scripts/upstream.py, by default one on
+    127.0.0.1:8000, and `other_apps`, commands by the port they listen on) and Envoy (by
+    default `-c bootstrap --concurrency 2`), linked to the host by a veth pair. Requests
+    come from the host's end of the pair, as from another pod. `init` runs once the
+    network is up and before Envoy and the apps start, as init containers do; Envoy is
+    ready (health port) before the apps start, as a native sidecar is."""
 
-    def __init__(self, index: int, bootstrap: Path, log: Path):
+    def __init__(self, index: int, bootstrap: Path | None, log: Path,
+                 apps: tuple[tuple[str, int], ...] = (("127.0.0.1", 8000),),
+                 envoy_args: list[str] | None = None, data_port: int | None = 8080,
+                 init: Callable[["Pod"], None] | None = None, other_apps: dict[int, list[str]] | None = None):
         tag = f"{os.getpid() % 10000}-{index}"
         self.ns = f"fi-pod-{tag}"
         self.host_if, self.pod_if = f"fih{tag}", f"fip{tag}"
         net = 10 + os.getpid() % 200
         self.host_ip, self.ip = f"10.253.{net}.{4 * index + 1}", f"10.253.{net}.{4 * index + 2}"
-        self.bootstrap, self.log_path = bootstrap, log
+        self.log_path = log
+        self.envoy_args = envoy_args if envoy_args is not None else ["-c", str(bootstrap), "--concurrency", "2"]
+        self.apps, self.data_port, self.init, self.other_apps = apps, data_port, init, other_apps or {}
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> "Pod":
@@ -116,21 +180,54 @@ class Pod:
         for args in (["link", "set", "lo", "up"], ["addr", "add", f"{self.ip}/30", "dev", self.pod_if],
                      ["link", "set", self.pod_if, "up"]):
             _ip("netns", "exec", self.ns, "ip", *args)
+        if self.init:
+            self.init(self)
         inside = ["ip", "netns", "exec", self.ns]
-        self.procs.append(subprocess.Popen(
-            [*inside, sys.executable, str(REPO_ROOT / "scripts/upstream.py"), "--host", "127.0.0.1", "--port", "8000"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         with open(self.log_path, "ab") as log:
             self.procs.append(subprocess.Popen(
-                [*inside, envoy_binary(), "-c", str(self.bootstrap), "--concurrency", "2", "--disable-hot-restart"],
+                [*inside, envoy_binary(), *self.envoy_args, "--disable-hot-restart"],
                 stdout=log, stderr=subprocess.STDOUT))
         self.wait(8090, "/ready")
-        self.wait(8080, "/")
+        commands = {port: [sys.executable, str(REPO_ROOT / "scripts/upstream.py"), "--host", host, "--port", str(port)]
+                    for host, port in self.apps}
+        commands.update(self.other_apps)
+        for command in commands.values():
+            self.procs.append(subprocess.Popen([*inside, *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in commands:
+            self.wait_listening(port)
+        if self.data_port:
+            self.wait(self.data_port, "/")
         return self
 
-    def get(self, port: int, path: str, timeout: float = 5.0) -> Response:
+    def wait_listening(self, port: int, deadline: float = 20.0) -> None:
+        """Waits until something in the pod listens on TCP `port` (asked of the kernel, so
+        a capture rule in front of the port does not answer for it)."""
+        end = time.monotonic() + deadline
+        while not self.exec("ss", "-Hltn", f"sport = :{port}").stdout.strip():
+            if time.monotonic() > end:
+                raise TimeoutError(f"nothing listens on port {port} in {self.ns}")
+            time.sleep(0.1)
+
+    def exec(self, *cmd: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess:
+        """Runs `cmd` inside the pod's network namespace; never raises on its exit status."""
+        return subprocess.run(["ip", "netns", "exec", self.ns, *cmd], capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, **(env or {})})
+
+    def get(self, port: int, path: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> Response:
         """GET from the host side of the veth pair."""
-        return request(port, path, source_ip=self.host_ip, host=self.ip, timeout=timeout)
+        return request(port, path, source_ip=self.host_ip, host=self.ip, timeout=timeout, headers=headers)
+
+    def envoy_stats(self, prefix: str) -> dict[str, int]:
+        """Envoy's counters and gauges whose names start with `prefix`, from its admin
+        listener, which only the pod itself reaches (127.0.0.1:9901)."""
+        res = self.exec("curl", "-sS", "-m", "5", f"http://127.0.0.1:9901/stats?filter=^{re.escape(prefix)}")
+        assert res.returncode == 0, res.stderr
+        out = {}
+        for line in res.stdout.splitlines():
+            name, _, value = line.partition(": ")
+            if value.isdigit():
+                out[name] = int(value)
+        return out
 
     def wait(self, port: int, path: str, deadline: float = 20.0) -> None:
         end = time.monotonic() + deadline
@@ -155,5 +252,6 @@ class Pod:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        # The pod's iptables rules live in its namespace and go with it.
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)

@@ -1,7 +1,14 @@
 """Deployment files: kustomizations, Envoy configs, docker-compose.
 
-* every kustomization under k8s/ renders with ``kubectl kustomize`` (via
-  scripts/render-k8s.sh, which copies the built module in first);
+* every kustomization under k8s/ renders with a plain ``kubectl kustomize`` and no
+  load-restrictor flag (via scripts/render-k8s.sh, which lays the built module and the
+  Envoy files under the kustomizations first, and uses the kubectl on PATH when .venv
+  has none), and the rendered ConfigMaps hold exactly the files of envoy/ and the
+  capture script;
+* the injected Deployments: Envoy a native sidecar (an init container with
+  ``restartPolicy: Always``) with its worker count set, non-root, read-only root
+  filesystem; the capture init container with no capability but NET_ADMIN/NET_RAW;
+  the app's own containers unchanged; the ``inject`` Service selecting the pods;
 * every rendered Kubernetes object is valid, strictly (unknown fields fail),
   against the 1.35 schemas and the newest ones kubernetes-validate ships;
 * the Istio WasmPlugin is valid against the CRD's openAPIV3Schema (a copy of the
@@ -24,6 +31,8 @@ import base64
 import gzip
 import io
 import json
+import os
+import re
 import tarfile
 import shutil
 import subprocess
@@ -40,7 +49,16 @@ from harness import envoy_binary, request, wasm_module_path
 from pods import FILTER_DIR_IN_POD, FILTER_FILE, MODULE_IN_POD, ConfigMapVolume, configmap, render
 
 ROOT = Path(__file__).resolve().parent.parent
-KUSTOMIZATIONS = ["k8s/base", "k8s/examples/injected", "k8s/examples/locked", "k8s/istio"]
+KUSTOMIZATIONS = ["k8s/base", "k8s/examples/injected", "k8s/examples/injected-no-capture", "k8s/examples/locked",
+                  "k8s/istio"]
+# The kustomizations with the Envoy sidecar, and the Envoy files their ConfigMaps hold.
+SIDECARS = {
+    "k8s/base": {"envoy.yaml": "sidecar.yaml"},
+    "k8s/examples/injected": {"sidecar-capture.yaml": "sidecar-capture.yaml", "sidecar.yaml": "sidecar.yaml"},
+    "k8s/examples/injected-no-capture": {"sidecar-capture.yaml": "sidecar-capture.yaml", "sidecar.yaml": "sidecar.yaml"},
+}
+INJECTED = ["k8s/examples/injected", "k8s/examples/injected-no-capture"]
+CAPTURE_SCRIPT = ROOT / "k8s/components/sidecar-injection/capture.sh"
 CONFIGMAP_LIMIT = 1024 * 1024  # bytes
 # "Well under" the limit: room for the module to grow before it becomes a problem.
 MODULE_CONFIGMAP_BUDGET = CONFIGMAP_LIMIT * 3 // 4
@@ -100,7 +118,7 @@ def test_kustomization_renders(rendered, kdir):
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-@pytest.mark.parametrize("kdir", ["k8s/base", "k8s/examples/injected", "k8s/examples/locked"])
+@pytest.mark.parametrize("kdir", [k for k in KUSTOMIZATIONS if k != "k8s/istio"])
 def test_objects_valid_against_kubernetes_schemas(rendered, kdir, version):
     for obj in rendered[kdir]:
         kubernetes_validate.validate(obj, version, strict=True)
@@ -125,30 +143,48 @@ def test_wasmplugin_valid_against_istio_crd(rendered):
 
 def test_every_envoy_config_in_the_repo_is_checked():
     assert sorted(p.name for p in (ROOT / "envoy").glob("*.yaml")) == [
-        "demo.yaml", "docker-compose.yaml", "fault-injector.yaml", "sidecar.yaml"]
+        "demo.yaml", "docker-compose.yaml", "fault-injector.yaml", "sidecar-capture.yaml", "sidecar.yaml"]
 
 
 def test_demo_config_validates(tmp_path):
     _envoy_validate((ROOT / "envoy/demo.yaml").read_text(), tmp_path, "demo")
 
 
-def test_sidecar_config_validates(tmp_path):
+@pytest.mark.parametrize("name", ["sidecar.yaml", "sidecar-capture.yaml"])
+def test_sidecar_config_validates(tmp_path, name):
     envoy = ROOT / "envoy"
-    _validate_sidecar((envoy / "sidecar.yaml").read_text(), (envoy / FILTER_FILE).read_text(), tmp_path, "sidecar")
+    _validate_sidecar((envoy / name).read_text(), (envoy / FILTER_FILE).read_text(), tmp_path, name[:-5])
 
 
 @pytest.mark.parametrize("kdir", ["k8s/base", "k8s/examples/injected"])
 def test_rendered_envoy_config_validates(rendered, kdir, tmp_path):
-    bootstrap = configmap(rendered[kdir], "fault-injector-envoy")["data"]["envoy.yaml"]
     filter_cm = configmap(rendered[kdir], "fault-injector-filter")
     # No name hash: an edit must reach running pods rather than roll them out.
     assert filter_cm["metadata"]["name"] == "fault-injector-filter"
     filter_text = filter_cm["data"][FILTER_FILE]
-    assert MODULE_IN_POD in filter_text and FILTER_DIR_IN_POD in bootstrap
-    _validate_sidecar(bootstrap, filter_text, tmp_path, kdir.replace("/", "_"))
+    for key, bootstrap in configmap(rendered[kdir], "fault-injector-envoy")["data"].items():
+        assert MODULE_IN_POD in filter_text and FILTER_DIR_IN_POD in bootstrap
+        _validate_sidecar(bootstrap, filter_text, tmp_path, f"{kdir.replace('/', '_')}-{key[:-5]}")
 
 
-@pytest.mark.parametrize("kdir", ["k8s/base", "k8s/examples/injected"])
+@pytest.mark.parametrize("kdir", SIDECARS)
+def test_rendered_configmaps_hold_the_repo_files(rendered, kdir):
+    """The copies that ./build.sh lays under the kustomizations are the files of envoy/."""
+    envoy = configmap(rendered[kdir], "fault-injector-envoy")["data"]
+    assert {key: (ROOT / "envoy" / name).read_text() for key, name in SIDECARS[kdir].items()} == envoy
+    filter_cm = configmap(rendered[kdir], "fault-injector-filter")["data"]
+    assert filter_cm == {FILTER_FILE: (ROOT / "envoy" / FILTER_FILE).read_text()}
+
+
+def test_injected_configmap_holds_the_capture_script(rendered):
+    assert configmap(rendered["k8s/examples/injected"], "fault-injector-capture")["data"] == {
+        "capture.sh": CAPTURE_SCRIPT.read_text()}
+    # The mode without capture has neither the script nor its init container.
+    assert not [o for o in rendered["k8s/examples/injected-no-capture"]
+                if o["metadata"]["name"].startswith("fault-injector-capture")]
+
+
+@pytest.mark.parametrize("kdir", ["k8s/base", *INJECTED])
 def test_module_configmap_under_limit(rendered, kdir):
     cms = [o for o in rendered[kdir] if o["kind"] == "ConfigMap" and "fault_injector.wasm" in o.get("binaryData", {})]
     assert len(cms) == 1
@@ -202,22 +238,176 @@ def test_every_wasm_filter_fails_open():
     demo = yaml.safe_load((ROOT / "envoy/demo.yaml").read_text())
     hcm = demo["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["http_filters"][0]["typed_config"]["config"]["failure_policy"] == "FAIL_OPEN"
-    sidecar = yaml.safe_load((ROOT / "envoy/sidecar.yaml").read_text())
-    discovered = [f for listener in sidecar["static_resources"]["listeners"]
-                  for network in listener["filter_chains"][0]["filters"]
-                  for f in network["typed_config"].get("http_filters", [])
-                  if "config_discovery" in f]
-    assert len(discovered) == 2
-    assert all(f["config_discovery"]["default_config"]["@type"].endswith(".rbac.v3.RBAC") for f in discovered)
+    for name in ("sidecar.yaml", "sidecar-capture.yaml"):
+        sidecar = yaml.safe_load((ROOT / "envoy" / name).read_text())
+        discovered = [f for listener in sidecar["static_resources"]["listeners"]
+                      for chain in listener["filter_chains"]
+                      for network in chain["filters"]
+                      for f in network["typed_config"].get("http_filters", [])
+                      if "config_discovery" in f]
+        assert len(discovered) == 2, name
+        assert all(f["config_discovery"]["default_config"]["@type"].endswith(".rbac.v3.RBAC") for f in discovered)
 
 
 def test_lock_control_selects_every_sidecar_pod_and_closes_only_the_control_port(rendered):
     (policy,) = [o for o in rendered["k8s/examples/locked"] if o["kind"] == "NetworkPolicy"]
     selector = policy["spec"]["podSelector"]["matchLabels"]
-    for kdir in ("k8s/base", "k8s/examples/injected"):
+    for kdir in ("k8s/base", *INJECTED):
         for deployment in (o for o in rendered[kdir] if o["kind"] == "Deployment"):
             labels = deployment["spec"]["template"]["metadata"]["labels"]
             assert selector.items() <= labels.items(), deployment["metadata"]["name"]
     open_rule, control_rule = policy["spec"]["ingress"]
-    assert "from" not in open_rule and {p["port"] for p in open_rule["ports"]} == {8080, 8090}
+    # Open to all: every TCP port but 8282, so the app's own ports stay reachable in
+    # either sidecar mode.
+    assert "from" not in open_rule and all(p["protocol"] == "TCP" for p in open_rule["ports"])
+    open_ports = {n for p in open_rule["ports"] for n in range(p["port"], p.get("endPort", p["port"]) + 1)}
+    assert open_ports == set(range(1, 65536)) - {8282}
     assert [p["port"] for p in control_rule["ports"]] == [8282] and control_rule["from"]
+
+
+def _pod_spec(objects: list[dict], name: str = "web") -> dict:
+    (web,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name]
+    return web["spec"]["template"]["spec"]
+
+
+def _init(spec: dict, name: str) -> dict:
+    (found,) = [c for c in spec.get("initContainers", []) if c["name"] == name]
+    return found
+
+
+# Each Deployment with the sidecar: (kustomization, Deployment, Envoy's container).
+ENVOYS = [("k8s/base", "echo", "envoy"), *((k, "web", "fault-injector-envoy") for k in INJECTED)]
+
+
+@pytest.mark.parametrize("kdir, name, envoy_name", ENVOYS)
+def test_envoy_is_a_native_sidecar_with_its_worker_count_set(rendered, kdir, name, envoy_name):
+    spec = _pod_spec(rendered[kdir], name)
+    assert envoy_name not in [c["name"] for c in spec["containers"]]
+    envoy = _init(spec, envoy_name)
+    assert envoy["restartPolicy"] == "Always"
+    # Ready before the app starts: the kubelet starts the app once the startup probe passes.
+    assert envoy["startupProbe"]["httpGet"]["path"] == "/ready"
+    assert envoy["startupProbe"]["httpGet"]["port"] in (8090, "health")
+    args = envoy["args"]
+    workers = args[args.index("--concurrency") + 1]
+    env = {e["name"]: e["value"] for e in envoy["env"]}
+    assert workers == "$(FAULT_INJECTOR_CONCURRENCY)" and env["FAULT_INJECTOR_CONCURRENCY"] == "2"
+
+
+@pytest.mark.parametrize("kdir, name, envoy_name", ENVOYS)
+def test_envoy_sidecar_is_non_root_with_a_read_only_root_filesystem(rendered, kdir, name, envoy_name):
+    spec = _pod_spec(rendered[kdir], name)
+    # The pod's settings, then the container's own, as the kubelet applies them.
+    sc = {**spec.get("securityContext", {}), **_init(spec, envoy_name)["securityContext"]}
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    if kdir in INJECTED:
+        # A fixed UID, as Istio's 1337, that rules can tell Envoy's own traffic by.
+        assert (sc["runAsUser"], sc["runAsGroup"]) == (1337, 1337)
+
+
+@pytest.mark.parametrize("kdir", ["k8s/base", *INJECTED])
+def test_service_target_ports_are_numbers(rendered, kdir):
+    """A Service finds a native sidecar's named ports only from Kubernetes 1.32 on."""
+    for svc in (o for o in rendered[kdir] if o["kind"] == "Service" and o["metadata"]["name"] != "web"):
+        assert all(isinstance(p["targetPort"], int) for p in svc["spec"]["ports"]), svc["metadata"]["name"]
+
+
+def test_capture_init_container_has_no_capability_beyond_net_admin_and_net_raw(rendered):
+    spec = _pod_spec(rendered["k8s/examples/injected"])
+    names = [c["name"] for c in spec["initContainers"]]
+    # It runs, and exits, before Envoy starts; both before the app.
+    assert names.index("fault-injector-capture") < names.index("fault-injector-envoy")
+    capture = _init(spec, "fault-injector-capture")
+    assert "restartPolicy" not in capture
+    sc = capture["securityContext"]
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert set(sc["capabilities"]["add"]) <= {"NET_ADMIN", "NET_RAW"}
+    assert not sc.get("privileged", False) and sc["allowPrivilegeEscalation"] is False
+    # Root for this one step only: no other container of the pod runs as root.
+    assert sc["runAsUser"] == 0
+    others = [c for c in spec["initContainers"] + spec["containers"] if c is not capture]
+    assert all(c.get("securityContext", {}).get("runAsUser", None) != 0 for c in others)
+    assert capture["command"] == ["/bin/sh", "/etc/fault-injector/capture/capture.sh"]
+    (ports,) = [e for e in capture["env"] if e["name"] == "FI_INBOUND_PORTS"]
+    assert ports["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.annotations['fault-injector/ports']"
+
+
+def test_capture_script_excludes_every_port_of_the_capture_bootstrap():
+    bootstrap = yaml.safe_load((ROOT / "envoy/sidecar-capture.yaml").read_text())
+    listeners = {li["name"]: li["address"]["socket_address"]["port_value"]
+                 for li in bootstrap["static_resources"]["listeners"]}
+    admin = bootstrap["admin"]["address"]["socket_address"]["port_value"]
+    script = CAPTURE_SCRIPT.read_text()
+    (inbound,) = re.findall(r"FI_INBOUND_LISTENER:-(\d+)", script)
+    (excluded,) = re.findall(r"FI_ENVOY_PORTS:-([\d,]+)", script)
+    assert int(inbound) == listeners["inbound"]
+    assert sorted(map(int, excluded.split(","))) == sorted([*listeners.values(), admin])
+
+
+def test_capture_bootstrap_shares_the_control_and_health_listeners():
+    def listeners(name: str) -> dict:
+        doc = yaml.safe_load((ROOT / "envoy" / name).read_text())
+        return {li["name"]: li for li in doc["static_resources"]["listeners"]}
+    plain, capture = listeners("sidecar.yaml"), listeners("sidecar-capture.yaml")
+    assert sorted(capture) == ["control", "health", "inbound"]
+    assert capture["control"] == plain["control"] and capture["health"] == plain["health"]
+
+
+@pytest.mark.parametrize("kdir", INJECTED)
+def test_app_containers_unchanged_and_inject_service_selects_the_pods(rendered, kdir):
+    source = [d for d in yaml.safe_load_all((ROOT / kdir / "app.yaml").read_text()) if d["kind"] == "Deployment"]
+    assert _pod_spec(rendered[kdir])["containers"] == source[0]["spec"]["template"]["spec"]["containers"]
+    (web,) = [o for o in rendered[kdir] if o["kind"] == "Deployment"]
+    (inject,) = [o for o in rendered[kdir] if o["kind"] == "Service" and o["metadata"]["name"] == "inject"]
+    assert inject["spec"]["selector"].items() <= web["spec"]["template"]["metadata"]["labels"].items()
+    assert inject["spec"]["ports"] == [{"name": "inject", "port": 8282, "targetPort": 8282}]
+
+
+def test_capture_leaves_the_app_service_alone_and_no_capture_points_it_at_envoy(rendered):
+    def target_port(kdir: str) -> object:
+        (svc,) = [o for o in rendered[kdir] if o["kind"] == "Service" and o["metadata"]["name"] == "web"]
+        return svc["spec"]["ports"][0]["targetPort"]
+    assert target_port("k8s/examples/injected") == "http"
+    assert target_port("k8s/examples/injected-no-capture") == 8080
+
+
+def test_worker_count_is_changed_with_a_patch(tmp_path):
+    """What README shows: a patch of FAULT_INJECTOR_CONCURRENCY in the user's kustomization."""
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        # kustomize takes relative paths only.
+        "resources": [os.path.relpath(ROOT / "k8s/examples/injected", tmp_path)],
+        "patches": [{"target": {"kind": "Deployment", "name": "web"}, "patch": yaml.safe_dump({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"template": {"spec": {"initContainers": [{
+                "name": "fault-injector-envoy", "env": [{"name": "FAULT_INJECTOR_CONCURRENCY", "value": "4"}]}]}}}})}],
+    }))
+    envoy = _init(_pod_spec(render(str(tmp_path))), "fault-injector-envoy")
+    assert envoy["env"] == [{"name": "FAULT_INJECTOR_CONCURRENCY", "value": "4"}]
+
+
+def test_render_uses_the_kubectl_on_path_without_a_venv(rendered, tmp_path):
+    """scripts/render-k8s.sh in a checkout without .venv: the kubectl found on PATH
+    renders the example, with no load-restrictor flag, the same as the tests' render."""
+    checkout = tmp_path / "checkout"
+    ignore = shutil.ignore_patterns("generated")
+    for d in ("scripts", "k8s", "envoy"):
+        shutil.copytree(ROOT / d, checkout / d, ignore=ignore)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").symlink_to(ROOT / ".venv/bin/kubectl")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAULT_INJECTOR_WASM": str(wasm_module_path()), "HOME": str(tmp_path)}
+    res = subprocess.run([str(checkout / "scripts/render-k8s.sh"), str(checkout / "k8s/examples/injected")],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    assert [d for d in yaml.safe_load_all(res.stdout) if d] == rendered["k8s/examples/injected"]
+    # No kubectl anywhere: the tools the scripts need, and nothing else, on PATH.
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("bash", "dirname", "mkdir", "cp"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    res = subprocess.run([str(checkout / "scripts/render-k8s.sh")], capture_output=True, text=True, timeout=60,
+                         env={**env, "PATH": str(tools)})
+    assert res.returncode == 1, res.stderr
+    assert "no kubectl in" in res.stderr and "or on PATH" in res.stderr

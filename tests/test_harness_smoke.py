@@ -1,5 +1,9 @@
-"""The harness itself works: a real Envoy loads the filter and proxies to the upstream."""
+"""The harness itself works: a real Envoy loads the filter and proxies to the upstream,
+and the examples in its docstring run."""
 
+import textwrap
+
+import harness
 from harness import (
     REPO_ROOT,
     ListenerSpec,
@@ -47,3 +51,26 @@ def test_demo_config_is_valid():
     result = validate_config(REPO_ROOT / "envoy" / "demo.yaml")
 
     assert result.returncode == 0, result.stdout
+
+
+def code_blocks(doc: str) -> list[str]:
+    """The literal blocks of a reST docstring: the indented lines after each line ending in "::"."""
+    lines = doc.splitlines()
+    blocks = []
+    for i, line in enumerate(lines):
+        if line.endswith("::"):
+            block = []
+            for following in lines[i + 1:]:
+                if following.strip() and not following.startswith(" "):
+                    break
+                block.append(following)
+            blocks.append(textwrap.dedent("\n".join(block)))
+    return blocks
+
+
+def test_the_docstring_examples_run(start_envoy, upstream):
+    in_pytest, outside = code_blocks(harness.__doc__)
+    names: dict = {}
+    exec(in_pytest, names)
+    names["test_abort"](start_envoy, upstream)
+    exec(outside, {})

@@ -536,7 +536,6 @@ class Envoy:
         log_level: str = "info",
         component_log_level: str | None = None,  # e.g. "wasm:debug"
         extra_args: Sequence[str] = (),
-        customize: Callable[[dict], None] | None = None,  # edits the bootstrap dict in place
         access_log: bool = False,
         workdir: str | Path | None = None,
         ready_timeout: float = READY_TIMEOUT,
@@ -552,7 +551,6 @@ class Envoy:
         self.log_level = log_level
         self.component_log_level = component_log_level
         self.extra_args = list(extra_args)
-        self.customize = customize
         self.access_log = access_log
         self.wrapper = list(wrapper)
         self.upstream_options = upstream_options or {}
@@ -601,8 +599,6 @@ class Envoy:
             self.listeners, self.ports, self.admin_port, self.upstream_port, self.module, self.access_log,
             upstream_options=self.upstream_options, clusters=self.clusters, node=self.node,
         )
-        if self.customize:
-            self.customize(self.bootstrap)
         self.bootstrap_path.write_text(json.dumps(self.bootstrap, indent=2))
         args = [
             *self.wrapper,
@@ -657,7 +653,7 @@ class Envoy:
         )
 
     def _listener_addresses(self) -> list[tuple[str, int]]:
-        """(host, port) of each listener as the (possibly customized) bootstrap has it."""
+        """(host, port) of each listener as the bootstrap has it."""
         return [
             (a["address"], a["port_value"])
             for a in (l["address"]["socket_address"] for l in self.bootstrap["static_resources"]["listeners"])

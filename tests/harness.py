@@ -751,7 +751,6 @@ class Envoy:
         headers: dict[str, str] | None = None,
         listener: int = 0,
         path: str = "/injector",
-        http2: bool = False,
     ) -> Response:
         """One call to fault-injector's control route on listener `listener`, answered as is.
 
@@ -770,8 +769,7 @@ class Envoy:
             body = text
             headers.setdefault("content-type", "application/json")
         target = path + (f"?{query}" if query else "")
-        return request(self.ports[listener], target, method=method, source_ip=source_ip, headers=headers,
-                       body=body, http2=http2)
+        return request(self.ports[listener], target, method=method, source_ip=source_ip, headers=headers, body=body)
 
     def policy(self, query: str = "", **kw: Any) -> dict:
         """A control call that must succeed (`control`'s arguments), as its JSON: with no

@@ -5,13 +5,16 @@ import textwrap
 
 import harness
 from harness import (
+    BUFFER_FILTER,
     REPO_ROOT,
     ListenerSpec,
+    render_bootstrap,
     request,
     response_body,
     stats,
     upstream_stats,
     validate_config,
+    wasm_module_path,
 )
 
 
@@ -74,3 +77,21 @@ def test_the_docstring_examples_run(start_envoy, upstream):
     exec(in_pytest, names)
     names["test_abort"](start_envoy, upstream)
     exec(outside, {})
+
+
+def test_declared_extras_take_their_places_in_the_listener():
+    marker = {"name": "envoy.filters.network.set_filter_state", "typed_config": {}}
+    first = {"name": "envoy.filters.http.first", "typed_config": {}}
+    spec = ListenerSpec("{}", http_filters_before=[first], http_filters_after=[BUFFER_FILTER], network_filters=[marker],
+                        listener_options={"tcp_backlog_size": 4096}, hcm_options={"stat_prefix": "mine"})
+    alone = ListenerSpec(http_filters=[])
+    bootstrap = render_bootstrap([spec, alone], [1001, 1002], 1003, 1004, wasm_module_path())
+    with_extras, without = bootstrap["static_resources"]["listeners"]
+    network = with_extras["filter_chains"][0]["filters"]
+    assert [f["name"] for f in network] == ["envoy.filters.network.set_filter_state", "envoy.filters.network.http_connection_manager"]
+    hcm = network[1]["typed_config"]
+    assert [f["name"] for f in hcm["http_filters"]] == [
+        "envoy.filters.http.first", "envoy.filters.http.wasm", "envoy.filters.http.buffer", "envoy.filters.http.router"]
+    assert hcm["stat_prefix"] == "mine" and with_extras["tcp_backlog_size"] == 4096
+    alone_filters = without["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    assert [f["name"] for f in alone_filters] == ["envoy.filters.http.router"]

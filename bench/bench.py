@@ -34,23 +34,26 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
 
-from harness import REPO_ROOT, envoy_binary, free_port, wasm_module_path  # noqa: E402
+import harness  # noqa: E402
+from harness import REPO_ROOT, Envoy, ListenerSpec, envoy_binary, free_port, request, wait_for, wasm_module_path  # noqa: E402
 
 EMPTY_FILTER = REPO_ROOT / "target" / "wasm32-wasip1" / "release" / "examples" / "empty_filter.wasm"
-HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-ROUTER = {
-    "name": "envoy.filters.http.router",
-    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-}
 # Loose enough that Envoy itself never queues or refuses: the limits measured are the filters'.
 UNLIMITED = {"thresholds": [{k: 1_000_000 for k in ("max_connections", "max_pending_requests", "max_requests", "max_retries")}]}
+LISTENER_OPTIONS = {
+    # Thousands of clients connect at once in the hold run.
+    "tcp_backlog_size": 4096,
+    # Each worker gets the same number of connections: left to the kernel, 32 connections
+    # often split 20/12, and the busier worker sets the pace.
+    "enable_reuse_port": False,
+    "connection_balance_config": {"exact_balance": {}},
+}
 
 
 def knob(name: str, default: str) -> str:
@@ -95,18 +98,7 @@ def met(ok: bool) -> str:
 def wasm_filter(vm_id: str, module: Path, configuration: str = "{}", name: str = "") -> dict:
     """A proxy-wasm filter in its own VM: a VM id of its own also means shared data of its own.
     Filters with one `vm_id` and different `name`s share a VM, each with its root context."""
-    return {
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": name or vm_id,
-                "root_id": vm_id,
-                "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(module)}}},
-                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
-            },
-        },
-    }
+    return harness.wasm_filter(configuration, module=module, vm_id=vm_id, root_id=vm_id, name=name or vm_id)
 
 
 def envoy_fault_filter(percent: int, delay_ms: int) -> dict:
@@ -131,6 +123,16 @@ class Setup:
     filters: list[dict]
     port: int = 0
     held_log: Path | None = None  # where to log, per request, how long the filters held it
+
+    def listener(self) -> ListenerSpec:
+        """This setup as a listener of the benchmark's Envoy: its filters alone, then the router."""
+        return ListenerSpec(
+            name=f"setup_{self.key}",
+            stat_prefix=f"setup_{self.key}",
+            http_filters=self.filters,
+            listener_options=LISTENER_OPTIONS,
+            hcm_options={"access_log": [held_log(self.held_log)]} if self.held_log else {},
+        )
 
 
 def data_listener_config(policy: dict | None = None) -> str:
@@ -167,123 +169,54 @@ def setups(module: Path) -> list[Setup]:
 # --------------------------------------------------------------------------- processes
 
 
-class Process:
-    """A child process in its own process group, stopped with it."""
-
-    def __init__(self, args: list[str], log: Path):
-        self.args, self.log = args, log
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def check(self) -> None:
-        if self.proc.poll() is not None:
-            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-            raise RuntimeError(f"{self.args[0]} exited with {self.proc.returncode}:\n{tail}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-
-
-def get(port: int, path: str, timeout: float = 5) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def wait_until(ready, process: Process, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        process.check()
-        try:
-            if ready():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} not ready within {timeout}s (log: {process.log})")
-
-
 def on_client_cpus(args: list[str]) -> list[str]:
     """`args`, run on the cores left to the load generator and nginx when PIN."""
     return ["taskset", "-c", CLIENT_CPUS, *args] if PIN else args
 
 
-def start_nginx(workdir: Path) -> tuple[Process, int]:
+def start_nginx(workdir: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     conf = (BENCH_DIR / "nginx.conf").read_text().replace("@PORT@", str(port)).replace("@DIR@", str(workdir))
     (workdir / "nginx.conf").write_text(conf)
-    nginx = Process(on_client_cpus(["nginx", "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-e", "stderr"]), workdir / "nginx.log")
-    wait_until(lambda: get(port, "/")[0] == 200, nginx, "nginx")
+    log = workdir / "nginx.log"
+    with open(log, "ab") as out:
+        nginx = subprocess.Popen(on_client_cpus(["nginx", "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-e", "stderr"]),
+                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+    def serving() -> bool:
+        if nginx.poll() is not None:
+            raise RuntimeError(f"nginx exited with {nginx.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            return request(port, "/", timeout=1).status == 200
+        except OSError:
+            return False
+
+    wait_for(serving, timeout=30, interval=0.05)
     return nginx, port
 
 
-def start_envoy(workdir: Path, name: str, listeners: list[Setup], upstream_port: int, pinned: bool = False) -> tuple[Process, int]:
-    """An Envoy with one listener per setup, and 2 workers or, `pinned`, one worker on a core
-    of its own; returns it and its admin port."""
-    admin = free_port()
-    for s in listeners:
-        s.port = free_port()
-    bootstrap = {
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": f"setup_{s.key}",
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": s.port}},
-                    # Thousands of clients connect at once in the hold run.
-                    "tcp_backlog_size": 4096,
-                    # Each worker gets the same number of connections: left to the kernel,
-                    # 32 connections often split 20/12, and the busier worker sets the pace.
-                    "enable_reuse_port": False,
-                    "connection_balance_config": {"exact_balance": {}},
-                    "filter_chains": [{"filters": [{
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": {
-                            "@type": HCM,
-                            "stat_prefix": f"setup_{s.key}",
-                            "route_config": {"virtual_hosts": [{
-                                "name": "all", "domains": ["*"],
-                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
-                            }]},
-                            "http_filters": s.filters + [ROUTER],
-                            **({"access_log": [held_log(s.held_log)]} if s.held_log else {}),
-                        },
-                    }]}],
-                }
-                for s in listeners
-            ],
-            "clusters": [{
-                "name": "upstream",
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "circuit_breakers": UNLIMITED,
-                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
-                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}
-                ]}]},
-            }],
-        },
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-    }
-    path = workdir / f"{name}.json"
-    path.write_text(json.dumps(bootstrap, indent=1))
-    workers = "1" if pinned else "2"
-    args = [envoy_binary(), "-c", str(path), "--concurrency", workers, "--disable-hot-restart", "--log-level", "warn"]
+def stop_nginx(nginx: subprocess.Popen) -> None:
+    nginx.terminate()  # nginx's fast shutdown, workers included
+    try:
+        nginx.wait(10)
+    except subprocess.TimeoutExpired:
+        nginx.kill()
+        nginx.wait(5)
+
+
+def start_envoy(workdir: Path, name: str, listeners: list[Setup], upstream_port: int, pinned: bool = False, **options) -> Envoy:
+    """The harness's Envoy with one listener per setup (each setup's `port` is set), with 2
+    workers or, `pinned`, one worker on a core of its own. `options` go to harness.Envoy
+    (instructions.py runs it under valgrind)."""
     if pinned:
-        args = ["taskset", "-c", ENVOY_CPU, *args]
-    envoy = Process(args, workdir / f"{name}.log")
-    wait_until(lambda: get(admin, "/ready")[1].strip() == "LIVE" and all(get(s.port, "/")[0] == 200 for s in listeners), envoy, "envoy")
-    return envoy, admin
+        options.update(concurrency=1, wrapper=["taskset", "-c", ENVOY_CPU])
+    options = {"concurrency": 2, "log_level": "warn", "ready_timeout": 30, **options}
+    envoy = Envoy([s.listener() for s in listeners], upstream_port=upstream_port, workdir=workdir / name,
+                  upstream_options={"circuit_breakers": UNLIMITED}, **options)
+    envoy.start()
+    for s, port in zip(listeners, envoy.ports):
+        s.port = port
+    return envoy
 
 
 def held_log(path: Path) -> dict:
@@ -324,12 +257,9 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
-def stat_value(admin: int, name: str) -> int:
-    status, body = get(admin, f"/stats?filter=^{re.escape(name)}$&format=json")
-    for entry in json.loads(body).get("stats", []) if status == 200 else []:
-        if entry.get("name") == name:
-            return int(entry.get("value", 0))
-    return 0
+def stat_value(envoy: Envoy, name: str) -> int:
+    """One counter or gauge of `envoy`'s; 0 while it does not exist."""
+    return envoy.stats(f"^{re.escape(name)}$").get(name, 0)
 
 
 # --------------------------------------------------------------------------- load
@@ -437,7 +367,7 @@ class Results:
 def throughput(workdir: Path, module: Path, upstream: int) -> tuple[list[Setup], list[str], Results]:
     all_setups = setups(module)
     protos = ["HTTP/1.1"] + (["HTTP/2"] if H2 else [])
-    envoy, _ = start_envoy(workdir, "envoy-throughput", all_setups, upstream, pinned=PIN)
+    envoy = start_envoy(workdir, "envoy-throughput", all_setups, upstream, pinned=PIN)
     results = Results()
     try:
         say(f"warm-up: {WARMUP:g} s per setup")
@@ -556,7 +486,7 @@ def hold_run(workdir: Path, module: Path, upstream: int, ours: bool, count: int)
     held.held_log.unlink(missing_ok=True)  # Envoy appends to it
     plain = Setup("p", "no filter", [])
     name = "envoy-hold-ours" if ours else "envoy-hold-envoy-fault"
-    envoy, admin = start_envoy(workdir, name, [held, plain], upstream)
+    envoy = start_envoy(workdir, name, [held, plain], upstream)
     try:
         run_wrk(plain.port, 1)
         time.sleep(0.5)
@@ -569,7 +499,7 @@ def hold_run(workdir: Path, module: Path, upstream: int, ours: bool, count: int)
         def look() -> None:
             # Until the first release is near: the most held at once, and Envoy's memory then.
             while time.monotonic() - started < 0.9 * HOLD_MS / 1000 and seen["held"] < count:
-                seen["held"] = max(seen["held"], stat_value(admin, gauge))
+                seen["held"] = max(seen["held"], stat_value(envoy, gauge))
                 seen["rss"] = max(seen["rss"], rss_kib(envoy.pid))
                 time.sleep(0.005)
             seen["rss"] = max(seen["rss"], rss_kib(envoy.pid))
@@ -744,7 +674,7 @@ def main() -> int:
                     say(f"holding {count} requests of {HOLD_MS} ms ({'fault-injector' if ours else 'Envoy fault filter'})")
                     holds.append(hold_run(workdir, module, upstream, ours, count))
         finally:
-            nginx.stop()
+            stop_nginx(nginx)
     text = report(all_setups, protos, results, holds, module)
     print(text)
     if OUT:

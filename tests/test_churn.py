@@ -9,7 +9,7 @@ import os
 import time
 from urllib.parse import quote
 
-from harness import custom_metrics, in_parallel, request
+from harness import in_parallel, request
 
 SECONDS = float(os.environ.get("FAULT_INJECTOR_CHURN_SECONDS", "60"))
 SOURCES = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
@@ -64,14 +64,14 @@ def test_load_while_the_policy_churns(envoy, upstream):
         for k, query in enumerate(itertools.cycle(CHANGES)):
             if time.monotonic() >= stop:
                 return
-            changes.append(request(envoy.port, f"/injector?{query}").status)
+            changes.append(envoy.control(query).status)
             time.sleep(max(0.0, start + (k + 1) / 20 - time.monotonic()))  # 20 a second
 
     for i in range(200):  # warm up, then take the baseline
         request(envoy.port, f"/warm{i}")
     rss_before = rss_kib(envoy.proc.pid)
     in_parallel(*(lambda s=s: load(s) for s in SOURCES), churn)
-    request(envoy.port, "/injector?reset")
+    envoy.control("reset")
     time.sleep(1)
     rss_after = rss_kib(envoy.proc.pid)
 
@@ -87,16 +87,16 @@ def test_load_while_the_policy_churns(envoy, upstream):
     forwarded = ("delay", "responseDelay", "responseRewrite")
     assert all(body.startswith(b"upstream GET /load/") for _, kind, body in injected if kind in forwarded)
     assert len(injected) > 0 and len(untouched) > 0
-    m = custom_metrics(envoy)
-    seen = m["fault_injector.requests_seen"]
+    m = envoy.metrics()
+    seen = m["requests_seen"]
     assert seen == len(results) + 200
     outcomes = ("requests_passed", "aborts_injected", "responses_injected", "retries_injected", "delays_injected",
                 "responses_rewritten")
-    assert seen == sum(m[f"fault_injector.{k}"] for k in outcomes)
+    assert seen == sum(m[k] for k in outcomes)
     # Delays (of requests or of responses) and rewrites are forwarded too.
-    forwarded_count = sum(m[f"fault_injector.{k}"] for k in ("requests_passed", "delays_injected", "responses_rewritten"))
+    forwarded_count = sum(m[k] for k in ("requests_passed", "delays_injected", "responses_rewritten"))
     assert upstream.count == forwarded_count
-    assert m["fault_injector.active_delays"] == 0
+    assert m["active_delays"] == 0
     assert "wasm" not in "".join(line for line in envoy.log_text().splitlines() if "[critical]" in line)
     assert rss_after - rss_before < 30 * 1024, (rss_before, rss_after)
     print(f"churn: {len(results)} requests, {len(changes)} changes, RSS {rss_before} -> {rss_after} KiB")

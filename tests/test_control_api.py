@@ -5,23 +5,11 @@ import time
 
 import pytest
 
-from harness import EnvoyStartError, ListenerSpec, custom_metrics, request
-
-
-def control(envoy, query="", source_ip="127.0.0.1", **kw):
-    path = "/injector" + (f"?{query}" if query else "")
-    return request(envoy.port, path, source_ip=source_ip, **kw)
-
-
-def policy(envoy):
-    status, headers, body = control(envoy)
-    assert status == 200
-    assert headers["content-type"] == "application/json"
-    return json.loads(body)
+from harness import EnvoyStartError, ListenerSpec, request
 
 
 def test_get_shows_the_start_policy_and_never_reaches_upstream(envoy, upstream):
-    shown = policy(envoy)
+    shown = envoy.policy()
     configuration = shown.pop("configuration")
     assert shown == {
         "rules": [],
@@ -50,23 +38,23 @@ def test_get_shows_the_start_policy_and_never_reaches_upstream(envoy, upstream):
     ],
 )
 def test_seed_calls_set_the_default_policy(envoy, query, expected):
-    status, _, body = control(envoy, query)
+    status, _, body = envoy.control(query)
     assert status == 200
     shown = json.loads(body)["policy"]
     assert {k: shown[k] for k in expected} == expected
-    assert policy(envoy)["policy"] == shown
+    assert envoy.policy()["policy"] == shown
 
 
 def test_parameters_not_given_keep_their_value_and_reset_starts_over(envoy):
-    control(envoy, "timeout=2&percentage=50")
-    control(envoy, "status=500")
-    control(envoy, "ip=127.0.0.9&status=418")
-    after = policy(envoy)
+    envoy.control("timeout=2&percentage=50")
+    envoy.control("status=500")
+    envoy.control("ip=127.0.0.9&status=418")
+    after = envoy.policy()
     assert after["policy"] == {"policy": "statusResponse", "percentage": 50.0, "timeout": "2s", "status": 500, "boundedRetries": 10}
     assert after["clients"][0]["ip"] == "127.0.0.9/32"
-    control(envoy, "reset")
-    assert policy(envoy) == json.loads(control(envoy).body)
-    assert policy(envoy)["clients"] == [] and policy(envoy)["policy"]["policy"] == "none"
+    envoy.control("reset")
+    assert envoy.policy() == json.loads(envoy.control().body)
+    assert envoy.policy()["clients"] == [] and envoy.policy()["policy"]["policy"] == "none"
 
 
 @pytest.mark.parametrize(
@@ -92,41 +80,41 @@ def test_parameters_not_given_keep_their_value_and_reset_starts_over(envoy):
     ],
 )
 def test_bad_calls_answer_400_and_change_nothing(envoy, upstream, query, needle):
-    assert control(envoy, "status=502&percentage=30").status == 200
-    assert control(envoy, "ip=127.0.0.7&timeout=1").status == 200
-    before = policy(envoy)
-    status, headers, body = control(envoy, query)
+    assert envoy.control("status=502&percentage=30").status == 200
+    assert envoy.control("ip=127.0.0.7&timeout=1").status == 200
+    before = envoy.policy()
+    status, headers, body = envoy.control(query)
     assert status == 400
     assert headers["content-type"] == "application/json"
     assert needle in json.loads(body)["error"]
-    assert policy(envoy) == before
+    assert envoy.policy() == before
     assert upstream.count == 0
-    assert custom_metrics(envoy)["fault_injector.control_refused"] == 1
+    assert envoy.metrics()["control_refused"] == 1
 
 
 def test_non_allowed_client_gets_403_and_changes_nothing(start_envoy, upstream):
     envoy = start_envoy({"control": {"allowed_cidrs": ["127.0.0.1/32"]}})
-    status, _, body = control(envoy, "status=500&percentage=100", source_ip="127.0.0.2")
+    status, _, body = envoy.control("status=500&percentage=100", source_ip="127.0.0.2")
     assert status == 403
     assert "allowed" in json.loads(body)["error"]
-    assert policy(envoy)["policy"]["policy"] == "none"
+    assert envoy.policy()["policy"]["policy"] == "none"
     assert request(envoy.port, "/x", source_ip="127.0.0.2").status == 200
-    assert custom_metrics(envoy)["fault_injector.control_refused"] == 1
+    assert envoy.metrics()["control_refused"] == 1
     assert "control call refused (403)" in envoy.log_text()
 
 
 def test_token_is_required_when_configured(start_envoy):
     envoy = start_envoy({"control": {"token": "s3cret"}})
-    assert control(envoy, "status=500").status == 401
-    assert control(envoy, "status=500", headers={"authorization": "Bearer wrong"}).status == 401
-    ok = control(envoy, "status=500", headers={"authorization": "Bearer s3cret"})
+    assert envoy.control("status=500").status == 401
+    assert envoy.control("status=500", headers={"authorization": "Bearer wrong"}).status == 401
+    ok = envoy.control("status=500", headers={"authorization": "Bearer s3cret"})
     assert ok.status == 200 and json.loads(ok.body)["policy"]["status"] == 500
 
 
 def test_other_methods_are_refused(envoy):
-    status, headers, _ = control(envoy, "status=500", method="PUT")
+    status, headers, _ = envoy.control("status=500", method="PUT")
     assert status == 405 and headers["allow"] == "GET, POST, DELETE"
-    assert policy(envoy)["policy"]["policy"] == "none"
+    assert envoy.policy()["policy"]["policy"] == "none"
 
 
 def test_a_change_is_answered_once_every_worker_has_it(envoy):
@@ -139,7 +127,7 @@ def test_a_change_is_answered_once_every_worker_has_it(envoy):
         for round in range(10):
             on = round % 2 == 0
             started = time.monotonic()
-            answer = control(envoy, "status=503&percentage=100" if on else "policy=none")
+            answer = envoy.control("status=503&percentage=100" if on else "policy=none")
             took = time.monotonic() - started
             assert answer.status == 200, answer.body
             assert "x-fault-injector-unconfirmed" not in answer.headers
@@ -158,53 +146,46 @@ def test_control_off_passes_the_path_through_and_a_control_listener_shares_the_p
             ListenerSpec({}, name="control"),
         ]
     )
-    data, ctl = envoy.ports
-    passed = request(data, "/injector?status=500")
+    data = envoy.port
+    passed = envoy.control("status=500")
     assert passed.status == 200 and passed.body.startswith(b"upstream GET /injector")
-    assert request(ctl, "/injector?status=418&percentage=100").status == 200
+    assert envoy.control("status=418&percentage=100", listener=1).status == 200
     assert request(data, "/app").status == 418
     assert request(data, "/app").headers["x-fault-injected"] == "statusResponse"
 
 
-def mark_connections(listener_name, key="fault_injector.control"):
-    """A bootstrap edit: Envoy's set_filter_state network filter puts `key` on every
-    connection of that listener, as envoy/sidecar.yaml does on its control listener."""
-
-    def customize(bootstrap):
-        for listener in bootstrap["static_resources"]["listeners"]:
-            if listener["name"] == listener_name:
-                listener["filter_chains"][0]["filters"].insert(0, {
-                    "name": "envoy.filters.network.set_filter_state",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config",
-                        "on_new_connection": [{"object_key": key, "factory_key": "envoy.string",
-                                               "format_string": {"text_format_source": {"inline_string": "1"}}}],
-                    },
-                })
-
-    return customize
+def marking(key="fault_injector.control"):
+    """Envoy's set_filter_state network filter, putting `key` on every connection of its
+    listener, as envoy/sidecar.yaml does on its control listener."""
+    return {
+        "name": "envoy.filters.network.set_filter_state",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config",
+            "on_new_connection": [{"object_key": key, "factory_key": "envoy.string",
+                                   "format_string": {"text_format_source": {"inline_string": "1"}}}],
+        },
+    }
 
 
 def test_control_filter_state_serves_the_route_only_on_marked_connections(start_envoy, upstream):
     config = {"control": {"filter_state": "fault_injector.control"}}
-    envoy = start_envoy(listeners=[ListenerSpec(config), ListenerSpec(config, name="control")],
-                        customize=mark_connections("control"))
-    data, ctl = envoy.ports
-    passed = request(data, "/injector?status=500&percentage=100")
+    envoy = start_envoy(listeners=[ListenerSpec(config), ListenerSpec(config, name="control", network_filters=[marking()])])
+    data = envoy.port
+    passed = envoy.control("status=500&percentage=100")
     assert passed.status == 200 and passed.body == b"upstream GET /injector?status=500&percentage=100\n"
     assert upstream.count == 1
-    assert request(ctl, "/injector?status=418&percentage=100").status == 200
+    assert envoy.control("status=418&percentage=100", listener=1).status == 200
     assert request(data, "/app").status == 418
-    assert json.loads(request(ctl, "/injector").body)["policy"]["status"] == 418
+    assert envoy.policy(listener=1)["policy"]["status"] == 418
     # A mark under another key is no mark.
-    other = start_envoy(listeners=[ListenerSpec(config, vm_id="other")], customize=mark_connections("listener_0", "x.other"))
-    assert request(other.port, "/injector?status=500").body.startswith(b"upstream GET /injector")
+    other = start_envoy(listeners=[ListenerSpec(config, vm_id="other", network_filters=[marking("x.other")])])
+    assert other.control("status=500").body.startswith(b"upstream GET /injector")
 
 
 def test_moved_control_path(start_envoy, upstream):
     envoy = start_envoy({"control": {"path": "/_fault"}})
-    assert request(envoy.port, "/_fault?status=500&percentage=100").status == 200
-    assert request(envoy.port, "/injector").status == 500
+    assert envoy.control("status=500&percentage=100", path="/_fault").status == 200
+    assert envoy.control().status == 500
 
 
 @pytest.mark.parametrize(
@@ -234,7 +215,7 @@ def test_configured_start_policy_and_canned_response(start_envoy, upstream):
     status, headers, body = request(envoy.port, "/a")
     assert (status, body, headers["x-canned"], headers["x-fault-injected"]) == (201, b"canned\n", "yes", "simpleResponse")
     assert request(envoy.port, "/a", source_ip="127.0.0.3").status == 200
-    control(envoy, "status=503")
-    control(envoy, "reset")
-    assert policy(envoy)["policy"]["policy"] == "simpleResponse"
+    envoy.control("status=503")
+    envoy.control("reset")
+    assert envoy.policy()["policy"]["policy"] == "simpleResponse"
     assert upstream.count == 1

@@ -1,12 +1,9 @@
 """Ways to reach or dodge the control route: each behaves as the README documents, and
 none half-applies a change."""
 
-import json
 import socket
 
 import pytest
-
-from harness import custom_metrics, request
 
 
 def raw_get(port, target):
@@ -20,21 +17,17 @@ def raw_get(port, target):
     return int(head.split(b" ")[1]), body
 
 
-def shown_policy(envoy):
-    return json.loads(request(envoy.port, "/injector").body)
-
-
 @pytest.mark.parametrize("target", ["//injector?status=500", "/injector/?status=500", "/Injector?status=500", "/%69njector?status=500"])
 def test_near_misses_are_ordinary_requests(envoy, upstream, target):
     status, body = raw_get(envoy.port, target)
     assert status == 200 and body == f"upstream GET {target}\n".encode()
-    assert shown_policy(envoy)["policy"]["policy"] == "none"
+    assert envoy.policy()["policy"]["policy"] == "none"
 
 
 @pytest.mark.parametrize("target", ["/injector#x", "/injector?status=500&percentage=100#x"])
 def test_fragments_are_rejected_by_envoy_before_the_filter(envoy, upstream, target):
     assert raw_get(envoy.port, target)[0] == 400
-    assert shown_policy(envoy)["policy"]["policy"] == "none"
+    assert envoy.policy()["policy"]["policy"] == "none"
     assert upstream.count == 0
 
 
@@ -42,5 +35,5 @@ def test_a_huge_query_is_refused_whole(envoy, upstream):
     assert raw_get(envoy.port, "/injector?status=500&percentage=100&" + "a" * 70_000)[0] == 431
     status, body = raw_get(envoy.port, "/injector?status=500&percentage=100&" + "x" * 5000)
     assert status == 400 and len(body) < 300
-    assert shown_policy(envoy)["policy"]["policy"] == "none"
-    assert custom_metrics(envoy)["fault_injector.policy_changes"] == 0
+    assert envoy.policy()["policy"]["policy"] == "none"
+    assert envoy.metrics()["policy_changes"] == 0

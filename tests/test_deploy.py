@@ -211,7 +211,7 @@ def test_wasmplugin_plugin_config_loads_in_envoy(rendered, start_envoy):
     envoy = start_envoy(json.dumps(plugin["spec"]["pluginConfig"]))
     assert request(envoy.port, "/app").status == 200
     # Its control range (10.0.0.0/8) is in force: loopback is refused.
-    assert request(envoy.port, "/injector").status == 403
+    assert envoy.control().status == 403
 
 
 def test_oci_image_holds_the_module(tmp_path):

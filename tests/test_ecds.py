@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO_ROOT, request, wait_for
+from harness import REPO_ROOT, ListenerSpec, request, wait_for
 from pods import FILTER_FILE, ConfigMapVolume, Pod, configmap, filter_files, render, to_host_paths
 
 FILTER_TEXT = (REPO_ROOT / "envoy" / FILTER_FILE).read_text()
@@ -46,21 +46,11 @@ def ecds_envoy(start_envoy, tmp_path):
         volume = tmp_path / "filter"
         cm = ConfigMapVolume(volume, filter_files(FILTER_TEXT, plugin_config, volume))
 
-        def customize(bootstrap: dict) -> None:
-            bootstrap["node"] = {"id": "test", "cluster": "fault-injector"}
-            for listener in bootstrap["static_resources"]["listeners"]:
-                listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0] = _ecds(volume)
-
-        envoy = start_envoy(customize=customize)
+        envoy = start_envoy(listeners=[ListenerSpec(http_filters=[_ecds(volume)])],
+                            node={"id": "test", "cluster": "fault-injector"})
         return envoy, lambda config: cm.update(filter_files(FILTER_TEXT, config, volume))
 
     return start
-
-
-def configuration(port: int, source_ip: str = "127.0.0.1") -> dict:
-    r = request(port, "/injector", source_ip=source_ip)
-    assert r.status == 200, r.text
-    return json.loads(r.body)
 
 
 def vm_failures(log: str) -> list[str]:
@@ -75,7 +65,7 @@ def worker_connections(envoy) -> list[int]:
 def test_swap_applies_once_on_both_workers_without_dropping_a_request(ecds_envoy):
     # v1: no fault, but client 127.0.0.9 is held 2 s, so requests are in flight at the swap.
     envoy, swap = ecds_envoy('{"version": "v1", "clients": [{"ip": "127.0.0.9", "timeout": "2s", "percentage": 100}]}')
-    assert configuration(envoy.port)["configuration"]["version"] == "v1"
+    assert envoy.policy()["configuration"]["version"] == "v1"
 
     stop = threading.Event()
     seen: list[tuple[int, str | None]] = []
@@ -102,7 +92,7 @@ def test_swap_applies_once_on_both_workers_without_dropping_a_request(ecds_envoy
     for t in threads:
         t.start()
     try:
-        wait_for(lambda: envoy.stats("fault_injector.active_delays").get("wasmcustom.fault_injector.active_delays") == 10, timeout=5)
+        wait_for(lambda: envoy.metrics(settle=False).get("active_delays") == 10, timeout=5)
         before = worker_connections(envoy)
         swapped = time.monotonic()
         swap('{"version": "v2", "policy": {"status": 418, "percentage": 100}}')
@@ -129,7 +119,7 @@ def test_swap_applies_once_on_both_workers_without_dropping_a_request(ecds_envoy
     assert len(held) == 10
     assert all(r.status == 200 and r.headers.get("x-fault-injected") == "delay" and r.elapsed > 1.9 for r in held)
 
-    body = configuration(envoy.port)
+    body = envoy.policy()
     assert body["configuration"]["version"] == "v2" and body["clients"] == []
     log = envoy.log_text()
     assert vm_failures(log) == []
@@ -142,7 +132,7 @@ def test_refused_configuration_leaves_the_one_in_force(ecds_envoy):
     swap('{"version": "bad", "polcy": {}}')
     rejected = "extension_config_discovery.http_filter.fault_injector.update_rejected"
     wait_for(lambda: envoy.stats(rejected).get(rejected) == 1, timeout=5)
-    assert configuration(envoy.port)["configuration"]["version"] == "good"
+    assert envoy.policy()["configuration"]["version"] == "good"
     assert request(envoy.port, "/x").status == 503
     assert re.search(r"invalid plugin configuration: unknown field `polcy`", envoy.log_text())
 
@@ -151,12 +141,12 @@ def test_control_calls_last_until_the_next_configuration_and_retry_counts_carry_
     retries = '{"version": "%s", "policy": {"boundedRetries": 3, "percentage": 100}}'
     envoy, swap = ecds_envoy(retries % "v1")
     assert [request(envoy.port, "/r").status for _ in range(2)] == [503, 503]
-    assert request(envoy.port, "/injector?ip=127.0.0.5&status=500&percentage=100").status == 200
+    assert envoy.control("ip=127.0.0.5&status=500&percentage=100").status == 200
     assert request(envoy.port, "/x", source_ip="127.0.0.5").status == 500
     swap(retries % "v2")
-    wait_for(lambda: configuration(envoy.port)["configuration"]["version"] == "v2", timeout=5)
+    wait_for(lambda: envoy.policy()["configuration"]["version"] == "v2", timeout=5)
     # The new configuration's start replaced the binding made by the control call...
-    assert configuration(envoy.port)["clients"] == []
+    assert envoy.policy()["clients"] == []
     assert request(envoy.port, "/x", source_ip="127.0.0.5").status == 503
     # ...but the bounded-retry table is not policy: /r's count went on from 2.
     assert [request(envoy.port, "/r").status for _ in range(2)] == [503, 200]

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from harness import EnvoyStartError, ListenerSpec, request, response_body, wasm_module_path
+from harness import EnvoyStartError, ListenerSpec, cluster, request, response_body, wasm_module_path
 
 FAILURE_LINE = "Plugin fault_injector failed to load"
 
@@ -32,15 +32,6 @@ class ModuleServer(ThreadingHTTPServer):
         self.body, self.fetches = body, 0
         super().__init__(("127.0.0.1", 0), _ModuleHandler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def cluster(self):
-        address = {"socket_address": {"address": "127.0.0.1", "port_value": self.server_port}}
-        return {
-            "name": "module_server",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "load_assignment": {"cluster_name": "module_server", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]},
-        }
 
 
 class _ModuleHandler(BaseHTTPRequestHandler):
@@ -81,7 +72,7 @@ def start_with_remote_module(start_envoy, server, sha256, policy, plugin_config=
     }
     vm_config = {"vm_id": "fault_injector", "runtime": "envoy.wasm.runtime.v8", "code": {"remote": remote}}
     spec = ListenerSpec(plugin_config=plugin_config, wasm_overrides={"vm_config": vm_config, **policy})
-    return start_envoy(listeners=[spec], customize=lambda b: b["static_resources"]["clusters"].append(server.cluster()))
+    return start_envoy(listeners=[spec], clusters=[cluster("module_server", server.server_port)])
 
 
 def sha256(data):
@@ -109,7 +100,7 @@ def test_a_served_module_loads_and_runs(start_envoy, upstream, module_server):
     # failures below are the module's, not the setup's.
     server = module_server(module())
     envoy = start_with_remote_module(start_envoy, server, sha256(module()), FAIL_OPEN)
-    response = request(envoy.port, "/injector?status=418&percentage=100")
+    response = envoy.control("status=418&percentage=100")
     assert response.status == 200 and response.headers["content-type"] == "application/json"
     assert request(envoy.port, "/x").status == 418
     assert upstream.count == 0
@@ -133,7 +124,7 @@ def test_fail_open_passes_traffic_untouched_when_the_module_cannot_load(start_en
         assert (method, seen_path, headers.get("x-probe")) == ("GET", path, str(i))
     # Without the filter there is no control route either: nobody can switch a fault on,
     # and /injector is the application's.
-    r = request(envoy.port, "/injector?status=500&percentage=100")
+    r = envoy.control("status=500&percentage=100")
     assert (r.status, r.body) == (200, response_body("GET", "/injector?status=500&percentage=100"))
     assert request(envoy.port, "/after").status == 200
     assert upstream.count == 22
@@ -196,12 +187,8 @@ def start_with_ecds(start_envoy, tmp_path, module_path, pass_through_default):
         discovery["type_urls"].append(RBAC_TYPE)
         discovery["default_config"] = {"@type": RBAC_TYPE}
 
-    def customize(bootstrap):
-        bootstrap["node"] = {"id": "fault-injector-test", "cluster": "fault-injector"}
-        hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        hcm["http_filters"][0] = {"name": "fault_injector", "config_discovery": discovery}
-
-    return start_envoy(customize=customize)
+    return start_envoy(listeners=[ListenerSpec(http_filters=[{"name": "fault_injector", "config_discovery": discovery}])],
+                       node={"id": "fault-injector-test", "cluster": "fault-injector"})
 
 
 def ecds_rejected(envoy):
@@ -226,6 +213,6 @@ def test_ecds_with_a_broken_first_module(start_envoy, upstream, tmp_path, pass_t
 def test_ecds_pass_through_default_gives_way_to_a_good_module(start_envoy, upstream, tmp_path):
     envoy = start_with_ecds(start_envoy, tmp_path, wasm_module_path(), pass_through_default=True)
     assert ecds_rejected(envoy) == 0
-    assert request(envoy.port, "/injector?status=418&percentage=100").status == 200
+    assert envoy.control("status=418&percentage=100").status == 200
     assert request(envoy.port, "/x").status == 418
     assert upstream.count == 0

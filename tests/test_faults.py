@@ -1,17 +1,10 @@
 """The four faults, sampling, per-client bindings and counters, in a real Envoy with 2 workers."""
 
-import json
 import socket
 import threading
 import time
 
-from harness import custom_metrics, in_parallel, request, wait_for
-
-
-def set_policy(envoy, query):
-    response = request(envoy.port, f"/injector?{query}")
-    assert response.status == 200, response.body
-    return json.loads(response.body)
+from harness import in_parallel, request, wait_for
 
 
 def many(envoy, count, path="/", source_ip="127.0.0.1", connections=8):
@@ -39,10 +32,10 @@ def test_no_fault_passes_everything_untouched(envoy, upstream):
     assert {r.status for r in responses} == {200}
     assert all("x-fault-injected" not in r.headers for r in responses)
     assert upstream.count == 200
-    m = custom_metrics(envoy)
-    assert m["fault_injector.requests_seen"] == 200
-    assert m["fault_injector.requests_passed"] == 200
-    assert m["fault_injector.aborts_injected"] == 0
+    m = envoy.metrics()
+    assert m["requests_seen"] == 200
+    assert m["requests_passed"] == 200
+    assert m["aborts_injected"] == 0
 
 
 def test_counters_reach_envoy_once_per_stats_flush(start_envoy, upstream):
@@ -50,17 +43,17 @@ def test_counters_reach_envoy_once_per_stats_flush(start_envoy, upstream):
     envoy = start_envoy({"stats_flush": "3s"})
     sent = time.monotonic()
     assert {r.status for r in many(envoy, 20)} == {200}
-    early = custom_metrics(envoy, settle=False)
+    early = envoy.metrics(settle=False)
     assert time.monotonic() - sent < 2.5, "too slow to look before the flush"
-    assert early["fault_injector.requests_seen"] == 0
-    assert early["fault_injector.state_version"] > 0
-    wait_for(lambda: custom_metrics(envoy, settle=False)["fault_injector.requests_seen"] == 20, timeout=10)
+    assert early["requests_seen"] == 0
+    assert early["state_version"] > 0
+    wait_for(lambda: envoy.metrics(settle=False)["requests_seen"] == 20, timeout=10)
     assert time.monotonic() - sent >= 2.5
-    assert custom_metrics(envoy)["fault_injector.requests_passed"] == 20
+    assert envoy.metrics()["requests_passed"] == 20
 
 
 def test_twenty_percent_of_1000_requests_are_aborted_and_counted(envoy, upstream):
-    set_policy(envoy, "status=503")
+    envoy.policy("status=503")
     responses = many(envoy, 1000)
     aborted = [r for r in responses if r.status == 503]
     passed = [r for r in responses if r.status == 200]
@@ -70,29 +63,29 @@ def test_twenty_percent_of_1000_requests_are_aborted_and_counted(envoy, upstream
     assert all(r.headers["x-fault-injected"] == "statusResponse" for r in aborted)
     assert all(r.body == b"fault filter abort\n" for r in aborted)
     assert upstream.count == len(passed)
-    m = custom_metrics(envoy)
-    assert m["fault_injector.requests_seen"] == 1000
-    assert m["fault_injector.aborts_injected"] == len(aborted)
-    assert m["fault_injector.requests_passed"] == len(passed)
-    assert m["fault_injector.policy_changes"] == 1
-    assert m["fault_injector.delays_injected"] == 0
+    m = envoy.metrics()
+    assert m["requests_seen"] == 1000
+    assert m["aborts_injected"] == len(aborted)
+    assert m["requests_passed"] == len(passed)
+    assert m["policy_changes"] == 1
+    assert m["delays_injected"] == 0
 
 
 def test_policy_change_is_seen_by_every_worker_at_once(envoy):
-    set_policy(envoy, "status=418&percentage=100")
+    envoy.policy("status=418&percentage=100")
     statuses = {request(envoy.port, f"/w{i}").status for i in range(40)}
     assert statuses == {418}
-    set_policy(envoy, "policy=none")
+    envoy.policy("policy=none")
     assert {request(envoy.port, f"/w{i}").status for i in range(40)} == {200}
 
 
 def test_simple_response_is_canned(envoy, upstream):
-    set_policy(envoy, "policy=simpleResponse&percentage=100")
+    envoy.policy("policy=simpleResponse&percentage=100")
     status, headers, body = request(envoy.port, "/x")
     assert (status, headers["x-fault-injected"]) == (200, "simpleResponse")
     assert body == b"fault-injector: simple response\n"
     assert upstream.count == 0
-    assert custom_metrics(envoy)["fault_injector.responses_injected"] == 1
+    assert envoy.metrics()["responses_injected"] == 1
 
 
 def test_delays_are_accurate_and_do_not_block_other_requests(start_envoy, upstream):
@@ -117,9 +110,9 @@ def test_delays_are_accurate_and_do_not_block_other_requests(start_envoy, upstre
     # Held concurrently, not one after another.
     assert wall < 2.0
     assert upstream.count == 120
-    m = custom_metrics(envoy)
-    assert m["fault_injector.delays_injected"] == 100
-    assert m["fault_injector.active_delays"] == 0
+    m = envoy.metrics()
+    assert m["delays_injected"] == 100
+    assert m["active_delays"] == 0
 
 
 def timed_in_parallel_from(envoy, source_ip, count):
@@ -134,39 +127,39 @@ def timed_in_parallel_from(envoy, source_ip, count):
 
 def test_fractional_and_unit_delays(envoy):
     for query, seconds in (("timeout=0.2", 0.2), ("timeout=150ms", 0.15)):
-        set_policy(envoy, f"{query}&percentage=100")
+        envoy.policy(f"{query}&percentage=100")
         r = request(envoy.port, "/d")
         assert r.headers["x-fault-injected"] == "delay"
         assert seconds - 0.005 <= r.elapsed < seconds + 0.1
 
 
 def test_clients_hanging_up_during_a_delay_are_forgotten(envoy, upstream):
-    set_policy(envoy, "timeout=1&percentage=100")
+    envoy.policy("timeout=1&percentage=100")
     socks = send_without_reading(envoy, 50, "/gone")
-    assert wait_for(lambda: custom_metrics(envoy, settle=False)["fault_injector.active_delays"] == 50, timeout=5)
+    assert wait_for(lambda: envoy.metrics(settle=False)["active_delays"] == 50, timeout=5)
     for s in socks:
         s.close()
-    assert wait_for(lambda: custom_metrics(envoy, settle=False)["fault_injector.active_delays"] == 0, timeout=5)
+    assert wait_for(lambda: envoy.metrics(settle=False)["active_delays"] == 0, timeout=5)
     time.sleep(1.2)  # past the delay: nothing is released upstream for the departed clients
     assert upstream.count == 0
-    set_policy(envoy, "policy=none")
+    envoy.policy("policy=none")
     assert request(envoy.port, "/still-alive").status == 200
     assert envoy.alive()
 
 
 def test_bounded_retries_are_counted_across_workers(envoy, upstream):
-    set_policy(envoy, "boundedRetries=3&percentage=100")
+    envoy.policy("boundedRetries=3&percentage=100")
     # A new connection per attempt: the kernel spreads them over both workers.
     statuses = [request(envoy.port, "/pay").status for _ in range(8)]
     assert statuses == [503, 503, 503, 200, 503, 503, 503, 200]
     # Another identity (path) counts on its own; so does another client address.
     assert request(envoy.port, "/other").status == 503
     assert request(envoy.port, "/pay", source_ip="127.0.0.2").status == 503
-    set_policy(envoy, "boundedRetries=1&status=429")
+    envoy.policy("boundedRetries=1&status=429")
     r = request(envoy.port, "/new")
     assert (r.status, r.headers["x-fault-injected"]) == (429, "boundedRetries")
     assert request(envoy.port, "/new").status == 200
-    assert custom_metrics(envoy)["fault_injector.retries_injected"] == 9
+    assert envoy.metrics()["retries_injected"] == 9
     assert upstream.count == 3
     # The attempts really were spread: both workers accepted connections.
     per_worker = {k: v for k, v in envoy.stats().items() if ".worker_" in k and k.endswith("downstream_cx_total")}
@@ -174,49 +167,49 @@ def test_bounded_retries_are_counted_across_workers(envoy, upstream):
 
 
 def test_clients_are_bound_by_address(envoy, upstream):
-    set_policy(envoy, "ip=127.0.0.2&status=500&percentage=100")
-    set_policy(envoy, "ip=127.0.0.3&timeout=0.2&percentage=100")
+    envoy.policy("ip=127.0.0.2&status=500&percentage=100")
+    envoy.policy("ip=127.0.0.3&timeout=0.2&percentage=100")
     for _ in range(20):
         assert request(envoy.port, "/a", source_ip="127.0.0.2").status == 500
     held = request(envoy.port, "/a", source_ip="127.0.0.3")
     assert held.status == 200 and held.headers["x-fault-injected"] == "delay" and held.elapsed >= 0.195
     assert request(envoy.port, "/a", source_ip="127.0.0.4").status == 200
     # A fault for everyone, with 127.0.0.3 exempt.
-    set_policy(envoy, "status=503&percentage=100")
-    set_policy(envoy, "ip=127.0.0.3&policy=none")
+    envoy.policy("status=503&percentage=100")
+    envoy.policy("ip=127.0.0.3&policy=none")
     assert request(envoy.port, "/a", source_ip="127.0.0.3").status == 200
     assert request(envoy.port, "/a", source_ip="127.0.0.4").status == 503
-    state = set_policy(envoy, "ip=127.0.0.2&reset")
+    state = envoy.policy("ip=127.0.0.2&reset")
     assert [c["ip"] for c in state["clients"]] == ["127.0.0.3/32"]
     assert request(envoy.port, "/a", source_ip="127.0.0.2").status == 503
-    set_policy(envoy, "ip=127.0.0.0/24&status=502&percentage=100")
+    envoy.policy("ip=127.0.0.0/24&status=502&percentage=100")
     assert request(envoy.port, "/a", source_ip="127.0.0.9").status == 502
     assert request(envoy.port, "/a", source_ip="127.0.0.3").status == 200
 
 
 def test_ttl_reverts_a_change_by_itself(envoy):
-    set_policy(envoy, "status=500&percentage=100")
-    state = set_policy(envoy, "status=418&ttl=1")
+    envoy.policy("status=500&percentage=100")
+    state = envoy.policy("status=418&ttl=1")
     assert state["policy"]["status"] == 418 and state["policy"]["ttl"] in ("1s", "999ms", "998ms")
     assert request(envoy.port, "/t").status == 418
-    set_policy(envoy, "ip=127.0.0.2&policy=none&ttl=1")
+    envoy.policy("ip=127.0.0.2&policy=none&ttl=1")
     assert request(envoy.port, "/t", source_ip="127.0.0.2").status == 200
     time.sleep(1.2)
     # Both reverted on every worker, with no further call: the default to 500, the binding gone.
     assert {request(envoy.port, f"/t{i}").status for i in range(20)} == {500}
     assert request(envoy.port, "/t", source_ip="127.0.0.2").status == 500
-    shown = json.loads(request(envoy.port, "/injector").body)
+    shown = envoy.policy()
     assert shown["clients"] == [] and "ttl" not in shown["policy"] and shown["policy"]["status"] == 500
 
 
 def test_delays_past_max_active_delays_pass_untouched_and_are_counted(start_envoy, upstream):
     envoy = start_envoy({"max_active_delays": 5, "policy": {"timeout": "2s", "percentage": 100}})
     socks = send_without_reading(envoy, 5, "/held")
-    assert wait_for(lambda: custom_metrics(envoy, settle=False)["fault_injector.active_delays"] == 5, timeout=5)
+    assert wait_for(lambda: envoy.metrics(settle=False)["active_delays"] == 5, timeout=5)
     extra = [request(envoy.port, f"/over{i}") for i in range(5)]
     assert all(r.status == 200 and "x-fault-injected" not in r.headers and r.elapsed < 1 for r in extra)
-    m = custom_metrics(envoy)
-    assert (m["fault_injector.delays_overflow"], m["fault_injector.delays_injected"]) == (5, 5)
-    assert m["fault_injector.requests_passed"] == 5
+    m = envoy.metrics()
+    assert (m["delays_overflow"], m["delays_injected"]) == (5, 5)
+    assert m["requests_passed"] == 5
     for s in socks:
         s.close()

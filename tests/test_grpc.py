@@ -5,14 +5,10 @@ over HTTP/2, and injected faults reach it the way gRPC servers fail: HTTP 200 wi
 
 from __future__ import annotations
 
-import json
 from concurrent import futures
-from urllib.parse import quote
 
 import grpc
 import pytest
-
-from harness import request
 
 SERVICE, METHOD = "test.Echo", "Ping"
 
@@ -28,18 +24,21 @@ def grpc_server():
     server.stop(grace=None)
 
 
+HTTP2_UPSTREAM = {
+    "typed_extension_protocol_options": {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+    }
+}
+
+
 @pytest.fixture
 def envoy(start_envoy, grpc_server):
-    def http2_upstream(bootstrap: dict) -> None:
-        cluster = bootstrap["static_resources"]["clusters"][0]
-        cluster["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        }
-
-    return start_envoy(upstream_port=grpc_server, customize=http2_upstream)
+    """An Envoy in front of the gRPC server. It has no buffer filter, so policy documents
+    go as ``?document=`` (GET)."""
+    return start_envoy(upstream_port=grpc_server, upstream_options=HTTP2_UPSTREAM)
 
 
 @pytest.fixture
@@ -47,11 +46,6 @@ def ping(envoy):
     channel = grpc.insecure_channel(f"127.0.0.1:{envoy.port}")
     yield channel.unary_unary(f"/{SERVICE}/{METHOD}")
     channel.close()
-
-
-def rules(envoy, *rules: dict) -> None:
-    r = request(envoy.port, "/injector?document=" + quote(json.dumps({"rules": list(rules)})))
-    assert r.status == 200, r.text
 
 
 def failure(ping) -> grpc.RpcError:
@@ -70,7 +64,7 @@ def test_untouched_calls_pass(ping):
 
 
 def test_abort_with_a_grpc_code(envoy, ping):
-    rules(envoy, {"match": {"path": {"exact": f"/{SERVICE}/{METHOD}"}}, "fault": {"abort": {"grpc_status": 8}}})
+    envoy.policy(document={"rules": [{"match": {"path": {"exact": f"/{SERVICE}/{METHOD}"}}, "fault": {"abort": {"grpc_status": 8}}}]}, method="GET")
     error = failure(ping)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert injected(error) == "abort"
@@ -79,15 +73,15 @@ def test_abort_with_a_grpc_code(envoy, ping):
 @pytest.mark.parametrize("status, code", [(503, grpc.StatusCode.UNAVAILABLE), (404, grpc.StatusCode.UNIMPLEMENTED),
                                           (401, grpc.StatusCode.UNAUTHENTICATED), (500, grpc.StatusCode.UNKNOWN)])
 def test_http_status_maps_to_the_grpc_code(envoy, ping, status, code):
-    rules(envoy, {"fault": {"abort": {"status": status}}})
+    envoy.policy(document={"rules": [{"fault": {"abort": {"status": status}}}]}, method="GET")
     assert failure(ping).code() == code
 
 
 def test_query_policies_fail_grpc_callers_the_grpc_way(envoy, ping):
-    assert request(envoy.port, "/injector?status=503&percentage=100").status == 200
+    assert envoy.control("status=503&percentage=100").status == 200
     error = failure(ping)
     assert error.code() == grpc.StatusCode.UNAVAILABLE and injected(error) == "statusResponse"
-    assert request(envoy.port, "/injector?boundedRetries=2&percentage=100").status == 200
+    assert envoy.control("boundedRetries=2&percentage=100").status == 200
     codes = []
     for _ in range(3):
         try:
@@ -98,14 +92,14 @@ def test_query_policies_fail_grpc_callers_the_grpc_way(envoy, ping):
 
 
 def test_canned_response_with_a_grpc_status(envoy, ping):
-    rules(envoy, {"fault": {"response": {"status": 200, "body": "no such user", "grpc_status": 5}}})
+    envoy.policy(document={"rules": [{"fault": {"response": {"status": 200, "body": "no such user", "grpc_status": 5}}}]}, method="GET")
     error = failure(ping)
     assert error.code() == grpc.StatusCode.NOT_FOUND and error.details() == "no such user"
     assert injected(error) == "response"
 
 
 def test_delay_then_the_call_succeeds(envoy, ping):
-    rules(envoy, {"fault": {"delay": {"fixed": "300ms"}}})
+    envoy.policy(document={"rules": [{"fault": {"delay": {"fixed": "300ms"}}}]}, method="GET")
     call = ping.with_call(b"hi", timeout=5)
     assert call[0] == b"pong:hi"
     assert dict(call[1].initial_metadata()).get("x-fault-injected") == "delay"

@@ -1,13 +1,20 @@
-"""The harness itself works: a real Envoy loads the filter and proxies to the upstream."""
+"""The harness itself works: a real Envoy loads the filter and proxies to the upstream,
+and the examples in its docstring run."""
 
+import textwrap
+
+import harness
 from harness import (
+    BUFFER_FILTER,
     REPO_ROOT,
     ListenerSpec,
+    render_bootstrap,
     request,
     response_body,
     stats,
     upstream_stats,
     validate_config,
+    wasm_module_path,
 )
 
 
@@ -47,3 +54,44 @@ def test_demo_config_is_valid():
     result = validate_config(REPO_ROOT / "envoy" / "demo.yaml")
 
     assert result.returncode == 0, result.stdout
+
+
+def code_blocks(doc: str) -> list[str]:
+    """The literal blocks of a reST docstring: the indented lines after each line ending in "::"."""
+    lines = doc.splitlines()
+    blocks = []
+    for i, line in enumerate(lines):
+        if line.endswith("::"):
+            block = []
+            for following in lines[i + 1:]:
+                if following.strip() and not following.startswith(" "):
+                    break
+                block.append(following)
+            blocks.append(textwrap.dedent("\n".join(block)))
+    return blocks
+
+
+def test_the_docstring_examples_run(start_envoy, upstream):
+    in_pytest, outside = code_blocks(harness.__doc__)
+    names: dict = {}
+    exec(in_pytest, names)
+    names["test_abort"](start_envoy, upstream)
+    exec(outside, {})
+
+
+def test_declared_extras_take_their_places_in_the_listener():
+    marker = {"name": "envoy.filters.network.set_filter_state", "typed_config": {}}
+    first = {"name": "envoy.filters.http.first", "typed_config": {}}
+    spec = ListenerSpec("{}", http_filters_before=[first], http_filters_after=[BUFFER_FILTER], network_filters=[marker],
+                        listener_options={"tcp_backlog_size": 4096}, hcm_options={"stat_prefix": "mine"})
+    alone = ListenerSpec(http_filters=[])
+    bootstrap = render_bootstrap([spec, alone], [1001, 1002], 1003, 1004, wasm_module_path())
+    with_extras, without = bootstrap["static_resources"]["listeners"]
+    network = with_extras["filter_chains"][0]["filters"]
+    assert [f["name"] for f in network] == ["envoy.filters.network.set_filter_state", "envoy.filters.network.http_connection_manager"]
+    hcm = network[1]["typed_config"]
+    assert [f["name"] for f in hcm["http_filters"]] == [
+        "envoy.filters.http.first", "envoy.filters.http.wasm", "envoy.filters.http.buffer", "envoy.filters.http.router"]
+    assert hcm["stat_prefix"] == "mine" and with_extras["tcp_backlog_size"] == 4096
+    alone_filters = without["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    assert [f["name"] for f in alone_filters] == ["envoy.filters.http.router"]

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from harness import custom_metrics
+from harness import ListenerSpec
 
 NS_ADDR, HOST_ADDR = "10.201.7.2", "10.201.7.1"
 
@@ -38,11 +38,6 @@ def remote_namespace():
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def listen_on_veth(bootstrap):
-    for listener in bootstrap["static_resources"]["listeners"]:
-        listener["address"]["socket_address"]["address"] = HOST_ADDR
-
-
 def curl_from(ns, url):
     out = subprocess.run(
         ["ip", "netns", "exec", ns, "curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", url],
@@ -52,19 +47,19 @@ def curl_from(ns, url):
 
 
 def test_non_loopback_client_is_refused_control_but_served_data(start_envoy, upstream, remote_namespace):
-    envoy = start_envoy("{}", customize=listen_on_veth)
+    envoy = start_envoy(listeners=[ListenerSpec("{}", address=HOST_ADDR)])
     base = f"http://{HOST_ADDR}:{envoy.port}"
     assert curl_from(remote_namespace, f"{base}/injector?status=500&percentage=100") == "403"
     assert curl_from(remote_namespace, f"{base}/app") == "200"
-    metrics = custom_metrics(envoy)
-    assert metrics["fault_injector.control_refused"] == 1
-    assert metrics["fault_injector.policy_changes"] == 0
+    metrics = envoy.metrics()
+    assert metrics["control_refused"] == 1
+    assert metrics["policy_changes"] == 0
     assert "control call refused (403)" in envoy.log_text()
 
 
 def test_allowed_range_lets_the_remote_client_in(start_envoy, upstream, remote_namespace):
     config = {"control": {"allowed_cidrs": ["10.201.7.0/30"]}}
-    envoy = start_envoy(config, customize=listen_on_veth)
+    envoy = start_envoy(listeners=[ListenerSpec(config, address=HOST_ADDR)])
     base = f"http://{HOST_ADDR}:{envoy.port}"
     assert curl_from(remote_namespace, f"{base}/injector?status=418&percentage=100") == "200"
     assert curl_from(remote_namespace, f"{base}/app") == "418"

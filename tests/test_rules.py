@@ -7,77 +7,27 @@ faults. gRPC has its own file (test_grpc.py).
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
-from dataclasses import dataclass
 
 import pytest
 
-from harness import custom_metrics, request, wait_for
+from harness import BUFFER_FILTER, ListenerSpec, request, wait_for
 
 PROTOCOLS = ["http1", "h2"]
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: str
-    elapsed: float
-    version: str
-
-
 def send(proto: str, port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None,
-         source_ip: str = "127.0.0.1", timeout: float = 10.0) -> Reply:
+         source_ip: str = "127.0.0.1"):
     """One request over HTTP/1.1 or HTTP/2 (cleartext, prior knowledge)."""
-    if proto == "http1":
-        r = request(port, path, method=method, headers=headers, source_ip=source_ip, timeout=timeout)
-        return Reply(r.status, r.headers, r.text, r.elapsed, "1.1")
-    args = ["curl", "-sS", "--http2-prior-knowledge", "-X", method, "--interface", source_ip,
-            "-m", str(timeout), "-D", "-", "-w", "\n%{http_version} %{time_total}", f"http://127.0.0.1:{port}{path}"]
-    for k, v in (headers or {}).items():
-        args += ["-H", f"{k}: {v}"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=timeout + 5)
-    assert out.returncode == 0, out.stderr
-    head, _, rest = out.stdout.replace("\r\n", "\n").partition("\n\n")
-    body, _, tail = rest.rpartition("\n")
-    version, elapsed = tail.split()
-    lines = head.split("\n")
-    status = int(lines[0].split()[1])
-    hdrs = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        hdrs[k.strip().lower()] = v.strip()
-    return Reply(status, hdrs, body, float(elapsed), version)
-
-
-BUFFER = {"name": "envoy.filters.http.buffer",
-          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-                           "max_request_bytes": 65536}}
-
-
-def with_buffer(bootstrap: dict) -> None:
-    """Envoy's buffer filter right after ours, so POST /injector bodies reach the filter."""
-    for listener in bootstrap["static_resources"]["listeners"]:
-        listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].insert(1, BUFFER)
+    return request(port, path, method=method, headers=headers, source_ip=source_ip, http2=proto == "h2")
 
 
 @pytest.fixture
 def envoy(start_envoy):
-    """An Envoy that takes policy documents by POST."""
-    return start_envoy({"control": {"post_documents": True}}, customize=with_buffer)
-
-
-def post(envoy, document: dict | str):
-    body = document if isinstance(document, str) else json.dumps(document)
-    return request(envoy.port, "/injector", method="POST", body=body, headers={"content-type": "application/json"})
-
-
-def shown(envoy) -> dict:
-    r = request(envoy.port, "/injector")
-    assert r.status == 200
-    return json.loads(r.body)
+    """An Envoy that takes policy documents by POST: Envoy's buffer filter right after
+    ours lets the bodies reach it."""
+    return start_envoy(listeners=[ListenerSpec({"control": {"post_documents": True}}, http_filters_after=[BUFFER_FILTER])])
 
 
 # ------------------------------------------------------------------ the document
@@ -90,26 +40,26 @@ def test_document_round_trip_and_the_query_edits_the_same_state(envoy, upstream)
         "policy": {"policy": "none", "percentage": 20},
         "clients": [{"ip": "127.0.0.3", "status": 500, "percentage": 100}],
     }
-    r = post(envoy, doc)
+    r = envoy.control(document=doc)
     assert r.status == 200, r.text
-    first = shown(envoy)
+    first = envoy.policy()
     # What is read can be sent back, and reads the same.
     first.pop("configuration")
-    assert post(envoy, first).status == 200
-    again = shown(envoy)
+    assert envoy.control(document=first).status == 200
+    again = envoy.policy()
     again.pop("configuration")
     assert again == first
     # The query parameters edit the same state: the default and per-client views.
-    assert request(envoy.port, "/injector?status=418&percentage=100").status == 200
-    state = shown(envoy)
+    assert envoy.control("status=418&percentage=100").status == 200
+    state = envoy.policy()
     assert state["policy"]["status"] == 418 and state["rules"] == first["rules"]
     assert state["clients"][0]["ip"] == "127.0.0.3/32"
     assert upstream.count == 0
 
 
 def test_bad_document_names_the_json_path_and_changes_nothing(envoy):
-    assert post(envoy, {"rules": [{"fault": {"abort": {"status": 503}}}]}).status == 200
-    before = shown(envoy)
+    assert envoy.control(document={"rules": [{"fault": {"abort": {"status": 503}}}]}).status == 200
+    before = envoy.policy()
     for doc, path in [
         ({"rules": [{"fault": {"delay": {"fixed": "soon"}}}]}, "rules[0].fault.delay.fixed"),
         ({"rules": [{"match": {"path": {"regex": "("}}, "fault": {"abort": {"status": 500}}}]}, "rules[0].match.path.regex"),
@@ -118,40 +68,39 @@ def test_bad_document_names_the_json_path_and_changes_nothing(envoy):
         ({"polcy": {}}, "polcy"),
         ("not json", "$"),
     ]:
-        r = post(envoy, doc)
+        r = envoy.control(document=doc)
         assert r.status == 400, r.text
         assert json.loads(r.body)["error"].startswith(f"{path}:"), r.text
-    assert shown(envoy) == before
+    assert envoy.policy() == before
 
 
 def test_without_a_buffer_filter_post_is_refused_and_get_takes_the_document(start_envoy, upstream):
     envoy = start_envoy()
     doc = json.dumps({"rules": [{"fault": {"abort": {"status": 418}}}]})
-    r = post(envoy, doc)
+    r = envoy.control(document=doc)
     assert r.status == 400 and "control.post_documents" in json.loads(r.body)["error"]
-    assert shown(envoy)["rules"] == [] and upstream.count == 0
-    from urllib.parse import quote
-    r = request(envoy.port, "/injector?document=" + quote(doc))
+    assert envoy.policy()["rules"] == [] and upstream.count == 0
+    r = envoy.control(document=doc, method="GET")
     assert r.status == 200 and json.loads(r.body)["rules"][0]["fault"] == {"abort": {"status": 418}}
     assert request(envoy.port, "/x").status == 418
 
 
 def test_delete_resets_and_other_methods_are_refused(envoy):
-    assert post(envoy, {"rules": [{"fault": {"abort": {"status": 503}}}]}).status == 200
+    assert envoy.control(document={"rules": [{"fault": {"abort": {"status": 503}}}]}).status == 200
     assert request(envoy.port, "/x").status == 503
-    assert request(envoy.port, "/injector", method="DELETE").status == 200
-    assert shown(envoy)["rules"] == [] and request(envoy.port, "/x").status == 200
-    r = request(envoy.port, "/injector", method="PATCH")
+    assert envoy.control(method="DELETE").status == 200
+    assert envoy.policy()["rules"] == [] and request(envoy.port, "/x").status == 200
+    r = envoy.control(method="PATCH")
     assert r.status == 405 and r.headers["allow"] == "GET, POST, DELETE"
 
 
 def test_rule_ttl_ends_it(envoy):
-    assert post(envoy, {"rules": [{"fault": {"abort": {"status": 503}}, "ttl": "1s"}]}).status == 200
-    ttl = shown(envoy)["rules"][0]["ttl"]
+    assert envoy.control(document={"rules": [{"fault": {"abort": {"status": 503}}, "ttl": "1s"}]}).status == 200
+    ttl = envoy.policy()["rules"][0]["ttl"]
     assert ttl == "1s" or (ttl.endswith("ms") and 0 < int(ttl[:-2]) < 1000), ttl
     assert request(envoy.port, "/x").status == 503
     wait_for(lambda: request(envoy.port, "/x").status == 200, timeout=5, interval=0.1)
-    assert shown(envoy)["rules"] == []
+    assert envoy.policy()["rules"] == []
 
 
 # ------------------------------------------------------------------ matching and faults
@@ -162,7 +111,7 @@ def test_fault_only_post_checkout_for_one_user(envoy, upstream, proto):
     rule = {"match": {"path": {"prefix": "/checkout"}, "method": "POST",
                       "headers": [{"name": "x-user", "exact": "alice"}], "clients": ["127.0.0.0/8"]},
             "fault": {"abort": {"status": 503}}}
-    assert post(envoy, {"rules": [rule]}).status == 200
+    assert envoy.control(document={"rules": [rule]}).status == 200
     hit = send(proto, envoy.port, "/checkout/1", "POST", {"x-user": "alice"})
     assert (hit.status, hit.headers.get("x-fault-injected")) == (503, "abort")
     assert hit.version == ("2" if proto == "h2" else "1.1")
@@ -179,7 +128,7 @@ def test_regex_header_presence_and_client_matches(envoy, proto):
         {"match": {"headers": [{"name": "x-canary", "present": True}]}, "fault": {"abort": {"status": 409}}},
         {"match": {"clients": ["127.0.0.2"]}, "fault": {"abort": {"status": 429}}},
     ]
-    assert post(envoy, {"rules": rules}).status == 200
+    assert envoy.control(document={"rules": rules}).status == 200
     assert send(proto, envoy.port, "/items/42").status == 404
     assert send(proto, envoy.port, "/items/42/reviews").status == 200
     assert send(proto, envoy.port, "/a", headers={"x-canary": "1"}).status == 409
@@ -189,7 +138,7 @@ def test_regex_header_presence_and_client_matches(envoy, proto):
 
 @pytest.mark.parametrize("proto", PROTOCOLS)
 def test_delay_with_jitter(envoy, proto):
-    assert post(envoy, {"rules": [{"fault": {"delay": {"fixed": "200ms", "jitter": "200ms"}}}]}).status == 200
+    assert envoy.control(document={"rules": [{"fault": {"delay": {"fixed": "200ms", "jitter": "200ms"}}}]}).status == 200
     times = [send(proto, envoy.port, f"/d{i}") for i in range(6)]
     assert all(r.status == 200 and r.headers.get("x-fault-injected") == "delay" for r in times)
     assert all(0.19 <= r.elapsed < 0.9 for r in times), [r.elapsed for r in times]
@@ -202,9 +151,9 @@ def test_canned_response_and_bounded_retries(envoy, upstream, proto):
          "fault": {"response": {"status": 202, "headers": {"x-canned": "yes"}, "body": "canned\n"}}},
         {"match": {"path": {"prefix": "/retry"}}, "fault": {"bounded_retries": {"retries": 2, "status": 502}}},
     ]
-    assert post(envoy, {"rules": rules}).status == 200
+    assert envoy.control(document={"rules": rules}).status == 200
     r = send(proto, envoy.port, "/canned")
-    assert (r.status, r.headers.get("x-canned"), r.body, r.headers.get("x-fault-injected")) == (202, "yes", "canned\n", "response")
+    assert (r.status, r.headers.get("x-canned"), r.text, r.headers.get("x-fault-injected")) == (202, "yes", "canned\n", "response")
     path = f"/retry/{proto}"
     assert [send(proto, envoy.port, path).status for _ in range(4)] == [502, 502, 200, 502]
     assert upstream.count == 1
@@ -212,7 +161,7 @@ def test_canned_response_and_bounded_retries(envoy, upstream, proto):
 
 @pytest.mark.parametrize("proto", PROTOCOLS)
 def test_response_delay_holds_the_upstream_answer(envoy, upstream, proto):
-    assert post(envoy, {"rules": [{"fault": {"response_delay": {"fixed": "700ms"}}}]}).status == 200
+    assert envoy.control(document={"rules": [{"fault": {"response_delay": {"fixed": "700ms"}}}]}).status == 200
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("r", send(proto, envoy.port, "/slow-answer")))
     t.start()
@@ -222,25 +171,25 @@ def test_response_delay_holds_the_upstream_answer(envoy, upstream, proto):
     assert "r" not in result
     t.join(5)
     r = result["r"]
-    assert r.status == 200 and r.body.startswith("upstream GET /slow-answer")
+    assert r.status == 200 and r.text.startswith("upstream GET /slow-answer")
     assert r.headers.get("x-fault-injected") == "responseDelay" and r.elapsed >= 0.69
 
 
 @pytest.mark.parametrize("proto", PROTOCOLS)
 def test_response_rewrite(envoy, proto):
     rewrite = {"status": 500, "add_headers": {"x-rewritten": "1"}, "remove_headers": ["x-upstream-body-bytes"]}
-    assert post(envoy, {"rules": [{"fault": {"response_rewrite": rewrite}}]}).status == 200
+    assert envoy.control(document={"rules": [{"fault": {"response_rewrite": rewrite}}]}).status == 200
     r = send(proto, envoy.port, "/r")
-    assert r.status == 500 and r.body.startswith("upstream GET /r")
+    assert r.status == 500 and r.text.startswith("upstream GET /r")
     assert r.headers.get("x-rewritten") == "1" and "x-upstream-body-bytes" not in r.headers
     assert r.headers.get("x-fault-injected") == "responseRewrite"
-    assert custom_metrics(envoy)["fault_injector.responses_rewritten"] == 1
+    assert envoy.metrics()["responses_rewritten"] == 1
 
 
 def test_first_matching_rule_decides_even_when_it_samples_out(envoy):
     rules = [{"match": {"path": {"prefix": "/a"}}, "fault": {"abort": {"status": 500}}, "percentage": 0},
              {"fault": {"abort": {"status": 503}}}]
-    assert post(envoy, {"rules": rules}).status == 200
+    assert envoy.control(document={"rules": rules}).status == 200
     assert [request(envoy.port, "/a/1").status for _ in range(5)] == [200] * 5
     assert request(envoy.port, "/b").status == 503
 
@@ -248,7 +197,7 @@ def test_first_matching_rule_decides_even_when_it_samples_out(envoy):
 @pytest.mark.parametrize("proto", PROTOCOLS)
 def test_sampling_by_header_keeps_a_user_in_or_out(envoy, proto):
     rule = {"fault": {"abort": {"status": 503}}, "percentage": 50, "sample_by": "x-user-id"}
-    assert post(envoy, {"rules": [rule]}).status == 200
+    assert envoy.control(document={"rules": [rule]}).status == 200
     faulted_users = 0
     for user in range(60):
         statuses = {send(proto, envoy.port, "/x", headers={"x-user-id": f"user-{user}"}).status for _ in range(3)}
@@ -260,7 +209,7 @@ def test_sampling_by_header_keeps_a_user_in_or_out(envoy, proto):
 
 def test_configured_sample_by_applies_to_query_policies(start_envoy):
     envoy = start_envoy({"sample_by": "x-user-id"})
-    assert request(envoy.port, "/injector?status=503&percentage=50").status == 200
+    assert envoy.control("status=503&percentage=50").status == 200
     outcomes = [{request(envoy.port, "/x", headers={"x-user-id": f"u{user}"}).status for _ in range(3)}
                 for user in range(40)]
     assert all(len(o) == 1 for o in outcomes)
@@ -286,5 +235,5 @@ def test_header_faults_when_configured(start_envoy, upstream, proto):
     r = send(proto, envoy.port, "/x", headers={"x-fault-abort-status": "503", "x-fault-percentage": "0"})
     assert r.status == 200
     r = send(proto, envoy.port, "/x", headers={"x-fault-delay-ms": "5000"})
-    assert r.status == 400 and "x-fault-delay-ms: '5000' is not accepted" in r.body
+    assert r.status == 400 and "x-fault-delay-ms: '5000' is not accepted" in r.text
     assert upstream.count == 2

@@ -79,6 +79,7 @@ HOLD_MS = int(knob("BENCH_HOLD_MS", "200"))
 # last is sent, yet Envoy never gets more at one time than it can forward on release.
 SPREAD_MS = int(knob("BENCH_HOLD_SPREAD_MS", str(HOLD_MS * 3 // 4)))
 OUT = knob("BENCH_OUT", str(REPO_ROOT / "BENCHMARKS.md"))
+FINDINGS = "## Findings across runs"
 BASELINE = knob("BENCH_BASELINE_WASM", "")
 BASELINE_LABEL = knob("BENCH_BASELINE_LABEL", "baseline build")
 
@@ -573,6 +574,23 @@ def verdicts(results: Results, holds: list[Hold], module_size: int) -> list[str]
     return lines
 
 
+def commit() -> str:
+    """The commit measured, as `git describe` names it (with -dirty when the tree has changes)."""
+    run = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=7"],
+                         capture_output=True, text=True)
+    return run.stdout.strip() if run.returncode == 0 and run.stdout.strip() else "unknown (not a git checkout)"
+
+
+def kept_findings(old: str) -> str:
+    """The hand-written section of an older BENCHMARKS.md (FINDINGS up to the next section or
+    the end), which a new run keeps: the numbers change, what was learnt across runs stays."""
+    start = old.find(FINDINGS)
+    if start < 0:
+        return ""
+    end = old.find("\n## ", start + len(FINDINGS))
+    return old[start:] if end < 0 else old[start:end + 1]
+
+
 def report(all_setups: list[Setup], protos: list[str], results: Results, holds: list[Hold], module: Path) -> str:
     keys = {s.key for s in all_setups}
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.machine())
@@ -580,11 +598,14 @@ def report(all_setups: list[Setup], protos: list[str], results: Results, holds: 
     out = [
         "# Benchmarks",
         "",
-        "Written by `bench/run.sh` (see the README's Benchmarks section); every number below comes",
-        "from one run of it. Compare ratios, not absolute numbers: the machine is shared, and the",
-        "setups were interleaved round by round so that each ratio compares runs taken side by side.",
+        "Written by `bench/run.sh` (method: [docs/development.md](docs/development.md#the-benchmark));",
+        "every number below comes from one run of it, except under \"Findings across runs\", which",
+        "is written by hand and kept from run to run. Compare ratios, not absolute numbers: the",
+        "machine is shared, and the setups were interleaved round by round so that each ratio",
+        "compares runs taken side by side.",
         "",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Commit: {commit()}",
         f"- Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}",
         f"- Envoy {envoy_version()}, upstream nginx (1 worker) on loopback. Throughput rounds: "
         + (f"Envoy with 1 worker pinned to core {ENVOY_CPU}, load generator and nginx pinned to core(s) {CLIENT_CPUS}" if PIN
@@ -678,7 +699,8 @@ def main() -> int:
     text = report(all_setups, protos, results, holds, module)
     print(text)
     if OUT:
-        Path(OUT).write_text(text)
+        findings = kept_findings(Path(OUT).read_text()) if Path(OUT).is_file() else ""
+        Path(OUT).write_text(text + ("\n" + findings.rstrip("\n") + "\n" if findings else ""))
         say(f"wrote {OUT}")
     return 0
 

@@ -156,10 +156,13 @@ def write_section(text: str) -> None:
         return
     old = Path(bench.OUT).read_text()
     head, found, rest = old.partition(SECTION)
-    if not found:
-        head, rest = old.rstrip("\n") + "\n\n", ""
-    # What followed the older section: the next section, if any.
-    after = rest[rest.find("\n## ") + 1:] if "\n## " in rest else ""
+    if found:  # what followed the older section: the next section, if any
+        after = rest[rest.find("\n## ") + 1:] if "\n## " in rest else ""
+    elif bench.FINDINGS in old:  # a fresh run's file: the hand-written section stays last
+        head, findings = old.split(bench.FINDINGS, 1)
+        head, after = head.rstrip("\n") + "\n\n", bench.FINDINGS + findings
+    else:
+        head, after = old.rstrip("\n") + "\n\n", ""
     Path(bench.OUT).write_text(head + text + ("\n" + after if after else ""))
     bench.say(f"wrote the instruction counts into {bench.OUT}")
 

@@ -46,6 +46,20 @@ def test_the_instruction_section_replaces_its_older_self_and_keeps_the_rest(tmp_
     out.write_text("# Benchmarks\n\nwall clock\n")
     instructions.write_section("## Instructions per request\n\nnew counts\n")
     assert out.read_text() == "# Benchmarks\n\nwall clock\n\n## Instructions per request\n\nnew counts\n"
+    # A fresh run's file keeps the hand-written findings last.
+    out.write_text("# Benchmarks\n\nwall clock\n\n## Findings across runs\n\nby hand\n")
+    instructions.write_section("## Instructions per request\n\nnew counts\n")
+    assert out.read_text() == (
+        "# Benchmarks\n\nwall clock\n\n## Instructions per request\n\nnew counts\n\n## Findings across runs\n\nby hand\n"
+    )
+
+
+def test_a_new_run_keeps_the_hand_written_findings():
+    old = "# Benchmarks\n\n- Date: old\n\n## Findings across runs\n\nby hand\n\n## Instructions per request\n\nold\n"
+    assert bench.kept_findings(old) == "## Findings across runs\n\nby hand\n\n"
+    assert bench.kept_findings("# Benchmarks\n\n## Findings across runs\n\nlast\n") == "## Findings across runs\n\nlast\n"
+    assert bench.kept_findings("# Benchmarks\n\nnothing by hand\n") == ""
+    assert re.fullmatch(r"[0-9a-f]{7,}(-dirty)?|unknown \(not a git checkout\)", bench.commit())
 
 
 def table_rows(text: str, key: str) -> list[list[str]]:

@@ -102,7 +102,7 @@ def main() -> int:
                 # A filter that failed to load answers fast and cheap, or is left out of the
                 # chain (a VM V8 could not create under valgrind): such a count means nothing.
                 if any(runs(module, f) for f in s.filters):
-                    # The filter hands its counts over within a flush (README, "Stats").
+                    # The filter hands its counts over within a flush (docs/counters.md).
                     try:
                         wait_for(lambda: bench.stat_value(envoy, SEEN) - seen >= REQUESTS, timeout=60, interval=0.05)
                     except TimeoutError:

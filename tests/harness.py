@@ -825,7 +825,7 @@ def _parse_stats(text: str) -> dict[str, int]:
     return out
 
 
-# A worker hands its counts to Envoy within 100 ms of making them (README, "Stats"): two
+# A worker hands its counts to Envoy within 100 ms of making them (docs/counters.md): two
 # reads this far apart that agree show every count made before the first.
 SETTLE_SECONDS = 0.3
 

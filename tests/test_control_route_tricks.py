@@ -1,4 +1,4 @@
-"""Ways to reach or dodge the control route: each behaves as the README documents, and
+"""Ways to reach or dodge the control route: each behaves as docs/control-api.md documents, and
 none half-applies a change."""
 
 import socket

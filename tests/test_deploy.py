@@ -374,7 +374,7 @@ def test_capture_leaves_the_app_service_alone_and_no_capture_points_it_at_envoy(
 
 
 def test_worker_count_is_changed_with_a_patch(tmp_path):
-    """What README shows: a patch of FAULT_INJECTOR_CONCURRENCY in the user's kustomization."""
+    """What docs/deploy.md shows: a patch of FAULT_INJECTOR_CONCURRENCY in the user's kustomization."""
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
         # kustomize takes relative paths only.
         "resources": [os.path.relpath(ROOT / "k8s/examples/injected", tmp_path)],

@@ -362,3 +362,47 @@ def test_broken_links_are_reported(tmp_path: Path):
         "README.md:6: #titel: no heading or element with that anchor in README.md",
         "README.md:10: docs/nothing.md: no such file or directory",
     ]
+
+
+# --------------------------------------------------------------------------- first person
+
+# Whole words; not "US" (capitals), nor "us-east-1" or "I/O" (joined to a hyphen or slash).
+_FIRST_PERSON = re.compile(r"(?<![\w/-])(?:I|[Mm]y|[Ww]e|[Oo]ur|[Uu]s)(?![\w/-])")
+
+
+def first_person(path: Path, root: Path = REPO_ROOT) -> list[str]:
+    """``file:line: word: line`` for each first-person word (I, my, we, our, us, whole
+    words) outside code blocks and inline code: the documents speak to the user, not of
+    their writers."""
+    problems = []
+    for number, line in _prose_lines(path.read_text()):
+        prose = re.sub(r"<!--.*?-->", "", line)
+        for found in _FIRST_PERSON.finditer(prose):
+            word = found.group(0)
+            problems.append(f"{path.relative_to(root)}:{number}: {word!r}: {line.strip()}")
+    return problems
+
+
+def user_documents(root: Path = REPO_ROOT) -> list[Path]:
+    """README.md and docs/*.md, the documents written for users."""
+    return [root / "README.md"] + sorted((root / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("path", user_documents(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_no_first_person_in_the_user_documents(path: Path):
+    problems = first_person(path)
+    assert not problems, "\n".join(problems)
+
+
+def test_first_person_words_are_found_outside_code_only(tmp_path: Path):
+    (tmp_path / "doc.md").write_text(
+        "# Title\n"
+        "I could not find why.\n"
+        "We do only HTTP, as our tests show us; my guess.\n"
+        "It is used by users in the US, i.e. trust, focus, museum, status, I/O.\n"
+        "Inline `we do` code and <!-- our comment --> are not prose.\n"
+        "```sh\n# we run this\nI=1 my_var=2\n```\n"
+        "Ours and us-east-1: ours is another word, us-east-1 starts with us.\n"
+    )
+    words = [p.split(": ")[1] for p in first_person(tmp_path / "doc.md", tmp_path)]
+    assert words == ["'I'", "'We'", "'our'", "'us'", "'my'", "'us'"]

@@ -12,7 +12,6 @@ pub mod document;
 pub mod duration;
 pub mod grpc;
 pub mod header_faults;
-pub mod json;
 pub mod net;
 pub mod peers;
 pub mod percentage;
@@ -22,6 +21,8 @@ pub mod retries;
 pub mod rules;
 pub mod sampling;
 pub mod stats;
+pub mod stored;
+pub mod values;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

@@ -5,11 +5,10 @@
 use super::reply;
 use super::root::Worker;
 use super::{log, now_ms, peers, shared};
-use crate::config::Origin;
 use crate::control::{self, Refusal};
-use crate::document;
-use crate::json::Value;
+use crate::document::{self, Document};
 use crate::policy::State;
+use crate::stored::Origin;
 use crate::query::{percent_decode, Call};
 use crate::stats::Stat;
 use proxy_wasm::types::{Action, LogLevel};
@@ -46,7 +45,7 @@ pub fn query(worker: &mut Worker, context: u32, query: &str) -> Action {
     if !call.changes_anything() {
         let (mut state, origin) = shared::state_and_origin();
         state.settle(now);
-        return reply::json(200, &answer(&state, &origin, now), vec![]);
+        return reply::json_text(200, &answer(&state, &origin, now), vec![]);
     }
     let start = Rc::clone(&worker.config);
     write(worker, context, &format!("'{query}'"), |state| call.apply(state, &start.start, now).map_err(|e| e.to_string()))
@@ -94,13 +93,11 @@ fn write(worker: &mut Worker, context: u32, what: &str, change: impl Fn(&State) 
     }
 }
 
-/// The state as a control call's answer shows it.
-fn answer(state: &State, origin: &Origin, now: u64) -> Value {
-    let mut body = state.to_json(now);
-    if let Some(map) = body.as_object_mut() {
-        map.insert("configuration", origin.to_json());
-    }
-    body
+/// The state as a control call's answer shows it: the policy document, with the
+/// configuration it started from.
+fn answer(state: &State, origin: &Origin, now: u64) -> String {
+    let document = Document { configuration: Some(origin.view()), ..Document::of(state, now) };
+    serde_json::to_string(&document).unwrap_or_default()
 }
 
 fn refuse(worker: &Worker, status: u16, reason: &str, extra: Vec<(&str, &str)>) -> Action {

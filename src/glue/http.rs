@@ -12,7 +12,7 @@ use crate::grpc;
 use crate::header_faults::{self, Asked};
 use crate::net;
 use crate::percentage::Percentage;
-use crate::policy::{FaultKind, Policy};
+use crate::policy::{Policy, PolicyKind};
 use crate::retries::Attempt;
 use crate::rules::{self, Fault, RequestView, Rule};
 use crate::sampling::{identity_hash, in_share};
@@ -255,9 +255,9 @@ impl Request {
 
     fn by_rule(&mut self, worker: &mut Worker, request: &mut Headers, rule: &Rule) -> Option<Action> {
         if let Fault::BoundedRetries { retries, status } = rule.fault {
-            return Self::bounded(worker, request, retries, status, rule.percentage);
+            return Self::bounded(worker, request, retries, status.0, rule.percentage);
         }
-        if !Self::sampled(worker, rule.percentage, rule.sample_by.as_deref()) {
+        if !Self::sampled(worker, rule.percentage, rule.sample_by.as_ref().map(|h| h.as_str())) {
             return None;
         }
         match &rule.fault {
@@ -265,17 +265,17 @@ impl Request {
                 let extra = if jitter.0 == 0 { 0 } else { worker.sampler.next_u64() % (jitter.0 + 1) };
                 self.hold(worker, Millis(fixed.0 + extra), false)
             }
-            Fault::Abort { status, grpc_status } => Some(Self::abort(worker, *status, *grpc_status, "abort")),
+            Fault::Abort { status, grpc_status } => Some(Self::abort(worker, status.0, grpc_status.map(|g| g.0), "abort")),
             Fault::Response { status, headers, body, grpc_status } => {
-                Some(Self::respond(worker, *status, headers, body, *grpc_status, "response"))
+                Some(Self::respond(worker, status.0, headers, body, grpc_status.map(|g| g.0), "response"))
             }
             Fault::ResponseDelay { fixed } => {
                 self.on_response = Some(OnResponse::Delay(*fixed));
                 None
             }
             Fault::ResponseRewrite { status, add_headers, remove_headers } => {
-                let (add, remove) = (add_headers.clone(), remove_headers.clone());
-                self.on_response = Some(OnResponse::Rewrite { status: *status, add, remove });
+                let (add, remove) = (add_headers.clone(), remove_headers.iter().map(|h| h.as_str().to_string()).collect());
+                self.on_response = Some(OnResponse::Rewrite { status: status.map(|s| s.0), add, remove });
                 None
             }
             Fault::BoundedRetries { .. } => None,
@@ -284,16 +284,16 @@ impl Request {
 
     fn by_policy(&mut self, worker: &mut Worker, request: &mut Headers, policy: Policy) -> Option<Action> {
         match policy.kind {
-            FaultKind::None => None,
-            FaultKind::BoundedRetries => Self::bounded(worker, request, policy.retries, policy.status, policy.percentage),
+            PolicyKind::None => None,
+            PolicyKind::BoundedRetries => Self::bounded(worker, request, policy.retries, policy.status, policy.percentage),
             kind => {
                 let config = Rc::clone(&worker.config);
                 if !Self::sampled(worker, policy.percentage, config.sample_by.as_deref()) {
                     return None;
                 }
                 match kind {
-                    FaultKind::DelayResponse => self.hold(worker, policy.delay, false),
-                    FaultKind::StatusResponse => Some(Self::abort(worker, policy.status, None, "statusResponse")),
+                    PolicyKind::Delay => self.hold(worker, policy.delay, false),
+                    PolicyKind::Abort => Some(Self::abort(worker, policy.status, None, "statusResponse")),
                     _ => {
                         let canned = &config.simple_response;
                         Some(Self::respond(worker, canned.status, &canned.headers, &canned.body, None, "simpleResponse"))

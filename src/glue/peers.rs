@@ -5,7 +5,6 @@
 use super::reply;
 use super::root::Worker;
 use super::{log, now_ms, shared};
-use crate::json::Value;
 use crate::peers::{Done, Message, Roster};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, LogLevel};
@@ -24,8 +23,8 @@ const ACK_DEADLINE_MS: u64 = 1000;
 /// The header on a control call's answer that some root contexts did not confirm in time.
 const UNCONFIRMED: &str = "x-fault-injector-unconfirmed";
 
-/// A held control call's answer: a JSON body with status 200.
-pub type Answer = Value;
+/// A held control call's answer: a JSON body (written out) with status 200.
+pub type Answer = String;
 
 /// Gives this root context a queue and puts it on the roster; on failure it stays off, and
 /// its requests look at the version stamp instead (`Worker::refresh`). The root context
@@ -77,10 +76,10 @@ pub fn publish(worker: &mut Worker, context: u32, answer: Answer) -> Action {
     let seq = worker.waits.next_seq();
     let awaiting = notify(worker, seq);
     if awaiting.is_empty() {
-        return reply::json(200, &answer, vec![]);
+        return reply::json_text(200, &answer, vec![]);
     }
     if worker.queue.is_none() {
-        return reply::json(200, &answer, vec![(UNCONFIRMED, &awaiting.len().to_string())]);
+        return reply::json_text(200, &answer, vec![(UNCONFIRMED, &awaiting.len().to_string())]);
     }
     let now = now_ms();
     let deadline = now + ACK_DEADLINE_MS;
@@ -114,10 +113,10 @@ pub fn answer((context, answer, unconfirmed): Done<Answer>) {
         return;
     }
     if unconfirmed == 0 {
-        reply::json(200, &answer, vec![]);
+        reply::json_text(200, &answer, vec![]);
         return;
     }
     let message = format!("fault-injector: policy written, but {unconfirmed} root context(s) did not confirm it within {ACK_DEADLINE_MS} ms");
     log(LogLevel::Warn, &message);
-    reply::json(200, &answer, vec![(UNCONFIRMED, &unconfirmed.to_string())]);
+    reply::json_text(200, &answer, vec![(UNCONFIRMED, &unconfirmed.to_string())]);
 }

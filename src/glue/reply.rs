@@ -1,7 +1,7 @@
 //! Local replies: what the filter answers itself, in the caller's protocol (a gRPC caller
 //! gets HTTP 200 with `grpc-status`, the way gRPC servers fail).
 
-use crate::json::{self, Value};
+use serde::Serialize;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, GrpcStatusCode};
 
@@ -15,7 +15,12 @@ pub fn http(status: u16, headers: Vec<(&str, &str)>, body: &str) -> Action {
 }
 
 /// Answers a JSON body.
-pub fn json(status: u16, body: &Value, extra: Vec<(&str, &str)>) -> Action {
+pub fn json(status: u16, body: &impl Serialize, extra: Vec<(&str, &str)>) -> Action {
+    json_text(status, &serde_json::to_string(body).unwrap_or_default(), extra)
+}
+
+/// Answers a JSON body already written out.
+pub fn json_text(status: u16, body: &str, extra: Vec<(&str, &str)>) -> Action {
     let mut headers = vec![("content-type", "application/json")];
     headers.extend(extra);
     http(status, headers, &format!("{body}\n"))
@@ -31,7 +36,7 @@ pub fn grpc(code: u8, message: &str, metadata: Vec<(&str, &str)>) -> Action {
 
 /// Answers `{"error": reason}`.
 pub fn error(status: u16, reason: &str, extra: Vec<(&str, &str)>) -> Action {
-    json(status, &json::object([("error", reason.into())]), extra)
+    json(status, &serde_json::json!({"error": reason}), extra)
 }
 
 fn grpc_code(code: u8) -> GrpcStatusCode {

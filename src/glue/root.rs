@@ -5,7 +5,8 @@
 use super::http::Request;
 use super::peers::{self, Answer};
 use super::{log, now_ms, shared};
-use crate::config::{Config, Origin};
+use crate::config::Config;
+use crate::stored::Origin;
 use crate::delays::DelayQueue;
 use crate::peers::Waits;
 use crate::policy::State;
@@ -233,7 +234,7 @@ impl RootContext for Root {
         let origin = Origin::of(&bytes, &config);
         let applied = shared::update::<()>(&worker, |_, stored| Ok((*stored != origin).then(|| (config.start.clone(), origin.clone()))));
         if let Ok(Some((_, origin))) = applied {
-            let id = origin.to_json();
+            let id = origin.view();
             log(LogLevel::Info, &format!("fault-injector: start policy of configuration {id} is in force"));
             // Root contexts still on an older configuration serve until Envoy drains them.
             // This one has no queue yet (it joins at its first request), so they acknowledge

@@ -2,9 +2,8 @@
 //! worker of the Envoy sees. Keys are prefixed: Istio leaves `vm_id` empty, so all such
 //! plugins share one namespace.
 
-use crate::config::Origin;
-use crate::json;
 use crate::policy::State;
+use crate::stored::{Origin, Stored};
 use super::root::Worker;
 use crate::retries::{self, Attempt, Shard};
 use crate::stats::Stat;
@@ -13,29 +12,6 @@ use proxy_wasm::types::Status;
 
 const STATE_KEY: &str = "fault_injector.state";
 const CAS_TRIES: usize = 16;
-
-/// The state as stored, with the configuration whose start it came from.
-#[derive(Default)]
-struct Stored {
-    origin: Origin,
-    state: State,
-}
-
-impl Stored {
-    fn encode(&self) -> Vec<u8> {
-        json::object([("origin", self.origin.to_stored()), ("state", self.state.to_stored())]).to_string().into_bytes()
-    }
-
-    /// `None` when unreadable; a missing origin is the default one.
-    fn decode(bytes: &[u8]) -> Option<Stored> {
-        let value = json::parse(bytes).ok()?;
-        let origin = match value.get("origin") {
-            None => Origin::default(),
-            Some(origin) => Origin::from_stored(origin)?,
-        };
-        Some(Stored { origin, state: State::from_stored(value.get("state")?)? })
-    }
-}
 
 fn read_stored() -> Stored {
     Stored::decode(&read(STATE_KEY)).unwrap_or_default()

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod control;
+pub mod decide;
 pub mod delays;
 pub mod document;
 pub mod duration;

@@ -1,17 +1,23 @@
 //! Local replies: what the filter answers itself, in the caller's protocol (a gRPC caller
 //! gets HTTP 200 with `grpc-status`, the way gRPC servers fail).
 
+use crate::decide::Reply;
 use serde::Serialize;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, GrpcStatusCode};
-
-/// The header every injected fault carries, naming the fault.
-pub const INJECTED: &str = "x-fault-injected";
 
 /// Answers with `status`, `headers` and `body`; the request goes no further.
 pub fn http(status: u16, headers: Vec<(&str, &str)>, body: &str) -> Action {
     let _ = hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes()));
     Action::Pause
+}
+
+/// Sends what `decide` answered.
+pub fn send(reply: &Reply) -> Action {
+    match reply {
+        Reply::Http { status, headers, body } => http(*status, headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(), body),
+        Reply::Grpc { code, message, metadata } => grpc(*code, message, metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()),
+    }
 }
 
 /// Answers a JSON body.

@@ -139,6 +139,11 @@ impl Worker {
         self.metric(stat).unwrap_or(0)
     }
 
+    /// The id Envoy gave a metric.
+    pub fn metric_id(&self, stat: Stat) -> Option<u32> {
+        self.metrics.get(stat as usize).copied()
+    }
+
     fn metric(&self, stat: Stat) -> Option<u64> {
         self.metrics.get(stat as usize).and_then(|id| hostcalls::get_metric(*id).ok())
     }

@@ -5,7 +5,7 @@
 use crate::policy::State;
 use crate::stored::{Origin, Stored};
 use super::root::Worker;
-use crate::retries::{self, Attempt, Shard};
+use crate::retries::{self, Attempt, Limits, Shard};
 use crate::stats::Stat;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
@@ -110,24 +110,30 @@ pub fn read(key: &str) -> Vec<u8> {
     hostcalls::get_shared_data(key).ok().and_then(|(bytes, _)| bytes).unwrap_or_default()
 }
 
-/// Counts one attempt of a request identity in the shared table, and adds what the write
-/// changed to the table's gauge and eviction counter.
-pub fn attempt(id: u64, now_ms: u64, fail_first: u32, worker: &Worker) -> Attempt {
+/// What counting an attempt did: its outcome, and what the write changed in the table.
+pub struct Counted {
+    /// Fail or pass.
+    pub attempt: Attempt,
+    /// How many identities the write added to the table (negative: removed).
+    pub grown: i64,
+    /// Whether an identity was dropped to make room.
+    pub evicted: bool,
+}
+
+/// Counts one attempt of a request identity in the shared table; the counting of what it
+/// changed is left to the caller. An attempt that cannot be written passes.
+pub fn attempt(id: u64, now_ms: u64, fail_first: u32, limits: Limits) -> Counted {
     let key = shard_key(retries::shard_of(id));
     let mut made = None;
     let landed = compare_and_set(&key, &mut |bytes| {
         let mut shard = Shard::decode(bytes);
         let before = shard.len();
-        let outcome = shard.attempt(id, now_ms, fail_first, worker.config.retry_limits);
+        let outcome = shard.attempt(id, now_ms, fail_first, limits);
         made = Some((outcome, shard.len() as i64 - before as i64));
         Some(shard.encode())
     });
-    let (true, Some((outcome, grown))) = (landed, made) else { return Attempt::Pass };
-    // The gauge is shared by every worker. The CAS write replaced exactly the shard read, so
-    // adding its change in length keeps the sum exact.
-    worker.count(Stat::RetryEntries, grown);
-    if outcome.evicted {
-        worker.count(Stat::RetryEvictions, 1);
+    match (landed, made) {
+        (true, Some((outcome, grown))) => Counted { attempt: outcome.attempt, grown, evicted: outcome.evicted },
+        _ => Counted { attempt: Attempt::Pass, grown: 0, evicted: false },
     }
-    outcome.attempt
 }

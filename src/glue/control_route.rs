@@ -3,8 +3,8 @@
 //! /injector` resets it. Every change is written to shared data for all workers at once.
 
 use super::reply;
-use super::root::Worker;
-use super::{log, now_ms, peers, shared};
+use super::worker::Worker;
+use super::{log, now_ms, shared};
 use crate::control::{self, Refusal};
 use crate::document::{self, Document};
 use crate::policy::State;
@@ -80,13 +80,14 @@ pub fn reset(worker: &mut Worker, context: u32, query: &str) -> Action {
 
 fn write(worker: &mut Worker, context: u32, what: &str, change: impl Fn(&State) -> Result<State, String>) -> Action {
     let now = now_ms();
-    match shared::update(worker, |state, origin| change(state).map(|next| Some((next, origin.clone())))) {
+    match shared::update(|state, origin| change(state).map(|next| Some((next, origin.clone())))) {
         Ok(Some((state, origin))) => {
+            worker.count(Stat::StateVersion, 1);
             worker.count(Stat::PolicyChanges, 1);
             log(LogLevel::Info, &format!("fault-injector: policy changed by {what}"));
             let answer = answer(&state, &origin, now);
             worker.adopt(state);
-            peers::publish(worker, context, answer)
+            worker.publish(context, answer)
         }
         Ok(None) => refuse(worker, 503, "the shared policy could not be written; try again", vec![]),
         Err(e) => refuse(worker, 400, &e, vec![]),

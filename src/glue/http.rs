@@ -2,7 +2,7 @@
 //! to the request; this carries it out, on the request or on its response, and counts it.
 
 use super::reply;
-use super::root::Worker;
+use super::worker::Worker;
 use super::{control_route, now_ms, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
 use crate::decide::{self, Answered, Decision, OnResponse, INJECTED};
@@ -260,7 +260,7 @@ impl HttpContext for Request {
                 let worker = Rc::clone(&self.worker);
                 let mut worker = worker.borrow_mut();
                 // Counted as a delay when the request chose it; past the limit it goes on.
-                let held = worker.read(Stat::ActiveDelays) < worker.config.max_active_delays;
+                let held = worker.gauge(Stat::ActiveDelays) < worker.config.max_active_delays;
                 if held {
                     self.hold(&mut worker, delay, true);
                 } else {

@@ -7,6 +7,7 @@ mod peers;
 mod reply;
 mod root;
 mod shared;
+mod worker;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;

@@ -4,9 +4,7 @@
 
 use crate::policy::State;
 use crate::stored::{Origin, Stored};
-use super::root::Worker;
 use crate::retries::{self, Attempt, Limits, Shard};
-use crate::stats::Stat;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
@@ -28,10 +26,11 @@ pub fn state_and_origin() -> (State, Origin) {
     (stored.state, stored.origin)
 }
 
-/// Changes the state with `change`, atomically against other workers; `Ok(None)` when
-/// `change` declines (it returns `None`), `Err` when it refuses. A write moves the version
-/// stamp (the `state_version` gauge); the writer tells the other workers (`peers`).
-pub fn update<E>(worker: &Worker, change: impl Fn(&State, &Origin) -> Result<Option<(State, Origin)>, E>) -> Result<Option<(State, Origin)>, E> {
+/// Changes the state with `change`, atomically against other workers: what was written, or
+/// `Ok(None)` when `change` declines (it returns `None`) or the write did not land, `Err`
+/// when it refuses. The caller moves the version stamp (the `state_version` gauge) for a
+/// write, and tells the other workers.
+pub fn update<E>(change: impl Fn(&State, &Origin) -> Result<Option<(State, Origin)>, E>) -> Result<Option<(State, Origin)>, E> {
     // Workers configuring at once each install the start policy if the key is missing; a
     // write that creates a key ignores its CAS, so the key is created (empty) first.
     create(STATE_KEY);
@@ -43,10 +42,7 @@ pub fn update<E>(worker: &Worker, change: impl Fn(&State, &Origin) -> Result<Opt
         made.as_ref().ok()?.as_ref().map(Stored::encode)
     });
     match made? {
-        Some(stored) if landed => {
-            worker.count(Stat::StateVersion, 1);
-            Ok(Some((stored.state, stored.origin)))
-        }
+        Some(stored) if landed => Ok(Some((stored.state, stored.origin))),
         _ => Ok(None),
     }
 }

@@ -14,7 +14,7 @@ pub mod duration;
 pub mod grpc;
 pub mod header_faults;
 pub mod net;
-pub mod peers;
+pub mod notices;
 pub mod percentage;
 pub mod policy;
 pub mod query;

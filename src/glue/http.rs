@@ -2,7 +2,7 @@
 //! to the request; this carries it out, on the request or on its response, and counts it.
 
 use super::reply;
-use super::worker::Worker;
+use super::root_state::RootState;
 use super::{control_route, now_ms, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
 use crate::decide::{self, Answered, Decision, OnResponse, INJECTED};
@@ -65,7 +65,7 @@ fn client() -> Option<IpAddr> {
 
 /// What `decide` reads of a request, each read from Envoy at most once and only when it
 /// asks: every read is a host call that copies the value into the module.
-struct Headers {
+struct RequestInfo {
     path: Option<String>,
     method: Option<String>,
     client: Option<Option<IpAddr>>,
@@ -73,13 +73,13 @@ struct Headers {
     active_delays: Option<u32>,
 }
 
-impl Headers {
-    fn new(worker: &Worker) -> Headers {
-        Headers { path: None, method: None, client: None, active_delays: worker.metric_id(Stat::ActiveDelays) }
+impl RequestInfo {
+    fn new(worker: &RootState) -> RequestInfo {
+        RequestInfo { path: None, method: None, client: None, active_delays: worker.metric_id(Stat::ActiveDelays) }
     }
 }
 
-impl RequestView for Headers {
+impl RequestView for RequestInfo {
     fn path(&mut self) -> String {
         let path = decide::Request::target(self);
         path.split_once('?').map_or(path, |(route, _)| route).to_string()
@@ -95,7 +95,7 @@ impl RequestView for Headers {
     }
 }
 
-impl decide::Request for Headers {
+impl decide::Request for RequestInfo {
     fn target(&mut self) -> &str {
         self.path.get_or_insert_with(|| header(":path").unwrap_or_default())
     }
@@ -113,7 +113,7 @@ impl decide::Request for Headers {
 /// One request's context.
 pub struct Request {
     id: u32,
-    worker: Rc<RefCell<Worker>>,
+    worker: Rc<RefCell<RootState>>,
     /// When this request (or its response) is due to be released, while it is held (or was).
     held_until: Option<u64>,
     /// Whether what is held is the response.
@@ -127,11 +127,11 @@ pub struct Request {
 
 impl Request {
     /// A context for a new request on this worker.
-    pub fn new(id: u32, worker: Rc<RefCell<Worker>>) -> Request {
+    pub fn new(id: u32, worker: Rc<RefCell<RootState>>) -> Request {
         Request { id, worker, held_until: None, holding_response: false, on_response: None, control_post: None, control_call: false }
     }
 
-    fn control(&mut self, worker: &mut Worker, request: &mut Headers, query: String, end_of_stream: bool) -> Action {
+    fn control(&mut self, worker: &mut RootState, request: &mut RequestInfo, query: String, end_of_stream: bool) -> Action {
         self.control_call = true;
         // A call that writes hears the other workers acknowledge on this root context's queue.
         worker.join();
@@ -155,7 +155,7 @@ impl Request {
     }
 
     /// Holds the request (or, with `response`, its response) for `delay`.
-    fn hold(&mut self, worker: &mut Worker, delay: Millis, response: bool) {
+    fn hold(&mut self, worker: &mut RootState, delay: Millis, response: bool) {
         let now = now_ms();
         let due = now + delay.0;
         if response {
@@ -172,9 +172,9 @@ impl Request {
     fn request_headers(&mut self, end_of_stream: bool) -> Action {
         let worker = Rc::clone(&self.worker);
         let mut worker = worker.borrow_mut();
-        let mut request = Headers::new(&worker);
+        let mut request = RequestInfo::new(&worker);
         worker.refresh();
-        let Worker { state, config, sampler, .. } = &mut *worker;
+        let RootState { state, config, sampler, .. } = &mut *worker;
         let decision = decide::decide(state, config, &mut request, sampler);
         // Carried out, and counted as what it turned out to be.
         let (counted, action) = match decision {

@@ -1,13 +1,13 @@
-//! The proxy-wasm glue: entry point, root context (configuration, shared state, delay timer)
-//! and HTTP context (the per-request guards). Decisions are made by the host-tested modules.
+//! The proxy-wasm glue: entry point, root context and its state (configuration, shared
+//! state, delay timer), and the HTTP context, which carries out what `decide` says.
 
 mod control_route;
 mod http;
-mod peers;
+mod notices;
 mod reply;
 mod root;
+mod root_state;
 mod shared;
-mod worker;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;

@@ -1,10 +1,10 @@
 //! The root context: one per listener per worker. It reads the configuration, hands its
-//! state ([`Worker`]) to the HTTP contexts it creates, answers notices on its queue, and
+//! state ([`RootState`]) to the HTTP contexts it creates, answers notices on its queue, and
 //! releases held requests from its tick timer.
 
 use super::http::Request;
-use super::peers;
-use super::worker::Worker;
+use super::notices;
+use super::root_state::RootState;
 use super::{log, now_ms};
 use crate::config::Config;
 use crate::stored::Origin;
@@ -16,13 +16,13 @@ use std::rc::Rc;
 
 /// The root context.
 pub struct Root {
-    worker: Rc<RefCell<Worker>>,
+    worker: Rc<RefCell<RootState>>,
 }
 
 impl Root {
     /// A root context before configuration.
     pub fn new(id: u32) -> Root {
-        Root { worker: Rc::new(RefCell::new(Worker::new(id))) }
+        Root { worker: Rc::new(RefCell::new(RootState::new(id))) }
     }
 }
 
@@ -32,7 +32,7 @@ impl Context for Root {
     fn on_done(&mut self) -> bool {
         let held = self.worker.borrow_mut().done();
         // Their deadline would have come on this root context's timer.
-        held.into_iter().for_each(peers::answer);
+        held.into_iter().for_each(notices::answer);
         true
     }
 }
@@ -55,7 +55,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let now = now_ms();
         let due = self.worker.borrow_mut().tick(now);
-        due.unconfirmed.into_iter().for_each(peers::answer);
+        due.unconfirmed.into_iter().for_each(notices::answer);
         // Resuming can run other filters at once; the worker is not borrowed meanwhile.
         for id in &due.requests {
             if hostcalls::set_effective_context(*id).is_ok() {
@@ -76,7 +76,7 @@ impl RootContext for Root {
 
     fn on_queue_ready(&mut self, _queue_id: u32) {
         let done = self.worker.borrow_mut().receive();
-        done.into_iter().for_each(peers::answer);
+        done.into_iter().for_each(notices::answer);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

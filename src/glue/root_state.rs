@@ -2,11 +2,11 @@
 //! same thread): its configuration, its cached copy of the shared policy state, its place
 //! on the notices roster, the requests it holds and the counts it has not handed over.
 
-use super::peers::{self, Answer, ACK_DEADLINE_MS};
+use super::notices::{self, Answer, ACK_DEADLINE_MS};
 use super::{log, now_ms, shared};
 use crate::config::Config;
 use crate::delays::DelayQueue;
-use crate::peers::{Done, Message, Waits};
+use crate::notices::{Done, Message, Waits};
 use crate::policy::State;
 use crate::sampling::{identity_hash, Sampler};
 use crate::stats::{self, Stat, Tally};
@@ -16,14 +16,15 @@ use proxy_wasm::types::{Action, LogLevel, MetricType};
 use std::rc::Rc;
 use std::time::Duration;
 
-/// What the root context shares with the HTTP contexts it creates.
-pub struct Worker {
+/// One root context's state (one per listener per worker), shared with the HTTP contexts
+/// it creates.
+pub struct RootState {
     /// This listener's configuration.
     pub config: Rc<Config>,
     /// The state last read from shared data.
     pub state: State,
     /// The version stamp `state` was read at, when this root context has no queue for
-    /// notices of writes (see [`Worker::refresh`]).
+    /// notices of writes (see [`RootState::refresh`]).
     version: Option<u64>,
     /// This root context's queue for notices of writes, once it is on the roster.
     queue: Option<u32>,
@@ -60,11 +61,11 @@ pub struct Due {
     pub next: Option<u64>,
 }
 
-impl Worker {
+impl RootState {
     /// The state of root context `root_id` before configuration.
-    pub fn new(root_id: u32) -> Worker {
+    pub fn new(root_id: u32) -> RootState {
         let seed = identity_hash(&[&now_ms().to_le_bytes(), &root_id.to_le_bytes()]);
-        Worker {
+        RootState {
             config: Rc::new(Config::default()),
             state: State::default(),
             version: None,
@@ -151,7 +152,7 @@ impl Worker {
     pub fn join(&mut self) {
         if !self.joined {
             self.joined = true;
-            self.queue = peers::join();
+            self.queue = notices::join();
             self.version = None;
             self.reload();
         }
@@ -162,7 +163,7 @@ impl Worker {
     pub fn done(&mut self) -> Vec<Done<Answer>> {
         self.flush();
         if let Some(token) = self.queue.take() {
-            peers::leave(token);
+            notices::leave(token);
         }
         self.waits.expired(u64::MAX)
     }
@@ -181,7 +182,7 @@ impl Worker {
     /// Sends every other root context on the roster a notice of write `seq`; returns those
     /// it reached. Called after the write: one that joins later reads the state itself.
     fn notify(&self, seq: u64) -> Vec<u32> {
-        peers::notify(self.queue.unwrap_or(0), seq)
+        notices::notify(self.queue.unwrap_or(0), seq)
     }
 
     /// Answers the control call that wrote the state, `answer`, once every other root
@@ -191,10 +192,10 @@ impl Worker {
         let seq = self.waits.next_seq();
         let awaiting = self.notify(seq);
         if awaiting.is_empty() {
-            return peers::confirmed(&answer);
+            return notices::confirmed(&answer);
         }
         if self.queue.is_none() {
-            return peers::unconfirmed(&answer, awaiting.len());
+            return notices::unconfirmed(&answer, awaiting.len());
         }
         let now = now_ms();
         let deadline = now + ACK_DEADLINE_MS;
@@ -208,11 +209,11 @@ impl Worker {
     pub fn receive(&mut self) -> Vec<Done<Answer>> {
         let Some(me) = self.queue else { return Vec::new() };
         let mut done = Vec::new();
-        while let Some(message) = peers::next(me) {
+        while let Some(message) = notices::next(me) {
             match message {
                 Message::Notice { seq, reply_to } => {
                     self.reload();
-                    peers::acknowledge(reply_to, seq, me);
+                    notices::acknowledge(reply_to, seq, me);
                 }
                 Message::Ack { seq, from } => done.extend(self.waits.ack(seq, from)),
             }
@@ -230,7 +231,7 @@ impl Worker {
     }
 
     /// Schedules a flush if counts wait and none is scheduled: called once a context is done
-    /// counting, with its id, as [`Worker::arm`] needs.
+    /// counting, with its id, as [`RootState::arm`] needs.
     pub fn flush_soon(&mut self, current_context: u32) {
         if self.flush_due.is_none() && !self.unflushed.is_empty() {
             let now = now_ms();

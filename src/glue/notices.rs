@@ -1,11 +1,11 @@
-//! The transport of [`crate::peers`]: this root context's queue and its place on the
+//! The transport of [`crate::notices`]: this root context's queue and its place on the
 //! roster, the notices a write of the state sends the other root contexts, their
 //! acknowledgements, and the answers of the control calls held until they all have the
 //! write. A request then never asks whether the state moved.
 
 use super::reply;
 use super::{log, shared};
-use crate::peers::{Done, Message, Roster};
+use crate::notices::{Done, Message, Roster};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, LogLevel};
 
@@ -90,7 +90,7 @@ pub fn unconfirmed(answer: &Answer, unconfirmed: usize) -> Action {
 }
 
 /// Answers a held control call, in its own context.
-pub fn answer((context, answer, unconfirmed): Done<Answer>) {
+pub fn answer(Done { context, answer, unconfirmed }: Done<Answer>) {
     if hostcalls::set_effective_context(context).is_err() {
         return;
     }

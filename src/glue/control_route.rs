@@ -4,14 +4,14 @@
 
 use super::reply;
 use super::root_state::RootState;
-use super::{log, now_ms, shared};
+use super::{now_ms, shared};
 use crate::control::{self, Refusal};
 use crate::document::{self, Document};
 use crate::policy::State;
 use crate::stored::Origin;
 use crate::query::{percent_decode, Call};
 use crate::stats::Stat;
-use proxy_wasm::types::{Action, LogLevel};
+use proxy_wasm::types::Action;
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -84,7 +84,7 @@ fn write(worker: &mut RootState, context: u32, what: &str, change: impl Fn(&Stat
         Ok(Some((state, origin))) => {
             worker.count(Stat::StateVersion, 1);
             worker.count(Stat::PolicyChanges, 1);
-            log(LogLevel::Info, &format!("fault-injector: policy changed by {what}"));
+            log::info!("fault-injector: policy changed by {what}");
             let answer = answer(&state, &origin, now);
             worker.adopt(state);
             worker.publish(context, answer)
@@ -103,6 +103,6 @@ fn answer(state: &State, origin: &Origin, now: u64) -> String {
 
 fn refuse(worker: &RootState, status: u16, reason: &str, extra: Vec<(&str, &str)>) -> Action {
     worker.count(Stat::ControlRefused, 1);
-    log(LogLevel::Warn, &format!("fault-injector: control call refused ({status}): {reason}"));
+    log::warn!("fault-injector: control call refused ({status}): {reason}");
     reply::error(status, reason, extra)
 }

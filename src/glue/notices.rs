@@ -4,10 +4,10 @@
 //! write. A request then never asks whether the state moved.
 
 use super::reply;
-use super::{log, shared};
+use super::shared;
 use crate::notices::{Done, Message, Roster};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, LogLevel};
+use proxy_wasm::types::Action;
 
 const ROSTER_KEY: &str = "fault_injector.roster";
 /// Numbers the queues, so that every root context's queue has a name of its own: a name
@@ -31,11 +31,11 @@ pub type Answer = String;
 pub fn join() -> Option<u32> {
     let number = |bytes: &[u8]| std::str::from_utf8(bytes).ok().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
     let Some(taken) = shared::rewrite(QUEUES_KEY, |n| (number(n) + 1).to_string().into_bytes()) else {
-        log(LogLevel::Warn, "fault-injector: no queue for policy notices; requests will check the state_version gauge");
+        log::warn!("fault-injector: no queue for policy notices; requests will check the state_version gauge");
         return None;
     };
     let Ok(token) = hostcalls::register_shared_queue(&format!("fault_injector.notices.{}", number(&taken))) else {
-        log(LogLevel::Warn, "fault-injector: could not register a queue for policy notices; requests will check the state_version gauge");
+        log::warn!("fault-injector: could not register a queue for policy notices; requests will check the state_version gauge");
         return None;
     };
     let joined = shared::rewrite(ROSTER_KEY, |bytes| {
@@ -98,7 +98,6 @@ pub fn answer(Done { context, answer, unconfirmed }: Done<Answer>) {
         confirmed(&answer);
         return;
     }
-    let message = format!("fault-injector: policy written, but {unconfirmed} root context(s) did not confirm it within {ACK_DEADLINE_MS} ms");
-    log(LogLevel::Warn, &message);
+    log::warn!("fault-injector: policy written, but {unconfirmed} root context(s) did not confirm it within {ACK_DEADLINE_MS} ms");
     self::unconfirmed(&answer, unconfirmed);
 }

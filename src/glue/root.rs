@@ -5,12 +5,12 @@
 use super::http::Request;
 use super::notices;
 use super::root_state::RootState;
-use super::{log, now_ms};
+use super::now_ms;
 use crate::config::Config;
 use crate::stored::Origin;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel};
+use proxy_wasm::types::{BufferType, ContextType};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -43,7 +43,7 @@ impl RootContext for Root {
         let config = match Config::parse(&bytes) {
             Ok(config) => config,
             Err(e) => {
-                log(LogLevel::Error, &e.to_string());
+                log::error!("{e}");
                 return false;
             }
         };

@@ -3,7 +3,7 @@
 //! on the notices roster, the requests it holds and the counts it has not handed over.
 
 use super::notices::{self, Answer, ACK_DEADLINE_MS};
-use super::{log, now_ms, shared};
+use super::{now_ms, shared};
 use crate::config::Config;
 use crate::delays::DelayQueue;
 use crate::notices::{Done, Message, Waits};
@@ -12,7 +12,7 @@ use crate::sampling::{identity_hash, Sampler};
 use crate::stats::{self, Stat, Tally};
 use crate::stored::Origin;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, LogLevel, MetricType};
+use proxy_wasm::types::{Action, MetricType};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -103,7 +103,7 @@ impl RootState {
         let applied = shared::update::<()>(|_, stored| Ok((*stored != origin).then(|| (config.start.clone(), origin.clone()))));
         if let Ok(Some((_, origin))) = applied {
             self.count(Stat::StateVersion, 1);
-            log(LogLevel::Info, &format!("fault-injector: start policy of configuration {} is in force", origin.view()));
+            log::info!("fault-injector: start policy of configuration {} is in force", origin.view());
             // Root contexts still on an older configuration serve until Envoy drains them.
             // This one has no queue yet (it joins at its first request), so they acknowledge
             // to nobody, and nothing waits.

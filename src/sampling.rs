@@ -10,7 +10,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// A generator seeded from, for example, the clock and the context id.
+    /// A generator seeded with `seed` (the glue draws it from the host's random source).
     pub fn new(seed: u64) -> Sampler {
         Sampler { state: seed }
     }

@@ -64,7 +64,11 @@ pub struct Due {
 impl RootState {
     /// The state of root context `root_id` before configuration.
     pub fn new(root_id: u32) -> RootState {
-        let seed = identity_hash(&[&now_ms().to_le_bytes(), &root_id.to_le_bytes()]);
+        // From the host's random source (WASI random_get in Envoy), once: every worker, and
+        // every Envoy started at once, draws its own stream. Per request the sampler steps
+        // SplitMix64, a few instructions where random_get would be a call out of the VM.
+        // Should the host refuse, the clock and the context id still tell workers apart.
+        let seed = getrandom::u64().unwrap_or_else(|_| identity_hash(&[&now_ms().to_le_bytes(), &root_id.to_le_bytes()]));
         RootState {
             config: Rc::new(Config::default()),
             state: State::default(),

@@ -1,4 +1,7 @@
 //! Durations as the control API writes them: `0.25`, `250ms`, `2s`, `1m` (at most one hour).
+//! Read here rather than with `humantime`, which takes neither a bare number of seconds
+//! (`timeout=0.25`, the seed's form) nor fractions (`1.5s`); decimals are read in whole
+//! numbers, so no float parsing is linked in.
 
 use crate::values::{from_value, not_accepted};
 use serde::{Serialize, Serializer};

@@ -239,6 +239,9 @@ impl Call {
 }
 
 /// Decodes `%XX` escapes and `+` (a space in form encoding); refuses bad escapes and non-UTF-8.
+/// Kept here rather than taken from `percent-encoding` or `form_urlencoded`: the first passes
+/// a bad escape (`%G1`) through as text and leaves `+` alone, the second decodes non-UTF-8
+/// lossily, where the control API refuses both with "not UTF-8" and changes nothing.
 pub fn percent_decode(text: &str) -> Result<String, ControlError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -117,8 +117,10 @@ pub enum Decision {
 /// Decides for one request, given the state, the configuration and the sampler.
 pub fn decide(state: &State, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> Decision {
     let decision = decide_fault(state, config, request, sampler);
-    // Read only when a fault would otherwise apply: a passing request asks nothing more.
-    if config.pass_probes && decision != Decision::Pass && is_probe(request.header("user-agent").as_deref()) {
+    // Read only when a fault would otherwise apply: a passing request asks nothing more,
+    // and a control call is one whatever its agent.
+    let fault = !matches!(decision, Decision::Pass | Decision::Control(_));
+    if fault && config.pass_probes && is_probe(request.header("user-agent").as_deref()) {
         return Decision::Probe;
     }
     decision
@@ -513,6 +515,9 @@ mod tests {
         assert_eq!(injected(&run(&aborting, &Config::default(), curl)), Some((503, "statusResponse".into())));
         let off = config(r#"{"probes": {"pass": false}}"#);
         assert_eq!(injected(&run(&aborting, &off, &mut probe())), Some((503, "statusResponse".into())));
+        // A control call is one whatever its agent.
+        let control = &mut Req::new("/injector?status=500").with("user-agent", "kube-probe/1.35");
+        assert_eq!(run(&aborting, &Config::default(), control), Decision::Control("status=500".into()));
         // A probe when no fault applies is just a passing request: its agent is not read.
         let mut request = probe();
         assert_eq!(run(&State::default(), &Config::default(), &mut request), Decision::Pass);

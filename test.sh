@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: Rust unit tests on the host, then the integration tests
+# Runs every test: Rust unit tests on the host, then the same compiled to Wasm
+# (wasm32-wasip1, the target Envoy runs, under Node's WASI), then the integration tests
 # against a real Envoy. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,8 +12,13 @@ main all
 apt_install wrk nginx
 # tests/test_docs.py replays the documents' curl sessions.
 apt_install curl
+# Node runs the unit tests compiled to Wasm (scripts/wasi-run.mjs).
+apt_install nodejs
 echo "== cargo test"
 cargo test
+echo "== cargo test --target wasm32-wasip1"
+CARGO_TARGET_WASM32_WASIP1_RUNNER="node --experimental-wasi-unstable-preview1 $PWD/scripts/wasi-run.mjs" \
+    cargo test --target wasm32-wasip1 --lib
 echo "== build"
 ./build.sh
 ./build.sh --example empty_filter

@@ -1,68 +1,63 @@
 //! Client addresses and CIDR ranges: parsing Envoy's `source.address` and matching.
 
+use crate::values::{from_value, not_accepted};
+use ipnet::IpNet;
+use serde::{Serialize, Serializer};
 use std::fmt;
 use std::net::IpAddr;
 
 /// What an address text is accepted as, for error messages.
 pub const ACCEPTED: &str = "an IPv4 or IPv6 address, or a CIDR such as 10.1.0.0/16";
 
-/// An address range: an address and a prefix length.
+/// An address range: an address and a prefix length, with its host bits cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     /// Parses `10.1.2.3` (a single address) or `10.1.0.0/16`. Host bits are cleared.
     pub fn parse(text: &str) -> Option<Cidr> {
-        let (addr, prefix) = match text.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text.trim(), None),
+        let text = text.trim();
+        let net = match text.split_once('/') {
+            // ipnet takes any number of digits (`/008`); the control API, up to three.
+            Some((_, prefix)) if prefix.is_empty() || prefix.len() > 3 || !prefix.bytes().all(|b| b.is_ascii_digit()) => return None,
+            Some(_) => text.parse::<IpNet>().ok()?,
+            None => IpNet::from(text.parse::<IpAddr>().ok()?),
         };
-        let addr: IpAddr = addr.parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.len() <= 3 => {
-                p.parse::<u8>().ok()?
-            }
-            Some(_) => return None,
-            None => max,
-        };
-        (prefix <= max).then(|| Cidr { network: mask(addr, prefix), prefix })
+        Some(Cidr(net.trunc()))
     }
 
     /// True when `addr` lies in this range.
     pub fn contains(&self, addr: IpAddr) -> bool {
-        addr.is_ipv4() == self.network.is_ipv4() && mask(addr, self.prefix) == self.network
+        self.0.contains(&addr)
     }
 
     /// The prefix length, so that narrower ranges can win over wider ones.
     pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-}
-
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
-            IpAddr::V4((bits & m).into())
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
-            IpAddr::V6((bits & m).into())
-        }
+        self.0.prefix_len()
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        write!(f, "{}", self.0)
     }
 }
+
+/// Written as its text, `10.0.0.0/8`.
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl TryFrom<&serde_json::Value> for Cidr {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<Cidr, String> {
+        let Some(text) = value.as_str() else { return Err(not_accepted(value, "a string")) };
+        Cidr::parse(text).ok_or_else(|| not_accepted(value, ACCEPTED))
+    }
+}
+from_value!(Cidr);
 
 /// The loopback ranges, the control route's default audience.
 pub fn loopback() -> Vec<Cidr> {
@@ -120,7 +115,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_addresses() {
-        for text in ["", "10.1.2", "10.1.2.3/33", "10.1.2.3/", "10.1.2.3/a", "::1/129", "host", "10.1.2.3/-1"] {
+        for text in ["", "10.1.2", "10.1.2.3/33", "10.1.2.3/", "10.1.2.3/a", "::1/129", "host", "10.1.2.3/-1", "10.0.0.0/0008", "10.0.0.0/ 8"] {
             assert_eq!(Cidr::parse(text), None, "{text}");
         }
     }

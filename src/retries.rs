@@ -52,7 +52,10 @@ pub fn shard_of(id: u64) -> u64 {
 }
 
 impl Shard {
-    /// Reads a stored shard; unreadable bytes count as an empty shard.
+    /// Reads a stored shard; unreadable bytes count as an empty shard. The stored form is
+    /// fixed 20-byte records (id, failures, last attempt), written by hand rather than with a
+    /// serde binary format: every counted attempt reads and writes its shard, and a format
+    /// crate would add a dependency for these few lines.
     pub fn decode(bytes: &[u8]) -> Shard {
         let entries = bytes
             .chunks_exact(ENTRY_BYTES)

@@ -34,29 +34,24 @@ impl Refusal {
     }
 }
 
-/// If the request is a control call, its query string. What it takes of the request is
-/// read only as far as needed, cheapest first: with `control.filter_state` set, `marked`
-/// (whether the request's connection carries that filter-state object), then `path`
-/// (`:path`, with its query), then, when the path matches and `control.port` is set,
-/// `local_port` (the port the request arrived at).
-pub fn control_query<'a>(
-    control: &Control,
-    marked: impl FnOnce(&str) -> bool,
-    path: impl FnOnce() -> &'a str,
-    local_port: impl FnOnce() -> Option<u16>,
-) -> Option<&'a str> {
+/// If the request is a control call by its path, its query string. What it takes of the
+/// request is read only as far as needed, cheapest first: with `control.filter_state` set,
+/// `marked` (whether the request's connection carries that filter-state object), then
+/// `path` (`:path`, with its query). With `control.port` set, the caller then checks the
+/// port too ([`on_control_port`]).
+pub fn control_query<'a>(control: &Control, marked: impl FnOnce(&str) -> bool, path: impl FnOnce() -> &'a str) -> Option<&'a str> {
     if !control.enabled || !control.filter_state.as_deref().is_none_or(marked) {
         return None;
     }
     let path = path();
     let (route, query) = path.split_once('?').unwrap_or((path, ""));
-    if route != control.path {
-        return None;
-    }
-    match control.port {
-        Some(port) if local_port() != Some(port) => None,
-        _ => Some(query),
-    }
+    (route == control.path).then_some(query)
+}
+
+/// Whether a request on the control path arrived at `control.port`, if one is set;
+/// `local_port` is asked only then.
+pub fn on_control_port(control: &Control, local_port: impl FnOnce() -> Option<u16>) -> bool {
+    control.port.is_none_or(|port| local_port() == Some(port))
 }
 
 /// The methods the control route serves, as the `allow` header lists them.
@@ -99,9 +94,9 @@ mod tests {
         Config::parse(json.as_bytes()).unwrap().control
     }
 
-    /// `control_query` on a connection without a mark.
+    /// `control_query` then `on_control_port`, on a connection without a mark.
     fn query<'a>(c: &Control, path: &'a str, local_port: impl FnOnce() -> Option<u16>) -> Option<&'a str> {
-        control_query(c, |_| false, || path, local_port)
+        control_query(c, |_| false, || path).filter(|_| on_control_port(c, local_port))
     }
 
     #[test]
@@ -130,14 +125,14 @@ mod tests {
     #[test]
     fn a_control_filter_state_limits_the_route_to_marked_connections() {
         let c = control(r#"{"control":{"filter_state":"fault_injector.control"}}"#);
-        assert_eq!(control_query(&c, |key| key == "fault_injector.control", || "/injector?reset", || None), Some("reset"));
+        assert_eq!(control_query(&c, |key| key == "fault_injector.control", || "/injector?reset"), Some("reset"));
         let read = std::cell::Cell::new(false);
-        assert_eq!(control_query(&c, |_| false, || { read.set(true); "/injector?reset" }, || None), None);
+        assert_eq!(control_query(&c, |_| false, || { read.set(true); "/injector?reset" }), None);
         assert!(!read.get(), "an unmarked connection's path is not read");
         let off = control(r#"{"control":{"enabled":false,"filter_state":"fault_injector.control"}}"#);
-        assert_eq!(control_query(&off, |_| true, || "/injector", || None), None);
+        assert_eq!(control_query(&off, |_| true, || "/injector"), None);
         let asked = std::cell::Cell::new(false);
-        assert_eq!(control_query(&control("{}"), |_| { asked.set(true); false }, || "/injector", || None), Some(""));
+        assert_eq!(control_query(&control("{}"), |_| { asked.set(true); false }, || "/injector"), Some(""));
         assert!(!asked.get(), "without control.filter_state nothing is looked up");
     }
 

@@ -1,5 +1,7 @@
 //! Durations as the control API writes them: `0.25`, `250ms`, `2s`, `1m` (at most one hour).
 
+use crate::values::{from_value, not_accepted};
+use serde::{Serialize, Serializer};
 use std::fmt;
 
 /// The longest delay or window accepted, in milliseconds (one hour).
@@ -9,9 +11,45 @@ pub const MAX_MILLIS: u64 = 3_600_000;
 pub const ACCEPTED: &str =
     "seconds (`0.25`, `2`) or a number with a unit `ms`, `s` or `m`, from 0 to 1h";
 
-/// A non-negative duration with millisecond resolution.
+/// A non-negative duration with millisecond resolution. In JSON it is the text `parse`
+/// reads (a number is seconds), and is written as `250ms` or `10s`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Millis(pub u64);
+
+impl Serialize for Millis {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl TryFrom<&serde_json::Value> for Millis {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<Millis, String> {
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => crate::values::number_text(n),
+            _ => String::new(),
+        };
+        parse(&text).ok_or_else(|| not_accepted(value, ACCEPTED))
+    }
+}
+from_value!(Millis);
+
+/// The shared state's form of a duration: whole milliseconds, as it has always been stored.
+pub mod whole_ms {
+    use super::Millis;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the milliseconds.
+    pub fn serialize<S: Serializer>(millis: &Millis, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(millis.0)
+    }
+
+    /// Reads them back.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Millis, D::Error> {
+        u64::deserialize(deserializer).map(Millis)
+    }
+}
 
 /// Parses a duration; a bare number means seconds. Sub-millisecond parts are rounded.
 pub fn parse(text: &str) -> Option<Millis> {

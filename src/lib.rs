@@ -9,15 +9,15 @@ pub mod body_change;
 pub mod config;
 pub mod control;
 pub mod delay_shape;
+pub mod decide;
 pub mod delays;
 pub mod document;
 pub mod duration;
 pub mod grpc;
 pub mod guard;
 pub mod header_faults;
-pub mod json;
 pub mod net;
-pub mod peers;
+pub mod notices;
 pub mod percentage;
 pub mod policy;
 pub mod query;
@@ -28,6 +28,8 @@ pub mod share;
 pub mod stats;
 pub mod throttle;
 pub mod truncate;
+pub mod stored;
+pub mod values;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

@@ -1,5 +1,7 @@
 //! Client addresses and CIDR ranges: parsing Envoy's `source.address` and matching.
 
+use crate::values::{from_value, not_accepted};
+use serde::{Serialize, Serializer};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -63,6 +65,22 @@ impl fmt::Display for Cidr {
         write!(f, "{}/{}", self.network, self.prefix)
     }
 }
+
+/// Written as its text, `10.0.0.0/8`.
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl TryFrom<&serde_json::Value> for Cidr {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<Cidr, String> {
+        let Some(text) = value.as_str() else { return Err(not_accepted(value, "a string")) };
+        Cidr::parse(text).ok_or_else(|| not_accepted(value, ACCEPTED))
+    }
+}
+from_value!(Cidr);
 
 /// The loopback ranges, the control route's default audience.
 pub fn loopback() -> Vec<Cidr> {

@@ -1,6 +1,7 @@
 //! The share of requests sampled, kept in parts per million so sampling needs no floats.
 
-use crate::json::{Number, Value};
+use crate::values::{from_value, not_accepted};
+use serde::{Serialize, Serializer};
 
 /// One hundred percent, in parts per million.
 pub const FULL: u32 = 1_000_000;
@@ -25,10 +26,49 @@ impl Percentage {
         Some(Percentage(u32::try_from(value.scaled(10_000)?).ok()?))
     }
 
-    /// The value as a JSON number, always with a point (`20.0`, `12.5`, `0.0001`), as
-    /// `GET /injector` has always shown it.
-    pub fn to_json(self) -> Value {
-        Value::Number(Number::decimal(u64::from(self.0 / 10_000), u64::from(self.0 % 10_000), 4))
+    /// One hundred percent.
+    pub fn full() -> Percentage {
+        Percentage(FULL)
+    }
+
+    /// The value as a number of percent. Every value (parts per million) is a decimal of at
+    /// most four places, which is what the shortest form of this float prints.
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / 10_000.0
+    }
+}
+
+/// Written as a JSON number, always with a point (`20.0`, `12.5`, `0.0001`), as
+/// `GET /injector` has always shown it.
+impl Serialize for Percentage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.as_f64())
+    }
+}
+
+impl TryFrom<&serde_json::Value> for Percentage {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<Percentage, String> {
+        let text = value.as_number().map(crate::values::number_text).unwrap_or_default();
+        Percentage::parse(&text).ok_or_else(|| not_accepted(value, ACCEPTED))
+    }
+}
+from_value!(Percentage);
+
+/// The shared state's form of a percentage: whole parts per million, as it has always
+/// been stored.
+pub mod ppm {
+    use super::Percentage;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the parts per million.
+    pub fn serialize<S: Serializer>(percentage: &Percentage, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u32(percentage.0)
+    }
+
+    /// Reads them back.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Percentage, D::Error> {
+        u32::deserialize(deserializer).map(Percentage)
     }
 }
 
@@ -49,7 +89,17 @@ mod tests {
     #[test]
     fn json_is_a_decimal_with_a_point() {
         for (ppm, text) in [(200_000, "20.0"), (125_000, "12.5"), (1, "0.0001"), (FULL, "100.0"), (0, "0.0"), (333_333, "33.3333")] {
-            assert_eq!(Percentage(ppm).to_json().to_string(), text);
+            assert_eq!(serde_json::to_string(&Percentage(ppm)).ok().as_deref(), Some(text));
+        }
+    }
+
+    proptest::proptest! {
+        /// What is written reads back the same, for every value.
+        #[test]
+        fn every_value_reads_back(ppm in 0..=FULL) {
+            let text = serde_json::to_string(&Percentage(ppm)).unwrap_or_default();
+            let back: Option<Percentage> = serde_json::from_str(&text).ok();
+            proptest::prop_assert_eq!(back, Some(Percentage(ppm)), "{}", text);
         }
     }
 

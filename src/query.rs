@@ -4,8 +4,7 @@
 use crate::duration::{self, Millis};
 use crate::net::{self, Cidr};
 use crate::percentage::{self, Percentage};
-use crate::policy::{Expiry, FaultKind, State, KIND_NAMES, MAX_CLIENTS};
-use crate::json::{Map, Value};
+use crate::policy::{Expiry, PolicyKind, State, KIND_NAMES, MAX_CLIENTS};
 use std::fmt;
 
 /// The parameters the control route accepts.
@@ -74,7 +73,7 @@ pub struct Call {
     /// Start over first: the configured start for the default, no binding for a client.
     pub reset: bool,
     /// `policy=`.
-    pub kind: Option<FaultKind>,
+    pub kind: Option<PolicyKind>,
     /// `timeout=`.
     pub delay: Option<Millis>,
     /// `status=`.
@@ -102,7 +101,8 @@ impl Call {
         Call::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
-    /// Builds a call from decoded `(parameter, value)` pairs; shared with plugin configuration.
+    /// Builds a call from decoded `(parameter, value)` pairs: the query's, or a policy
+    /// object's in a policy document or the plugin configuration.
     pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Call, ControlError> {
         let mut call = Call::default();
         let mut seen: Vec<&'static str> = Vec::new();
@@ -124,7 +124,7 @@ impl Call {
             seen.push(name);
             let bad = |accepted| ControlError::BadValue { parameter: name, value: value.to_string(), accepted };
             match name {
-                "policy" => call.kind = Some(FaultKind::parse(value).ok_or_else(|| bad(KIND_NAMES))?),
+                "policy" => call.kind = Some(PolicyKind::parse(value).ok_or_else(|| bad(KIND_NAMES))?),
                 "timeout" => call.delay = Some(duration::parse(value).ok_or_else(|| bad(duration::ACCEPTED))?),
                 "status" => {
                     let status = value.parse::<u16>().ok().filter(|s| (200..=599).contains(s));
@@ -156,35 +156,15 @@ impl Call {
         Ok(call)
     }
 
-    /// Builds a call from a JSON object of parameters (`{"policy": "statusResponse",
-    /// "status": 503}`), as plugin configuration and policy documents write a policy: the
-    /// same parameters and checks as the query. On error, the parameter at fault if one is.
-    pub fn from_object(object: &Map) -> Result<Call, (Option<String>, ControlError)> {
-        let mut pairs = Vec::new();
-        for (name, value) in object.iter() {
-            let text = match value {
-                Value::String(s) => s.clone(),
-                // Written out without an exponent, as the query would give it.
-                Value::Number(n) => n.plain().unwrap_or_else(|| n.to_string()),
-                other => {
-                    let error = ControlError::BadValue { parameter: "value", value: other.to_string(), accepted: "a string or a number" };
-                    return Err((Some(name.clone()), error));
-                }
-            };
-            pairs.push((name.as_str(), text));
-        }
-        Call::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str()))).map_err(|e| (None, e))
-    }
-
     /// The fault named by the values given when `policy` is not: `timeout` delays,
     /// `boundedRetries` fails attempts (with `status` as their status), `status` alone aborts.
-    fn implied_kind(&self) -> Result<Option<FaultKind>, ControlError> {
+    fn implied_kind(&self) -> Result<Option<PolicyKind>, ControlError> {
         Ok(match (self.delay, self.retries, self.status) {
             (Some(_), Some(_), _) => return Err(ControlError::Conflict("timeout", "boundedRetries")),
             (Some(_), None, Some(_)) => return Err(ControlError::Conflict("timeout", "status")),
-            (Some(_), None, None) => Some(FaultKind::DelayResponse),
-            (None, Some(_), _) => Some(FaultKind::BoundedRetries),
-            (None, None, Some(_)) => Some(FaultKind::StatusResponse),
+            (Some(_), None, None) => Some(PolicyKind::Delay),
+            (None, Some(_), _) => Some(PolicyKind::BoundedRetries),
+            (None, None, Some(_)) => Some(PolicyKind::Abort),
             (None, None, None) => None,
         })
     }
@@ -288,7 +268,6 @@ pub fn percent_decode(text: &str) -> Result<String, ControlError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::json::testing::at;
     use crate::policy::Policy;
 
     fn apply(state: &State, query: &str) -> Result<State, ControlError> {
@@ -299,42 +278,42 @@ mod tests {
     fn seed_calls_set_the_default_policy() {
         let s = State::default();
         let d = |q: &str| apply(&s, q).unwrap().default;
-        assert_eq!(d("policy=simpleResponse").kind, FaultKind::SimpleResponse);
-        assert_eq!(d("timeout=0.25").kind, FaultKind::DelayResponse);
+        assert_eq!(d("policy=simpleResponse").kind, PolicyKind::Response);
+        assert_eq!(d("timeout=0.25").kind, PolicyKind::Delay);
         assert_eq!(d("timeout=0.25").delay, Millis(250));
         assert_eq!(d("timeout=2s").delay, Millis(2000));
         assert_eq!(d("policy=timeoutTest").delay, Millis(10_000));
-        assert_eq!(d("status=404").kind, FaultKind::StatusResponse);
+        assert_eq!(d("status=404").kind, PolicyKind::Abort);
         assert_eq!(d("status=404").status, 404);
         assert_eq!(d("policy=statusResponse").status, 503);
-        assert_eq!(d("boundedRetries=3"), Policy { kind: FaultKind::BoundedRetries, retries: 3, ..Policy::default() });
+        assert_eq!(d("boundedRetries=3"), Policy { kind: PolicyKind::BoundedRetries, retries: 3, ..Policy::default() });
         assert_eq!(d("boundedRetries=3&status=500").status, 500);
         assert_eq!(d("policy=boundedRetries").retries, 10);
         assert_eq!(d("percentage=12.5").percentage, Percentage(125_000));
-        assert_eq!(d("percentage=100").kind, FaultKind::None);
+        assert_eq!(d("percentage=100").kind, PolicyKind::None);
     }
 
     #[test]
     fn values_not_given_keep_theirs() {
         let s = apply(&State::default(), "timeout=2&percentage=50").unwrap();
         let s = apply(&s, "status=500").unwrap();
-        assert_eq!(s.default.kind, FaultKind::StatusResponse);
+        assert_eq!(s.default.kind, PolicyKind::Abort);
         assert_eq!(s.default.percentage, Percentage(500_000));
         let s = apply(&s, "policy=delayResponse").unwrap();
         assert_eq!(s.default.delay, Millis(2000));
-        assert_eq!(apply(&s, "policy=none").unwrap().default.kind, FaultKind::None);
+        assert_eq!(apply(&s, "policy=none").unwrap().default.kind, PolicyKind::None);
     }
 
     #[test]
     fn ip_edits_a_binding_that_starts_from_the_default() {
         let s = apply(&State::default(), "percentage=30").unwrap();
         let s = apply(&s, "status=500&percentage=100&ip=10.1.2.3").unwrap();
-        assert_eq!(s.default.kind, FaultKind::None);
+        assert_eq!(s.default.kind, PolicyKind::None);
         let ip = Some("10.1.2.3".parse().unwrap());
         assert_eq!(s.policy_for(ip).status, 500);
         assert_eq!(s.policy_for(ip).percentage, Percentage(1_000_000));
         let s = apply(&s, "ip=10.1.2.3&timeout=1").unwrap();
-        assert_eq!(s.policy_for(ip).kind, FaultKind::DelayResponse);
+        assert_eq!(s.policy_for(ip).kind, PolicyKind::Delay);
         assert_eq!(s.bindings.len(), 1);
         let s = apply(&s, "ip=10.1.2.3&reset").unwrap();
         assert!(s.bindings.is_empty());
@@ -386,7 +365,7 @@ mod tests {
     #[test]
     fn percent_decoding_and_empty_pieces() {
         let call = Call::parse_query("&policy=%73tatusResponse&&").unwrap();
-        assert_eq!(call.kind, Some(FaultKind::StatusResponse));
+        assert_eq!(call.kind, Some(PolicyKind::Abort));
         assert!(!Call::parse_query("").unwrap().changes_anything());
     }
 
@@ -395,10 +374,10 @@ mod tests {
         let s = apply(&State::default(), "status=500&percentage=100").unwrap();
         let call = Call::parse_query("timeout=1&ttl=30s").unwrap();
         let mut s = call.apply(&s, &State::default(), 1000).unwrap();
-        assert_eq!(s.default.kind, FaultKind::DelayResponse);
-        assert_eq!(at(&s.to_json(11_000), "policy.ttl").as_str(), Some("20s"));
+        assert_eq!(s.default.kind, PolicyKind::Delay);
+        assert_eq!(crate::document::Document::of(&s, 11_000).policy.get("ttl").as_deref(), Some("20s"));
         s.settle(31_000);
-        assert_eq!((s.default.kind, s.default.status), (FaultKind::StatusResponse, 500));
+        assert_eq!((s.default.kind, s.default.status), (PolicyKind::Abort, 500));
         let call = Call::parse_query("ip=10.0.0.1&status=418&ttl=1").unwrap();
         let mut s = call.apply(&s, &State::default(), 0).unwrap();
         assert_eq!(s.bindings.len(), 1);

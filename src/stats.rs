@@ -25,6 +25,7 @@ macro_rules! metrics {
 metrics! {
     RequestsSeen = false "requests_seen", "Requests that reached the filter, control calls excepted.";
     RequestsPassed = false "requests_passed", "Requests forwarded without a fault.";
+    ProbesPassed = false "probes_passed", "Kubelet probes (User-Agent: kube-probe/...) forwarded untouched where a fault would have applied.";
     AbortsInjected = false "aborts_injected", "Requests answered with the policy's status.";
     ResponsesInjected = false "responses_injected", "Requests answered with the canned response.";
     DelaysInjected = false "delays_injected", "Requests held before being forwarded.";

@@ -3,22 +3,21 @@
 //! /injector` resets it. Every change is written to shared data for all workers at once.
 
 use super::reply;
-use super::root::Worker;
-use super::{log, now_ms, peers, shared};
-use crate::config::Origin;
+use super::root_state::RootState;
+use super::{now_ms, shared};
 use crate::control::{self, Refusal};
-use crate::document;
-use crate::json::Value;
+use crate::document::{self, Document};
 use crate::policy::State;
+use crate::stored::Origin;
 use crate::query::{percent_decode, Call};
 use crate::stats::Stat;
-use proxy_wasm::types::{Action, LogLevel};
+use proxy_wasm::types::Action;
 use std::net::IpAddr;
 use std::rc::Rc;
 
 /// Turns the call away (with its refusal answered) unless the client, its token and its
 /// method may use the route.
-pub fn admit(worker: &Worker, client: Option<IpAddr>, method: &str, authorization: Option<&str>) -> Result<(), Action> {
+pub fn admit(worker: &RootState, client: Option<IpAddr>, method: &str, authorization: Option<&str>) -> Result<(), Action> {
     control::admit(&worker.config.control, client, method, authorization).map_err(|refusal| {
         let extra = match refusal {
             Refusal::Unauthorized => vec![("www-authenticate", "Bearer")],
@@ -31,7 +30,7 @@ pub fn admit(worker: &Worker, client: Option<IpAddr>, method: &str, authorizatio
 
 /// `GET /injector?query`: reads (no parameters) or edits. Calls that write are answered
 /// once every worker has the write; `context` is the call's.
-pub fn query(worker: &mut Worker, context: u32, query: &str) -> Action {
+pub fn query(worker: &mut RootState, context: u32, query: &str) -> Action {
     if let Some(encoded) = query.strip_prefix("document=").filter(|d| !d.contains('&')) {
         return match percent_decode(encoded) {
             Ok(text) => document(worker, context, "", text.as_bytes()),
@@ -46,20 +45,20 @@ pub fn query(worker: &mut Worker, context: u32, query: &str) -> Action {
     if !call.changes_anything() {
         let (mut state, origin) = shared::state_and_origin();
         state.settle(now);
-        return reply::json(200, &answer(&state, &origin, now), vec![]);
+        return reply::json_text(200, &answer(&state, &origin, now), vec![]);
     }
     let start = Rc::clone(&worker.config);
     write(worker, context, &format!("'{query}'"), |state| call.apply(state, &start.start, now).map_err(|e| e.to_string()))
 }
 
 /// `POST /injector` where the listener cannot hold the body back from the router.
-pub fn post_refused(worker: &Worker) -> Action {
+pub fn post_refused(worker: &RootState) -> Action {
     let reason = "POST needs control.post_documents and Envoy's buffer filter after this one (README, \"Policy document\"); or send the document as GET ?document=<url-encoded JSON>";
     refuse(worker, 400, reason, vec![])
 }
 
 /// `POST /injector` with a policy document: the whole state becomes the document's.
-pub fn document(worker: &mut Worker, context: u32, query: &str, body: &[u8]) -> Action {
+pub fn document(worker: &mut RootState, context: u32, query: &str, body: &[u8]) -> Action {
     if !query.is_empty() {
         return refuse(worker, 400, "POST takes the policy document in its body, not a query", vec![]);
     }
@@ -71,7 +70,7 @@ pub fn document(worker: &mut Worker, context: u32, query: &str, body: &[u8]) -> 
 }
 
 /// `DELETE /injector`: back to the configuration's start.
-pub fn reset(worker: &mut Worker, context: u32, query: &str) -> Action {
+pub fn reset(worker: &mut RootState, context: u32, query: &str) -> Action {
     if !query.is_empty() {
         return refuse(worker, 400, "DELETE resets everything and takes no query; use GET ?ip=A&reset for one client", vec![]);
     }
@@ -79,32 +78,31 @@ pub fn reset(worker: &mut Worker, context: u32, query: &str) -> Action {
     write(worker, context, "DELETE", |_| Ok(start.clone()))
 }
 
-fn write(worker: &mut Worker, context: u32, what: &str, change: impl Fn(&State) -> Result<State, String>) -> Action {
+fn write(worker: &mut RootState, context: u32, what: &str, change: impl Fn(&State) -> Result<State, String>) -> Action {
     let now = now_ms();
-    match shared::update(worker, |state, origin| change(state).map(|next| Some((next, origin.clone())))) {
+    match shared::update(|state, origin| change(state).map(|next| Some((next, origin.clone())))) {
         Ok(Some((state, origin))) => {
+            worker.count(Stat::StateVersion, 1);
             worker.count(Stat::PolicyChanges, 1);
-            log(LogLevel::Info, &format!("fault-injector: policy changed by {what}"));
+            log::info!("fault-injector: policy changed by {what}");
             let answer = answer(&state, &origin, now);
             worker.adopt(state);
-            peers::publish(worker, context, answer)
+            worker.publish(context, answer)
         }
         Ok(None) => refuse(worker, 503, "the shared policy could not be written; try again", vec![]),
         Err(e) => refuse(worker, 400, &e, vec![]),
     }
 }
 
-/// The state as a control call's answer shows it.
-fn answer(state: &State, origin: &Origin, now: u64) -> Value {
-    let mut body = state.to_json(now);
-    if let Some(map) = body.as_object_mut() {
-        map.insert("configuration", origin.to_json());
-    }
-    body
+/// The state as a control call's answer shows it: the policy document, with the
+/// configuration it started from.
+fn answer(state: &State, origin: &Origin, now: u64) -> String {
+    let document = Document { configuration: Some(origin.view()), ..Document::of(state, now) };
+    serde_json::to_string(&document).unwrap_or_default()
 }
 
-fn refuse(worker: &Worker, status: u16, reason: &str, extra: Vec<(&str, &str)>) -> Action {
+fn refuse(worker: &RootState, status: u16, reason: &str, extra: Vec<(&str, &str)>) -> Action {
     worker.count(Stat::ControlRefused, 1);
-    log(LogLevel::Warn, &format!("fault-injector: control call refused ({status}): {reason}"));
+    log::warn!("fault-injector: control call refused ({status}): {reason}");
     reply::error(status, reason, extra)
 }

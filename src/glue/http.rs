@@ -1,21 +1,15 @@
-//! The HTTP context: one per request. It reads as guards: control route? then a fault the
-//! request asks for itself (`x-fault-*`)? then the first matching rule, else the client's
-//! policy; sampled? then inject, on the request or, for response faults, on its response.
+//! The HTTP context: one per request. [`decide`](crate::decide::decide) says what happens
+//! to the request; this carries it out, on the request or on its response, and counts it.
 
-use super::reply::{self, INJECTED};
-use super::root::Worker;
+use super::reply;
+use super::root_state::RootState;
 use super::{control_route, now_ms, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
-use crate::control;
+use crate::decide::{self, Answered, Decision, OnResponse, INJECTED};
 use crate::duration::Millis;
-use crate::grpc;
-use crate::header_faults::{self, Asked};
 use crate::net;
-use crate::percentage::Percentage;
-use crate::policy::{FaultKind, Policy};
 use crate::retries::Attempt;
-use crate::rules::{self, Fault, RequestView, Rule};
-use crate::sampling::{identity_hash, in_share};
+use crate::rules::RequestView;
 use crate::stats::Stat;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -69,56 +63,57 @@ fn client() -> Option<IpAddr> {
     net::parse_socket_address(std::str::from_utf8(&bytes).ok()?)
 }
 
-/// What the guards read of a request, each read from Envoy at most once and only when one
+/// What `decide` reads of a request, each read from Envoy at most once and only when it
 /// asks: every read is a host call that copies the value into the module.
-#[derive(Default)]
-struct Headers {
+struct RequestInfo {
     path: Option<String>,
     method: Option<String>,
     client: Option<Option<IpAddr>>,
+    /// The `active_delays` gauge's id.
+    active_delays: Option<u32>,
 }
 
-impl Headers {
-    /// `:path`, with its query.
-    fn full_path(&mut self) -> &str {
-        self.path.get_or_insert_with(|| header(":path").unwrap_or_default())
-    }
-
-    fn method_str(&mut self) -> &str {
-        self.method.get_or_insert_with(|| header(":method").unwrap_or_default())
-    }
-
-    fn client_ip(&mut self) -> Option<IpAddr> {
-        *self.client.get_or_insert_with(client)
+impl RequestInfo {
+    fn new(worker: &RootState) -> RequestInfo {
+        RequestInfo { path: None, method: None, client: None, active_delays: worker.metric_id(Stat::ActiveDelays) }
     }
 }
 
-impl RequestView for Headers {
+impl RequestView for RequestInfo {
     fn path(&mut self) -> String {
-        let path = self.full_path();
+        let path = decide::Request::target(self);
         path.split_once('?').map_or(path, |(route, _)| route).to_string()
     }
     fn method(&mut self) -> String {
-        self.method_str().to_string()
+        self.method.get_or_insert_with(|| header(":method").unwrap_or_default()).clone()
     }
     fn header(&mut self, name: &str) -> Option<String> {
         header(name)
     }
     fn client(&mut self) -> Option<IpAddr> {
-        self.client_ip()
+        *self.client.get_or_insert_with(client)
     }
 }
 
-/// A fault for the upstream's response, decided when the request went through.
-enum OnResponse {
-    Delay(Millis),
-    Rewrite { status: Option<u16>, add: Vec<(String, String)>, remove: Vec<String> },
+impl decide::Request for RequestInfo {
+    fn target(&mut self) -> &str {
+        self.path.get_or_insert_with(|| header(":path").unwrap_or_default())
+    }
+    fn marked(&mut self, key: &str) -> bool {
+        on_marked_connection(key)
+    }
+    fn local_port(&mut self) -> Option<u16> {
+        local_port()
+    }
+    fn active_delays(&mut self) -> u64 {
+        self.active_delays.and_then(|id| hostcalls::get_metric(id).ok()).unwrap_or(0)
+    }
 }
 
 /// One request's context.
 pub struct Request {
     id: u32,
-    worker: Rc<RefCell<Worker>>,
+    worker: Rc<RefCell<RootState>>,
     /// When this request (or its response) is due to be released, while it is held (or was).
     held_until: Option<u64>,
     /// Whether what is held is the response.
@@ -132,49 +127,35 @@ pub struct Request {
 
 impl Request {
     /// A context for a new request on this worker.
-    pub fn new(id: u32, worker: Rc<RefCell<Worker>>) -> Request {
+    pub fn new(id: u32, worker: Rc<RefCell<RootState>>) -> Request {
         Request { id, worker, held_until: None, holding_response: false, on_response: None, control_post: None, control_call: false }
     }
 
-    fn control(&mut self, request: &mut Headers, query: String, end_of_stream: bool) -> Action {
+    fn control(&mut self, worker: &mut RootState, request: &mut RequestInfo, query: String, end_of_stream: bool) -> Action {
         self.control_call = true;
-        let worker = Rc::clone(&self.worker);
-        let mut worker = worker.borrow_mut();
         // A call that writes hears the other workers acknowledge on this root context's queue.
         worker.join();
-        let client = request.client_ip();
-        let method = request.method_str();
-        if let Err(refused) = control_route::admit(&worker, client, method, header("authorization").as_deref()) {
+        let client = request.client();
+        let method = request.method();
+        if let Err(refused) = control_route::admit(worker, client, &method, header("authorization").as_deref()) {
             return refused;
         }
-        match method {
+        match method.as_str() {
             "POST" if worker.config.control.post_documents && !end_of_stream => {
                 // The document is in the body, which Envoy hands over only once the headers
                 // went on, to the buffer filter that holds them from the router (README).
                 self.control_post = Some(query);
                 Action::Continue
             }
-            "POST" if !worker.config.control.post_documents => control_route::post_refused(&worker),
-            "POST" => control_route::document(&mut worker, self.id, &query, b""),
-            "DELETE" => control_route::reset(&mut worker, self.id, &query),
-            _ => control_route::query(&mut worker, self.id, &query),
+            "POST" if !worker.config.control.post_documents => control_route::post_refused(worker),
+            "POST" => control_route::document(worker, self.id, &query, b""),
+            "DELETE" => control_route::reset(worker, self.id, &query),
+            _ => control_route::query(worker, self.id, &query),
         }
     }
 
-    /// True for `percentage` of requests: by the value of `sample_by` when the request has
-    /// that header, so one user or request id is always in or always out, else at random.
-    fn sampled(worker: &mut Worker, percentage: Percentage, sample_by: Option<&str>) -> bool {
-        match sample_by.and_then(header) {
-            Some(value) => in_share(identity_hash(&[value.as_bytes()]), percentage),
-            None => worker.sampler.roll(percentage),
-        }
-    }
-
-    fn hold(&mut self, worker: &mut Worker, delay: Millis, response: bool) -> Option<Action> {
-        if worker.read(Stat::ActiveDelays) >= worker.config.max_active_delays {
-            worker.count(Stat::DelaysOverflow, 1);
-            return None;
-        }
+    /// Holds the request (or, with `response`, its response) for `delay`.
+    fn hold(&mut self, worker: &mut RootState, delay: Millis, response: bool) {
         let now = now_ms();
         let due = now + delay.0;
         if response {
@@ -183,174 +164,64 @@ impl Request {
             worker.delays.hold(self.id, due);
         }
         worker.arm(due, now, self.id);
-        // A response delay was counted when the request chose it.
-        if !response {
-            worker.count(Stat::DelaysInjected, 1);
-        }
         worker.count(Stat::ActiveDelays, 1);
         self.held_until = Some(due);
         self.holding_response = response;
-        Some(Action::Pause)
     }
 
-    /// Answers with `status` and `body`; a gRPC caller gets `grpc_status` (or the code
-    /// `status` maps to) with `message`.
-    fn fail(status: u16, grpc_status: Option<u8>, label: &str, body: &str, message: &str) -> Action {
-        if grpc::is_grpc(header("content-type").as_deref()) {
-            let code = grpc_status.unwrap_or_else(|| grpc::status_for_http(status));
-            return reply::grpc(code, message, vec![(INJECTED, label)]);
-        }
-        reply::http(status, vec![(INJECTED, label)], body)
-    }
-
-    fn abort(worker: &Worker, status: u16, grpc_status: Option<u8>, label: &str) -> Action {
-        worker.count(Stat::AbortsInjected, 1);
-        Self::fail(status, grpc_status, label, "fault filter abort\n", "fault filter abort")
-    }
-
-    fn respond(worker: &Worker, status: u16, headers: &[(String, String)], body: &str, grpc_status: Option<u8>, label: &str) -> Action {
-        worker.count(Stat::ResponsesInjected, 1);
-        let mut headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        headers.push((INJECTED, label));
-        match grpc_status {
-            Some(code) if grpc::is_grpc(header("content-type").as_deref()) => reply::grpc(code, body, headers),
-            _ => reply::http(status, headers, body),
-        }
-    }
-
-    /// Bounded retries: identities (client, method, path), not attempts, are sampled, so a
-    /// retrying client sees exactly `retries` failures.
-    fn bounded(worker: &Worker, request: &mut Headers, retries: u32, status: u16, percentage: Percentage) -> Option<Action> {
-        let ip = request.client_ip().map(|c| c.to_string()).unwrap_or_default();
-        let method = request.method_str().to_string();
-        let id = identity_hash(&[ip.as_bytes(), method.as_bytes(), request.full_path().as_bytes()]);
-        if !in_share(id, percentage) {
-            return None;
-        }
-        let Attempt::Fail(_) = shared::attempt(id, now_ms(), retries, worker) else { return None };
-        worker.count(Stat::RetriesInjected, 1);
-        let body = format!("fault filter abort ({status}, bounded retries)\n");
-        Some(Self::fail(status, None, "boundedRetries", &body, "fault filter abort (bounded retries)"))
-    }
-
-    fn by_headers(&mut self, worker: &mut Worker) -> Option<Action> {
-        let (delay, abort) = (header(header_faults::DELAY), header(header_faults::ABORT));
-        if delay.is_none() && abort.is_none() {
-            return None;
-        }
-        let share = header(header_faults::PERCENTAGE);
-        match header_faults::read(delay.as_deref(), abort.as_deref(), share.as_deref(), worker.config.header_faults.max_delay) {
-            Ok(None) => None,
-            Ok(Some((asked, percentage))) if worker.sampler.roll(percentage) => match asked {
-                Asked::Delay(ms) => self.hold(worker, ms, false),
-                Asked::Abort(status) => Some(Self::abort(worker, status, None, "abort")),
-            },
-            Ok(Some(_)) => None,
-            Err(e) => {
-                worker.count(Stat::HeaderFaultsRefused, 1);
-                Some(reply::error(400, &e.to_string(), vec![(INJECTED, "refused")]))
-            }
-        }
-    }
-
-    fn by_rule(&mut self, worker: &mut Worker, request: &mut Headers, rule: &Rule) -> Option<Action> {
-        if let Fault::BoundedRetries { retries, status } = rule.fault {
-            return Self::bounded(worker, request, retries, status, rule.percentage);
-        }
-        if !Self::sampled(worker, rule.percentage, rule.sample_by.as_deref()) {
-            return None;
-        }
-        match &rule.fault {
-            Fault::Delay { fixed, jitter } => {
-                let extra = if jitter.0 == 0 { 0 } else { worker.sampler.next_u64() % (jitter.0 + 1) };
-                self.hold(worker, Millis(fixed.0 + extra), false)
-            }
-            Fault::Abort { status, grpc_status } => Some(Self::abort(worker, *status, *grpc_status, "abort")),
-            Fault::Response { status, headers, body, grpc_status } => {
-                Some(Self::respond(worker, *status, headers, body, *grpc_status, "response"))
-            }
-            Fault::ResponseDelay { fixed } => {
-                self.on_response = Some(OnResponse::Delay(*fixed));
-                None
-            }
-            Fault::ResponseRewrite { status, add_headers, remove_headers } => {
-                let (add, remove) = (add_headers.clone(), remove_headers.clone());
-                self.on_response = Some(OnResponse::Rewrite { status: *status, add, remove });
-                None
-            }
-            Fault::BoundedRetries { .. } => None,
-        }
-    }
-
-    fn by_policy(&mut self, worker: &mut Worker, request: &mut Headers, policy: Policy) -> Option<Action> {
-        match policy.kind {
-            FaultKind::None => None,
-            FaultKind::BoundedRetries => Self::bounded(worker, request, policy.retries, policy.status, policy.percentage),
-            kind => {
-                let config = Rc::clone(&worker.config);
-                if !Self::sampled(worker, policy.percentage, config.sample_by.as_deref()) {
-                    return None;
-                }
-                match kind {
-                    FaultKind::DelayResponse => self.hold(worker, policy.delay, false),
-                    FaultKind::StatusResponse => Some(Self::abort(worker, policy.status, None, "statusResponse")),
-                    _ => {
-                        let canned = &config.simple_response;
-                        Some(Self::respond(worker, canned.status, &canned.headers, &canned.body, None, "simpleResponse"))
-                    }
-                }
-            }
-        }
-    }
-
-    fn inject(&mut self, worker: &mut Worker, request: &mut Headers) -> Option<Action> {
-        if worker.config.header_faults.enabled {
-            if let Some(action) = self.by_headers(worker) {
-                return Some(action);
-            }
-        }
-        worker.refresh();
-        if worker.state.is_idle() {
-            return None;
-        }
-        if !worker.state.rules.is_empty() {
-            // The first matching rule decides, even when it samples the request out.
-            if let Some(rule) = rules::first_match(&worker.state.rules, request).cloned() {
-                return self.by_rule(worker, request, &rule);
-            }
-        }
-        let client = if worker.state.bindings.is_empty() { None } else { request.client_ip() };
-        let policy = *worker.state.policy_for(client);
-        self.by_policy(worker, request, policy)
-    }
-}
-
-impl Context for Request {}
-
-impl Request {
     fn request_headers(&mut self, end_of_stream: bool) -> Action {
         let worker = Rc::clone(&self.worker);
-        let mut request = Headers::default();
-        let control_query = {
-            let w = worker.borrow();
-            control::control_query(&w.config.control, on_marked_connection, || request.full_path(), local_port).map(str::to_string)
-        };
-        if let Some(query) = control_query {
-            return self.control(&mut request, query, end_of_stream);
-        }
-        let mut w = worker.borrow_mut();
-        w.count(Stat::RequestsSeen, 1);
-        match self.inject(&mut w, &mut request) {
-            Some(action) => action,
-            None => {
-                match self.on_response {
-                    Some(OnResponse::Delay(_)) => w.count(Stat::DelaysInjected, 1),
-                    Some(OnResponse::Rewrite { .. }) => w.count(Stat::ResponsesRewritten, 1),
-                    None => w.count(Stat::RequestsPassed, 1),
-                }
-                Action::Continue
+        let mut worker = worker.borrow_mut();
+        let mut request = RequestInfo::new(&worker);
+        worker.refresh();
+        let RootState { state, config, sampler, .. } = &mut *worker;
+        let decision = decide::decide(state, config, &mut request, sampler);
+        // Carried out, and counted as what it turned out to be.
+        let (counted, action) = match decision {
+            Decision::Control(query) => return self.control(&mut worker, &mut request, query, end_of_stream),
+            Decision::Pass => (Stat::RequestsPassed, Action::Continue),
+            Decision::Probe => (Stat::ProbesPassed, Action::Continue),
+            Decision::Overflow => {
+                worker.count(Stat::DelaysOverflow, 1);
+                (Stat::RequestsPassed, Action::Continue)
             }
-        }
+            Decision::Reply(answered, answer) => {
+                let stat = match answered {
+                    Answered::Abort => Stat::AbortsInjected,
+                    Answered::Response => Stat::ResponsesInjected,
+                    Answered::Refused => Stat::HeaderFaultsRefused,
+                };
+                (stat, reply::send(&answer))
+            }
+            Decision::Hold(delay) => {
+                self.hold(&mut worker, delay, false);
+                (Stat::DelaysInjected, Action::Pause)
+            }
+            Decision::CountAttempt(attempt) => {
+                let counted = shared::attempt(attempt.id, now_ms(), attempt.retries, worker.config.retry_limits);
+                // The table's gauge is shared by every worker; the CAS write replaced exactly
+                // the shard read, so adding its change in length keeps the sum exact.
+                worker.count(Stat::RetryEntries, counted.grown);
+                if counted.evicted {
+                    worker.count(Stat::RetryEvictions, 1);
+                }
+                match counted.attempt {
+                    Attempt::Fail(_) => (Stat::RetriesInjected, reply::send(&attempt.reply)),
+                    Attempt::Pass => (Stat::RequestsPassed, Action::Continue),
+                }
+            }
+            Decision::OnResponse(fault) => {
+                let stat = match fault {
+                    OnResponse::Delay(_) => Stat::DelaysInjected,
+                    OnResponse::Rewrite { .. } => Stat::ResponsesRewritten,
+                };
+                self.on_response = Some(fault);
+                (stat, Action::Continue)
+            }
+        };
+        worker.count(Stat::RequestsSeen, 1);
+        worker.count(counted, 1);
+        action
     }
 
     /// Lets the worker hand what this request counted to Envoy before long.
@@ -358,6 +229,8 @@ impl Request {
         self.worker.borrow_mut().flush_soon(self.id);
     }
 }
+
+impl Context for Request {}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
@@ -385,12 +258,18 @@ impl HttpContext for Request {
             Some(OnResponse::Delay(delay)) => {
                 let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("responseDelay"));
                 let worker = Rc::clone(&self.worker);
-                let mut w = worker.borrow_mut();
-                let held = self.hold(&mut w, delay, true);
-                drop(w);
+                let mut worker = worker.borrow_mut();
+                // Counted as a delay when the request chose it; past the limit it goes on.
+                let held = worker.gauge(Stat::ActiveDelays) < worker.config.max_active_delays;
+                if held {
+                    self.hold(&mut worker, delay, true);
+                } else {
+                    worker.count(Stat::DelaysOverflow, 1);
+                }
+                drop(worker);
                 self.counted();
-                if let Some(action) = held {
-                    return action;
+                if held {
+                    return Action::Pause;
                 }
             }
             Some(OnResponse::Rewrite { status, add, remove }) => {

@@ -1,12 +1,10 @@
 //! Local replies: what the filter answers itself, in the caller's protocol (a gRPC caller
 //! gets HTTP 200 with `grpc-status`, the way gRPC servers fail).
 
-use crate::json::{self, Value};
+use crate::decide::Reply;
+use serde::Serialize;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, GrpcStatusCode};
-
-/// The header every injected fault carries, naming the fault.
-pub const INJECTED: &str = "x-fault-injected";
 
 /// Answers with `status`, `headers` and `body`; the request goes no further.
 pub fn http(status: u16, headers: Vec<(&str, &str)>, body: &str) -> Action {
@@ -14,8 +12,21 @@ pub fn http(status: u16, headers: Vec<(&str, &str)>, body: &str) -> Action {
     Action::Pause
 }
 
+/// Sends what `decide` answered.
+pub fn send(reply: &Reply) -> Action {
+    match reply {
+        Reply::Http { status, headers, body } => http(*status, headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(), body),
+        Reply::Grpc { code, message, metadata } => grpc(*code, message, metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()),
+    }
+}
+
 /// Answers a JSON body.
-pub fn json(status: u16, body: &Value, extra: Vec<(&str, &str)>) -> Action {
+pub fn json(status: u16, body: &impl Serialize, extra: Vec<(&str, &str)>) -> Action {
+    json_text(status, &serde_json::to_string(body).unwrap_or_default(), extra)
+}
+
+/// Answers a JSON body already written out.
+pub fn json_text(status: u16, body: &str, extra: Vec<(&str, &str)>) -> Action {
     let mut headers = vec![("content-type", "application/json")];
     headers.extend(extra);
     http(status, headers, &format!("{body}\n"))
@@ -31,7 +42,7 @@ pub fn grpc(code: u8, message: &str, metadata: Vec<(&str, &str)>) -> Action {
 
 /// Answers `{"error": reason}`.
 pub fn error(status: u16, reason: &str, extra: Vec<(&str, &str)>) -> Action {
-    json(status, &json::object([("error", reason.into())]), extra)
+    json(status, &serde_json::json!({"error": reason}), extra)
 }
 
 fn grpc_code(code: u8) -> GrpcStatusCode {

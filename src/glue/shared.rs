@@ -2,40 +2,14 @@
 //! worker of the Envoy sees. Keys are prefixed: Istio leaves `vm_id` empty, so all such
 //! plugins share one namespace.
 
-use crate::config::Origin;
-use crate::json;
 use crate::policy::State;
-use super::root::Worker;
-use crate::retries::{self, Attempt, Shard};
-use crate::stats::Stat;
+use crate::stored::{Origin, Stored};
+use crate::retries::{self, Attempt, Limits, Shard};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
 const STATE_KEY: &str = "fault_injector.state";
 const CAS_TRIES: usize = 16;
-
-/// The state as stored, with the configuration whose start it came from.
-#[derive(Default)]
-struct Stored {
-    origin: Origin,
-    state: State,
-}
-
-impl Stored {
-    fn encode(&self) -> Vec<u8> {
-        json::object([("origin", self.origin.to_stored()), ("state", self.state.to_stored())]).to_string().into_bytes()
-    }
-
-    /// `None` when unreadable; a missing origin is the default one.
-    fn decode(bytes: &[u8]) -> Option<Stored> {
-        let value = json::parse(bytes).ok()?;
-        let origin = match value.get("origin") {
-            None => Origin::default(),
-            Some(origin) => Origin::from_stored(origin)?,
-        };
-        Some(Stored { origin, state: State::from_stored(value.get("state")?)? })
-    }
-}
 
 fn read_stored() -> Stored {
     Stored::decode(&read(STATE_KEY)).unwrap_or_default()
@@ -52,10 +26,11 @@ pub fn state_and_origin() -> (State, Origin) {
     (stored.state, stored.origin)
 }
 
-/// Changes the state with `change`, atomically against other workers; `Ok(None)` when
-/// `change` declines (it returns `None`), `Err` when it refuses. A write moves the version
-/// stamp (the `state_version` gauge); the writer tells the other workers (`peers`).
-pub fn update<E>(worker: &Worker, change: impl Fn(&State, &Origin) -> Result<Option<(State, Origin)>, E>) -> Result<Option<(State, Origin)>, E> {
+/// Changes the state with `change`, atomically against other workers: what was written, or
+/// `Ok(None)` when `change` declines (it returns `None`) or the write did not land, `Err`
+/// when it refuses. The caller moves the version stamp (the `state_version` gauge) for a
+/// write, and tells the other workers.
+pub fn update<E>(change: impl Fn(&State, &Origin) -> Result<Option<(State, Origin)>, E>) -> Result<Option<(State, Origin)>, E> {
     // Workers configuring at once each install the start policy if the key is missing; a
     // write that creates a key ignores its CAS, so the key is created (empty) first.
     create(STATE_KEY);
@@ -67,10 +42,7 @@ pub fn update<E>(worker: &Worker, change: impl Fn(&State, &Origin) -> Result<Opt
         made.as_ref().ok()?.as_ref().map(Stored::encode)
     });
     match made? {
-        Some(stored) if landed => {
-            worker.count(Stat::StateVersion, 1);
-            Ok(Some((stored.state, stored.origin)))
-        }
+        Some(stored) if landed => Ok(Some((stored.state, stored.origin))),
         _ => Ok(None),
     }
 }
@@ -134,24 +106,30 @@ pub fn read(key: &str) -> Vec<u8> {
     hostcalls::get_shared_data(key).ok().and_then(|(bytes, _)| bytes).unwrap_or_default()
 }
 
-/// Counts one attempt of a request identity in the shared table, and adds what the write
-/// changed to the table's gauge and eviction counter.
-pub fn attempt(id: u64, now_ms: u64, fail_first: u32, worker: &Worker) -> Attempt {
+/// What counting an attempt did: its outcome, and what the write changed in the table.
+pub struct Counted {
+    /// Fail or pass.
+    pub attempt: Attempt,
+    /// How many identities the write added to the table (negative: removed).
+    pub grown: i64,
+    /// Whether an identity was dropped to make room.
+    pub evicted: bool,
+}
+
+/// Counts one attempt of a request identity in the shared table; the counting of what it
+/// changed is left to the caller. An attempt that cannot be written passes.
+pub fn attempt(id: u64, now_ms: u64, fail_first: u32, limits: Limits) -> Counted {
     let key = shard_key(retries::shard_of(id));
     let mut made = None;
     let landed = compare_and_set(&key, &mut |bytes| {
         let mut shard = Shard::decode(bytes);
         let before = shard.len();
-        let outcome = shard.attempt(id, now_ms, fail_first, worker.config.retry_limits);
+        let outcome = shard.attempt(id, now_ms, fail_first, limits);
         made = Some((outcome, shard.len() as i64 - before as i64));
         Some(shard.encode())
     });
-    let (true, Some((outcome, grown))) = (landed, made) else { return Attempt::Pass };
-    // The gauge is shared by every worker. The CAS write replaced exactly the shard read, so
-    // adding its change in length keeps the sum exact.
-    worker.count(Stat::RetryEntries, grown);
-    if outcome.evicted {
-        worker.count(Stat::RetryEvictions, 1);
+    match (landed, made) {
+        (true, Some((outcome, grown))) => Counted { attempt: outcome.attempt, grown, evicted: outcome.evicted },
+        _ => Counted { attempt: Attempt::Pass, grown: 0, evicted: false },
     }
-    outcome.attempt
 }

@@ -108,9 +108,16 @@ impl<T> Default for Waits<T> {
     }
 }
 
-/// A held control call that may be answered now: its context, its answer, and how many
-/// root contexts never acknowledged (0 unless its deadline passed).
-pub type Done<T> = (u32, T, usize);
+/// A held control call that may be answered now.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Done<T> {
+    /// The control call's context.
+    pub context: u32,
+    /// Its answer.
+    pub answer: T,
+    /// How many root contexts never acknowledged (0 unless its deadline passed).
+    pub unconfirmed: usize,
+}
 
 impl<T> Waits<T> {
     /// A number for the next write's notices.
@@ -135,14 +142,14 @@ impl<T> Waits<T> {
             return None;
         }
         let wait = self.waits.remove(at);
-        Some((wait.context, wait.answer, 0))
+        Some(Done { context: wait.context, answer: wait.answer, unconfirmed: 0 })
     }
 
     /// Takes the calls whose deadline has come, with how many acknowledgements each lacked.
     pub fn expired(&mut self, now_ms: u64) -> Vec<Done<T>> {
         let (due, kept) = std::mem::take(&mut self.waits).into_iter().partition(|w| w.deadline_ms <= now_ms);
         self.waits = kept;
-        due.into_iter().map(|w: Wait<T>| (w.context, w.answer, w.awaiting.len())).collect()
+        due.into_iter().map(|w: Wait<T>| Done { context: w.context, answer: w.answer, unconfirmed: w.awaiting.len() }).collect()
     }
 
     /// Forgets `context`'s call (its client hung up).
@@ -195,8 +202,8 @@ mod tests {
         assert_eq!(waits.next_deadline(), Some(50));
         assert!(waits.ack(a, 1).is_none());
         assert!(waits.ack(a, 1).is_none(), "a repeated ack counts once");
-        assert_eq!(waits.ack(b, 2), Some((101, "second", 0)));
-        assert_eq!(waits.ack(a, 2), Some((100, "first", 0)));
+        assert_eq!(waits.ack(b, 2), Some(Done { context: 101, answer: "second", unconfirmed: 0 }));
+        assert_eq!(waits.ack(a, 2), Some(Done { context: 100, answer: "first", unconfirmed: 0 }));
         assert!(waits.ack(a, 2).is_none(), "answered once");
         assert_eq!(waits.next_deadline(), None);
     }
@@ -209,9 +216,9 @@ mod tests {
         waits.hold(3, 102, vec![4], 90, ());
         assert!(waits.ack(1, 2).is_none());
         assert!(waits.expired(49).is_empty());
-        assert_eq!(waits.expired(50), vec![(100, (), 1)]);
+        assert_eq!(waits.expired(50), vec![Done { context: 100, answer: (), unconfirmed: 1 }]);
         waits.cancel(101);
         assert_eq!(waits.next_deadline(), Some(90));
-        assert_eq!(waits.expired(1000), vec![(102, (), 1)]);
+        assert_eq!(waits.expired(1000), vec![Done { context: 102, answer: (), unconfirmed: 1 }]);
     }
 }

@@ -1,0 +1,522 @@
+//! What happens to one request, decided in one place: a chain of early-return guards, as
+//! Envoy's fault filter has. Control route? Then a fault the request asks for itself
+//! (`x-fault-*`)? Then the first matching rule, else the client's policy, else the
+//! default. A kubelet probe passes whatever would have applied. The glue only carries the
+//! [`Decision`] out and counts it.
+
+use crate::config::Config;
+use crate::control;
+use crate::duration::Millis;
+use crate::grpc;
+use crate::header_faults::{self, Asked};
+use crate::percentage::Percentage;
+use crate::policy::State;
+use crate::rules::{self, Fault, RequestView};
+use crate::sampling::{identity_hash, in_share, Sampler};
+use crate::values::HttpStatus;
+
+/// The header every injected fault carries, naming the fault.
+pub const INJECTED: &str = "x-fault-injected";
+
+/// What `decide` reads of a request and its host, each asked only when a guard needs it:
+/// every answer is a call out of the Wasm VM.
+pub trait Request: RequestView {
+    /// `:path`, with its query.
+    fn target(&mut self) -> &str;
+    /// Whether the request's connection carries the filter-state object `key`.
+    fn marked(&mut self, key: &str) -> bool;
+    /// The local port the request arrived at.
+    fn local_port(&mut self) -> Option<u16>;
+    /// How many requests the whole Envoy holds now.
+    fn active_delays(&mut self) -> u64;
+}
+
+/// A local answer: what the filter replies instead of the upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// An HTTP answer.
+    Http {
+        /// Its status.
+        status: u16,
+        /// Its headers, `x-fault-injected` included.
+        headers: Vec<(String, String)>,
+        /// Its body.
+        body: String,
+    },
+    /// A gRPC caller's answer: HTTP 200 with `grpc-status` and `grpc-message`.
+    Grpc {
+        /// The gRPC status code.
+        code: u8,
+        /// The message.
+        message: String,
+        /// Metadata, `x-fault-injected` included.
+        metadata: Vec<(String, String)>,
+    },
+}
+
+/// Why a request is answered locally, which is what it is counted as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answered {
+    /// An abort (`aborts_injected`).
+    Abort,
+    /// A canned response (`responses_injected`).
+    Response,
+    /// A bad `x-fault-*` header (`header_faults_refused`).
+    Refused,
+}
+
+/// A fault on the upstream's response, decided when the request went through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OnResponse {
+    /// Hold the response headers this long (counted as a delay now).
+    Delay(Millis),
+    /// Change the response (counted as `responses_rewritten`).
+    Rewrite {
+        /// A new status.
+        status: Option<u16>,
+        /// Headers set.
+        add: Vec<(String, String)>,
+        /// Headers removed.
+        remove: Vec<String>,
+    },
+}
+
+/// A bounded-retry attempt to count in the shared table; it fails with `reply` while the
+/// identity has failed fewer than `retries` times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    /// The request identity (client, method, path).
+    pub id: u64,
+    /// How many of its attempts fail.
+    pub retries: u32,
+    /// The answer of a failing attempt.
+    pub reply: Reply,
+}
+
+/// What happens to a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A control call, with its query.
+    Control(String),
+    /// Forwarded untouched.
+    Pass,
+    /// A kubelet probe, forwarded untouched whatever would have applied.
+    Probe,
+    /// A delay would apply, but `max_active_delays` are held: forwarded untouched.
+    Overflow,
+    /// Answered locally.
+    Reply(Answered, Reply),
+    /// Held this long, then forwarded.
+    Hold(Millis),
+    /// A bounded-retry attempt: count it, then fail or forward it.
+    CountAttempt(Attempt),
+    /// Forwarded; its response gets a fault.
+    OnResponse(OnResponse),
+}
+
+/// Decides for one request, given the state, the configuration and the sampler.
+pub fn decide(state: &State, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> Decision {
+    let decision = decide_fault(state, config, request, sampler);
+    // Read only when a fault would otherwise apply: a passing request asks nothing more.
+    if config.pass_probes && decision != Decision::Pass && is_probe(request.header("user-agent").as_deref()) {
+        return Decision::Probe;
+    }
+    decision
+}
+
+fn decide_fault(state: &State, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> Decision {
+    if let Some(query) = control_call(config, request) {
+        return Decision::Control(query);
+    }
+    if config.header_faults.enabled {
+        if let Some(decision) = by_headers(config, request, sampler) {
+            return decision;
+        }
+    }
+    if state.is_idle() {
+        return Decision::Pass;
+    }
+    // The first matching rule decides, even when it samples the request out.
+    if let Some(rule) = rules::first_match(&state.rules, request) {
+        return by_fault(&rule.fault, rule.percentage, rule.sample_by.as_ref().map(|h| h.as_str()), "", request, sampler, config);
+    }
+    let client = if state.bindings.is_empty() { None } else { request.client() };
+    let policy = state.policy_for(client);
+    match policy.fault(&config.simple_response) {
+        None => Decision::Pass,
+        Some(fault) => by_fault(&fault, policy.percentage, config.sample_by.as_deref(), policy.kind.name(), request, sampler, config),
+    }
+}
+
+/// The query of a control call. On a listener whose control route lives on marked
+/// connections, an unmarked request's path is not read here.
+fn control_call(config: &Config, request: &mut dyn Request) -> Option<String> {
+    let control = &config.control;
+    let marked = match &control.filter_state {
+        Some(key) if control.enabled => request.marked(key),
+        _ => true,
+    };
+    let query = control::control_query(control, |_| marked, || request.target())?.to_string();
+    control::on_control_port(control, || request.local_port()).then_some(query)
+}
+
+/// True for a kubelet probe: `User-Agent: kube-probe/<version>`.
+pub fn is_probe(user_agent: Option<&str>) -> bool {
+    user_agent.is_some_and(|ua| ua.starts_with("kube-probe/"))
+}
+
+fn by_headers(config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> Option<Decision> {
+    let (delay, abort) = (request.header(header_faults::DELAY), request.header(header_faults::ABORT));
+    if delay.is_none() && abort.is_none() {
+        return None;
+    }
+    let share = request.header(header_faults::PERCENTAGE);
+    match header_faults::read(delay.as_deref(), abort.as_deref(), share.as_deref(), config.header_faults.max_delay) {
+        Ok(None) => None,
+        Ok(Some((asked, percentage))) if sampler.roll(percentage) => Some(match asked {
+            Asked::Delay(ms) => hold(ms, request, config),
+            Asked::Abort(status) => abort_reply(request, HttpStatus(status), None, "abort"),
+        }),
+        Ok(Some(_)) => Some(Decision::Pass),
+        Err(e) => {
+            let body = serde_json::json!({"error": e.to_string()}).to_string() + "\n";
+            let headers = vec![("content-type".into(), "application/json".into()), (INJECTED.into(), "refused".into())];
+            Some(Decision::Reply(Answered::Refused, Reply::Http { status: 400, headers, body }))
+        }
+    }
+}
+
+/// The decision for `fault` at `percentage`; `label` is the query policy's name for
+/// `x-fault-injected`, empty for a rule (which names the fault).
+fn by_fault(
+    fault: &Fault,
+    percentage: Percentage,
+    sample_by: Option<&str>,
+    label: &'static str,
+    request: &mut dyn Request,
+    sampler: &mut Sampler,
+    config: &Config,
+) -> Decision {
+    if let Fault::BoundedRetries { retries, status } = fault {
+        return bounded(*retries, *status, percentage, request);
+    }
+    let sampled = match sample_by.and_then(|name| request.header(name)) {
+        Some(value) => in_share(identity_hash(&[value.as_bytes()]), percentage),
+        None => sampler.roll(percentage),
+    };
+    if !sampled {
+        return Decision::Pass;
+    }
+    let or = |name: &'static str| if label.is_empty() { name } else { label };
+    match fault {
+        Fault::Delay { fixed, jitter } => {
+            let extra = if jitter.0 == 0 { 0 } else { sampler.next_u64() % (jitter.0 + 1) };
+            hold(Millis(fixed.0 + extra), request, config)
+        }
+        Fault::Abort { status, grpc_status } => abort_reply(request, *status, grpc_status.map(|g| g.0), or("abort")),
+        Fault::Response { status, headers, body, grpc_status } => {
+            let mut headers = headers.clone();
+            headers.push((INJECTED.into(), or("response").into()));
+            let reply = match grpc_status {
+                Some(code) if is_grpc(request) => Reply::Grpc { code: code.0, message: body.clone(), metadata: headers },
+                _ => Reply::Http { status: status.0, headers, body: body.clone() },
+            };
+            Decision::Reply(Answered::Response, reply)
+        }
+        Fault::ResponseDelay { fixed } => Decision::OnResponse(OnResponse::Delay(*fixed)),
+        Fault::ResponseRewrite { status, add_headers, remove_headers } => Decision::OnResponse(OnResponse::Rewrite {
+            status: status.map(|s| s.0),
+            add: add_headers.clone(),
+            remove: remove_headers.iter().map(|h| h.as_str().to_string()).collect(),
+        }),
+        Fault::BoundedRetries { .. } => Decision::Pass,
+    }
+}
+
+/// Holds the request, unless `max_active_delays` are held already.
+fn hold(delay: Millis, request: &mut dyn Request, config: &Config) -> Decision {
+    if request.active_delays() >= config.max_active_delays {
+        return Decision::Overflow;
+    }
+    Decision::Hold(delay)
+}
+
+fn is_grpc(request: &mut dyn Request) -> bool {
+    grpc::is_grpc(request.header("content-type").as_deref())
+}
+
+/// An abort: `status`, or for a gRPC caller `grpc_status` (or the code `status` maps to).
+fn abort_reply(request: &mut dyn Request, status: HttpStatus, grpc_status: Option<u8>, label: &'static str) -> Decision {
+    Decision::Reply(Answered::Abort, fail(request, status.0, grpc_status, label, "fault filter abort\n", "fault filter abort"))
+}
+
+fn fail(request: &mut dyn Request, status: u16, grpc_status: Option<u8>, label: &str, body: &str, message: &str) -> Reply {
+    let injected = vec![(INJECTED.to_string(), label.to_string())];
+    if is_grpc(request) {
+        let code = grpc_status.unwrap_or_else(|| grpc::status_for_http(status));
+        return Reply::Grpc { code, message: message.into(), metadata: injected };
+    }
+    Reply::Http { status, headers: injected, body: body.into() }
+}
+
+/// Bounded retries: identities (client, method, path), not attempts, are sampled, so a
+/// retrying client sees exactly `retries` failures.
+fn bounded(retries: u32, status: HttpStatus, percentage: Percentage, request: &mut dyn Request) -> Decision {
+    let ip = request.client().map(|c| c.to_string()).unwrap_or_default();
+    let method = request.method();
+    let id = identity_hash(&[ip.as_bytes(), method.as_bytes(), request.target().as_bytes()]);
+    if !in_share(id, percentage) {
+        return Decision::Pass;
+    }
+    let body = format!("fault filter abort ({}, bounded retries)\n", status.0);
+    let reply = fail(request, status.0, None, "boundedRetries", &body, "fault filter abort (bounded retries)");
+    Decision::CountAttempt(Attempt { id, retries, reply })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    /// A request with what `decide` may read, and a log of what it read.
+    struct Req {
+        target: String,
+        method: String,
+        headers: Vec<(String, String)>,
+        client: Option<IpAddr>,
+        marked: bool,
+        port: Option<u16>,
+        active: u64,
+        asked: Vec<String>,
+    }
+
+    impl Req {
+        fn new(target: &str) -> Req {
+            let client = Some("127.0.0.1".parse().unwrap());
+            Req { target: target.into(), method: "GET".into(), headers: vec![], client, marked: false, port: None, active: 0, asked: vec![] }
+        }
+        fn with(mut self, name: &str, value: &str) -> Req {
+            self.headers.push((name.into(), value.into()));
+            self
+        }
+    }
+
+    impl RequestView for Req {
+        fn path(&mut self) -> String {
+            self.asked.push("path".into());
+            self.target.split('?').next().unwrap_or_default().to_string()
+        }
+        fn method(&mut self) -> String {
+            self.asked.push("method".into());
+            self.method.clone()
+        }
+        fn header(&mut self, name: &str) -> Option<String> {
+            self.asked.push(name.into());
+            self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        }
+        fn client(&mut self) -> Option<IpAddr> {
+            self.asked.push("client".into());
+            self.client
+        }
+    }
+
+    impl Request for Req {
+        fn target(&mut self) -> &str {
+            self.asked.push(":path".into());
+            &self.target
+        }
+        fn marked(&mut self, _key: &str) -> bool {
+            self.asked.push("marked".into());
+            self.marked
+        }
+        fn local_port(&mut self) -> Option<u16> {
+            self.asked.push("port".into());
+            self.port
+        }
+        fn active_delays(&mut self) -> u64 {
+            self.active
+        }
+    }
+
+    fn config(text: &str) -> Config {
+        Config::parse(text.as_bytes()).unwrap()
+    }
+
+    fn state(document: &str) -> State {
+        crate::document::parse(document.as_bytes(), 0).unwrap()
+    }
+
+    fn run(state: &State, config: &Config, request: &mut Req) -> Decision {
+        decide(state, config, request, &mut Sampler::new(7))
+    }
+
+    fn injected(decision: &Decision) -> Option<(u16, String)> {
+        match decision {
+            Decision::Reply(_, Reply::Http { status, headers, .. }) => {
+                headers.iter().find(|(k, _)| k == INJECTED).map(|(_, v)| (*status, v.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    const ABORT_ALL: &str = r#"{"policy": {"status": 503, "percentage": 100}}"#;
+
+    #[test]
+    fn the_control_route_comes_first() {
+        let aborting = state(ABORT_ALL);
+        let d = run(&aborting, &Config::default(), &mut Req::new("/injector?status=500"));
+        assert_eq!(d, Decision::Control("status=500".into()));
+        let off = config(r#"{"control": {"enabled": false}}"#);
+        assert_eq!(injected(&run(&aborting, &off, &mut Req::new("/injector"))), Some((503, "statusResponse".into())));
+    }
+
+    #[test]
+    fn a_marked_control_route_reads_no_path_on_unmarked_connections() {
+        let marked = config(r#"{"control": {"filter_state": "fault_injector.control"}}"#);
+        let mut request = Req::new("/injector");
+        assert_eq!(run(&State::default(), &marked, &mut request), Decision::Pass);
+        assert_eq!(request.asked, ["marked"], "an unmarked connection's path is not read");
+        let mut request = Req::new("/injector?x");
+        request.marked = true;
+        assert_eq!(run(&State::default(), &marked, &mut request), Decision::Control("x".into()));
+        let port = config(r#"{"control": {"port": 8282}}"#);
+        assert_eq!(run(&State::default(), &port, &mut Req::new("/injector")), Decision::Pass);
+        let mut request = Req::new("/injector");
+        request.port = Some(8282);
+        assert_eq!(run(&State::default(), &port, &mut request), Decision::Control(String::new()));
+    }
+
+    #[test]
+    fn a_passing_request_reads_only_its_path() {
+        let mut request = Req::new("/a");
+        assert_eq!(run(&State::default(), &Config::default(), &mut request), Decision::Pass);
+        assert_eq!(request.asked, [":path"]);
+        let mut request = Req::new("/a");
+        assert_eq!(run(&state(r#"{"policy": {"status": 503, "percentage": 0}}"#), &Config::default(), &mut request), Decision::Pass);
+        assert!(!request.asked.contains(&"user-agent".to_string()), "{:?}", request.asked);
+    }
+
+    #[test]
+    fn header_faults_come_before_rules_and_policies() {
+        let on = config(r#"{"header_faults": {"enabled": true}}"#);
+        let aborting = state(ABORT_ALL);
+        let asked = &mut Req::new("/a").with("x-fault-abort-status", "418");
+        assert_eq!(injected(&run(&aborting, &on, asked)), Some((418, "abort".into())));
+        let delayed = &mut Req::new("/a").with("x-fault-delay-ms", "250");
+        assert_eq!(run(&aborting, &on, delayed), Decision::Hold(Millis(250)));
+        let bad = &mut Req::new("/a").with("x-fault-delay-ms", "soon");
+        let d = run(&aborting, &on, bad);
+        assert!(matches!(&d, Decision::Reply(Answered::Refused, Reply::Http { status: 400, .. })), "{d:?}");
+        // Not asked for at this share: the request passes, whatever the policy.
+        let sampled_out = &mut Req::new("/a").with("x-fault-abort-status", "418").with("x-fault-percentage", "0");
+        assert_eq!(run(&aborting, &on, sampled_out), Decision::Pass);
+        // Off by default: the policy applies.
+        assert_eq!(injected(&run(&aborting, &Config::default(), asked)), Some((503, "statusResponse".into())));
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides_even_when_sampled_out() {
+        let s = state(
+            r#"{"rules": [{"match": {"path": {"prefix": "/a"}}, "fault": {"abort": {"status": 501}}, "percentage": 0},
+                          {"match": {"path": {"prefix": "/b"}}, "fault": {"abort": {"status": 502}}}],
+                "policy": {"status": 503, "percentage": 100}}"#,
+        );
+        assert_eq!(run(&s, &Config::default(), &mut Req::new("/a")), Decision::Pass);
+        assert_eq!(injected(&run(&s, &Config::default(), &mut Req::new("/b"))), Some((502, "abort".into())));
+        assert_eq!(injected(&run(&s, &Config::default(), &mut Req::new("/c"))), Some((503, "statusResponse".into())));
+    }
+
+    #[test]
+    fn a_client_policy_wins_over_the_default() {
+        let s = state(r#"{"policy": {"status": 503, "percentage": 100}, "clients": [{"ip": "127.0.0.2", "policy": "none"}]}"#);
+        let mut other = Req::new("/");
+        other.client = Some("127.0.0.2".parse().unwrap());
+        assert_eq!(run(&s, &Config::default(), &mut other), Decision::Pass);
+        assert_eq!(injected(&run(&s, &Config::default(), &mut Req::new("/"))), Some((503, "statusResponse".into())));
+    }
+
+    #[test]
+    fn each_policy_becomes_its_fault() {
+        let canned = config(r#"{"simple_response": {"status": 201, "body": "hi"}}"#);
+        let d = run(&state(r#"{"policy": {"policy": "simpleResponse", "percentage": 100}}"#), &canned, &mut Req::new("/"));
+        let headers = vec![(INJECTED.to_string(), "simpleResponse".to_string())];
+        assert_eq!(d, Decision::Reply(Answered::Response, Reply::Http { status: 201, headers, body: "hi".into() }));
+        let d = run(&state(r#"{"policy": {"timeout": "250ms", "percentage": 100}}"#), &canned, &mut Req::new("/"));
+        assert_eq!(d, Decision::Hold(Millis(250)));
+        let d = run(&state(r#"{"policy": {"boundedRetries": 2, "percentage": 100}}"#), &canned, &mut Req::new("/x?y"));
+        let Decision::CountAttempt(attempt) = d else { panic!("{d:?}") };
+        assert_eq!(attempt.retries, 2);
+        assert_eq!(attempt.id, identity_hash(&[b"127.0.0.1", b"GET", b"/x?y"]));
+        assert!(matches!(attempt.reply, Reply::Http { status: 503, .. }));
+    }
+
+    #[test]
+    fn delays_past_the_limit_overflow() {
+        let s = state(r#"{"policy": {"timeout": "1s", "percentage": 100}}"#);
+        let limited = config(r#"{"max_active_delays": 2}"#);
+        let mut request = Req::new("/");
+        request.active = 2;
+        assert_eq!(run(&s, &limited, &mut request), Decision::Overflow);
+        request.active = 1;
+        assert_eq!(run(&s, &limited, &mut request), Decision::Hold(Millis(1000)));
+    }
+
+    #[test]
+    fn jitter_stays_in_its_range() {
+        let s = state(r#"{"rules": [{"fault": {"delay": {"fixed": "100ms", "jitter": "50ms"}}}]}"#);
+        let mut sampler = Sampler::new(1);
+        let holds: Vec<Decision> = (0..200).map(|_| decide(&s, &Config::default(), &mut Req::new("/"), &mut sampler)).collect();
+        assert!(holds.iter().all(|d| matches!(d, Decision::Hold(Millis(ms)) if (100..=150).contains(ms))));
+        assert!(holds.iter().any(|d| *d != Decision::Hold(Millis(100))));
+    }
+
+    #[test]
+    fn response_faults_and_grpc_callers() {
+        let s = state(
+            r#"{"rules": [{"match": {"path": {"exact": "/slow"}}, "fault": {"response_delay": {"fixed": "300ms"}}},
+                          {"match": {"path": {"exact": "/rewrite"}}, "fault": {"response_rewrite": {"status": 500, "remove_headers": ["ETag"]}}},
+                          {"fault": {"abort": {"status": 429, "grpc_status": 8}}}]}"#,
+        );
+        assert_eq!(run(&s, &Config::default(), &mut Req::new("/slow")), Decision::OnResponse(OnResponse::Delay(Millis(300))));
+        let rewrite = OnResponse::Rewrite { status: Some(500), add: vec![], remove: vec!["etag".into()] };
+        assert_eq!(run(&s, &Config::default(), &mut Req::new("/rewrite")), Decision::OnResponse(rewrite));
+        let grpc = &mut Req::new("/svc/Ping").with("content-type", "application/grpc");
+        let metadata = vec![(INJECTED.to_string(), "abort".to_string())];
+        let reply = Reply::Grpc { code: 8, message: "fault filter abort".into(), metadata };
+        assert_eq!(run(&s, &Config::default(), grpc), Decision::Reply(Answered::Abort, reply));
+    }
+
+    #[test]
+    fn sample_by_keeps_one_value_in_or_out() {
+        let s = state(r#"{"rules": [{"fault": {"abort": {"status": 503}}, "percentage": 50, "sample_by": "x-user"}]}"#);
+        for user in ["alice", "bob", "carol", "dave"] {
+            let first = run(&s, &Config::default(), &mut Req::new("/").with("x-user", user));
+            let mut sampler = Sampler::new(99);
+            for _ in 0..20 {
+                assert_eq!(decide(&s, &Config::default(), &mut Req::new("/").with("x-user", user), &mut sampler), first);
+            }
+        }
+    }
+
+    #[test]
+    fn kubelet_probes_pass_untouched() {
+        let aborting = state(ABORT_ALL);
+        let probe = || Req::new("/healthz").with("user-agent", "kube-probe/1.35");
+        assert_eq!(run(&aborting, &Config::default(), &mut probe()), Decision::Probe);
+        let bounded = state(r#"{"policy": {"boundedRetries": 3, "percentage": 100}}"#);
+        assert_eq!(run(&bounded, &Config::default(), &mut probe()), Decision::Probe);
+        let on = config(r#"{"header_faults": {"enabled": true}}"#);
+        assert_eq!(run(&State::default(), &on, &mut probe().with("x-fault-abort-status", "500")), Decision::Probe);
+        // Other agents, and probes once the switch is off, get the fault.
+        let curl = &mut Req::new("/healthz").with("user-agent", "curl/8.0 kube-probe/1.35");
+        assert_eq!(injected(&run(&aborting, &Config::default(), curl)), Some((503, "statusResponse".into())));
+        let off = config(r#"{"probes": {"pass": false}}"#);
+        assert_eq!(injected(&run(&aborting, &off, &mut probe())), Some((503, "statusResponse".into())));
+        // A probe when no fault applies is just a passing request: its agent is not read.
+        let mut request = probe();
+        assert_eq!(run(&State::default(), &Config::default(), &mut request), Decision::Pass);
+        assert!(!request.asked.contains(&"user-agent".to_string()));
+        assert!(is_probe(Some("kube-probe/1.35")) && !is_probe(Some("kube-probe")) && !is_probe(None));
+    }
+}

@@ -1,0 +1,303 @@
+//! The state of one root context, shared with the HTTP contexts it creates (same worker,
+//! same thread): its configuration, its cached copy of the shared policy state, its place
+//! on the notices roster, the requests it holds and the counts it has not handed over.
+
+use super::notices::{self, Answer, ACK_DEADLINE_MS};
+use super::{now_ms, shared};
+use crate::config::Config;
+use crate::delays::DelayQueue;
+use crate::notices::{Done, Message, Waits};
+use crate::policy::State;
+use crate::sampling::{identity_hash, Sampler};
+use crate::stats::{self, Stat, Tally};
+use crate::stored::Origin;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, MetricType};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// One root context's state (one per listener per worker), shared with the HTTP contexts
+/// it creates.
+pub struct RootState {
+    /// This listener's configuration.
+    pub config: Rc<Config>,
+    /// The state last read from shared data.
+    pub state: State,
+    /// The version stamp `state` was read at, when this root context has no queue for
+    /// notices of writes (see [`RootState::refresh`]).
+    version: Option<u64>,
+    /// This root context's queue for notices of writes, once it is on the roster.
+    queue: Option<u32>,
+    /// Whether this root context asked to join the roster, which it does at its first request.
+    joined: bool,
+    /// The control calls waiting for the other root contexts to have their writes.
+    pub waits: Waits<Answer>,
+    /// When the next `ttl` change in `state` ends.
+    expires: Option<u64>,
+    /// Rolls the sampling dice.
+    pub sampler: Sampler,
+    /// The requests this worker holds.
+    pub delays: DelayQueue,
+    /// The responses this worker holds (`response_delay` rules).
+    pub response_delays: DelayQueue,
+    root_id: u32,
+    armed_until: Option<u64>,
+    metrics: Vec<u32>,
+    /// Counter increments not handed to Envoy yet.
+    unflushed: Tally,
+    /// When the tick hands `unflushed` over; `None` while it is not scheduled.
+    flush_due: Option<u64>,
+}
+
+/// What a tick of the root context's timer found due.
+pub struct Due {
+    /// Held requests to resume.
+    pub requests: Vec<u32>,
+    /// Held responses to resume.
+    pub responses: Vec<u32>,
+    /// Control calls whose wait ended without every acknowledgement.
+    pub unconfirmed: Vec<Done<Answer>>,
+    /// When the timer should fire next.
+    pub next: Option<u64>,
+}
+
+impl RootState {
+    /// The state of root context `root_id` before configuration.
+    pub fn new(root_id: u32) -> RootState {
+        let seed = identity_hash(&[&now_ms().to_le_bytes(), &root_id.to_le_bytes()]);
+        RootState {
+            config: Rc::new(Config::default()),
+            state: State::default(),
+            version: None,
+            queue: None,
+            joined: false,
+            waits: Waits::default(),
+            expires: None,
+            sampler: Sampler::new(seed),
+            delays: DelayQueue::default(),
+            response_delays: DelayQueue::default(),
+            root_id,
+            armed_until: None,
+            metrics: Vec::new(),
+            unflushed: Tally::default(),
+            flush_due: None,
+        }
+    }
+
+    /// Takes `config`, parsed from bytes whose origin is `origin`, and installs its start
+    /// policy if no root context did for this configuration yet.
+    pub fn configure(&mut self, config: Config, origin: Origin) {
+        // A new configuration for a running root context: its counts so far are kept.
+        self.flush();
+        // Before the start policy is written, which moves the state_version gauge.
+        self.metrics = stats::ALL
+            .iter()
+            .map(|m| {
+                let kind = if m.gauge { MetricType::Gauge } else { MetricType::Counter };
+                hostcalls::define_metric(kind, m.name).unwrap_or(u32::MAX)
+            })
+            .collect();
+        // Every worker (and every listener sharing this VM id) configures; only the first
+        // to see a new configuration installs its start policy, so it replaces the policy
+        // once. Listeners sharing a VM id should share one configuration (see control.port).
+        let applied = shared::update::<()>(|_, stored| Ok((*stored != origin).then(|| (config.start.clone(), origin.clone()))));
+        if let Ok(Some((_, origin))) = applied {
+            self.count(Stat::StateVersion, 1);
+            log::info!("fault-injector: start policy of configuration {} is in force", origin.view());
+            // Root contexts still on an older configuration serve until Envoy drains them.
+            // This one has no queue yet (it joins at its first request), so they acknowledge
+            // to nobody, and nothing waits.
+            let seq = self.waits.next_seq();
+            self.notify(seq);
+        }
+        shared::create_retry_shards();
+        self.config = Rc::new(config);
+        self.version = None;
+        self.reload();
+    }
+
+    /// Brings `state` up to date before a request is decided. Writes reach this root context
+    /// as notices on its queue, so a request asks Envoy nothing. Without a queue, it looks at
+    /// the version stamp, the `state_version` gauge, which every write moves: one host call,
+    /// where reading shared data makes Envoy call back into the module to allocate the copy.
+    /// A gauge (unlike a counter) is not zeroed by the admin `/reset_counters`, so a stamp
+    /// never comes back.
+    pub fn refresh(&mut self) {
+        if !self.joined {
+            self.join();
+        } else if self.queue.is_none() {
+            let version = self.metric(Stat::StateVersion);
+            if version.is_none() || version != self.version {
+                self.reload();
+                self.version = version;
+            }
+        }
+        // Every worker ends `ttl` changes on its own copy at the same time; the shared copy
+        // is tidied by the next write.
+        if let Some(until) = self.expires {
+            let now = now_ms();
+            if now >= until {
+                self.state.settle(now);
+                self.expires = self.state.next_expiry();
+            }
+        }
+    }
+
+    /// Puts this root context on the roster at its first request or control call, then
+    /// reads the state: a write made before it joined is one it reads. Not in on_configure:
+    /// Envoy also configures the plugin on its main thread, whose root context serves
+    /// nothing and never answers a notice. Joined there, every control call on a 2-worker
+    /// Envoy waited out the deadline for one root context. On failure it stays off the
+    /// roster, and its requests look at the version stamp instead.
+    pub fn join(&mut self) {
+        if !self.joined {
+            self.joined = true;
+            self.queue = notices::join();
+            self.version = None;
+            self.reload();
+        }
+    }
+
+    /// Envoy is done with this root context (shutdown, or a new configuration): hands its
+    /// counts over, leaves the roster, and returns the control calls it still holds.
+    pub fn done(&mut self) -> Vec<Done<Answer>> {
+        self.flush();
+        if let Some(token) = self.queue.take() {
+            notices::leave(token);
+        }
+        self.waits.expired(u64::MAX)
+    }
+
+    /// Reads the shared state.
+    pub fn reload(&mut self) {
+        self.adopt(shared::state());
+    }
+
+    /// Takes `state` as the current one (this root context just wrote it, or read it).
+    pub fn adopt(&mut self, state: State) {
+        self.expires = state.next_expiry();
+        self.state = state;
+    }
+
+    /// Sends every other root context on the roster a notice of write `seq`; returns those
+    /// it reached. Called after the write: one that joins later reads the state itself.
+    fn notify(&self, seq: u64) -> Vec<u32> {
+        notices::notify(self.queue.unwrap_or(0), seq)
+    }
+
+    /// Answers the control call that wrote the state, `answer`, once every other root
+    /// context has the write: at once if there are none, or if this one has no queue to
+    /// hear them on (then saying how many it could not wait for).
+    pub fn publish(&mut self, context: u32, answer: Answer) -> Action {
+        let seq = self.waits.next_seq();
+        let awaiting = self.notify(seq);
+        if awaiting.is_empty() {
+            return notices::confirmed(&answer);
+        }
+        if self.queue.is_none() {
+            return notices::unconfirmed(&answer, awaiting.len());
+        }
+        let now = now_ms();
+        let deadline = now + ACK_DEADLINE_MS;
+        self.waits.hold(seq, context, awaiting, deadline, answer);
+        self.arm(deadline, now, context);
+        Action::Pause
+    }
+
+    /// Reads what waits on this root context's queue: re-reads the state on a notice and
+    /// acknowledges it; returns the held control calls that acknowledgements complete.
+    pub fn receive(&mut self) -> Vec<Done<Answer>> {
+        let Some(me) = self.queue else { return Vec::new() };
+        let mut done = Vec::new();
+        while let Some(message) = notices::next(me) {
+            match message {
+                Message::Notice { seq, reply_to } => {
+                    self.reload();
+                    notices::acknowledge(reply_to, seq, me);
+                }
+                Message::Ack { seq, from } => done.extend(self.waits.ack(seq, from)),
+            }
+        }
+        done
+    }
+
+    /// Adds to a gauge now, or to a counter at the next flush (`stats_flush`).
+    pub fn count(&self, stat: Stat, delta: i64) {
+        if !stats::ALL[stat as usize].gauge {
+            self.unflushed.add(stat, delta);
+        } else if let Some(id) = self.metrics.get(stat as usize) {
+            let _ = hostcalls::increment_metric(*id, delta);
+        }
+    }
+
+    /// Schedules a flush if counts wait and none is scheduled: called once a context is done
+    /// counting, with its id, as [`RootState::arm`] needs.
+    pub fn flush_soon(&mut self, current_context: u32) {
+        if self.flush_due.is_none() && !self.unflushed.is_empty() {
+            let now = now_ms();
+            let due = now + self.config.stats_flush.0;
+            self.flush_due = Some(due);
+            self.arm(due, now, current_context);
+        }
+    }
+
+    /// Hands the waiting counts to Envoy.
+    fn flush(&mut self) {
+        for (stat, delta) in self.unflushed.take() {
+            if let Some(id) = self.metrics.get(stat) {
+                let _ = hostcalls::increment_metric(*id, delta);
+            }
+        }
+        self.flush_due = None;
+    }
+
+    /// A gauge's value for the whole Envoy (all workers add to the same one).
+    pub fn gauge(&self, stat: Stat) -> u64 {
+        self.metric(stat).unwrap_or(0)
+    }
+
+    /// The id Envoy gave a metric.
+    pub fn metric_id(&self, stat: Stat) -> Option<u32> {
+        self.metrics.get(stat as usize).copied()
+    }
+
+    fn metric(&self, stat: Stat) -> Option<u64> {
+        self.metrics.get(stat as usize).and_then(|id| hostcalls::get_metric(*id).ok())
+    }
+
+    /// Makes sure the tick timer fires by `due_ms`. The timer belongs to the root context.
+    pub fn arm(&mut self, due_ms: u64, now: u64, current_context: u32) {
+        if self.armed_until.is_some_and(|armed| armed <= due_ms) {
+            return;
+        }
+        self.armed_until = Some(due_ms);
+        let _ = hostcalls::set_effective_context(self.root_id);
+        let _ = hostcalls::set_tick_period(Duration::from_millis(due_ms.saturating_sub(now).max(1)));
+        if current_context != self.root_id {
+            let _ = hostcalls::set_effective_context(current_context);
+        }
+    }
+
+    /// Takes what is due at `now` from the timer's point of view: held requests and
+    /// responses, the counts to hand over, control calls whose wait ended.
+    pub fn tick(&mut self, now: u64) -> Due {
+        let requests = self.delays.take_due(now);
+        let responses = self.response_delays.take_due(now);
+        self.count(Stat::ActiveDelays, -((requests.len() + responses.len()) as i64));
+        if self.flush_due.is_some_and(|due| due <= now) {
+            self.flush();
+        }
+        let unconfirmed = self.waits.expired(now);
+        let due = [self.delays.next_due(), self.response_delays.next_due(), self.flush_due, self.waits.next_deadline()];
+        let next = due.into_iter().flatten().min();
+        self.armed_until = next;
+        Due { requests, responses, unconfirmed, next }
+    }
+
+    /// Sets the timer's next period, from `now`.
+    pub fn rearm(&self, next: Option<u64>, now: u64) {
+        let period = next.map_or(0, |n| n.saturating_sub(now).max(1));
+        let _ = hostcalls::set_effective_context(self.root_id);
+        let _ = hostcalls::set_tick_period(Duration::from_millis(period));
+    }
+}

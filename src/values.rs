@@ -1,0 +1,416 @@
+//! Validated values of the JSON the filter reads (plugin configuration, policy document,
+//! shared state): each is a newtype whose `Deserialize` refuses what is out of range with a
+//! message naming what is accepted, and the reader that turns serde's refusals into an
+//! error with the JSON path of the first bad value (`rules[0].fault.delay.fixed`).
+
+use regex_lite::Regex;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+use std::marker::PhantomData;
+
+/// A bad value in JSON the filter reads: where (a JSON path such as
+/// `rules[0].fault.delay`, `$` for the whole) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// The JSON path of the value.
+    pub path: String,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+impl Invalid {
+    /// A refusal of the value at `path`.
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Invalid {
+        Invalid { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// How an unknown key is reported: the policy document names the key in the path
+/// (`rules[0].when: unknown key; accepted: ...`), the plugin configuration in the message
+/// (``control: unknown field `tokn`; accepted: ...``), as each always has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownKeys {
+    /// In the path.
+    InPath,
+    /// In the message.
+    InMessage,
+}
+
+/// Reads `bytes` as a `T`; on error, the path of the first bad value and a message in the
+/// filter's own words.
+pub fn read<T: DeserializeOwned>(bytes: &[u8], unknown: UnknownKeys) -> Result<T, Invalid> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| refusal(&e, unknown))?;
+    // Anything but white space after the value.
+    deserializer.end().map_err(|e| Invalid::at("$", format!("not JSON: {e}")))?;
+    Ok(value)
+}
+
+fn refusal(error: &serde_path_to_error::Error<serde_json::Error>, unknown: UnknownKeys) -> Invalid {
+    let inner = error.inner();
+    let text = inner.to_string();
+    let position = format!(" at line {} column {}", inner.line(), inner.column());
+    let message = text.strip_suffix(&position).unwrap_or(&text);
+    if !inner.is_data() {
+        return Invalid::at("$", format!("not JSON: {text}"));
+    }
+    let mut path = String::new();
+    let mut segments: Vec<String> = Vec::new();
+    for segment in error.path().iter() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key } | serde_path_to_error::Segment::Enum { variant: key } => {
+                segments.push(path.clone());
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    let (path, message) = match (unknown_field(message), unknown) {
+        (Some((_, accepted)), UnknownKeys::InPath) => (path, format!("unknown key; accepted: {accepted}")),
+        (Some((key, accepted)), UnknownKeys::InMessage) => {
+            // The path ends at the key; the message names it.
+            (segments.pop().unwrap_or_default(), format!("unknown field `{key}`; accepted: {accepted}"))
+        }
+        (None, _) => (path, plain_words(message)),
+    };
+    Invalid::at(if path.is_empty() { "$".into() } else { path }, message)
+}
+
+/// serde's ``unknown field `k`, expected one of `a`, `b` `` as the key and `a, b`.
+fn unknown_field(message: &str) -> Option<(String, String)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, expected) = rest.split_once("`, expected ")?;
+    let expected = expected.strip_prefix("one of ").unwrap_or(expected).replace("` or `", ", ").replace('`', "");
+    Some((key.to_string(), expected))
+}
+
+/// serde's own messages in the filter's words: `invalid type: string "x", expected a
+/// duration` becomes `"x" is not accepted; expected a duration`.
+fn plain_words(message: &str) -> String {
+    let body = message.strip_prefix("invalid type: ").or_else(|| message.strip_prefix("invalid value: "));
+    if let Some((given, expected)) = body.and_then(|b| b.split_once(", expected ")) {
+        let given = match given {
+            "sequence" => "a list",
+            "map" => "an object",
+            g => g.split_once(" `").map_or_else(|| g.split_once(' ').map_or(g, |(_, v)| v), |(_, v)| v.trim_end_matches('`')),
+        };
+        return format!("{given} is not accepted; expected {expected}");
+    }
+    if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+        return format!("needs '{field}'");
+    }
+    message.to_string()
+}
+
+/// A value as JSON, cut after 64 characters, for error messages: a huge value gets a short
+/// answer.
+pub fn shown(value: &serde_json::Value) -> String {
+    let mut text = value.to_string();
+    if let Some((cut, _)) = text.char_indices().nth(64) {
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+/// A JSON number as the query would give it: without an exponent (`1.25e1` is `12.5`),
+/// for the readers of decimals such as percentages and durations.
+pub fn number_text(number: &serde_json::Number) -> String {
+    match number.as_f64() {
+        Some(f) if number.is_f64() => f.to_string(),
+        _ => number.to_string(),
+    }
+}
+
+/// The refusal of `value`: what it is and what is accepted.
+pub fn not_accepted(value: &serde_json::Value, accepted: &str) -> String {
+    format!("{} is not accepted; expected {accepted}", shown(value))
+}
+
+/// Reads a JSON object, and only an object, as `T`: serde's derived structs also take a
+/// list of their fields in order, which no document here means.
+pub fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<T, D::Error> {
+    struct OnlyObject<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for OnlyObject<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_map(OnlyObject(PhantomData))
+}
+
+/// Reads a JSON list of objects (and only objects) as `T`s.
+pub fn list_of_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Vec<T>, D::Error> {
+    struct Objects<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Objects<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of objects")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Object(item)) = seq.next_element::<Object<T>>()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_seq(Objects(PhantomData))
+}
+
+/// A `T` read from a JSON object only (see [`object`]).
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        object(deserializer).map(Object)
+    }
+}
+
+/// Implements `Deserialize` for a domain type read from a wire type (a JSON object only)
+/// through its `TryFrom`, whose error is the message at the object's path.
+macro_rules! from_object {
+    ($domain:ty, $wire:ty) => {
+        impl<'de> serde::Deserialize<'de> for $domain {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let wire: $wire = $crate::values::object(deserializer)?;
+                <$domain>::try_from(wire).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use from_object;
+
+/// Implements `Deserialize` for a value read from any JSON value through `TryFrom<&Value>`,
+/// whose error is the message.
+macro_rules! from_value {
+    ($domain:ty) => {
+        impl<'de> serde::Deserialize<'de> for $domain {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let value = serde_json::Value::deserialize(deserializer)?;
+                <$domain>::try_from(&value).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use from_value;
+
+const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
+const GRPC_ACCEPTED: &str = "a gRPC status code from 0 to 16";
+const HEADER_ACCEPTED: &str = "a header name (letters, digits, '-', '_')";
+const PATTERN_ACCEPTED: &str = "a regular expression (RE2-like syntax, up to 512 bytes)";
+const MAX_PATTERN_LEN: usize = 512;
+
+/// An HTTP status the filter answers with: 200 to 599.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct HttpStatus(pub u16);
+
+impl TryFrom<&serde_json::Value> for HttpStatus {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<HttpStatus, String> {
+        let status = value.as_u64().filter(|s| (200..=599).contains(s));
+        status.map(|s| HttpStatus(s as u16)).ok_or_else(|| not_accepted(value, STATUS_ACCEPTED))
+    }
+}
+from_value!(HttpStatus);
+
+/// A gRPC status code: 0 to 16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct GrpcCode(pub u8);
+
+impl TryFrom<&serde_json::Value> for GrpcCode {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<GrpcCode, String> {
+        value.as_u64().filter(|c| *c <= 16).map(|c| GrpcCode(c as u8)).ok_or_else(|| not_accepted(value, GRPC_ACCEPTED))
+    }
+}
+from_value!(GrpcCode);
+
+/// A header name, kept lowercase: letters, digits, `-`, `_`, `.`, or a leading `:`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct HeaderName(String);
+
+impl HeaderName {
+    /// The name, lowercase; `None` when it is not a plausible header name.
+    pub fn new(name: &str) -> Option<HeaderName> {
+        let plausible = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b));
+        plausible.then(|| HeaderName(name.to_ascii_lowercase()))
+    }
+
+    /// The name, lowercase.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&serde_json::Value> for HeaderName {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<HeaderName, String> {
+        let Some(name) = value.as_str() else { return Err(not_accepted(value, "a string")) };
+        HeaderName::new(name).ok_or_else(|| not_accepted(value, HEADER_ACCEPTED))
+    }
+}
+from_value!(HeaderName);
+
+/// A regular expression, kept with its source so it can be shared and shown again.
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    source: String,
+    regex: Regex,
+}
+
+impl Pattern {
+    /// Compiles `source`; the whole value must match (as Envoy's `safe_regex` does).
+    pub fn new(source: &str) -> Option<Pattern> {
+        if source.len() > MAX_PATTERN_LEN {
+            return None;
+        }
+        let regex = Regex::new(&format!("^(?:{source})$")).ok()?;
+        Some(Pattern { source: source.to_string(), regex })
+    }
+
+    /// True when the whole of `text` matches.
+    pub fn matches(&self, text: &str) -> bool {
+        self.regex.is_match(text)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.source)
+    }
+}
+
+impl TryFrom<&serde_json::Value> for Pattern {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<Pattern, String> {
+        let Some(source) = value.as_str() else { return Err(not_accepted(value, "a string")) };
+        Pattern::new(source).ok_or_else(|| not_accepted(value, PATTERN_ACCEPTED))
+    }
+}
+from_value!(Pattern);
+
+/// A string, refused with the filter's wording when it is another JSON type.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize)]
+#[serde(transparent)]
+pub struct Text(pub String);
+
+impl TryFrom<&serde_json::Value> for Text {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<Text, String> {
+        value.as_str().map(|s| Text(s.to_string())).ok_or_else(|| not_accepted(value, "a string"))
+    }
+}
+from_value!(Text);
+
+/// Serializes `(name, value)` pairs as a JSON object in their order, and reads them back.
+pub mod pairs {
+    use super::{HeaderName, Text};
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde::ser::{SerializeMap, Serializer};
+    use std::fmt;
+
+    /// Writes the pairs as an object.
+    pub fn serialize<S: Serializer>(pairs: &[(String, String)], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(pairs.len()))?;
+        for (name, value) in pairs {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+
+    /// Reads an object of header names (kept lowercase) to string values.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<(String, String)>, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = Vec<(String, String)>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of header names to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let Some(name) = HeaderName::new(&key) else {
+                        return Err(serde::de::Error::custom(super::not_accepted(&key.into(), super::HEADER_ACCEPTED)));
+                    };
+                    out.push((name.0, map.next_value::<Text>()?.0));
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(Pairs)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Probe {
+        status: Option<HttpStatus>,
+        #[serde(default)]
+        list: Vec<GrpcCode>,
+    }
+
+    fn error(text: &str, unknown: UnknownKeys) -> String {
+        read::<Probe>(text.as_bytes(), unknown).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_path_in_the_filter_words() {
+        assert_eq!(error(r#"{"status": 99}"#, UnknownKeys::InPath), "status: 99 is not accepted; expected an HTTP status from 200 to 599");
+        assert_eq!(error(r#"{"list": [1, 17]}"#, UnknownKeys::InPath), "list[1]: 17 is not accepted; expected a gRPC status code from 0 to 16");
+        assert_eq!(error(r#"{"x": 1}"#, UnknownKeys::InPath), "x: unknown key; accepted: status, list");
+        assert_eq!(error(r#"{"x": 1}"#, UnknownKeys::InMessage), "$: unknown field `x`; accepted: status, list");
+        assert!(error("nope", UnknownKeys::InPath).starts_with("$: not JSON: "));
+        assert!(error(r#"{} x"#, UnknownKeys::InPath).starts_with("$: not JSON: "));
+        assert_eq!(error(r#"{"list": 3}"#, UnknownKeys::InPath), "list: 3 is not accepted; expected a sequence");
+    }
+
+    #[test]
+    fn header_names_and_patterns() {
+        assert_eq!(HeaderName::new("X-User").unwrap().as_str(), "x-user");
+        assert!(HeaderName::new("a b").is_none() && HeaderName::new("").is_none());
+        // regex-lite caps a compiled pattern's size and matches in linear time, so a rule
+        // cannot make the filter slow; this one would expand a million-fold.
+        assert!(Pattern::new("((a{100}){100}){100}").is_none());
+        assert!(Pattern::new(&"a".repeat(MAX_PATTERN_LEN + 1)).is_none());
+        assert!(Pattern::new("(a*)*b").unwrap().matches("aab"));
+    }
+
+    #[test]
+    fn long_values_are_cut() {
+        let long = serde_json::Value::String("x".repeat(500));
+        assert!(shown(&long).len() < 80 && shown(&long).ends_with("..."));
+    }
+}

@@ -134,6 +134,10 @@ def shop():
             dep.stop()
         if etc is not None:
             shutil.rmtree(etc, ignore_errors=True)
+            try:
+                etc.parent.rmdir()  # /etc/netns, if nothing else is in it
+            except OSError:
+                pass
         shutil.rmtree(tmp, ignore_errors=True)
 
 

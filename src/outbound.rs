@@ -9,12 +9,12 @@ use crate::net::Cidr;
 use crate::policy::{Canned, Policy, PolicyKind, State};
 use crate::query::{Call, ControlError};
 use crate::rules::{Fault, Match, Rule, MAX_RULES};
-use crate::values::{from_object, Pattern, Text};
-use serde::{Deserialize, Serialize};
+use crate::values::{from_value, not_accepted, Pattern};
+use serde::{Serialize, Serializer};
 
-/// Which side of the app a listener (or a rule) is on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Which side of the app a listener (or a rule) is on. Read through `serde_json::Value`
+/// rather than serde's derive, which makes a visitor of its own for each enum (module size).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Direction {
     /// Requests that reach the app (the default, and every rule without `direction`).
     #[default]
@@ -30,6 +30,24 @@ impl Direction {
     }
 }
 
+impl Serialize for Direction {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.is_inbound() { "inbound" } else { "outbound" })
+    }
+}
+
+impl TryFrom<&serde_json::Value> for Direction {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<Direction, String> {
+        match value.as_str() {
+            Some("inbound") => Ok(Direction::Inbound),
+            Some("outbound") => Ok(Direction::Outbound),
+            _ => Err(not_accepted(value, "\"inbound\" or \"outbound\"")),
+        }
+    }
+}
+from_value!(Direction);
+
 /// How the destination host (`:authority` without its port, lowercase) is matched.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,26 +60,24 @@ pub enum HostMatch {
     Regex(Pattern),
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HostSpec {
-    exact: Option<Text>,
-    suffix: Option<Text>,
-    regex: Option<Pattern>,
-}
-
-impl TryFrom<HostSpec> for HostMatch {
-    type Error = &'static str;
-    fn try_from(spec: HostSpec) -> Result<HostMatch, &'static str> {
-        match (spec.exact, spec.suffix, spec.regex) {
-            (Some(Text(h)), None, None) => Ok(HostMatch::Exact(h.to_ascii_lowercase())),
-            (None, Some(Text(h)), None) => Ok(HostMatch::Suffix(h.to_ascii_lowercase())),
-            (None, None, Some(r)) => Ok(HostMatch::Regex(r)),
-            _ => Err("give exactly one of exact, suffix, regex"),
+/// Read through `serde_json::Value` rather than a derived wire struct (module size).
+impl TryFrom<&serde_json::Value> for HostMatch {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<HostMatch, String> {
+        const ONE: &str = "give exactly one of exact, suffix, regex";
+        let Some(object) = value.as_object() else { return Err(not_accepted(value, "an object such as {\"exact\": \"payments\"}")) };
+        let mut entries = object.iter();
+        let (Some((form, given)), None) = (entries.next(), entries.next()) else { return Err(ONE.into()) };
+        let text = || given.as_str().map(str::to_ascii_lowercase).ok_or_else(|| format!("{form}: {}", not_accepted(given, "a string")));
+        match form.as_str() {
+            "exact" => Ok(HostMatch::Exact(text()?)),
+            "suffix" => Ok(HostMatch::Suffix(text()?)),
+            "regex" => Pattern::try_from(given).map(HostMatch::Regex).map_err(|e| format!("regex: {e}")),
+            _ => Err(ONE.into()),
         }
     }
 }
-from_object!(HostMatch, HostSpec);
+from_value!(HostMatch);
 
 impl HostMatch {
     /// True when `authority` (`payments:8080`, `[::1]:80`, `Payments`) names a matching host.
@@ -198,6 +214,13 @@ mod tests {
         for bad in [r#"{}"#, r#"{"exact": "a", "suffix": "b"}"#, r#"{"prefix": "a"}"#, r#"{"regex": "("}"#, r#""payments""#] {
             assert!(serde_json::from_str::<HostMatch>(bad).is_err(), "{bad}");
         }
+        let doc = br#"{"rules": [{"direction": "outbound", "match": {"host": {"exact": 7}}, "fault": {"abort": {"status": 503}}}]}"#;
+        let message = crate::document::parse(doc, 0).unwrap_err().to_string();
+        assert!(message.starts_with("rules[0].match.host: exact: 7 is not accepted; expected a string"), "{message}");
+        let doc = br#"{"rules": [{"direction": "sideways", "fault": {"abort": {"status": 503}}}]}"#;
+        let message = crate::document::parse(doc, 0).unwrap_err().to_string();
+        assert!(message.starts_with("rules[0].direction: "), "{message}");
+        assert!(message.contains(r#""inbound" or "outbound""#), "{message}");
     }
 
     fn call(state: &State, query: &str, now_ms: u64) -> Result<State, ControlError> {

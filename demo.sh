@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Demo: builds the filter and runs upstream (127.0.0.1:8080) + Envoy
-# (127.0.0.1:10000, admin 127.0.0.1:9901) in the foreground until Ctrl-C.
+# (127.0.0.1:10000, outbound HTTP proxy 127.0.0.1:10001, admin 127.0.0.1:9901) in the
+# foreground until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 UPSTREAM_PORT=8080
 LISTENER_PORT=10000
+OUTBOUND_PORT=10001 # the app's HTTP proxy, outbound (docs/outbound.md)
 ADMIN_PORT=9901
 
 scripts/setup.sh
@@ -15,7 +17,7 @@ envoy="$(scripts/envoy-path)"
 python=.venv/bin/python
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$UPSTREAM_PORT" "$LISTENER_PORT" "$ADMIN_PORT"; do
+for port in "$UPSTREAM_PORT" "$LISTENER_PORT" "$OUTBOUND_PORT" "$ADMIN_PORT"; do
     if port_busy "$port"; then
         echo "demo: port $port on 127.0.0.1 is already in use" >&2
         exit 1
@@ -87,6 +89,8 @@ Try:
   curl -s localhost:$LISTENER_PORT/injector
   curl -si localhost:$LISTENER_PORT/
   curl -s 'localhost:$LISTENER_PORT/injector?reset'
+  curl -s 'localhost:$LISTENER_PORT/injector?host=payments&status=503&percentage=100'
+  curl -si -x localhost:$OUTBOUND_PORT http://payments/charge   # an app's call (docs/outbound.md)
   curl -s localhost:$ADMIN_PORT/stats | grep fault_injector
 Requests that reach the upstream are logged below. Ctrl-C stops.
 

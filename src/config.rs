@@ -5,6 +5,7 @@
 use crate::document::{Document, Params};
 use crate::duration::{self, Millis};
 use crate::net::{self, Cidr};
+use crate::outbound::Direction;
 use crate::policy::{Canned, State};
 use crate::retries::{self, Limits};
 use crate::rules::RuleSpec;
@@ -97,6 +98,10 @@ pub struct Config {
     /// Kubelet probes (`User-Agent: kube-probe/...`) pass untouched whatever the policy
     /// (`probes.pass`, on by default), so a fault does not get the pod restarted.
     pub pass_probes: bool,
+    /// Which requests this listener sees: inbound (the default), or the app's own calls
+    /// (outbound), which only outbound rules fault. An outbound listener has no control
+    /// route and no start policy of its own: it shares the inbound side's policy.
+    pub direction: Direction,
 }
 
 const DEFAULT_BODY: &str = "fault-injector: simple response\n";
@@ -119,6 +124,7 @@ impl Default for Config {
             stats_flush: Millis(100),
             sample_by: None,
             pass_probes: true,
+            direction: Direction::Inbound,
         }
     }
 }
@@ -184,6 +190,7 @@ struct ConfigSpec {
     stats_flush: Option<Text>,
     #[serde(default, deserialize_with = "values::object")]
     probes: ProbesSpec,
+    direction: Option<Direction>,
 }
 
 #[derive(Default, Deserialize)]
@@ -238,11 +245,34 @@ impl Config {
     }
 }
 
+/// What an outbound configuration may not hold, as the inbound one does: the control route
+/// and the start policy, which both directions share.
+fn inbound_only(spec: &ConfigSpec) -> Option<&'static str> {
+    let control = &spec.control;
+    let has_control = control.enabled.is_some() || control.path.is_some() || control.port.is_some() || control.filter_state.is_some()
+        || control.post_documents.is_some() || control.allowed_cidrs.is_some() || control.token.is_some();
+    [
+        ("control", has_control),
+        ("policy", spec.policy != Params::default()),
+        ("clients", !spec.clients.is_empty()),
+        ("rules", spec.rules.as_ref().is_some_and(|Rules(r)| !r.is_empty())),
+    ]
+    .into_iter()
+    .find_map(|(key, given)| given.then_some(key))
+}
+
 impl TryFrom<ConfigSpec> for Config {
     type Error = ConfigError;
 
     fn try_from(spec: ConfigSpec) -> Result<Config, ConfigError> {
         let mut config = Config::default();
+        if spec.direction == Some(Direction::Outbound) {
+            if let Some(key) = inbound_only(&spec) {
+                let message = "belongs in the inbound listener's configuration: one control route and one policy serve both directions (give outbound rules \"direction\": \"outbound\" there)";
+                return Err(ConfigError(Invalid::at(key, message)));
+            }
+            config.direction = Direction::Outbound;
+        }
         if let Some(Text(version)) = spec.version {
             if version.is_empty() || version.len() > MAX_VERSION_LEN || version.chars().any(char::is_control) {
                 return Err(bad("version", &version, "a label of 1 to 64 printable characters"));
@@ -262,6 +292,8 @@ impl TryFrom<ConfigSpec> for Config {
             config.simple_response.body = body;
         }
         config.control = control(spec.control)?;
+        // Outbound, the app's calls to a dependency's own /injector go to the dependency.
+        config.control.enabled &= config.direction == Direction::Inbound;
         let bounded = spec.bounded_retries;
         if let Some(Text(window)) = bounded.window {
             config.retry_limits.window_ms = match duration::parse(&window) {
@@ -368,6 +400,23 @@ mod tests {
 
     fn error_of(text: &str) -> String {
         Config::parse(text.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_outbound_listener_shares_the_inbound_policy_and_control() {
+        let outbound = Config::parse(br#"{"direction": "outbound", "max_active_delays": 5}"#).unwrap();
+        assert_eq!(outbound.direction, Direction::Outbound);
+        assert!(!outbound.control.enabled);
+        assert_eq!(Config::parse(br#"{"direction": "inbound"}"#).unwrap(), Config::default());
+        for (text, key) in [
+            (r#"{"direction": "outbound", "policy": {"status": 503}}"#, "policy"),
+            (r#"{"direction": "outbound", "control": {"port": 8282}}"#, "control"),
+            (r#"{"direction": "outbound", "rules": [{"fault": {"abort": {"status": 503}}}]}"#, "rules"),
+            (r#"{"direction": "outbound", "clients": [{"ip": "10.0.0.1", "status": 503}]}"#, "clients"),
+        ] {
+            assert!(error_of(text).starts_with(&format!("invalid plugin configuration: {key}: belongs in the inbound")), "{}", error_of(text));
+        }
+        assert!(error_of(r#"{"direction": "sideways"}"#).contains("direction"), "{}", error_of(r#"{"direction": "sideways"}"#));
     }
 
     #[test]

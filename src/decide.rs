@@ -10,6 +10,7 @@ use crate::duration::Millis;
 use crate::grpc;
 use crate::header_faults::{self, Asked};
 use crate::percentage::Percentage;
+use crate::outbound::Direction;
 use crate::policy::State;
 use crate::rules::{self, Fault, RequestView};
 use crate::sampling::{identity_hash, in_share, Sampler};
@@ -17,6 +18,9 @@ use crate::values::HttpStatus;
 
 /// The header every injected fault carries, naming the fault.
 pub const INJECTED: &str = "x-fault-injected";
+/// The header an outbound listener's faults carry too: `x-fault-direction: outbound`.
+/// Inbound answers stay as they were, without it.
+pub const DIRECTION: &str = "x-fault-direction";
 
 /// What `decide` reads of a request and its host, each asked only when a guard needs it:
 /// every answer is a call out of the Wasm VM.
@@ -116,14 +120,25 @@ pub enum Decision {
 
 /// Decides for one request, given the state, the configuration and the sampler.
 pub fn decide(state: &State, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> Decision {
-    let decision = decide_fault(state, config, request, sampler);
+    let mut decision = decide_fault(state, config, request, sampler);
     // Read only when a fault would otherwise apply: a passing request asks nothing more,
     // and a control call is one whatever its agent.
     let fault = !matches!(decision, Decision::Pass | Decision::Control(_));
     if fault && config.pass_probes && is_probe(request.header("user-agent").as_deref()) {
         return Decision::Probe;
     }
+    if config.direction == Direction::Outbound {
+        say_outbound(&mut decision);
+    }
     decision
+}
+
+/// Adds `x-fault-direction: outbound` to a local answer (the glue adds it to the
+/// upstream's answer for faults it carries out there).
+fn say_outbound(decision: &mut Decision) {
+    let (Decision::Reply(_, reply) | Decision::CountAttempt(Attempt { reply, .. })) = decision else { return };
+    let (Reply::Http { headers, .. } | Reply::Grpc { metadata: headers, .. }) = reply;
+    headers.push((DIRECTION.into(), "outbound".into()));
 }
 
 fn decide_fault(state: &State, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> Decision {
@@ -139,8 +154,13 @@ fn decide_fault(state: &State, config: &Config, request: &mut dyn Request, sampl
         return Decision::Pass;
     }
     // The first matching rule decides, even when it samples the request out.
-    if let Some(rule) = rules::first_match(&state.rules, request) {
+    if let Some(rule) = rules::first_match(&state.rules, config.direction, request) {
         return by_fault(&rule.fault, rule.percentage, rule.sample_by.as_ref().map(|h| h.as_str()), "", request, sampler, config);
+    }
+    // The default and per-client policies are the inbound side's; outbound, only rules
+    // (destination bindings among them) apply.
+    if config.direction == Direction::Outbound {
+        return Decision::Pass;
     }
     let client = if state.bindings.is_empty() { None } else { request.client() };
     let policy = state.policy_for(client);
@@ -287,6 +307,7 @@ mod tests {
         method: String,
         headers: Vec<(String, String)>,
         client: Option<IpAddr>,
+        destination: Option<IpAddr>,
         marked: bool,
         port: Option<u16>,
         active: u64,
@@ -296,7 +317,7 @@ mod tests {
     impl Req {
         fn new(target: &str) -> Req {
             let client = Some("127.0.0.1".parse().unwrap());
-            Req { target: target.into(), method: "GET".into(), headers: vec![], client, marked: false, port: None, active: 0, asked: vec![] }
+            Req { target: target.into(), method: "GET".into(), headers: vec![], client, destination: None, marked: false, port: None, active: 0, asked: vec![] }
         }
         fn with(mut self, name: &str, value: &str) -> Req {
             self.headers.push((name.into(), value.into()));
@@ -320,6 +341,10 @@ mod tests {
         fn client(&mut self) -> Option<IpAddr> {
             self.asked.push("client".into());
             self.client
+        }
+        fn destination(&mut self) -> Option<IpAddr> {
+            self.asked.push("destination".into());
+            self.destination
         }
     }
 
@@ -499,6 +524,35 @@ mod tests {
                 assert_eq!(decide(&s, &Config::default(), &mut Req::new("/").with("x-user", user), &mut sampler), first);
             }
         }
+    }
+
+    #[test]
+    fn each_direction_applies_its_own_rules() {
+        let s = state(
+            r#"{"rules": [{"direction": "outbound", "match": {"host": {"exact": "payments"}}, "fault": {"abort": {"status": 503}}},
+                          {"direction": "outbound", "match": {"destinations": ["10.9.0.0/16"]}, "fault": {"delay": {"fixed": "200ms"}}},
+                          {"match": {"path": {"prefix": "/in"}}, "fault": {"abort": {"status": 418}}}],
+                "policy": {"status": 500, "percentage": 100}}"#,
+        );
+        let outbound = config(r#"{"direction": "outbound"}"#);
+        let to = |host: &str| Req::new("/in").with(":authority", host);
+        let d = run(&s, &outbound, &mut to("payments:8080"));
+        let Decision::Reply(Answered::Abort, Reply::Http { status: 503, headers, .. }) = &d else { panic!("{d:?}") };
+        assert!(headers.contains(&(INJECTED.into(), "abort".into())) && headers.contains(&(DIRECTION.into(), "outbound".into())));
+        // Neither the inbound rule nor the default policy applies to the app's calls.
+        assert_eq!(run(&s, &outbound, &mut to("catalog:8080")), Decision::Pass);
+        let mut far = to("catalog");
+        far.destination = Some("10.9.1.2".parse().unwrap());
+        assert_eq!(run(&s, &outbound, &mut far), Decision::Hold(Millis(200)));
+        // The inbound listener applies its own rule and policy, not the outbound rules, and
+        // its answers say nothing of a direction.
+        let d = run(&s, &Config::default(), &mut to("payments"));
+        assert_eq!(injected(&d), Some((418, "abort".into())));
+        let Decision::Reply(_, Reply::Http { headers, .. }) = &d else { panic!("{d:?}") };
+        assert!(!headers.iter().any(|(k, _)| k == DIRECTION));
+        assert_eq!(injected(&run(&s, &Config::default(), &mut Req::new("/other").with(":authority", "payments"))), Some((500, "statusResponse".into())));
+        // An outbound listener has no control route: /injector is the dependency's.
+        assert_eq!(run(&s, &outbound, &mut Req::new("/injector?status=500").with(":authority", "x")), Decision::Pass);
     }
 
     #[test]

@@ -123,6 +123,9 @@ impl Params {
         if call.reset {
             return Err(Invalid::at(format!("{path}.reset"), "not accepted in a document; DELETE /injector resets"));
         }
+        if call.destination.is_some() {
+            return Err(Invalid::at(path, "'host' and 'dest' bind a destination as an outbound rule; write it in rules with \"direction\": \"outbound\""));
+        }
         if needs_ip != call.ip.is_some() {
             let message = if needs_ip { "each client needs 'ip'" } else { "'ip' belongs in clients" };
             return Err(Invalid::at(path, message));

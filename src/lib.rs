@@ -18,6 +18,7 @@ pub mod guard;
 pub mod header_faults;
 pub mod net;
 pub mod notices;
+pub mod outbound;
 pub mod percentage;
 pub mod policy;
 pub mod query;

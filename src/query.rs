@@ -3,12 +3,13 @@
 
 use crate::duration::{self, Millis};
 use crate::net::{self, Cidr};
+use crate::outbound::{self, Destination};
 use crate::percentage::{self, Percentage};
 use crate::policy::{Expiry, PolicyKind, State, KIND_NAMES, MAX_CLIENTS};
 use std::fmt;
 
 /// The parameters the control route accepts.
-pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, reset, ttl";
+pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, host, dest, reset, ttl";
 
 /// Why a control call (or a policy in plugin configuration) was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +33,10 @@ pub enum ControlError {
     Conflict(&'static str, &'static str),
     /// A new binding past the cap.
     TooManyClients,
+    /// A new destination binding past the cap on rules.
+    TooManyRules,
+    /// Two parameters that name different bindings (`ip`, `host`, `dest`).
+    Binding(&'static str, &'static str),
 }
 
 impl fmt::Display for ControlError {
@@ -52,6 +57,10 @@ impl fmt::Display for ControlError {
             ControlError::TooManyClients => {
                 write!(f, "ip: at most {MAX_CLIENTS} client bindings; remove one with ip=A&reset")
             }
+            ControlError::Binding(a, b) => write!(f, "'{a}' and '{b}' name different bindings; give one"),
+            ControlError::TooManyRules => {
+                write!(f, "at most {} rules, destination bindings included; remove one with host=H&reset", crate::rules::MAX_RULES)
+            }
         }
     }
 }
@@ -70,6 +79,8 @@ fn shown(value: &str) -> String {
 pub struct Call {
     /// The client range whose own policy is edited; the default policy when absent.
     pub ip: Option<Cidr>,
+    /// `host=` or `dest=`: the destination whose binding (an outbound rule) is edited.
+    pub destination: Option<Destination>,
     /// Start over first: the configured start for the default, no binding for a client.
     pub reset: bool,
     /// `policy=`.
@@ -114,6 +125,8 @@ impl Call {
                 "boundedRetries" => "boundedRetries",
                 "percentage" => "percentage",
                 "ip" => "ip",
+                "host" => "host",
+                "dest" => "dest",
                 "reset" => "reset",
                 "ttl" => "ttl",
                 other => return Err(ControlError::UnknownParameter(other.to_string())),
@@ -138,6 +151,9 @@ impl Call {
                     call.percentage = Some(Percentage::parse(value).ok_or_else(|| bad(percentage::ACCEPTED))?)
                 }
                 "ip" => call.ip = Some(Cidr::parse(value).ok_or_else(|| bad(net::ACCEPTED))?),
+                "host" | "dest" if call.destination.is_some() => return Err(ControlError::Binding("host", "dest")),
+                "host" => call.destination = Some(Destination::host(value).ok_or_else(|| bad(outbound::HOST_ACCEPTED))?),
+                "dest" => call.destination = Some(Destination::Addresses(Cidr::parse(value).ok_or_else(|| bad(net::ACCEPTED))?)),
                 "ttl" => {
                     let ttl = duration::parse(value).filter(|t| t.0 > 0);
                     call.ttl = Some(ttl.ok_or_else(|| bad(TTL_ACCEPTED))?);
@@ -152,6 +168,11 @@ impl Call {
         }
         if call.kind.is_none() {
             call.kind = call.implied_kind()?;
+        }
+        match (&call.ip, &call.destination) {
+            (Some(_), Some(Destination::Host(_))) => return Err(ControlError::Binding("ip", "host")),
+            (Some(_), Some(Destination::Addresses(_))) => return Err(ControlError::Binding("ip", "dest")),
+            _ => {}
         }
         Ok(call)
     }
@@ -174,7 +195,8 @@ impl Call {
         self.reset || self.has_values()
     }
 
-    fn has_values(&self) -> bool {
+    /// True when the call sets a policy value.
+    pub fn has_values(&self) -> bool {
         self.kind.is_some() || self.delay.is_some() || self.status.is_some() || self.retries.is_some() || self.percentage.is_some()
     }
 
@@ -219,7 +241,8 @@ impl Call {
         Ok(next)
     }
 
-    fn set_values(&self, policy: &mut crate::policy::Policy) {
+    /// Sets the values the call gives on `policy`.
+    pub fn set_values(&self, policy: &mut crate::policy::Policy) {
         if let Some(kind) = self.kind {
             policy.kind = kind;
         }

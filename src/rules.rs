@@ -5,6 +5,7 @@
 
 use crate::duration::{self, Millis};
 use crate::net::Cidr;
+use crate::outbound::{Direction, HostMatch};
 use crate::percentage::Percentage;
 use crate::values::{self, from_object, from_value, not_accepted, GrpcCode, HeaderName, HttpStatus, Pattern, Text};
 use serde::de::{self, MapAccess, Visitor};
@@ -143,6 +144,13 @@ pub struct Match {
     /// Client address ranges (Envoy's `source.address`); any one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<Cidr>,
+    /// The destination host (`:authority` without its port), for outbound rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostMatch>,
+    /// Destination address ranges (Envoy's `destination.address`: the address the app
+    /// called, for outbound rules of a capturing listener); any one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<Cidr>,
 }
 
 /// What a rule reads of a request, asked only as its conditions need.
@@ -155,6 +163,8 @@ pub trait RequestView {
     fn header(&mut self, name: &str) -> Option<String>;
     /// The client's address.
     fn client(&mut self) -> Option<IpAddr>;
+    /// The address the request was sent to.
+    fn destination(&mut self) -> Option<IpAddr>;
 }
 
 impl Match {
@@ -189,6 +199,17 @@ impl Match {
         if !self.clients.is_empty() {
             let Some(ip) = request.client() else { return false };
             if !self.clients.iter().any(|c| c.contains(ip)) {
+                return false;
+            }
+        }
+        if let Some(host) = &self.host {
+            if !request.header(":authority").is_some_and(|a| host.matches(&a)) {
+                return false;
+            }
+        }
+        if !self.destinations.is_empty() {
+            let Some(ip) = request.destination() else { return false };
+            if !self.destinations.iter().any(|c| c.contains(ip)) {
                 return false;
             }
         }
@@ -435,6 +456,9 @@ from_value!(Ttl);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
+    /// Which listeners apply it: inbound (the default) or outbound.
+    #[serde(default, skip_serializing_if = "Direction::is_inbound")]
+    pub direction: Direction,
     /// Which requests.
     #[serde(rename = "match", default, skip_serializing_if = "Match::is_empty", deserialize_with = "values::object")]
     pub matcher: Match,
@@ -455,6 +479,9 @@ pub struct RuleSpec {
 /// time `until_ms` in place of `ttl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rule {
+    /// Which listeners apply it.
+    #[serde(default, skip_serializing_if = "Direction::is_inbound")]
+    pub direction: Direction,
     /// Which requests.
     #[serde(rename = "match", default, skip_serializing_if = "Match::is_empty")]
     pub matcher: Match,
@@ -476,12 +503,13 @@ impl Rule {
     /// The rule a document's `spec` describes, its `ttl` counted from `now_ms`.
     pub fn new(spec: RuleSpec, now_ms: u64) -> Rule {
         let until_ms = spec.ttl.map(|ttl| now_ms.saturating_add(ttl.0 .0));
-        Rule { matcher: spec.matcher, fault: spec.fault, percentage: spec.percentage, sample_by: spec.sample_by, until_ms }
+        Rule { direction: spec.direction, matcher: spec.matcher, fault: spec.fault, percentage: spec.percentage, sample_by: spec.sample_by, until_ms }
     }
 
     /// The rule as a document shows it at `now_ms`; reading it back gives the same rule.
     pub fn spec(&self, now_ms: u64) -> RuleSpec {
         RuleSpec {
+            direction: self.direction,
             matcher: self.matcher.clone(),
             fault: self.fault.clone(),
             percentage: self.percentage,
@@ -491,9 +519,9 @@ impl Rule {
     }
 }
 
-/// The first rule that matches the request, if any.
-pub fn first_match<'a>(rules: &'a [Rule], request: &mut dyn RequestView) -> Option<&'a Rule> {
-    rules.iter().find(|r| r.matcher.matches(request))
+/// The first rule of `direction` that matches the request, if any.
+pub fn first_match<'a>(rules: &'a [Rule], direction: Direction, request: &mut dyn RequestView) -> Option<&'a Rule> {
+    rules.iter().find(|r| r.direction == direction && r.matcher.matches(request))
 }
 
 #[cfg(test)]
@@ -508,6 +536,7 @@ mod tests {
         method: String,
         headers: Vec<(String, String)>,
         client: Option<IpAddr>,
+        destination: Option<IpAddr>,
         asked: Vec<&'static str>,
     }
 
@@ -527,6 +556,10 @@ mod tests {
         fn client(&mut self) -> Option<IpAddr> {
             self.asked.push("client");
             self.client
+        }
+        fn destination(&mut self) -> Option<IpAddr> {
+            self.asked.push("destination");
+            self.destination
         }
     }
 
@@ -592,9 +625,9 @@ mod tests {
             rule(r#"{"fault": {"abort": {"status": 502}}}"#),
         ];
         let abort = |status| Fault::Abort { status: HttpStatus(status), grpc_status: None };
-        assert_eq!(first_match(&rules, &mut req("GET", "/abc")).unwrap().fault, abort(501));
-        assert_eq!(first_match(&rules, &mut req("GET", "/b")).unwrap().fault, abort(502));
-        assert!(first_match(&rules[..1], &mut req("GET", "/b")).is_none());
+        assert_eq!(first_match(&rules, Direction::Inbound, &mut req("GET", "/abc")).unwrap().fault, abort(501));
+        assert_eq!(first_match(&rules, Direction::Inbound, &mut req("GET", "/b")).unwrap().fault, abort(502));
+        assert!(first_match(&rules[..1], Direction::Inbound, &mut req("GET", "/b")).is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Every counter and gauge the filter keeps, declared in one place under one prefix.
 //! Envoy shows them as `wasmcustom.fault_injector.<name>` in `/stats` and `/stats/prometheus`.
 
+use crate::outbound::Direction;
 use std::cell::Cell;
 
 /// A metric: its kind and its full name.
@@ -39,6 +40,16 @@ metrics! {
     RetryEntries = true "retry_entries", "Identities held in the bounded-retry table now, all shards together.";
     RetryEvictions = false "retry_evictions", "Identities dropped from a full bounded-retry shard to make room.";
     StateVersion = true "state_version", "Goes up with every write of the shared policy state.";
+}
+
+/// The name `metric` is defined under on a listener of `direction`: an outbound listener's
+/// counters are `fault_injector.outbound.<name>`, so the inbound names of existing scrapes
+/// stay as they are; gauges are the whole Envoy's, one name for both directions.
+pub fn name(metric: &Metric, direction: Direction) -> String {
+    match direction {
+        Direction::Outbound if !metric.gauge => metric.name.replacen("fault_injector.", "fault_injector.outbound.", 1),
+        _ => metric.name.to_string(),
+    }
 }
 
 /// Counter increments a worker made and has not handed to Envoy yet. Adding to a counter is
@@ -102,5 +113,15 @@ mod tests {
         assert_eq!(ALL[Stat::RetryEntries as usize].name, "fault_injector.retry_entries");
         assert!(ALL[Stat::RetryEntries as usize].gauge);
         assert!(!ALL[Stat::RetryEvictions as usize].gauge);
+    }
+
+    #[test]
+    fn outbound_counters_have_their_own_names() {
+        let aborts = &ALL[Stat::AbortsInjected as usize];
+        assert_eq!(name(aborts, Direction::Inbound), "fault_injector.aborts_injected");
+        assert_eq!(name(aborts, Direction::Outbound), "fault_injector.outbound.aborts_injected");
+        // The version stamp and the held-request gauge are shared by both directions.
+        assert_eq!(name(&ALL[Stat::StateVersion as usize], Direction::Outbound), "fault_injector.state_version");
+        assert_eq!(name(&ALL[Stat::ActiveDelays as usize], Direction::Outbound), "fault_injector.active_delays");
     }
 }

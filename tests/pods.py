@@ -153,12 +153,15 @@ class Pod:
     default `-c bootstrap --concurrency 2`), linked to the host by a veth pair. Requests
     come from the host's end of the pair, as from another pod. `init` runs once the
     network is up and before Envoy and the apps start, as init containers do; Envoy is
-    ready (health port) before the apps start, as a native sidecar is."""
+    ready (health port) before the apps start, as a native sidecar is. With `user`, Envoy
+    runs as that UID and GID (setpriv), as the sidecar's securityContext has it, so that
+    rules matching its owner see it; its files must then be readable by that user."""
 
     def __init__(self, index: int, bootstrap: Path | None, log: Path,
                  apps: tuple[tuple[str, int], ...] = (("127.0.0.1", 8000),),
                  envoy_args: list[str] | None = None, data_port: int | None = 8080,
-                 init: Callable[["Pod"], None] | None = None, other_apps: dict[int, list[str]] | None = None):
+                 init: Callable[["Pod"], None] | None = None, other_apps: dict[int, list[str]] | None = None,
+                 user: int | None = None):
         tag = f"{os.getpid() % 10000}-{index}"
         self.ns = f"fi-pod-{tag}"
         self.host_if, self.pod_if = f"fih{tag}", f"fip{tag}"
@@ -168,6 +171,7 @@ class Pod:
         self.envoy_args = envoy_args if envoy_args is not None else ["-c", str(bootstrap), "--concurrency", "2"]
         self.apps, self.data_port, self.init, self.other_apps = apps, data_port, init, other_apps or {}
         self.procs: list[subprocess.Popen] = []
+        self.as_user = [] if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
 
     def start(self) -> "Pod":
         if os.geteuid() != 0 or shutil.which("ip") is None:
@@ -185,7 +189,7 @@ class Pod:
         inside = ["ip", "netns", "exec", self.ns]
         with open(self.log_path, "ab") as log:
             self.procs.append(subprocess.Popen(
-                [*inside, envoy_binary(), *self.envoy_args, "--disable-hot-restart"],
+                [*inside, *self.as_user, envoy_binary(), *self.envoy_args, "--disable-hot-restart"],
                 stdout=log, stderr=subprocess.STDOUT))
         self.wait(8090, "/ready")
         commands = {port: [sys.executable, str(REPO_ROOT / "scripts/upstream.py"), "--host", host, "--port", str(port)]

@@ -127,3 +127,61 @@ def test_an_unknown_argument_is_refused(netns):
     assert res.returncode == 2
     assert 'unknown argument "remove"; expected none (add the rules) or "clean"' in res.stderr
     assert own_rules(netns) == []
+
+
+# --------------------------------------------------------------------------- outbound
+
+OUTBOUND_RULES = [
+    ":FI_OUTBOUND -", ":FI_OUT_REDIRECT -",
+    "-A OUTPUT -p tcp -j FI_OUTBOUND",
+    "-A FI_OUTBOUND -m owner --uid-owner 1337 -j RETURN",
+    "-A FI_OUTBOUND -d 127.0.0.0/8 -j RETURN",
+    "-A FI_OUTBOUND -p tcp -m tcp --dport 80 -j FI_OUT_REDIRECT",
+    "-A FI_OUTBOUND -p tcp -m tcp --dport 8080 -j FI_OUT_REDIRECT",
+    "-A FI_OUT_REDIRECT -p tcp -j REDIRECT --to-ports 15001",
+]
+
+
+def outbound_rules(ns: Netns) -> list[str]:
+    return [r for r in own_rules(ns) if "FI_OUT" in r]
+
+
+def test_outbound_ports_go_to_the_outbound_listener_but_envoys_own_connections(netns):
+    res = netns.run("/bin/sh", str(SCRIPT), env={"FI_INBOUND_PORTS": "8080", "FI_OUTBOUND_PORTS": "80,8080"})
+    assert res.returncode == 0, res.stderr
+    assert "outbound TCP to port(s) 80 8080, but UID 1337's and loopback's -> Envoy :15001" in res.stdout
+    assert outbound_rules(netns) == OUTBOUND_RULES
+    # Envoy's exception comes before any redirect.
+    rules = own_rules(netns)
+    assert rules.index(OUTBOUND_RULES[3]) < rules.index(OUTBOUND_RULES[5])
+    # A rerun replaces them; one without outbound ports removes them, inbound ones stay.
+    assert netns.run("/bin/sh", str(SCRIPT), env={"FI_OUTBOUND_PORTS": "80,8080"}).returncode == 0
+    assert outbound_rules(netns) == OUTBOUND_RULES
+    assert netns.capture("8080").returncode == 0
+    assert outbound_rules(netns) == []
+    assert "-A PREROUTING -p tcp -j FI_INBOUND" in own_rules(netns)
+
+
+def test_without_outbound_ports_nothing_outbound_is_captured(netns):
+    assert netns.capture(None).returncode == 0
+    assert outbound_rules(netns) == []
+    assert not [r for r in netns.nat_rules() if r.startswith("-A OUTPUT")]
+
+
+def test_clean_removes_the_outbound_rules_too(netns):
+    assert netns.run("/bin/sh", str(SCRIPT), env={"FI_OUTBOUND_PORTS": "80"}).returncode == 0
+    assert netns.capture(None, "clean").returncode == 0
+    assert own_rules(netns) == []
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"FI_OUTBOUND_PORTS": "80,https"},
+     'FI_OUTBOUND_PORTS (annotation fault-injector/outbound-ports): "https" in "80,https" is not a port'),
+    ({"FI_OUTBOUND_PORTS": "80", "FI_PROXY_UID": "envoy"}, 'FI_PROXY_UID: "envoy" is not a UID'),
+])
+def test_bad_outbound_settings_are_refused_and_change_nothing(netns, env, message):
+    assert netns.capture("8080").returncode == 0
+    before = netns.nat_rules()
+    res = netns.run("/bin/sh", str(SCRIPT), env={"FI_INBOUND_PORTS": "9090", **env})
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert netns.nat_rules() == before

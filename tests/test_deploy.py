@@ -214,6 +214,19 @@ def test_wasmplugin_plugin_config_loads_in_envoy(rendered, start_envoy):
     assert envoy.control().status == 403
 
 
+def test_istio_outbound_plugin_is_the_client_side_of_the_same_module(rendered, start_envoy):
+    plugins = {o["metadata"]["name"]: o["spec"] for o in rendered["k8s/istio"] if o["kind"] == "WasmPlugin"}
+    server, client = plugins["fault-injector"], plugins["fault-injector-outbound"]
+    assert server["match"] == [{"mode": "SERVER"}] and client["match"] == [{"mode": "CLIENT"}]
+    assert (client["url"], client["selector"]) == (server["url"], server["selector"])
+    assert client["pluginConfig"] == {"direction": "outbound"}
+    # It loads, passes calls while no outbound rule is set, and has no control route.
+    envoy = start_envoy(json.dumps(client["pluginConfig"]))
+    assert request(envoy.port, "/app").status == 200
+    r = request(envoy.port, "/injector?status=500")
+    assert (r.status, r.text) == (200, "upstream GET /injector?status=500\n")
+
+
 def test_oci_image_holds_the_module(tmp_path):
     layout, copy = tmp_path / "oci", tmp_path / "copy"
     subprocess.run([str(ROOT / "scripts/oci-image.py"), str(layout), "--tag", "t1"], check=True,
@@ -247,6 +260,13 @@ def test_every_wasm_filter_fails_open():
                       if "config_discovery" in f]
         assert len(discovered) == 2, name
         assert all(f["config_discovery"]["default_config"]["@type"].endswith(".rbac.v3.RBAC") for f in discovered)
+        # The outbound listeners' filters are inline.
+        inline = [f for listener in sidecar["static_resources"]["listeners"]
+                  for chain in listener["filter_chains"]
+                  for network in chain["filters"]
+                  for f in network["typed_config"].get("http_filters", [])
+                  if f.get("typed_config", {}).get("@type", "").endswith("wasm.v3.Wasm")]
+        assert all(f["typed_config"]["config"]["failure_policy"] == "FAIL_OPEN" for f in inline), name
 
 
 def test_lock_control_selects_every_sidecar_pod_and_closes_only_the_control_port(rendered):
@@ -341,9 +361,15 @@ def test_capture_script_excludes_every_port_of_the_capture_bootstrap():
     admin = bootstrap["admin"]["address"]["socket_address"]["port_value"]
     script = CAPTURE_SCRIPT.read_text()
     (inbound,) = re.findall(r"FI_INBOUND_LISTENER:-(\d+)", script)
+    (outbound,) = re.findall(r"FI_OUTBOUND_LISTENER:-(\d+)", script)
     (excluded,) = re.findall(r"FI_ENVOY_PORTS:-([\d,]+)", script)
     assert int(inbound) == listeners["inbound"]
-    assert sorted(map(int, excluded.split(","))) == sorted([*listeners.values(), admin])
+    assert int(outbound) == listeners["outbound"]
+    # Listeners on loopback (outbound, http_proxy) are out of reach from outside the pod,
+    # so inbound capture need not skip them.
+    reachable = [li["address"]["socket_address"]["port_value"] for li in bootstrap["static_resources"]["listeners"]
+                 if li["address"]["socket_address"]["address"] != "127.0.0.1"]
+    assert sorted(map(int, excluded.split(","))) == sorted([*reachable, admin])
 
 
 def test_capture_bootstrap_shares_the_control_and_health_listeners():
@@ -351,7 +377,7 @@ def test_capture_bootstrap_shares_the_control_and_health_listeners():
         doc = yaml.safe_load((ROOT / "envoy" / name).read_text())
         return {li["name"]: li for li in doc["static_resources"]["listeners"]}
     plain, capture = listeners("sidecar.yaml"), listeners("sidecar-capture.yaml")
-    assert sorted(capture) == ["control", "health", "inbound"]
+    assert sorted(capture) == ["control", "health", "http_proxy", "inbound", "outbound"]
     assert capture["control"] == plain["control"] and capture["health"] == plain["health"]
 
 

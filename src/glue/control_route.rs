@@ -7,6 +7,7 @@ use super::root_state::RootState;
 use super::{now_ms, shared};
 use crate::control::{self, Refusal};
 use crate::document::{self, Document};
+use crate::outbound;
 use crate::policy::State;
 use crate::stored::Origin;
 use crate::query::{percent_decode, Call};
@@ -47,8 +48,12 @@ pub fn query(worker: &mut RootState, context: u32, query: &str) -> Action {
         state.settle(now);
         return reply::json_text(200, &answer(&state, &origin, now), vec![]);
     }
-    let start = Rc::clone(&worker.config);
-    write(worker, context, &format!("'{query}'"), |state| call.apply(state, &start.start, now).map_err(|e| e.to_string()))
+    let config = Rc::clone(&worker.config);
+    let change = |state: &State| match &call.destination {
+        Some(destination) => outbound::apply(&call, destination, &config.simple_response, state, now),
+        None => call.apply(state, &config.start, now),
+    };
+    write(worker, context, &format!("'{query}'"), |state| change(state).map_err(|e| e.to_string()))
 }
 
 /// `POST /injector` where the listener cannot hold the body back from the router.

@@ -5,9 +5,10 @@ use super::reply;
 use super::root_state::RootState;
 use super::{control_route, now_ms, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
-use crate::decide::{self, Answered, Decision, OnResponse, INJECTED};
+use crate::decide::{self, Answered, Decision, OnResponse, DIRECTION, INJECTED};
 use crate::duration::Millis;
 use crate::net;
+use crate::outbound::Direction;
 use crate::retries::Attempt;
 use crate::rules::RequestView;
 use crate::stats::Stat;
@@ -59,7 +60,13 @@ fn header(name: &str) -> Option<String> {
 }
 
 fn client() -> Option<IpAddr> {
-    let bytes = hostcalls::get_property(vec!["source", "address"]).ok().flatten()?;
+    address("source")
+}
+
+/// Envoy's `source.address` or `destination.address` (for a listener that restores it
+/// with `original_dst`, the address the app called).
+fn address(side: &str) -> Option<IpAddr> {
+    let bytes = hostcalls::get_property(vec![side, "address"]).ok().flatten()?;
     net::parse_socket_address(std::str::from_utf8(&bytes).ok()?)
 }
 
@@ -92,6 +99,9 @@ impl RequestView for RequestInfo {
     }
     fn client(&mut self) -> Option<IpAddr> {
         *self.client.get_or_insert_with(client)
+    }
+    fn destination(&mut self) -> Option<IpAddr> {
+        address("destination")
     }
 }
 
@@ -251,6 +261,9 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if (self.held_until.is_some() || self.on_response.is_some()) && self.worker.borrow().config.direction == Direction::Outbound {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, DIRECTION, Some("outbound"));
+        }
         if self.held_until.is_some() && !self.holding_response {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("delay"));
         }

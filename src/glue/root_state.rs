@@ -7,6 +7,7 @@ use super::{now_ms, shared};
 use crate::config::Config;
 use crate::delays::DelayQueue;
 use crate::notices::{Done, Message, Waits};
+use crate::outbound::Direction;
 use crate::policy::State;
 use crate::sampling::{identity_hash, Sampler};
 use crate::stats::{self, Stat, Tally};
@@ -98,13 +99,15 @@ impl RootState {
             .iter()
             .map(|m| {
                 let kind = if m.gauge { MetricType::Gauge } else { MetricType::Counter };
-                hostcalls::define_metric(kind, m.name).unwrap_or(u32::MAX)
+                hostcalls::define_metric(kind, &stats::name(m, config.direction)).unwrap_or(u32::MAX)
             })
             .collect();
         // Every worker (and every listener sharing this VM id) configures; only the first
         // to see a new configuration installs its start policy, so it replaces the policy
         // once. Listeners sharing a VM id should share one configuration (see control.port).
-        let applied = shared::update::<()>(|_, stored| Ok((*stored != origin).then(|| (config.start.clone(), origin.clone()))));
+        // An outbound listener has no start policy: it shares the inbound side's.
+        let inbound = config.direction == Direction::Inbound;
+        let applied = shared::update::<()>(|_, stored| Ok((inbound && *stored != origin).then(|| (config.start.clone(), origin.clone()))));
         if let Ok(Some((_, origin))) = applied {
             self.count(Stat::StateVersion, 1);
             log::info!("fault-injector: start policy of configuration {} is in force", origin.view());

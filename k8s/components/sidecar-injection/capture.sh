@@ -1,23 +1,34 @@
 #!/bin/sh
-# Transparent inbound capture for the fault-injector sidecar. The pod's init container
+# Transparent capture for the fault-injector sidecar. The pod's init container
 # `fault-injector-capture` runs it once, as root with NET_ADMIN and NET_RAW only, in the
 # pod's network namespace, before Envoy and the app start. It adds nat PREROUTING rules
 # that redirect inbound TCP for the app's ports to Envoy's inbound listener
 # (envoy/sidecar-capture.yaml), which forwards each connection to the port it was sent to.
 # PREROUTING only sees packets that arrive from outside the pod: the app calling itself,
 # Envoy's connections to the app and anything else that starts in the pod are untouched.
-# IPv4 only (iptables): IPv6 connections reach the app directly.
+# Outbound (only with FI_OUTBOUND_PORTS), nat OUTPUT rules redirect the app's own TCP
+# connections to those ports (its calls to its dependencies) to Envoy's outbound listener,
+# which forwards each one to the address the app called. Envoy's own connections are told
+# apart by its UID (FI_PROXY_UID, 1337, as Istio's) and never redirected, so they cannot
+# loop back to Envoy; loopback destinations are never redirected either. Only plain HTTP
+# can be faulted: list the ports the app speaks plain HTTP to (80, 8080), never 443, since
+# a sidecar cannot read, and so cannot fault, what is encrypted.
+# IPv4 only (iptables): IPv6 connections reach the app, and leave it, directly.
 #
 #   sh capture.sh          adds the rules (again: it replaces its own, so a rerun is safe)
 #   sh capture.sh clean    removes them; the pod then works as it does without the sidecar
 #
 # Environment (the init container sets FI_INBOUND_PORTS from the pod annotation
-# `fault-injector/ports`):
+# `fault-injector/ports`, FI_OUTBOUND_PORTS from `fault-injector/outbound-ports`):
 #   FI_INBOUND_PORTS     the app's TCP ports to capture, as "8080" or "8080,9090"; "*" or
 #                        empty (no annotation) captures every port but Envoy's own
 #   FI_INBOUND_LISTENER  Envoy's inbound listener port, 15006
 #   FI_ENVOY_PORTS       Envoy's own ports, never captured: inbound 15006, control 8282,
 #                        health 8090, admin 9901
+#   FI_OUTBOUND_PORTS    the destination ports of the app's calls to capture, as "80,8080";
+#                        empty (no annotation): no outbound capture
+#   FI_OUTBOUND_LISTENER Envoy's outbound listener port, 15001
+#   FI_PROXY_UID         the UID Envoy runs as, whose connections are never captured, 1337
 #
 # A port list that is not understood, or that names one of Envoy's ports, is refused
 # with a message on stderr and exit status 2, and no rule is changed.
@@ -29,6 +40,8 @@ set -f # "*" is a word here, never a file name pattern
 
 INBOUND_CHAIN=FI_INBOUND
 REDIRECT_CHAIN=FI_IN_REDIRECT
+OUTBOUND_CHAIN=FI_OUTBOUND
+OUT_REDIRECT_CHAIN=FI_OUT_REDIRECT
 
 fail() {
     echo "fault-injector capture: $*" >&2
@@ -86,12 +99,37 @@ inbound_rules() {
     echo "COMMIT"
 }
 
-clean() {
-    while iptables -t nat -D PREROUTING -p tcp -j "$INBOUND_CHAIN" 2>/dev/null; do :; done
-    for chain in "$INBOUND_CHAIN" "$REDIRECT_CHAIN"; do
+# outbound_rules PORTS LISTENER UID: the iptables-restore input of the nat table.
+outbound_rules() {
+    echo "*nat"
+    echo ":$OUTBOUND_CHAIN - [0:0]"
+    echo ":$OUT_REDIRECT_CHAIN - [0:0]"
+    echo "-A $OUT_REDIRECT_CHAIN -p tcp -j REDIRECT --to-ports $2"
+    # Envoy's own connections, to the app and to the dependencies, go where they were
+    # sent: redirected, they would come back to Envoy, forever.
+    echo "-A $OUTBOUND_CHAIN -m owner --uid-owner $3 -j RETURN"
+    echo "-A $OUTBOUND_CHAIN -d 127.0.0.0/8 -j RETURN"
+    for port in $1; do
+        echo "-A $OUTBOUND_CHAIN -p tcp --dport $port -j $OUT_REDIRECT_CHAIN"
+    done
+    if ! iptables -t nat -C OUTPUT -p tcp -j "$OUTBOUND_CHAIN" 2>/dev/null; then
+        echo "-A OUTPUT -p tcp -j $OUTBOUND_CHAIN"
+    fi
+    echo "COMMIT"
+}
+
+# remove HOOK CHAIN REDIRECT: removes one direction's jump and chains.
+remove() {
+    while iptables -t nat -D "$1" -p tcp -j "$2" 2>/dev/null; do :; done
+    for chain in "$2" "$3"; do
         iptables -t nat -F "$chain" 2>/dev/null || true
         iptables -t nat -X "$chain" 2>/dev/null || true
     done
+}
+
+clean() {
+    remove PREROUTING "$INBOUND_CHAIN" "$REDIRECT_CHAIN"
+    remove OUTPUT "$OUTBOUND_CHAIN" "$OUT_REDIRECT_CHAIN"
     echo "fault-injector capture: rules removed"
 }
 
@@ -109,6 +147,16 @@ capture() {
             done
         done
     fi
+    # Every input is checked before any rule changes.
+    out_listener=$(check_ports FI_OUTBOUND_LISTENER "${FI_OUTBOUND_LISTENER:-15001}")
+    uid=${FI_PROXY_UID:-1337}
+    case $uid in
+    '' | *[!0-9]*) fail "FI_PROXY_UID: \"$uid\" is not a UID; expected a number such as 1337" ;;
+    esac
+    out_ports=
+    if [ -n "${FI_OUTBOUND_PORTS:-}" ]; then
+        out_ports=$(check_ports "FI_OUTBOUND_PORTS (annotation fault-injector/outbound-ports)" "$FI_OUTBOUND_PORTS")
+    fi
     rules=$(inbound_rules "$ports" "$envoy_ports" "$listener")
     echo "$rules" | iptables-restore --noflush
     if [ "$ports" = "*" ]; then
@@ -116,6 +164,15 @@ capture() {
     else
         echo "fault-injector capture: inbound TCP to port(s) $(one_line "$ports") -> Envoy :$listener"
     fi
+    echo "$rules"
+    if [ -z "$out_ports" ]; then
+        # A rerun without outbound ports leaves none captured.
+        remove OUTPUT "$OUTBOUND_CHAIN" "$OUT_REDIRECT_CHAIN"
+        return
+    fi
+    rules=$(outbound_rules "$out_ports" "$out_listener" "$uid")
+    echo "$rules" | iptables-restore --noflush
+    echo "fault-injector capture: outbound TCP to port(s) $(one_line "$out_ports"), but UID $uid's and loopback's -> Envoy :$out_listener"
     echo "$rules"
 }
 

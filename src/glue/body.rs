@@ -45,10 +45,10 @@ fn set_piece(size: usize, bytes: &[u8]) {
 pub enum Step {
     /// Send on what is in hand.
     Continue,
-    /// Hold what is in hand (Envoy buffers it).
-    Hold,
-    /// Send on what is in hand, then reset the stream at the next chance.
+    /// Send on what is in hand, then reset the stream on the worker's timer.
     ContinueThenReset,
+    /// Hold what is in hand (it carries the end), and reset the stream on the timer.
+    HoldThenReset,
     /// Hold until this time (ms), then release everything held.
     HoldUntil(u64),
 }
@@ -76,6 +76,9 @@ pub enum BodyFault {
     Corrupt(Corrupter, Sampler),
 }
 
+/// The piece size a paced body is counted in: Envoy's socket reads are 16 KiB.
+const READ_SIZE: u64 = 16 * 1024;
+
 /// The most a throttle holds before it lets go regardless: Envoy resets a stream whose
 /// held body passes its buffer limit (1 MiB by default), and a paused Wasm filter holds
 /// without backpressure.
@@ -101,18 +104,22 @@ impl BodyFault {
                     set_piece(size, &kept);
                     Step::ContinueThenReset
                 }
-                Cut::ResetNow => {
-                    reset(StreamType::HttpResponse);
-                    Step::Hold
-                }
+                Cut::ResetNow => Step::HoldThenReset,
             },
             BodyFault::Pace { pacer, reported } => {
                 if released {
                     pacer.released();
                     *reported = 0;
                 }
-                let grown = (size as u64).saturating_sub(*reported);
-                let pace = pacer.on_chunk(grown, now_ms);
+                // Fed as pieces of at most a socket read's size, which is how an upstream
+                // at the rate would have arrived: a fast upstream's whole body can come as
+                // one piece, and the pacer lets the client be one piece ahead.
+                let mut grown = (size as u64).saturating_sub(*reported);
+                let mut pace = pacer.on_chunk(grown.min(READ_SIZE), now_ms);
+                while grown > READ_SIZE {
+                    grown -= READ_SIZE;
+                    pace = pacer.on_chunk(grown.min(READ_SIZE), now_ms);
+                }
                 match pace {
                     Pace::HoldUntil(due) if pacer.held_bytes() <= MAX_HELD => {
                         *reported = size as u64;
@@ -145,8 +152,7 @@ impl BodyFault {
         match self {
             BodyFault::Cut(cutter) => {
                 cutter.on_trailers();
-                reset(StreamType::HttpResponse);
-                Step::Hold
+                Step::HoldThenReset
             }
             _ => Step::Continue,
         }

@@ -112,6 +112,10 @@ impl decide::Request for RequestInfo {
     }
 }
 
+/// How long after a cut the stream is reset: long enough for the codec to write what the
+/// cut let through.
+const CUT_RESET_MS: u64 = 5;
+
 /// One request's context.
 pub struct Request {
     id: u32,
@@ -375,13 +379,20 @@ impl HttpContext for Request {
         }
         match step {
             Step::Continue => Action::Continue,
-            Step::Hold => Action::Pause,
-            Step::ContinueThenReset => {
-                let due = now + 1;
-                worker.resets.hold(self.id, due);
-                worker.arm(due, now, self.id);
-                self.reset_due = Some(due);
-                Action::Continue
+            Step::ContinueThenReset | Step::HoldThenReset => {
+                // On the timer, not now: a reset in this callback would drop the bytes just
+                // let through, which the HTTP/2 codec has not written yet.
+                if self.reset_due.is_none() {
+                    let due = now + CUT_RESET_MS;
+                    worker.resets.hold(self.id, due);
+                    worker.arm(due, now, self.id);
+                    self.reset_due = Some(due);
+                }
+                if matches!(step, Step::HoldThenReset) {
+                    Action::Pause
+                } else {
+                    Action::Continue
+                }
             }
             Step::HoldUntil(due) => {
                 worker.throttled.hold(self.id, due);
@@ -395,7 +406,18 @@ impl HttpContext for Request {
     fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
         let Some(fault) = self.body.as_mut() else { return Action::Continue };
         match fault.on_trailers() {
-            Step::Hold => Action::Pause,
+            Step::HoldThenReset => {
+                if self.reset_due.is_none() {
+                    let worker = Rc::clone(&self.worker);
+                    let mut worker = worker.borrow_mut();
+                    let now = now_ms();
+                    let due = now + CUT_RESET_MS;
+                    worker.resets.hold(self.id, due);
+                    worker.arm(due, now, self.id);
+                    self.reset_due = Some(due);
+                }
+                Action::Pause
+            }
             // Trailers wait behind a held body, which the timer releases with them.
             _ if self.throttled_until.is_some() => Action::Pause,
             _ => Action::Continue,

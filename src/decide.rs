@@ -4,6 +4,7 @@
 //! default. A kubelet probe passes whatever would have applied. The glue only carries the
 //! [`Decision`] out and counts it.
 
+use crate::body_change::BodyChange;
 use crate::config::Config;
 use crate::control;
 use crate::duration::Millis;
@@ -14,6 +15,8 @@ use crate::outbound::Direction;
 use crate::policy::State;
 use crate::rules::{self, Fault, RequestView};
 use crate::sampling::{identity_hash, in_share, Sampler};
+use crate::throttle::Throttle;
+use crate::truncate::Truncate;
 use crate::values::HttpStatus;
 
 /// The header every injected fault carries, naming the fault.
@@ -69,6 +72,15 @@ pub enum Answered {
     Refused,
 }
 
+/// What a held request gets when its time is up, instead of going on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Then {
+    /// Its stream is reset (`resets_injected`).
+    Reset,
+    /// It is answered (`slow_failures_injected`).
+    Fail(Reply),
+}
+
 /// A fault on the upstream's response, decided when the request went through.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OnResponse {
@@ -83,6 +95,12 @@ pub enum OnResponse {
         /// Headers removed.
         remove: Vec<String>,
     },
+    /// Cut the body and reset the stream (`truncations_injected`).
+    Truncate(Truncate),
+    /// Release the body at a rate (`throttles_injected`).
+    Throttle(Throttle),
+    /// Replace or corrupt the body (`bodies_changed`).
+    BodyChange(BodyChange),
 }
 
 /// A bounded-retry attempt to count in the shared table; it fails with `reply` while the
@@ -116,6 +134,10 @@ pub enum Decision {
     CountAttempt(Attempt),
     /// Forwarded; its response gets a fault.
     OnResponse(OnResponse),
+    /// Reset at once, without an answer; the upstream is never asked.
+    Reset,
+    /// Held this long, then reset or answered instead of forwarded.
+    HoldThen(Millis, Then),
 }
 
 /// Decides for one request, given the state, the configuration and the sampler.
@@ -252,6 +274,20 @@ fn by_fault(
             remove: remove_headers.iter().map(|h| h.as_str().to_string()).collect(),
         }),
         Fault::BoundedRetries { .. } => Decision::Pass,
+        Fault::Reset { after: Millis(0) } => Decision::Reset,
+        Fault::Reset { after } => hold_then(*after, Then::Reset, request, config),
+        Fault::Truncate(cut) => Decision::OnResponse(OnResponse::Truncate(*cut)),
+        Fault::Throttle(rate) => Decision::OnResponse(OnResponse::Throttle(*rate)),
+        Fault::BodyChange(change) => Decision::OnResponse(OnResponse::BodyChange(change.clone())),
+        Fault::DelayShape(shape) => hold(shape.draw(sampler.next_even()), request, config),
+        Fault::SlowFailure { delay, abort } => {
+            let extra = if delay.jitter.0 == 0 { 0 } else { sampler.next_u64() % (delay.jitter.0 + 1) };
+            let reply = match abort_reply(request, abort.status, abort.grpc_status.map(|g| g.0), or("slowFailure")) {
+                Decision::Reply(_, reply) => reply,
+                _ => return Decision::Pass,
+            };
+            hold_then(Millis(delay.fixed.0 + extra), Then::Fail(reply), request, config)
+        }
     }
 }
 
@@ -261,6 +297,15 @@ fn hold(delay: Millis, request: &mut dyn Request, config: &Config) -> Decision {
         return Decision::Overflow;
     }
     Decision::Hold(delay)
+}
+
+/// Holds the request, then `then`; past `max_active_delays` it passes untouched, as a
+/// delay would.
+fn hold_then(delay: Millis, then: Then, request: &mut dyn Request, config: &Config) -> Decision {
+    match hold(delay, request, config) {
+        Decision::Hold(delay) => Decision::HoldThen(delay, then),
+        other => other,
+    }
 }
 
 fn is_grpc(request: &mut dyn Request) -> bool {
@@ -512,6 +557,61 @@ mod tests {
         let metadata = vec![(INJECTED.to_string(), "abort".to_string())];
         let reply = Reply::Grpc { code: 8, message: "fault filter abort".into(), metadata };
         assert_eq!(run(&s, &Config::default(), grpc), Decision::Reply(Answered::Abort, reply));
+    }
+
+    #[test]
+    fn new_faults_become_their_decisions() {
+        let s = state(
+            r#"{"rules": [{"match": {"path": {"exact": "/reset"}}, "fault": {"reset": {}}},
+                          {"match": {"path": {"exact": "/hang"}}, "fault": {"reset": {"after": "2s"}}},
+                          {"match": {"path": {"exact": "/cut"}}, "fault": {"truncate": {"after_bytes": 10}}},
+                          {"match": {"path": {"exact": "/slow"}}, "fault": {"throttle": {"bytes_per_second": 1000}}},
+                          {"match": {"path": {"exact": "/body"}}, "fault": {"body_change": {"corrupt": {"percentage": 5}}}},
+                          {"match": {"path": {"exact": "/tail"}}, "fault": {"delay_shape": {"p50": "100ms", "p99": "2s"}}},
+                          {"fault": {"delay": {"fixed": "5s"}, "abort": {"status": 503}}}]}"#,
+        );
+        let c = Config::default();
+        assert_eq!(run(&s, &c, &mut Req::new("/reset")), Decision::Reset);
+        assert_eq!(run(&s, &c, &mut Req::new("/hang")), Decision::HoldThen(Millis(2000), Then::Reset));
+        assert_eq!(run(&s, &c, &mut Req::new("/cut")), Decision::OnResponse(OnResponse::Truncate(Truncate { after_bytes: 10 })));
+        assert!(matches!(run(&s, &c, &mut Req::new("/slow")), Decision::OnResponse(OnResponse::Throttle(t)) if t.bytes_per_second() == 1000));
+        assert_eq!(run(&s, &c, &mut Req::new("/body")), Decision::OnResponse(OnResponse::BodyChange(BodyChange::Corrupt { ppm: 50_000 })));
+        assert!(matches!(run(&s, &c, &mut Req::new("/tail")), Decision::Hold(Millis(ms)) if ms > 0));
+        let headers = vec![(INJECTED.to_string(), "slowFailure".to_string())];
+        let reply = Reply::Http { status: 503, headers, body: "fault filter abort\n".into() };
+        assert_eq!(run(&s, &c, &mut Req::new("/x")), Decision::HoldThen(Millis(5000), Then::Fail(reply)));
+        // A slow failure past the limit of held requests passes, as a delay would.
+        let mut busy = Req::new("/x");
+        busy.active = 10_000;
+        assert_eq!(run(&s, &c, &mut busy), Decision::Overflow);
+    }
+
+    #[test]
+    fn query_policies_of_the_new_faults() {
+        let c = config(r#"{"simple_response": {"status": 200, "body": "canned", "headers": [["content-type", "text/plain"]]}}"#);
+        let policy = |text: &str| state(&format!(r#"{{"policy": {{{text}, "percentage": 100}}}}"#));
+        assert_eq!(run(&policy(r#""policy": "resetStream""#), &c, &mut Req::new("/")), Decision::Reset);
+        let hang = run(&policy(r#""policy": "resetStream", "after": "1s""#), &c, &mut Req::new("/"));
+        assert_eq!(hang, Decision::HoldThen(Millis(1000), Then::Reset));
+        let slow = run(&policy(r#""policy": "slowFailure", "timeout": "2s", "status": 500"#), &c, &mut Req::new("/"));
+        assert!(matches!(&slow, Decision::HoldThen(Millis(2000), Then::Fail(Reply::Http { status: 500, headers, .. })) if headers[0].1 == "slowFailure"), "{slow:?}");
+        let cut = run(&policy(r#""policy": "truncateResponse""#), &c, &mut Req::new("/"));
+        assert_eq!(cut, Decision::OnResponse(OnResponse::Truncate(Truncate { after_bytes: 1000 })));
+        let replaced = run(&policy(r#""policy": "replaceBody""#), &c, &mut Req::new("/"));
+        let change = BodyChange::Replace { body: "canned".into(), content_type: Some("text/plain".into()) };
+        assert_eq!(replaced, Decision::OnResponse(OnResponse::BodyChange(change)));
+        // Even draws: over 2000 requests the asked percentiles hold.
+        let tail = policy(r#""policy": "longTailDelay", "p50": "100ms", "p99": "2s""#);
+        let mut sampler = Sampler::new(3);
+        let mut held: Vec<u64> = (0..2000)
+            .map(|_| match decide(&tail, &c, &mut Req::new("/"), &mut sampler) {
+                Decision::Hold(Millis(ms)) => ms,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        held.sort_unstable();
+        let (p50, p99) = (held[999], held[1979]);
+        assert!((90..=110).contains(&p50) && (1800..=2200).contains(&p99), "{p50} {p99}");
     }
 
     #[test]

@@ -102,6 +102,11 @@ impl DelayShape {
         Ok(DelayShape { given, knots })
     }
 
+    /// The log-normal through `p50` and `p99` (the query policy `longTailDelay`).
+    pub fn through(p50: Millis, p99: Millis) -> Result<DelayShape, ShapeError> {
+        DelayShape::fit(vec![("p50", 0.50, p50), ("p99", 0.99, p99)])
+    }
+
     /// The delay for a uniform draw `u` (all 64 bits used), in milliseconds, at most one
     /// hour. `u` spread evenly over its range gives delays spread as the shape says.
     pub fn draw(&self, u: u64) -> Millis {

@@ -104,6 +104,24 @@ impl Params {
         pairs.push(("timeout".into(), Param::Text(policy.delay.to_string())));
         pairs.push(("status".into(), number(policy.status.into())));
         pairs.push(("boundedRetries".into(), number(policy.retries.into())));
+        // The new faults' own parameters, shown only with their fault so earlier views stay.
+        use crate::policy::{self as p, PolicyKind as K};
+        match policy.kind {
+            K::ResetStream => pairs.push(("after".into(), Param::Text(policy.after.unwrap_or_default().to_string()))),
+            K::TruncateResponse => pairs.push(("afterBytes".into(), number(policy.after_bytes.unwrap_or(p::DEFAULT_AFTER_BYTES)))),
+            K::ThrottleResponse => {
+                pairs.push(("bytesPerSecond".into(), number(policy.bytes_per_second.unwrap_or(p::DEFAULT_BYTES_PER_SECOND))))
+            }
+            K::LongTailDelay => {
+                pairs.push(("p50".into(), Param::Text(policy.p50.unwrap_or(p::DEFAULT_P50).to_string())));
+                pairs.push(("p99".into(), Param::Text(policy.p99.unwrap_or(p::DEFAULT_P99).to_string())));
+            }
+            K::CorruptBody => {
+                let ppm = crate::share::Ppm(policy.corrupt.unwrap_or(p::DEFAULT_CORRUPT_PPM));
+                pairs.push(("corrupt".into(), serde_json::Number::from_f64(ppm.percent()).map_or_else(|| number(0), Param::Number)));
+            }
+            _ => {}
+        }
         if let Some(ttl) = ttl {
             pairs.push(("ttl".into(), Param::Text(ttl.to_string())));
         }

@@ -5,6 +5,7 @@
 //! `?host=payments&status=503` (or `?dest=10.0.0.0/8&...`) on the control route is the
 //! client binding's twin, stored as the outbound rule for that one destination.
 
+use crate::body_change::BodyChange;
 use crate::net::Cidr;
 use crate::policy::{Canned, Policy, PolicyKind, State};
 use crate::query::{Call, ControlError};
@@ -142,6 +143,17 @@ fn policy_of(rule: &Rule, base: Policy) -> Policy {
             (policy.kind, policy.retries, policy.status) = (PolicyKind::BoundedRetries, *retries, status.0)
         }
         Fault::Response { .. } => policy.kind = PolicyKind::Response,
+        Fault::Reset { after } => (policy.kind, policy.after) = (PolicyKind::ResetStream, Some(*after)),
+        Fault::SlowFailure { delay, abort } => {
+            (policy.kind, policy.delay, policy.status) = (PolicyKind::SlowFailure, delay.fixed, abort.status.0)
+        }
+        Fault::Truncate(t) => (policy.kind, policy.after_bytes) = (PolicyKind::TruncateResponse, Some(t.after_bytes)),
+        Fault::Throttle(t) => (policy.kind, policy.bytes_per_second) = (PolicyKind::ThrottleResponse, Some(t.bytes_per_second())),
+        Fault::DelayShape(shape) => {
+            (policy.kind, policy.p50, policy.p99) = (PolicyKind::LongTailDelay, Some(shape.at_rank(0.5)), Some(shape.at_rank(0.99)))
+        }
+        Fault::BodyChange(BodyChange::Corrupt { ppm }) => (policy.kind, policy.corrupt) = (PolicyKind::CorruptBody, Some(*ppm)),
+        Fault::BodyChange(BodyChange::Replace { .. }) => policy.kind = PolicyKind::ReplaceBody,
         Fault::ResponseDelay { .. } | Fault::ResponseRewrite { .. } => {}
     }
     policy

@@ -2,10 +2,14 @@
 //! parameters edit it. The shared state keeps it with serde's derived form (`"kind":
 //! "StatusResponse"`, `"percentage": 500000`), which every earlier build wrote too.
 
+use crate::body_change::BodyChange;
+use crate::delay_shape::DelayShape;
 use crate::duration::{self, Millis};
 use crate::net::Cidr;
 use crate::percentage::{self, Percentage};
-use crate::rules::{Fault, Rule};
+use crate::rules::{AbortPart, DelayPart, Fault, Rule};
+use crate::throttle::{Throttle, ThrottleSpec};
+use crate::truncate::Truncate;
 use crate::values::HttpStatus;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -31,10 +35,24 @@ pub enum PolicyKind {
     Abort,
     /// The first N attempts of a request identity fail, the next one passes.
     BoundedRetries,
+    /// The stream is reset without an answer, after `after` (`resetStream`).
+    ResetStream,
+    /// Held for the policy's delay, then answered with its status (`slowFailure`).
+    SlowFailure,
+    /// The response is cut after `after_bytes` body bytes (`truncateResponse`).
+    TruncateResponse,
+    /// The response body is released at `bytes_per_second` (`throttleResponse`).
+    ThrottleResponse,
+    /// Held for a delay drawn through `p50` and `p99` (`longTailDelay`).
+    LongTailDelay,
+    /// A share `corrupt` of the response body's bytes is changed (`corruptBody`).
+    CorruptBody,
+    /// The response body is replaced by the canned response's (`replaceBody`).
+    ReplaceBody,
 }
 
 /// Policy names as the control API and `x-fault-injected` spell them.
-pub const KIND_NAMES: &str = "none, simpleResponse, delayResponse (alias timeoutTest), statusResponse, boundedRetries";
+pub const KIND_NAMES: &str = "none, simpleResponse, delayResponse (alias timeoutTest), statusResponse, boundedRetries, resetStream, slowFailure, truncateResponse, throttleResponse, longTailDelay, corruptBody, replaceBody";
 
 impl PolicyKind {
     /// Reads a policy name as given in `policy=`.
@@ -45,6 +63,13 @@ impl PolicyKind {
             "delayResponse" | "timeoutTest" => PolicyKind::Delay,
             "statusResponse" => PolicyKind::Abort,
             "boundedRetries" => PolicyKind::BoundedRetries,
+            "resetStream" => PolicyKind::ResetStream,
+            "slowFailure" => PolicyKind::SlowFailure,
+            "truncateResponse" => PolicyKind::TruncateResponse,
+            "throttleResponse" => PolicyKind::ThrottleResponse,
+            "longTailDelay" => PolicyKind::LongTailDelay,
+            "corruptBody" => PolicyKind::CorruptBody,
+            "replaceBody" => PolicyKind::ReplaceBody,
             _ => return None,
         })
     }
@@ -57,6 +82,13 @@ impl PolicyKind {
             PolicyKind::Delay => "delayResponse",
             PolicyKind::Abort => "statusResponse",
             PolicyKind::BoundedRetries => "boundedRetries",
+            PolicyKind::ResetStream => "resetStream",
+            PolicyKind::SlowFailure => "slowFailure",
+            PolicyKind::TruncateResponse => "truncateResponse",
+            PolicyKind::ThrottleResponse => "throttleResponse",
+            PolicyKind::LongTailDelay => "longTailDelay",
+            PolicyKind::CorruptBody => "corruptBody",
+            PolicyKind::ReplaceBody => "replaceBody",
         }
     }
 }
@@ -77,7 +109,36 @@ pub struct Policy {
     pub status: u16,
     /// How many attempts of one identity fail before one passes.
     pub retries: u32,
+    /// `resetStream`: how long the request is held before the reset (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Millis>,
+    /// `truncateResponse`: body bytes sent before the reset (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_bytes: Option<u64>,
+    /// `throttleResponse`: the rate (default 102400, 100 KiB/s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_second: Option<u64>,
+    /// `longTailDelay`: the median delay (default 100ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50: Option<Millis>,
+    /// `longTailDelay`: the 99th percentile (default 2s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99: Option<Millis>,
+    /// `corruptBody`: the share of bytes changed, in parts per million (default 1%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<u32>,
 }
+
+/// `truncateResponse`'s default: body bytes sent before the reset.
+pub const DEFAULT_AFTER_BYTES: u64 = 1000;
+/// `throttleResponse`'s default rate: 100 KiB/s.
+pub const DEFAULT_BYTES_PER_SECOND: u64 = 102_400;
+/// `longTailDelay`'s default median.
+pub const DEFAULT_P50: Millis = Millis(100);
+/// `longTailDelay`'s default 99th percentile.
+pub const DEFAULT_P99: Millis = Millis(2000);
+/// `corruptBody`'s default share of bytes, in parts per million: 1%.
+pub const DEFAULT_CORRUPT_PPM: u32 = 10_000;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -87,6 +148,12 @@ impl Default for Policy {
             delay: Millis(10_000),
             status: 503,
             retries: 10,
+            after: None,
+            after_bytes: None,
+            bytes_per_second: None,
+            p50: None,
+            p99: None,
+            corrupt: None,
         }
     }
 }
@@ -117,7 +184,32 @@ impl Policy {
             PolicyKind::Delay => Fault::Delay { fixed: self.delay, jitter: Millis(0) },
             PolicyKind::Abort => Fault::Abort { status, grpc_status: None },
             PolicyKind::BoundedRetries => Fault::BoundedRetries { retries: self.retries, status },
+            PolicyKind::ResetStream => Fault::Reset { after: self.after.unwrap_or_default() },
+            PolicyKind::SlowFailure => Fault::SlowFailure {
+                delay: DelayPart { fixed: self.delay, jitter: Millis(0) },
+                abort: AbortPart { status, grpc_status: None },
+            },
+            PolicyKind::TruncateResponse => {
+                Fault::Truncate(Truncate { after_bytes: self.after_bytes.unwrap_or(DEFAULT_AFTER_BYTES) })
+            }
+            PolicyKind::ThrottleResponse => Fault::Throttle(self.throttle().ok()?),
+            PolicyKind::LongTailDelay => Fault::DelayShape(self.shape().ok()?),
+            PolicyKind::CorruptBody => Fault::BodyChange(BodyChange::Corrupt { ppm: self.corrupt.unwrap_or(DEFAULT_CORRUPT_PPM) }),
+            PolicyKind::ReplaceBody => {
+                let content_type = canned.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+                Fault::BodyChange(BodyChange::Replace { body: canned.body.clone(), content_type: content_type.map(|(_, v)| v.clone()) })
+            }
         })
+    }
+
+    /// `throttleResponse`'s rate, refused when out of range.
+    pub fn throttle(&self) -> Result<Throttle, crate::throttle::ThrottleError> {
+        Throttle::try_from(ThrottleSpec { bytes_per_second: self.bytes_per_second.unwrap_or(DEFAULT_BYTES_PER_SECOND) })
+    }
+
+    /// `longTailDelay`'s shape, refused unless p99 is longer than p50.
+    pub fn shape(&self) -> Result<DelayShape, crate::delay_shape::ShapeError> {
+        DelayShape::through(self.p50.unwrap_or(DEFAULT_P50), self.p99.unwrap_or(DEFAULT_P99))
     }
 }
 
@@ -170,6 +262,11 @@ impl State {
     /// The binding for exactly this range, if any.
     pub fn binding_mut(&mut self, clients: &Cidr) -> Option<&mut Policy> {
         self.bindings.iter_mut().find(|b| b.clients == *clients).map(|b| &mut b.policy)
+    }
+
+    /// The binding for exactly this range, if any, to read.
+    pub fn policy_of(&self, clients: &Cidr) -> Option<&Policy> {
+        self.bindings.iter().find(|b| b.clients == *clients).map(|b| &b.policy)
     }
 
     /// The binding's expiry slot for exactly this range, if bound.

@@ -9,7 +9,7 @@ use crate::policy::{Expiry, PolicyKind, State, KIND_NAMES, MAX_CLIENTS};
 use std::fmt;
 
 /// The parameters the control route accepts.
-pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, host, dest, reset, ttl";
+pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, host, dest, reset, ttl, after, afterBytes, bytesPerSecond, p50, p99, corrupt";
 
 /// Why a control call (or a policy in plugin configuration) was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub enum ControlError {
     TooManyRules,
     /// Two parameters that name different bindings (`ip`, `host`, `dest`).
     Binding(&'static str, &'static str),
+    /// `longTailDelay` percentiles that do not rise (`p99` must be longer than `p50`).
+    Shape(String),
 }
 
 impl fmt::Display for ControlError {
@@ -61,6 +63,7 @@ impl fmt::Display for ControlError {
             ControlError::TooManyRules => {
                 write!(f, "at most {} rules, destination bindings included; remove one with host=H&reset", crate::rules::MAX_RULES)
             }
+            ControlError::Shape(reason) => write!(f, "longTailDelay: {reason}"),
         }
     }
 }
@@ -95,11 +98,27 @@ pub struct Call {
     pub percentage: Option<Percentage>,
     /// `ttl=`: the change reverts by itself after this long.
     pub ttl: Option<Millis>,
+    /// `after=` (`resetStream`).
+    pub after: Option<Millis>,
+    /// `afterBytes=` (`truncateResponse`).
+    pub after_bytes: Option<u64>,
+    /// `bytesPerSecond=` (`throttleResponse`).
+    pub bytes_per_second: Option<u64>,
+    /// `p50=` (`longTailDelay`).
+    pub p50: Option<Millis>,
+    /// `p99=` (`longTailDelay`).
+    pub p99: Option<Millis>,
+    /// `corrupt=` (`corruptBody`), in parts per million.
+    pub corrupt: Option<u32>,
 }
 
 const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
 const TTL_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`30s`, `5m`)";
 const RETRIES_ACCEPTED: &str = "a whole number of failed attempts from 0 to 10000";
+const BYTES_ACCEPTED: &str = "a whole number of bytes from 0 to 1099511627776 (1 TiB)";
+const RATE_ACCEPTED: &str = "a whole number of bytes per second from 1 to 1073741824 (1 GiB/s), such as 102400";
+const PERCENTILE_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`100ms`, `2s`)";
+const CORRUPT_ACCEPTED: &str = "a share of bytes in percent above 0 and at most 100 (`5`, `0.5`)";
 
 impl Call {
     /// Parses a query string (the part after `?`): `key=value` pairs joined by `&`.
@@ -129,6 +148,12 @@ impl Call {
                 "dest" => "dest",
                 "reset" => "reset",
                 "ttl" => "ttl",
+                "after" => "after",
+                "afterBytes" => "afterBytes",
+                "bytesPerSecond" => "bytesPerSecond",
+                "p50" => "p50",
+                "p99" => "p99",
+                "corrupt" => "corrupt",
                 other => return Err(ControlError::UnknownParameter(other.to_string())),
             };
             if seen.contains(&name) {
@@ -157,6 +182,23 @@ impl Call {
                 "ttl" => {
                     let ttl = duration::parse(value).filter(|t| t.0 > 0);
                     call.ttl = Some(ttl.ok_or_else(|| bad(TTL_ACCEPTED))?);
+                }
+                "after" => call.after = Some(duration::parse(value).ok_or_else(|| bad(duration::ACCEPTED))?),
+                "afterBytes" => {
+                    let n = value.parse::<u64>().ok().filter(|n| *n <= 1 << 40);
+                    call.after_bytes = Some(n.ok_or_else(|| bad(BYTES_ACCEPTED))?);
+                }
+                "bytesPerSecond" => {
+                    let n = value.parse::<u64>().ok().filter(|n| (1..=crate::throttle::MAX_BYTES_PER_SECOND).contains(n));
+                    call.bytes_per_second = Some(n.ok_or_else(|| bad(RATE_ACCEPTED))?);
+                }
+                "p50" | "p99" => {
+                    let ms = duration::parse(value).filter(|t| t.0 > 0).ok_or_else(|| bad(PERCENTILE_ACCEPTED))?;
+                    *(if name == "p50" { &mut call.p50 } else { &mut call.p99 }) = Some(ms);
+                }
+                "corrupt" => {
+                    let share = Percentage::parse(value).filter(|p| p.0 > 0);
+                    call.corrupt = Some(share.ok_or_else(|| bad(CORRUPT_ACCEPTED))?.0);
                 }
                 _ => {
                     if !value.is_empty() {
@@ -197,7 +239,17 @@ impl Call {
 
     /// True when the call sets a policy value.
     pub fn has_values(&self) -> bool {
-        self.kind.is_some() || self.delay.is_some() || self.status.is_some() || self.retries.is_some() || self.percentage.is_some()
+        self.kind.is_some()
+            || self.delay.is_some()
+            || self.status.is_some()
+            || self.retries.is_some()
+            || self.percentage.is_some()
+            || self.after.is_some()
+            || self.after_bytes.is_some()
+            || self.bytes_per_second.is_some()
+            || self.p50.is_some()
+            || self.p99.is_some()
+            || self.corrupt.is_some()
     }
 
     /// Applies the call to `state` at `now_ms`, returning the new state; `start` is what
@@ -238,6 +290,13 @@ impl Call {
                 }
             }
         }
+        let edited = match &self.ip {
+            None => Some(&next.default),
+            Some(clients) => next.policy_of(clients),
+        };
+        if let Some(policy) = edited.filter(|p| p.kind == PolicyKind::LongTailDelay) {
+            policy.shape().map_err(|e| ControlError::Shape(e.to_string()))?;
+        }
         Ok(next)
     }
 
@@ -258,6 +317,12 @@ impl Call {
         if let Some(percentage) = self.percentage {
             policy.percentage = percentage;
         }
+        policy.after = self.after.or(policy.after);
+        policy.after_bytes = self.after_bytes.or(policy.after_bytes);
+        policy.bytes_per_second = self.bytes_per_second.or(policy.bytes_per_second);
+        policy.p50 = self.p50.or(policy.p50);
+        policy.p99 = self.p99.or(policy.p99);
+        policy.corrupt = self.corrupt.or(policy.corrupt);
     }
 }
 
@@ -375,6 +440,11 @@ mod tests {
             ("timeout=1&status=500", "different faults"),
             ("timeout=1&boundedRetries=2", "different faults"),
             ("reset=yes", "reset"),
+            ("after=soon", "after: 'soon'"),
+            ("afterBytes=-1", "afterBytes: '-1'"),
+            ("bytesPerSecond=0", "bytesPerSecond: '0'"),
+            ("p50=0", "p50: '0'"),
+            ("corrupt=0", "corrupt: '0'"),
         ];
         for (query, needle) in cases {
             let message = Call::parse_query(query).unwrap_err().to_string();
@@ -383,9 +453,21 @@ mod tests {
     }
 
     #[test]
+    fn new_fault_parameters_are_kept_and_checked() {
+        let s = apply(&State::default(), "policy=truncateResponse&afterBytes=10").unwrap();
+        let s = apply(&s, "policy=longTailDelay&p50=200ms&p99=3s").unwrap();
+        assert_eq!((s.default.after_bytes, s.default.p50, s.default.p99), (Some(10), Some(Millis(200)), Some(Millis(3000))));
+        let message = apply(&s, "p50=3s").unwrap_err().to_string();
+        assert_eq!(message, "longTailDelay: p99 must be longer than p50; percentiles rise with their rank");
+        // A p50 that does not fit is fine while another fault is in force.
+        assert!(apply(&s, "policy=resetStream&p50=3s").is_ok());
+        assert!(apply(&apply(&s, "policy=resetStream&p50=3s").unwrap(), "policy=longTailDelay").is_err());
+    }
+
+    #[test]
     fn long_values_are_cut_in_errors() {
         let message = Call::parse_query(&format!("{}=1", "x".repeat(5000))).unwrap_err().to_string();
-        assert!(message.len() < 200 && message.contains("xxx..."), "{message}");
+        assert!(message.len() < 300 && message.contains("xxx..."), "{message}");
     }
 
     #[test]

@@ -3,10 +3,14 @@
 //! (`ttl`). The first matching rule wins. The types read and write the document's own
 //! shape with serde; the shared state keeps rules in that shape too, with `until_ms`.
 
+use crate::body_change::BodyChange;
+use crate::delay_shape::DelayShape;
 use crate::duration::{self, Millis};
 use crate::net::Cidr;
 use crate::outbound::{Direction, HostMatch};
 use crate::percentage::Percentage;
+use crate::throttle::Throttle;
+use crate::truncate::Truncate;
 use crate::values::{self, from_object, from_value, not_accepted, GrpcCode, HeaderName, HttpStatus, Pattern, Text};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -16,7 +20,7 @@ use std::net::IpAddr;
 
 /// The most rules a document may hold, so the shared state stays small.
 pub const MAX_RULES: usize = 64;
-const FAULTS: &str = "give one of delay, abort, response, bounded_retries, response_delay, response_rewrite";
+const FAULTS: &str = "give one of delay, abort, response, bounded_retries, response_delay, response_rewrite, reset, truncate, throttle, delay_shape, body_change; or delay and abort together (a slow failure)";
 
 /// How a request's path (without its query) is matched.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -280,6 +284,56 @@ pub enum Fault {
         /// Headers removed.
         remove_headers: Vec<HeaderName>,
     },
+    /// The stream is reset without an answer, at once or after being held `after`; the
+    /// upstream is never asked.
+    Reset {
+        /// How long the request is held before the reset.
+        #[serde(skip_serializing_if = "is_zero")]
+        after: Millis,
+    },
+    /// The upstream's status, headers and first `after_bytes` body bytes reach the client,
+    /// then the stream is reset (see [`crate::truncate`]).
+    Truncate(Truncate),
+    /// The upstream's body is released at about `bytes_per_second` (see [`crate::throttle`]).
+    Throttle(Throttle),
+    /// Held for a delay drawn from a distribution through the given percentiles, then
+    /// forwarded (see [`crate::delay_shape`]).
+    DelayShape(DelayShape),
+    /// The upstream's body is replaced, or a share of its bytes corrupted (see
+    /// [`crate::body_change`]).
+    BodyChange(BodyChange),
+    /// A slow failure: held for `delay`, then answered with `abort`; written as
+    /// `{"delay": {...}, "abort": {...}}`, one sampling decision for both.
+    #[serde(untagged)]
+    SlowFailure {
+        /// The delay before the answer.
+        delay: DelayPart,
+        /// The answer.
+        abort: AbortPart,
+    },
+}
+
+/// The delay of a slow failure, as `delay` writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DelayPart {
+    /// The fixed part.
+    pub fixed: Millis,
+    /// The most added at random.
+    pub jitter: Millis,
+}
+
+/// The answer of a slow failure, as `abort` writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct AbortPart {
+    /// The HTTP status.
+    pub status: HttpStatus,
+    /// The gRPC status code for gRPC callers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<GrpcCode>,
+}
+
+fn is_zero(ms: &Millis) -> bool {
+    ms.0 == 0
 }
 
 #[derive(Deserialize)]
@@ -392,6 +446,109 @@ impl TryFrom<ResponseRewriteSpec> for Fault {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetSpec {
+    #[serde(default)]
+    after: Millis,
+}
+
+impl TryFrom<ResetSpec> for Fault {
+    type Error = &'static str;
+    fn try_from(spec: ResetSpec) -> Result<Fault, &'static str> {
+        Ok(Fault::Reset { after: spec.after })
+    }
+}
+
+/// The faults read from a JSON value by hand (`truncate`, `throttle`, `delay_shape`,
+/// `body_change`), then checked by their own modules. Not with those modules' derived
+/// serde: built once per input format, that added about 40 KB to the Wasm module.
+fn own(kind: &str, value: &serde_json::Value) -> Result<Fault, String> {
+    Ok(match kind {
+        "truncate" => Fault::Truncate(Truncate::try_from(value)?),
+        "throttle" => Fault::Throttle(Throttle::try_from(value)?),
+        "delay_shape" => Fault::DelayShape(DelayShape::try_from(value)?),
+        _ => Fault::BodyChange(BodyChange::try_from(value)?),
+    })
+}
+
+/// The object's members, each of them one of `known`.
+fn members<'v>(value: &'v serde_json::Value, known: &str) -> Result<&'v serde_json::Map<String, serde_json::Value>, String> {
+    let object = value.as_object().ok_or_else(|| not_accepted(value, "an object"))?;
+    match object.keys().find(|k| !known.split(", ").any(|n| n == k.as_str())) {
+        Some(key) => Err(format!("{key}: unknown key; accepted: {known}")),
+        None => Ok(object),
+    }
+}
+
+/// A whole number member, required.
+fn whole(object: &serde_json::Map<String, serde_json::Value>, key: &str, accepted: &str) -> Result<u64, String> {
+    let value = object.get(key).ok_or_else(|| format!("needs '{key}'"))?;
+    value.as_u64().ok_or_else(|| format!("{key}: {}", not_accepted(value, accepted)))
+}
+
+impl TryFrom<&serde_json::Value> for Truncate {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<Truncate, String> {
+        let object = members(value, "after_bytes")?;
+        Ok(Truncate { after_bytes: whole(object, "after_bytes", "a whole number of bytes")? })
+    }
+}
+
+impl TryFrom<&serde_json::Value> for Throttle {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<Throttle, String> {
+        let object = members(value, "bytes_per_second")?;
+        let rate = whole(object, "bytes_per_second", "a whole number of bytes per second, such as 102400")?;
+        Throttle::try_from(crate::throttle::ThrottleSpec { bytes_per_second: rate }).map_err(|e| e.to_string())
+    }
+}
+
+impl TryFrom<&serde_json::Value> for DelayShape {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<DelayShape, String> {
+        let object = members(value, "p50, p90, p95, p99, p99.9")?;
+        let text = |key: &str| {
+            object.get(key).map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => values::number_text(n),
+                other => values::shown(other),
+            })
+        };
+        let (p50, p99) = (text("p50").ok_or("needs 'p50'")?, text("p99").ok_or("needs 'p99'")?);
+        let spec = crate::delay_shape::ShapeSpec { p50, p90: text("p90"), p95: text("p95"), p99, p999: text("p99.9") };
+        DelayShape::try_from(spec).map_err(|e| e.to_string())
+    }
+}
+
+impl TryFrom<&serde_json::Value> for BodyChange {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<BodyChange, String> {
+        use crate::body_change::{BodyChangeSpec, CorruptSpec, ReplaceSpec};
+        let object = members(value, "replace, corrupt")?;
+        let spec = match (object.get("replace"), object.get("corrupt")) {
+            (Some(replace), None) => {
+                let replace = members(replace, "body, content_type").map_err(|e| format!("replace: {e}"))?;
+                let text = |key: &str| match replace.get(key) {
+                    None => Ok(None),
+                    Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                    Some(other) => Err(format!("replace.{key}: {}", not_accepted(other, "a string"))),
+                };
+                let body = text("body")?.ok_or("replace: needs 'body'")?;
+                BodyChangeSpec::Replace(ReplaceSpec { body, content_type: text("content_type")? })
+            }
+            (None, Some(corrupt)) => {
+                let corrupt = members(corrupt, "percentage").map_err(|e| format!("corrupt: {e}"))?;
+                let share = corrupt.get("percentage").ok_or("corrupt: needs 'percentage'")?;
+                let percentage = share.as_f64().ok_or_else(|| format!("corrupt.percentage: {}", not_accepted(share, "a number")))?;
+                BodyChangeSpec::Corrupt(CorruptSpec { percentage })
+            }
+            _ => return Err("give one of replace, corrupt".into()),
+        };
+        BodyChange::try_from(spec).map_err(|e| e.to_string())
+    }
+}
+
 /// One fault's body, read from its own spec and checked as a whole, so that an error names
 /// the fault's path (`rules[0].fault.delay`).
 struct Body<S>(Fault, PhantomData<S>);
@@ -413,23 +570,39 @@ impl<'de> Deserialize<'de> for Fault {
         impl<'de> Visitor<'de> for OneFault {
             type Value = Fault;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object with one of delay, abort, response, bounded_retries, response_delay, response_rewrite")
+                f.write_str("an object with one fault kind, or delay and abort")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fault, A::Error> {
-                let Some(kind) = map.next_key::<String>()? else { return Err(de::Error::custom(FAULTS)) };
-                let fault = match kind.as_str() {
-                    "delay" => map.next_value::<Body<DelaySpec>>()?.0,
-                    "abort" => map.next_value::<Body<AbortSpec>>()?.0,
-                    "response" => map.next_value::<Body<ResponseSpec>>()?.0,
-                    "bounded_retries" => map.next_value::<Body<BoundedRetriesSpec>>()?.0,
-                    "response_delay" => map.next_value::<Body<ResponseDelaySpec>>()?.0,
-                    "response_rewrite" => map.next_value::<Body<ResponseRewriteSpec>>()?.0,
-                    _ => return Err(de::Error::custom(FAULTS)),
-                };
-                if map.next_key::<de::IgnoredAny>()?.is_some() {
-                    return Err(de::Error::custom(FAULTS));
+                // At most two kinds: a delay and an abort make one slow failure.
+                let mut faults = Vec::with_capacity(2);
+                while let Some(kind) = map.next_key::<String>()? {
+                    if faults.len() == 2 {
+                        return Err(de::Error::custom(FAULTS));
+                    }
+                    faults.push(match kind.as_str() {
+                        "delay" => map.next_value::<Body<DelaySpec>>()?.0,
+                        "abort" => map.next_value::<Body<AbortSpec>>()?.0,
+                        "response" => map.next_value::<Body<ResponseSpec>>()?.0,
+                        "bounded_retries" => map.next_value::<Body<BoundedRetriesSpec>>()?.0,
+                        "response_delay" => map.next_value::<Body<ResponseDelaySpec>>()?.0,
+                        "response_rewrite" => map.next_value::<Body<ResponseRewriteSpec>>()?.0,
+                        "reset" => map.next_value::<Body<ResetSpec>>()?.0,
+                        "truncate" | "throttle" | "delay_shape" | "body_change" => {
+                            let value = map.next_value::<serde_json::Value>()?;
+                            own(&kind, &value).map_err(|e| de::Error::custom(format_args!("{kind}: {e}")))?
+                        }
+                        _ => return Err(de::Error::custom(FAULTS)),
+                    });
                 }
-                Ok(fault)
+                let mut faults = faults.into_iter();
+                match (faults.next(), faults.next()) {
+                    (Some(fault), None) => Ok(fault),
+                    (Some(Fault::Delay { fixed, jitter }), Some(Fault::Abort { status, grpc_status }))
+                    | (Some(Fault::Abort { status, grpc_status }), Some(Fault::Delay { fixed, jitter })) => {
+                        Ok(Fault::SlowFailure { delay: DelayPart { fixed, jitter }, abort: AbortPart { status, grpc_status } })
+                    }
+                    _ => Err(de::Error::custom(FAULTS)),
+                }
             }
         }
         deserializer.deserialize_map(OneFault)
@@ -638,6 +811,15 @@ mod tests {
             r#"{"fault": {"response": {"status": 201, "headers": {"x-a": "b"}, "body": "hi"}}}"#,
             r#"{"fault": {"bounded_retries": {"retries": 2, "status": 500}}}"#,
             r#"{"fault": {"response_delay": {"fixed": "300ms"}}}"#,
+            r#"{"fault": {"reset": {}}}"#,
+            r#"{"fault": {"reset": {"after": "2s"}}}"#,
+            r#"{"fault": {"truncate": {"after_bytes": 1000}}}"#,
+            r#"{"fault": {"throttle": {"bytes_per_second": 102400}}}"#,
+            r#"{"fault": {"delay_shape": {"p50": "100ms", "p99": "2s"}}}"#,
+            r#"{"fault": {"body_change": {"replace": {"body": "x", "content_type": "text/plain"}}}}"#,
+            r#"{"fault": {"body_change": {"corrupt": {"percentage": 5}}}}"#,
+            r#"{"fault": {"delay": {"fixed": "5s", "jitter": "0ms"}, "abort": {"status": 503}}}"#,
+            r#"{"fault": {"abort": {"status": 500, "grpc_status": 14}, "delay": {"fixed": "1s"}}}"#,
             r#"{"match": {"path": {"regex": "/x.*"}, "headers": [{"name": "a", "present": true}]},
                    "fault": {"response_rewrite": {"status": 500, "add_headers": {"x-b": "c"}, "remove_headers": ["etag"]}}}"#,
         ] {
@@ -656,7 +838,13 @@ mod tests {
             (r#"[]"#, "rules[0]: a list is not accepted; expected an object"),
             (r#"{}"#, "rules[0]: needs 'fault'"),
             (r#"{"fault": {}}"#, "rules[0].fault: give one of delay"),
-            (r#"{"fault": {"delay": {"fixed": "1s"}, "abort": {}}}"#, "rules[0].fault: give one of"),
+            (r#"{"fault": {"delay": {"fixed": "1s"}, "response": {}}}"#, "rules[0].fault: give one of"),
+            (r#"{"fault": {"delay": {"fixed": "1s"}, "abort": {"status": 503}, "reset": {}}}"#, "rules[0].fault: give one of"),
+            (r#"{"fault": {"truncate": {"after_bytes": -1}}}"#, "rules[0].fault: truncate: after_bytes: -1 is not accepted"),
+            (r#"{"fault": {"throttle": {"bytes_per_second": 0}}}"#, "rules[0].fault: throttle: throttle.bytes_per_second: 0 is not accepted"),
+            (r#"{"fault": {"delay_shape": {"p50": "2s", "p99": "1s"}}}"#, "rules[0].fault: delay_shape: p99 must be longer than p50"),
+            (r#"{"fault": {"body_change": {"corrupt": {"percentage": 0}}}}"#, "rules[0].fault: body_change: corrupt.percentage: 0 is not accepted"),
+            (r#"{"fault": {"reset": {"after": "soon"}}}"#, "rules[0].fault.reset.after"),
             (r#"{"fault": {"delay": {"fixed": "2x"}}}"#, "rules[0].fault.delay.fixed: \"2x\" is not accepted"),
             (r#"{"fault": {"delay": {"fixed": "59m", "jitter": "2m"}}}"#, "rules[0].fault.delay: fixed + jitter"),
             (r#"{"fault": {"abort": {"status": 99}}}"#, "rules[0].fault.abort.status: 99"),

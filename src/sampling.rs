@@ -1,6 +1,7 @@
 //! The one place where the percentage roll happens, so every fault kind is sampled alike
 //! and tests can force 0% or 100%.
 
+use crate::delay_shape::EvenSpread;
 use crate::percentage::{Percentage, FULL};
 use fnv::FnvHasher;
 use std::hash::Hasher;
@@ -11,12 +12,20 @@ use std::hash::Hasher;
 #[derive(Clone, Debug)]
 pub struct Sampler {
     state: u64,
+    /// Evenly spread uniforms for delay shapes, whose percentiles must hold over a run.
+    even: EvenSpread,
 }
 
 impl Sampler {
     /// A generator seeded with `seed` (the glue draws it from the host's random source).
     pub fn new(seed: u64) -> Sampler {
-        Sampler { state: seed }
+        Sampler { state: seed, even: EvenSpread::new(mix(seed ^ 0x5DEE_CE66_D1CE_5EED)) }
+    }
+
+    /// The next uniform of an evenly spread sequence (see [`EvenSpread`]), for drawing a
+    /// delay from a shape: any run of these covers the range evenly.
+    pub fn next_even(&mut self) -> u64 {
+        self.even.next_u64()
     }
 
     /// The next pseudo-random number.

@@ -40,6 +40,11 @@ metrics! {
     RetryEntries = true "retry_entries", "Identities held in the bounded-retry table now, all shards together.";
     RetryEvictions = false "retry_evictions", "Identities dropped from a full bounded-retry shard to make room.";
     StateVersion = true "state_version", "Goes up with every write of the shared policy state.";
+    ResetsInjected = false "resets_injected", "Requests whose stream was reset without an answer (reset, resetStream).";
+    SlowFailuresInjected = false "slow_failures_injected", "Requests held, then answered with an abort (a delay and an abort in one rule, slowFailure).";
+    TruncationsInjected = false "truncations_injected", "Requests whose response is cut mid-body, then reset (truncate, truncateResponse).";
+    ThrottlesInjected = false "throttles_injected", "Requests whose response body is released at a rate (throttle, throttleResponse).";
+    BodiesChanged = false "bodies_changed", "Requests whose response body is replaced or corrupted (body_change, replaceBody, corruptBody).";
 }
 
 /// The name `metric` is defined under on a listener of `direction`: an outbound listener's

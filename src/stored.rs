@@ -49,7 +49,9 @@ impl Stored {
 
     /// Reads what is stored; `None` when it is not a stored state (missing or unreadable).
     pub fn decode(bytes: &[u8]) -> Option<Stored> {
-        serde_json::from_slice(bytes).ok()
+        // Through the same reader as the inputs: one copy of each type's deserializer in
+        // the module instead of two.
+        crate::values::read(bytes, crate::values::UnknownKeys::InMessage).ok()
     }
 }
 

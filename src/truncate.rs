@@ -7,9 +7,11 @@
 //! trailers, or the worker's next tick. The end of the stream never passes: a piece that
 //! carries it is withheld and the stream reset instead, because sending it would end the
 //! response cleanly and nothing could follow. Two cases follow from that:
-//! - A body shorter than `after_bytes` is cut where it would have ended: every piece but
-//!   the last reaches the client, then the reset. A sampled request never completes, as
-//!   asked; the client gets fewer bytes than `after_bytes`, as the upstream had fewer.
+//! - A body no longer than `after_bytes` is cut short of its end: one byte short when the
+//!   upstream gave its `content-length` ([`within`]), else where it would have ended (every
+//!   piece but the last reaches the client, then the reset). A sampled request never
+//!   completes, as asked; the client gets fewer bytes than `after_bytes`, as the upstream
+//!   had fewer.
 //! - If `after_bytes` falls inside the last piece, the client gets what came before that
 //!   piece, which can be less than `after_bytes`. How Envoy splits a body depends on how it
 //!   arrived (socket reads, HTTP/2 frames), not on the filter.
@@ -25,6 +27,16 @@ use serde::{Deserialize, Serialize};
 pub struct Truncate {
     /// How many body bytes reach the client before the reset; 0 sends headers only.
     pub after_bytes: u64,
+}
+
+/// The cut for a body of `content_length` bytes, if the upstream said: one byte short of
+/// the end when the body is no longer than `after_bytes`. Withholding only the end is not
+/// enough there: an HTTP/1.1 client that has `content-length` bytes has a whole answer.
+pub fn within(truncate: Truncate, content_length: Option<u64>) -> Truncate {
+    match content_length {
+        Some(length) if length <= truncate.after_bytes => Truncate { after_bytes: length.saturating_sub(1) },
+        _ => truncate,
+    }
 }
 
 /// What to do with one piece of the response body.
@@ -139,6 +151,16 @@ mod tests {
         let mut cutter = Cutter::new(Truncate { after_bytes: 1000 });
         assert_eq!(cutter.on_body(200, false), Cut::Pass);
         assert_eq!(cutter.on_trailers(), Cut::ResetNow);
+    }
+
+    #[test]
+    fn a_short_body_with_a_length_is_cut_one_byte_short() {
+        let cut = Truncate { after_bytes: 1000 };
+        assert_eq!(within(cut, Some(500)), Truncate { after_bytes: 499 });
+        assert_eq!(within(cut, Some(1000)), Truncate { after_bytes: 999 });
+        assert_eq!(within(cut, Some(1001)), cut);
+        assert_eq!(within(cut, None), cut);
+        assert_eq!(within(cut, Some(0)), Truncate { after_bytes: 0 });
     }
 
     #[test]

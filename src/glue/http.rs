@@ -1,11 +1,13 @@
 //! The HTTP context: one per request. [`decide`](crate::decide::decide) says what happens
 //! to the request; this carries it out, on the request or on its response, and counts it.
 
+use super::body::{self, BodyFault, Step};
 use super::reply;
 use super::root_state::RootState;
 use super::{control_route, now_ms, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
-use crate::decide::{self, Answered, Decision, OnResponse, DIRECTION, INJECTED};
+use crate::body_change;
+use crate::decide::{self, Answered, Decision, OnResponse, Then, DIRECTION, INJECTED};
 use crate::duration::Millis;
 use crate::net;
 use crate::outbound::Direction;
@@ -14,7 +16,7 @@ use crate::rules::RequestView;
 use crate::stats::Stat;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType, Status};
+use proxy_wasm::types::{Action, MapType, Status, StreamType};
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -120,6 +122,11 @@ impl decide::Request for RequestInfo {
     }
 }
 
+/// How long after a cut the stream is reset: long enough for the codec to write what the
+/// cut let through. With 5 ms, an HTTP/2 client whose whole short body came in one piece
+/// with its end got the reset before the response headers; with 30 ms it gets them.
+const CUT_RESET_MS: u64 = 30;
+
 /// One request's context.
 pub struct Request {
     id: u32,
@@ -133,12 +140,35 @@ pub struct Request {
     control_post: Option<String>,
     /// Whether this is a control call, which may be held until all workers have its write.
     control_call: bool,
+    /// Whether the request was HEAD, read only for a fault on the response body.
+    head: bool,
+    /// Whether a held request is answered or reset when due, instead of going on.
+    held_then: bool,
+    /// A fault on the response body, once the response headers allowed it.
+    body: Option<BodyFault>,
+    /// When a throttled body held now is due to be released.
+    throttled_until: Option<u64>,
+    /// When a cut response's stream is due to be reset by the worker's timer.
+    reset_due: Option<u64>,
 }
 
 impl Request {
     /// A context for a new request on this worker.
     pub fn new(id: u32, worker: Rc<RefCell<RootState>>) -> Request {
-        Request { id, worker, held_until: None, holding_response: false, on_response: None, control_post: None, control_call: false }
+        Request {
+            id,
+            worker,
+            held_until: None,
+            holding_response: false,
+            on_response: None,
+            control_post: None,
+            control_call: false,
+            head: false,
+            held_then: false,
+            body: None,
+            throttled_until: None,
+            reset_due: None,
+        }
     }
 
     fn control(&mut self, worker: &mut RootState, request: &mut RequestInfo, query: String, end_of_stream: bool) -> Action {
@@ -224,9 +254,29 @@ impl Request {
                 let stat = match fault {
                     OnResponse::Delay(_) => Stat::DelaysInjected,
                     OnResponse::Rewrite { .. } => Stat::ResponsesRewritten,
+                    OnResponse::Truncate(_) => Stat::TruncationsInjected,
+                    OnResponse::Throttle(_) => Stat::ThrottlesInjected,
+                    OnResponse::BodyChange(_) => Stat::BodiesChanged,
                 };
+                if matches!(fault, OnResponse::Truncate(_) | OnResponse::BodyChange(_)) {
+                    self.head = request.method() == "HEAD";
+                }
                 self.on_response = Some(fault);
                 (stat, Action::Continue)
+            }
+            Decision::Reset => {
+                body::reset(StreamType::HttpRequest);
+                (Stat::ResetsInjected, Action::Pause)
+            }
+            Decision::HoldThen(delay, then) => {
+                let stat = match then {
+                    Then::Reset => Stat::ResetsInjected,
+                    Then::Fail(_) => Stat::SlowFailuresInjected,
+                };
+                self.hold(&mut worker, delay, false);
+                worker.then.push((self.id, then));
+                self.held_then = true;
+                (stat, Action::Pause)
             }
         };
         worker.count(Stat::RequestsSeen, 1);
@@ -260,11 +310,11 @@ impl HttpContext for Request {
         action
     }
 
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         if (self.held_until.is_some() || self.on_response.is_some()) && self.worker.borrow().config.direction == Direction::Outbound {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, DIRECTION, Some("outbound"));
         }
-        if self.held_until.is_some() && !self.holding_response {
+        if self.held_until.is_some() && !self.holding_response && !self.held_then {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("delay"));
         }
         match self.on_response.take() {
@@ -297,19 +347,130 @@ impl HttpContext for Request {
                 }
                 let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("responseRewrite"));
             }
+            Some(OnResponse::Throttle(rate)) => {
+                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("throttle"));
+                self.body = Some(BodyFault::Pace { pacer: crate::throttle::Pacer::new(rate), reported: 0 });
+            }
+            Some(OnResponse::Truncate(cut)) => {
+                if self.body_left_alone(end_of_stream) {
+                    return Action::Continue;
+                }
+                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("truncate"));
+                let length = hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-length").ok().flatten();
+                let cut = crate::truncate::within(cut, length.and_then(|l| l.parse().ok()));
+                self.body = Some(BodyFault::Cut(crate::truncate::Cutter::new(cut)));
+            }
+            Some(OnResponse::BodyChange(change)) => {
+                if self.body_left_alone(end_of_stream) {
+                    return Action::Continue;
+                }
+                let edits = change.header_edits();
+                for name in edits.remove {
+                    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, None);
+                }
+                if let Some(length) = edits.content_length {
+                    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", Some(&length.to_string()));
+                }
+                if let Some(content_type) = edits.content_type {
+                    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-type", Some(content_type));
+                }
+                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("bodyChange"));
+                let seed = self.worker.borrow_mut().sampler.next_u64();
+                self.body = Some(BodyFault::changing(change, seed));
+            }
             None => {}
         }
         Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(fault) = self.body.as_mut() else { return Action::Continue };
+        let worker = Rc::clone(&self.worker);
+        let mut worker = worker.borrow_mut();
+        let released = worker.take_released(self.id);
+        let now = now_ms();
+        let step = fault.on_piece(body_size, end_of_stream, now, released);
+        if let Some(due) = self.throttled_until.take() {
+            worker.throttled.cancel(self.id, due);
+        }
+        match step {
+            Step::Continue => Action::Continue,
+            Step::ContinueThenReset | Step::HoldThenReset => {
+                // On the timer, not now: a reset in this callback would drop the bytes just
+                // let through, which the HTTP/2 codec has not written yet.
+                if self.reset_due.is_none() {
+                    let due = now + CUT_RESET_MS;
+                    worker.resets.hold(self.id, due);
+                    worker.arm(due, now, self.id);
+                    self.reset_due = Some(due);
+                }
+                if matches!(step, Step::HoldThenReset) {
+                    Action::Pause
+                } else {
+                    Action::Continue
+                }
+            }
+            Step::HoldUntil(due) => {
+                worker.throttled.hold(self.id, due);
+                worker.arm(due, now, self.id);
+                self.throttled_until = Some(due);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+        let Some(fault) = self.body.as_mut() else { return Action::Continue };
+        match fault.on_trailers() {
+            Step::HoldThenReset => {
+                if self.reset_due.is_none() {
+                    let worker = Rc::clone(&self.worker);
+                    let mut worker = worker.borrow_mut();
+                    let now = now_ms();
+                    let due = now + CUT_RESET_MS;
+                    worker.resets.hold(self.id, due);
+                    worker.arm(due, now, self.id);
+                    self.reset_due = Some(due);
+                }
+                Action::Pause
+            }
+            // Trailers wait behind a held body, which the timer releases with them.
+            _ if self.throttled_until.is_some() => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+}
+
+impl Request {
+    /// Whether the response's body is left alone by a body fault: HEAD, a bodiless status,
+    /// or headers that end the stream.
+    fn body_left_alone(&self, end_of_stream: bool) -> bool {
+        let method = if self.head { "HEAD" } else { "GET" };
+        let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status").ok().flatten();
+        let status = status.and_then(|s| s.parse().ok()).unwrap_or(200);
+        body_change::left_alone(method, status, end_of_stream).is_some()
     }
 }
 
 impl Drop for Request {
     /// A client that hangs up while held is forgotten, so it is not resumed or answered later.
     fn drop(&mut self) {
-        if self.held_until.is_none() && !self.control_call {
+        if self.held_until.is_none() && !self.control_call && self.body.is_none() {
             return;
         }
         let Ok(mut worker) = self.worker.try_borrow_mut() else { return };
+        if self.body.is_some() {
+            worker.take_released(self.id);
+            if let Some(due) = self.throttled_until {
+                worker.throttled.cancel(self.id, due);
+            }
+            if let Some(due) = self.reset_due {
+                worker.resets.cancel(self.id, due);
+            }
+        }
+        if self.held_then {
+            worker.take_then(self.id);
+        }
         if let Some(due) = self.held_until {
             let queue = if self.holding_response { &mut worker.response_delays } else { &mut worker.delays };
             if queue.cancel(self.id, due) {

@@ -1,6 +1,7 @@
 //! The proxy-wasm glue: entry point, root context and its state (configuration, shared
 //! state, delay timer), and the HTTP context, which carries out what `decide` says.
 
+mod body;
 mod control_route;
 mod http;
 mod notices;

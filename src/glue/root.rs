@@ -2,15 +2,18 @@
 //! state ([`RootState`]) to the HTTP contexts it creates, answers notices on its queue, and
 //! releases held requests from its tick timer.
 
+use super::body;
 use super::http::Request;
 use super::notices;
 use super::root_state::RootState;
 use super::now_ms;
+use super::reply;
 use crate::config::Config;
+use crate::decide::Then;
 use crate::stored::Origin;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
+use proxy_wasm::types::{BufferType, ContextType, StreamType};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -62,15 +65,31 @@ impl RootContext for Root {
                 let _ = hostcalls::resume_http_request();
             }
         }
-        for id in &due.responses {
+        for id in due.responses.iter().chain(&due.throttled) {
             if hostcalls::set_effective_context(*id).is_ok() {
                 let _ = hostcalls::resume_http_response();
+            }
+        }
+        for (id, then) in &due.then {
+            if hostcalls::set_effective_context(*id).is_ok() {
+                match then {
+                    Then::Reset => body::reset(StreamType::HttpRequest),
+                    Then::Fail(answer) => {
+                        reply::send(answer);
+                    }
+                }
+            }
+        }
+        for id in &due.resets {
+            if hostcalls::set_effective_context(*id).is_ok() {
+                body::reset(StreamType::HttpResponse);
             }
         }
         // Envoy starts the next period when this returns, and forwarding a burst of released
         // requests takes milliseconds: measured from the tick's start, the next ones would be
         // late by as long.
-        let now = if due.requests.is_empty() && due.responses.is_empty() { now } else { now_ms() };
+        let quiet = due.requests.is_empty() && due.responses.is_empty() && due.then.is_empty() && due.throttled.is_empty();
+        let now = if quiet { now } else { now_ms() };
         self.worker.borrow().rearm(due.next, now);
     }
 

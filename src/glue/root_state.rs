@@ -5,6 +5,7 @@
 use super::notices::{self, Answer, ACK_DEADLINE_MS};
 use super::{now_ms, shared};
 use crate::config::Config;
+use crate::decide::Then;
 use crate::delays::DelayQueue;
 use crate::notices::{Done, Message, Waits};
 use crate::outbound::Direction;
@@ -41,6 +42,14 @@ pub struct RootState {
     pub delays: DelayQueue,
     /// The responses this worker holds (`response_delay` rules).
     pub response_delays: DelayQueue,
+    /// What held requests get instead of going on (a reset, a slow failure's answer).
+    pub then: Vec<(u32, Then)>,
+    /// Throttled response bodies held until their release.
+    pub throttled: DelayQueue,
+    /// Throttled responses the timer released since their last body piece.
+    pub released: Vec<u32>,
+    /// Cut responses whose stream is reset at the next tick.
+    pub resets: DelayQueue,
     root_id: u32,
     armed_until: Option<u64>,
     metrics: Vec<u32>,
@@ -56,6 +65,12 @@ pub struct Due {
     pub requests: Vec<u32>,
     /// Held responses to resume.
     pub responses: Vec<u32>,
+    /// Held requests that get something else than going on.
+    pub then: Vec<(u32, Then)>,
+    /// Throttled response bodies to release.
+    pub throttled: Vec<u32>,
+    /// Cut responses to reset.
+    pub resets: Vec<u32>,
     /// Control calls whose wait ended without every acknowledgement.
     pub unconfirmed: Vec<Done<Answer>>,
     /// When the timer should fire next.
@@ -81,6 +96,10 @@ impl RootState {
             sampler: Sampler::new(seed),
             delays: DelayQueue::default(),
             response_delays: DelayQueue::default(),
+            then: Vec::new(),
+            throttled: DelayQueue::default(),
+            released: Vec::new(),
+            resets: DelayQueue::default(),
             root_id,
             armed_until: None,
             metrics: Vec::new(),
@@ -288,17 +307,48 @@ impl RootState {
     /// Takes what is due at `now` from the timer's point of view: held requests and
     /// responses, the counts to hand over, control calls whose wait ended.
     pub fn tick(&mut self, now: u64) -> Due {
-        let requests = self.delays.take_due(now);
+        let mut requests = self.delays.take_due(now);
         let responses = self.response_delays.take_due(now);
         self.count(Stat::ActiveDelays, -((requests.len() + responses.len()) as i64));
+        let mut then = Vec::new();
+        requests.retain(|id| match self.take_then(*id) {
+            Some(t) => {
+                then.push((*id, t));
+                false
+            }
+            None => true,
+        });
+        let throttled = self.throttled.take_due(now);
+        self.released.extend(throttled.iter().copied());
+        let resets = self.resets.take_due(now);
         if self.flush_due.is_some_and(|due| due <= now) {
             self.flush();
         }
         let unconfirmed = self.waits.expired(now);
-        let due = [self.delays.next_due(), self.response_delays.next_due(), self.flush_due, self.waits.next_deadline()];
+        let due = [
+            self.delays.next_due(),
+            self.response_delays.next_due(),
+            self.flush_due,
+            self.waits.next_deadline(),
+            self.throttled.next_due(),
+            self.resets.next_due(),
+        ];
         let next = due.into_iter().flatten().min();
         self.armed_until = next;
-        Due { requests, responses, unconfirmed, next }
+        Due { requests, responses, then, throttled, resets, unconfirmed, next }
+    }
+
+    /// What held request `id` gets when due, if not going on; forgotten once taken.
+    pub fn take_then(&mut self, id: u32) -> Option<Then> {
+        let at = self.then.iter().position(|(held, _)| *held == id)?;
+        Some(self.then.swap_remove(at).1)
+    }
+
+    /// Whether the timer released throttled response `id` since its last body piece;
+    /// forgotten once asked.
+    pub fn take_released(&mut self, id: u32) -> bool {
+        let at = self.released.iter().position(|released| *released == id);
+        at.map(|at| self.released.swap_remove(at)).is_some()
     }
 
     /// Sets the timer's next period, from `now`.

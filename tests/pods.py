@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import yaml
 
@@ -141,6 +141,30 @@ def container_argv(objects: list[dict], deployment: dict, container: dict, annot
             (local / key).write_text(text)
         argv = [a.replace(mount["mountPath"], str(local)) for a in argv]
     return argv, env
+
+
+class InjectedPod(NamedTuple):
+    """A Deployment of a rendered kustomization laid out as the kubelet would run its injected
+    containers: the filter volume, the capture container's command and environment, and
+    Envoy's command, whose bootstrap points at this machine."""
+    volume: Path
+    capture_argv: list[str]
+    capture_env: dict[str, str]
+    envoy_argv: list[str]
+
+
+def lay_out_injected(kdir: str, name: str, annotations: dict[str, str], workdir: Path) -> InjectedPod:
+    """Renders `kdir` and lays out its Deployment `name`'s injected containers under
+    `workdir`, with `annotations` as the pod's."""
+    objects = render(kdir)
+    app = deployment(objects, name)
+    volume = workdir / "filter"
+    ConfigMapVolume(volume, filter_files(configmap(objects, "fault-injector-filter")["data"][FILTER_FILE], filter_dir=volume))
+    capture_argv, capture_env = container_argv(objects, app, container(app, "fault-injector-capture"), annotations, workdir)
+    envoy_argv, _ = container_argv(objects, app, container(app, "fault-injector-envoy"), annotations, workdir)
+    bootstrap = Path(envoy_argv[envoy_argv.index("-c") + 1])
+    bootstrap.write_text(to_host_paths(bootstrap.read_text(), volume))
+    return InjectedPod(volume, capture_argv, capture_env, envoy_argv)
 
 
 def _ip(*args: str) -> None:

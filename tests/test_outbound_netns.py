@@ -31,8 +31,7 @@ from pathlib import Path
 import pytest
 
 from harness import REPO_ROOT, wait_for
-from pods import (FILTER_FILE, ConfigMapVolume, Pod, configmap, container, container_argv, deployment,
-                  filter_files, render, to_host_paths)
+from pods import Pod, lay_out_injected
 
 ANNOTATIONS = {"fault-injector/ports": "8080", "fault-injector/outbound-ports": "80,8080"}
 APP_PORT = DEP_PORT = 8080
@@ -92,18 +91,11 @@ def shop():
     """The app pod with outbound capture, and its dependencies by name."""
     if shutil.which("setpriv") is None:
         pytest.fail("Envoy runs as UID 1337 through setpriv (util-linux)")
-    objects = render("k8s/examples/injected")
-    web = deployment(objects, "web")
     # Envoy runs as UID 1337 and must read its files: a directory of our own, not pytest's
     # (which only root may enter).
     tmp = Path(tempfile.mkdtemp(prefix="fi-outbound-"))
     tmp.chmod(0o755)
-    volume = tmp / "filter"
-    ConfigMapVolume(volume, filter_files(configmap(objects, "fault-injector-filter")["data"][FILTER_FILE], filter_dir=volume))
-    capture_argv, capture_env = container_argv(objects, web, container(web, "fault-injector-capture"), ANNOTATIONS, tmp)
-    envoy_argv, _ = container_argv(objects, web, container(web, "fault-injector-envoy"), ANNOTATIONS, tmp)
-    bootstrap = Path(envoy_argv[envoy_argv.index("-c") + 1])
-    bootstrap.write_text(to_host_paths(bootstrap.read_text(), volume))
+    _, capture_argv, capture_env, envoy_argv = lay_out_injected("k8s/examples/injected", "web", ANNOTATIONS, tmp)
     for path in tmp.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
 

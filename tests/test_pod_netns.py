@@ -18,14 +18,12 @@ import json
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import grpc
 import pytest
 
 from harness import request, wait_for
-from pods import (FILTER_FILE, ConfigMapVolume, Pod, configmap, container, container_argv, deployment,
-                  filter_files, render, to_host_paths)
+from pods import FILTER_FILE, ConfigMapVolume, Pod, configmap, filter_files, lay_out_injected, render, to_host_paths
 
 
 @pytest.fixture(scope="module")
@@ -139,15 +137,8 @@ INBOUND_RQ, INBOUND_UPSTREAM_RQ = "http.inbound_http.downstream_rq_total", "clus
 
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory):
-    objects = render("k8s/examples/injected")
-    web = deployment(objects, "web")
     tmp = tmp_path_factory.mktemp("captured")
-    volume = tmp / "filter"
-    ConfigMapVolume(volume, filter_files(configmap(objects, "fault-injector-filter")["data"][FILTER_FILE], filter_dir=volume))
-    capture_argv, capture_env = container_argv(objects, web, container(web, "fault-injector-capture"), ANNOTATIONS, tmp)
-    envoy_argv, _ = container_argv(objects, web, container(web, "fault-injector-envoy"), ANNOTATIONS, tmp)
-    bootstrap = Path(envoy_argv[envoy_argv.index("-c") + 1])
-    bootstrap.write_text(to_host_paths(bootstrap.read_text(), volume))
+    _, capture_argv, capture_env, envoy_argv = lay_out_injected("k8s/examples/injected", "web", ANNOTATIONS, tmp)
 
     def capture(pod: Pod, *args: str) -> str:
         res = pod.exec(*capture_argv, *args, env=capture_env)

@@ -589,7 +589,8 @@ impl<'de> Deserialize<'de> for Fault {
                         "reset" => map.next_value::<Body<ResetSpec>>()?.0,
                         "truncate" | "throttle" | "delay_shape" | "body_change" => {
                             let value = map.next_value::<serde_json::Value>()?;
-                            own(&kind, &value).map_err(|e| de::Error::custom(format_args!("{kind}: {e}")))?
+                            // The error's path ends at the kind (see values::read).
+                            own(&kind, &value).map_err(de::Error::custom)?
                         }
                         _ => return Err(de::Error::custom(FAULTS)),
                     });
@@ -840,10 +841,10 @@ mod tests {
             (r#"{"fault": {}}"#, "rules[0].fault: give one of delay"),
             (r#"{"fault": {"delay": {"fixed": "1s"}, "response": {}}}"#, "rules[0].fault: give one of"),
             (r#"{"fault": {"delay": {"fixed": "1s"}, "abort": {"status": 503}, "reset": {}}}"#, "rules[0].fault: give one of"),
-            (r#"{"fault": {"truncate": {"after_bytes": -1}}}"#, "rules[0].fault: truncate: after_bytes: -1 is not accepted"),
-            (r#"{"fault": {"throttle": {"bytes_per_second": 0}}}"#, "rules[0].fault: throttle: throttle.bytes_per_second: 0 is not accepted"),
-            (r#"{"fault": {"delay_shape": {"p50": "2s", "p99": "1s"}}}"#, "rules[0].fault: delay_shape: p99 must be longer than p50"),
-            (r#"{"fault": {"body_change": {"corrupt": {"percentage": 0}}}}"#, "rules[0].fault: body_change: corrupt.percentage: 0 is not accepted"),
+            (r#"{"fault": {"truncate": {"after_bytes": -1}}}"#, "rules[0].fault.truncate: after_bytes: -1 is not accepted"),
+            (r#"{"fault": {"throttle": {"bytes_per_second": 0}}}"#, "rules[0].fault.throttle: throttle.bytes_per_second: 0 is not accepted"),
+            (r#"{"fault": {"delay_shape": {"p50": "2s", "p99": "1s"}}}"#, "rules[0].fault.delay_shape: p99 must be longer than p50"),
+            (r#"{"fault": {"body_change": {"corrupt": {"percentage": 0}}}}"#, "rules[0].fault.body_change: corrupt.percentage: 0 is not accepted"),
             (r#"{"fault": {"reset": {"after": "soon"}}}"#, "rules[0].fault.reset.after"),
             (r#"{"fault": {"delay": {"fixed": "2x"}}}"#, "rules[0].fault.delay.fixed: \"2x\" is not accepted"),
             (r#"{"fault": {"delay": {"fixed": "59m", "jitter": "2m"}}}"#, "rules[0].fault.delay: fixed + jitter"),

@@ -49,44 +49,147 @@ pub enum UnknownKeys {
 /// filter's own words.
 pub fn read<T: DeserializeOwned>(bytes: &[u8], unknown: UnknownKeys) -> Result<T, Invalid> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| refusal(&e, unknown))?;
+    let value = T::deserialize(&mut deserializer).map_err(|e| refusal::<T>(bytes, &e, unknown))?;
     // Anything but white space after the value.
     deserializer.end().map_err(|e| Invalid::at("$", format!("not JSON: {e}")))?;
     Ok(value)
 }
 
-fn refusal(error: &serde_path_to_error::Error<serde_json::Error>, unknown: UnknownKeys) -> Invalid {
-    let inner = error.inner();
-    let text = inner.to_string();
-    let position = format!(" at line {} column {}", inner.line(), inner.column());
-    let message = text.strip_suffix(&position).unwrap_or(&text);
-    if !inner.is_data() {
-        return Invalid::at("$", format!("not JSON: {text}"));
+/// serde_json's message without its position.
+fn words(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    text.strip_suffix(&position).map_or(text.clone(), str::to_string)
+}
+
+fn refusal<T: DeserializeOwned>(bytes: &[u8], error: &serde_json::Error, unknown: UnknownKeys) -> Invalid {
+    if !error.is_data() {
+        return Invalid::at("$", format!("not JSON: {error}"));
     }
-    let mut path = String::new();
-    let mut segments: Vec<String> = Vec::new();
-    for segment in error.path().iter() {
-        match segment {
-            serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
-            serde_path_to_error::Segment::Map { key } | serde_path_to_error::Segment::Enum { variant: key } => {
-                segments.push(path.clone());
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(key);
-            }
-            serde_path_to_error::Segment::Unknown => {}
+    let message = words(error);
+    let mut end = offset(bytes, error.line(), error.column());
+    // serde_json reports a refused value where it stopped: after the value, or after the
+    // bracket that closes the list or object it was last in, or the comma that follows it
+    // in a list (read before the refusal came back). Read again without that bracket or
+    // comma: if the same refusal comes, the value was before it; if the JSON ends too early
+    // instead, the bracket was the value's own (or the comma came before the value).
+    if let Some(close) = bytes[..end].iter().rposition(|b| !b.is_ascii_whitespace()).filter(|at| matches!(bytes[*at], b'}' | b']' | b',')) {
+        let again = T::deserialize(&mut serde_json::Deserializer::from_slice(&bytes[..close]));
+        if again.err().is_some_and(|e| e.is_data() && words(&e) == message) {
+            end = close;
         }
     }
-    let (path, message) = match (unknown_field(message), unknown) {
-        (Some((_, accepted)), UnknownKeys::InPath) => (path, format!("unknown key; accepted: {accepted}")),
+    let (mut segments, at_key) = path_at(&bytes[..end]);
+    let unknown_key = unknown_field(&message);
+    if at_key && unknown_key.is_none() {
+        segments.pop();
+    }
+    let (segments, message) = match (unknown_key, unknown) {
+        (Some((_, accepted)), UnknownKeys::InPath) => (segments, format!("unknown key; accepted: {accepted}")),
         (Some((key, accepted)), UnknownKeys::InMessage) => {
             // The path ends at the key; the message names it.
-            (segments.pop().unwrap_or_default(), format!("unknown field `{key}`; accepted: {accepted}"))
+            segments.pop();
+            (segments, format!("unknown field `{key}`; accepted: {accepted}"))
         }
-        (None, _) => (path, plain_words(message)),
+        (None, _) => (segments, plain_words(&message)),
     };
-    Invalid::at(if path.is_empty() { "$".into() } else { path }, message)
+    Invalid::at(joined(&segments), message)
+}
+
+/// The byte offset of serde_json's `line` and `column` (both counted from 1; column 0 is
+/// the start of the line) in `bytes`.
+fn offset(bytes: &[u8], line: usize, column: usize) -> usize {
+    let line_start = match line {
+        0 | 1 => 0,
+        _ => bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(line - 2).map_or(bytes.len(), |(at, _)| at + 1),
+    };
+    line_start.saturating_add(column).min(bytes.len())
+}
+
+/// One step of a JSON path.
+#[derive(Debug, PartialEq)]
+enum Segment {
+    /// An object's key.
+    Key(String),
+    /// A list's index.
+    Index(usize),
+}
+
+/// `rules[0].fault`, or `$` for the whole.
+fn joined(segments: &[Segment]) -> String {
+    let mut path = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Key(key) if path.is_empty() => path.push_str(key),
+            Segment::Key(key) => {
+                path.push('.');
+                path.push_str(key);
+            }
+            Segment::Index(index) => path.push_str(&format!("[{index}]")),
+        }
+    }
+    if path.is_empty() {
+        path.push('$');
+    }
+    path
+}
+
+/// The path of the value that `bytes`, a prefix of a JSON text, ends in or just after,
+/// found by scanning the JSON, and whether it ends at a key whose value has not begun.
+/// serde_path_to_error tracks the path while reading instead,
+/// but its wrapper around every visitor and seed cost 60 KB of the module, whose limit is
+/// 512 KiB; the position of serde_json's error gives the same path.
+fn path_at(bytes: &[u8]) -> (Vec<Segment>, bool) {
+    enum Frame {
+        Object { key: Option<String>, wants_key: bool },
+        List(usize),
+    }
+    let end = bytes.len();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut at = 0;
+    while at < end {
+        let byte = bytes[at];
+        match byte {
+            b'{' => stack.push(Frame::Object { key: None, wants_key: true }),
+            b'[' => stack.push(Frame::List(0)),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Object { key, wants_key }) => (*key, *wants_key) = (None, true),
+                Some(Frame::List(index)) => *index += 1,
+                None => {}
+            },
+            b':' => {
+                if let Some(Frame::Object { wants_key, .. }) = stack.last_mut() {
+                    *wants_key = false;
+                }
+            }
+            b'"' => {
+                let mut close = at + 1;
+                while close < bytes.len() && bytes[close] != b'"' {
+                    close += if bytes[close] == b'\\' { 2 } else { 1 };
+                }
+                if let Some(Frame::Object { key, wants_key: true }) = stack.last_mut() {
+                    *key = bytes.get(at..=close).and_then(|quoted| serde_json::from_slice(quoted).ok());
+                }
+                at = close;
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    // A key read but not yet followed by its value is where the error was found; it is part
+    // of the path only when the key itself is refused as unknown.
+    let pending = matches!(stack.last(), Some(Frame::Object { key: Some(_), wants_key: true }));
+    let segments = stack
+        .into_iter()
+        .filter_map(|frame| match frame {
+            Frame::Object { key, .. } => key.map(Segment::Key),
+            Frame::List(index) => Some(Segment::Index(index)),
+        })
+        .collect();
+    (segments, pending)
 }
 
 /// serde's ``unknown field `k`, expected one of `a`, `b` `` as the key and `a, b`.
@@ -395,6 +498,56 @@ mod tests {
         assert!(error("nope", UnknownKeys::InPath).starts_with("$: not JSON: "));
         assert!(error(r#"{} x"#, UnknownKeys::InPath).starts_with("$: not JSON: "));
         assert_eq!(error(r#"{"list": 3}"#, UnknownKeys::InPath), "list: 3 is not accepted; expected a sequence");
+    }
+
+    /// An object refused as a whole (`a` must not exceed `b`), as the rules' parts are.
+    #[derive(Debug)]
+    struct Range;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RangeSpec {
+        a: u16,
+        b: u16,
+    }
+
+    impl TryFrom<RangeSpec> for Range {
+        type Error = &'static str;
+        fn try_from(spec: RangeSpec) -> Result<Range, &'static str> {
+            if spec.a > spec.b { Err("a must not exceed b") } else { Ok(Range) }
+        }
+    }
+    from_object!(Range, RangeSpec);
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Nested {
+        #[serde(default)]
+        ranges: Vec<Range>,
+        status: Option<HttpStatus>,
+    }
+
+    fn nested_error(text: &str) -> String {
+        read::<Nested>(text.as_bytes(), UnknownKeys::InPath).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_path_is_the_refused_value_s_wherever_it_stands() {
+        let refused = ": a must not exceed b";
+        // An object refused as a whole: last in its list, not last, and the list last or not.
+        assert_eq!(nested_error(r#"{"ranges": [{"a": 2, "b": 1}]}"#), format!("ranges[0]{refused}"));
+        assert_eq!(nested_error(r#"{"ranges": [{"a": 1, "b": 2}, {"a": 2, "b": 1}], "status": 200}"#), format!("ranges[1]{refused}"));
+        assert_eq!(nested_error(r#"{"ranges": [{"a": 2, "b": 1}, {"a": 1, "b": 2}]}"#), format!("ranges[0]{refused}"));
+        assert_eq!(nested_error(r#"{"ranges": [{"a": 1}]}"#), "ranges[0]: needs 'b'");
+        assert_eq!(nested_error(r#"{"ranges": [{"a": 1, "b": 2}, 5]}"#), "ranges[1]: 5 is not accepted; expected an object");
+        // A value after a well-formed object, last or not, on lines of its own.
+        assert_eq!(nested_error("{\n  \"ranges\": [{\"a\": 1, \"b\": 2}],\n  \"status\": 99\n}"), "status: 99 is not accepted; expected an HTTP status from 200 to 599");
+        assert_eq!(nested_error(r#"{"status": 99, "ranges": []}"#), "status: 99 is not accepted; expected an HTTP status from 200 to 599");
+        assert_eq!(nested_error(r#"{"ranges": [{"a": 1, "b": "x"}]}"#), "ranges[0].b: \"x\" is not accepted; expected u16");
+        // Keys with escapes and brackets inside strings do not mislead the scan.
+        assert_eq!(nested_error(r#"{"ranges": [{"a": 1, "b": 2, "c\"]}": 1}]}"#), "ranges[0].c\"]}: unknown key; accepted: a, b");
+        assert_eq!(nested_error(r#"{"ranges": {"a": 1}}"#), "ranges: an object is not accepted; expected a sequence");
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct Document {
     /// sent, since a document cannot change it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration: Option<serde_json::Value>,
+    /// Per-rule counts since the rules were set: shown by `GET`, ignored when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<serde_json::Value>,
 }
 
 /// One query parameter's value in a document: a string or a number, as written.
@@ -206,6 +209,12 @@ impl Document {
         if self.rules.len() > MAX_RULES {
             return Err(Invalid::at("rules", format!("at most {MAX_RULES} rules")));
         }
+        for (i, spec) in self.rules.iter().enumerate() {
+            let Some(name) = &spec.name else { continue };
+            if let Some(first) = self.rules[..i].iter().position(|r| r.name.as_ref() == Some(name)) {
+                return Err(Invalid::at(format!("rules[{i}].name"), format!("'{}' names rules[{first}] already; names are unique", name.0)));
+            }
+        }
         state.rules = self.rules.into_iter().map(|spec| Rule::new(spec, now_ms)).collect();
         Ok(state)
     }
@@ -220,6 +229,7 @@ impl Document {
             policy: Params::of(&state.default, None, state.default_expiry.map(|e| left(e.until_ms))),
             clients: clients.collect(),
             configuration: None,
+            counts: None,
         }
     }
 }

@@ -625,10 +625,34 @@ impl TryFrom<&serde_json::Value> for Ttl {
 }
 from_value!(Ttl);
 
+/// A rule's `name`: what errors, answers, the access log and the metrics call it. It is a
+/// Prometheus label value and a segment of an Envoy stat name, so it keeps to letters,
+/// digits, `-` and `_`, and starts with a letter (a number is what an unnamed rule is
+/// called by, its index); `header` and `policy` name the faults that come from there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct RuleName(pub String);
+
+impl TryFrom<&serde_json::Value> for RuleName {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<RuleName, String> {
+        let name = value.as_str().unwrap_or_default();
+        let plain = name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        match name.bytes().next() {
+            Some(first) if first.is_ascii_alphabetic() && plain && !matches!(name, "header" | "policy") => Ok(RuleName(name.into())),
+            _ => Err(not_accepted(value, "a name of up to 64 letters, digits, '-' and '_', starting with a letter, other than header and policy")),
+        }
+    }
+}
+from_value!(RuleName);
+
 /// A rule as the policy document writes it: `ttl` is the time it has left.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
+    /// What the rule is called; its index in `rules` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<RuleName>,
     /// Which listeners apply it: inbound (the default) or outbound.
     #[serde(default, skip_serializing_if = "Direction::is_inbound")]
     pub direction: Direction,
@@ -652,6 +676,9 @@ pub struct RuleSpec {
 /// time `until_ms` in place of `ttl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rule {
+    /// What the rule is called; its index when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<RuleName>,
     /// Which listeners apply it.
     #[serde(default, skip_serializing_if = "Direction::is_inbound")]
     pub direction: Direction,
@@ -676,12 +703,13 @@ impl Rule {
     /// The rule a document's `spec` describes, its `ttl` counted from `now_ms`.
     pub fn new(spec: RuleSpec, now_ms: u64) -> Rule {
         let until_ms = spec.ttl.map(|ttl| now_ms.saturating_add(ttl.0 .0));
-        Rule { direction: spec.direction, matcher: spec.matcher, fault: spec.fault, percentage: spec.percentage, sample_by: spec.sample_by, until_ms }
+        Rule { name: spec.name, direction: spec.direction, matcher: spec.matcher, fault: spec.fault, percentage: spec.percentage, sample_by: spec.sample_by, until_ms }
     }
 
     /// The rule as a document shows it at `now_ms`; reading it back gives the same rule.
     pub fn spec(&self, now_ms: u64) -> RuleSpec {
         RuleSpec {
+            name: self.name.clone(),
             direction: self.direction,
             matcher: self.matcher.clone(),
             fault: self.fault.clone(),
@@ -692,9 +720,9 @@ impl Rule {
     }
 }
 
-/// The first rule of `direction` that matches the request, if any.
-pub fn first_match<'a>(rules: &'a [Rule], direction: Direction, request: &mut dyn RequestView) -> Option<&'a Rule> {
-    rules.iter().find(|r| r.direction == direction && r.matcher.matches(request))
+/// The first rule of `direction` that matches the request, if any, with its index.
+pub fn first_match<'a>(rules: &'a [Rule], direction: Direction, request: &mut dyn RequestView) -> Option<(usize, &'a Rule)> {
+    rules.iter().enumerate().find(|(_, r)| r.direction == direction && r.matcher.matches(request))
 }
 
 #[cfg(test)]
@@ -798,8 +826,8 @@ mod tests {
             rule(r#"{"fault": {"abort": {"status": 502}}}"#),
         ];
         let abort = |status| Fault::Abort { status: HttpStatus(status), grpc_status: None };
-        assert_eq!(first_match(&rules, Direction::Inbound, &mut req("GET", "/abc")).unwrap().fault, abort(501));
-        assert_eq!(first_match(&rules, Direction::Inbound, &mut req("GET", "/b")).unwrap().fault, abort(502));
+        assert_eq!(first_match(&rules, Direction::Inbound, &mut req("GET", "/abc")).unwrap().1.fault, abort(501));
+        assert_eq!(first_match(&rules, Direction::Inbound, &mut req("GET", "/b")).unwrap().1.fault, abort(502));
         assert!(first_match(&rules[..1], Direction::Inbound, &mut req("GET", "/b")).is_none());
     }
 

@@ -37,7 +37,8 @@ pub struct Document {
     /// sent, since a document cannot change it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration: Option<serde_json::Value>,
-    /// Per-rule counts since the rules were set: shown by `GET`, ignored when sent.
+    /// Per-rule counts since the rules were set: shown by `GET` when there are rules,
+    /// ignored when sent, so that an answer can be sent back as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<serde_json::Value>,
 }
@@ -212,7 +213,7 @@ impl Document {
         for (i, spec) in self.rules.iter().enumerate() {
             let Some(name) = &spec.name else { continue };
             if let Some(first) = self.rules[..i].iter().position(|r| r.name.as_ref() == Some(name)) {
-                return Err(Invalid::at(format!("rules[{i}].name"), format!("'{}' names rules[{first}] already; names are unique", name.0)));
+                return Err(Invalid::at(format!("rules[{i}].name"), format!("'{}' names rules[{first}] already; names are unique", name.as_str())));
             }
         }
         state.rules = self.rules.into_iter().map(|spec| Rule::new(spec, now_ms)).collect();

@@ -34,7 +34,7 @@ pub fn kind(stat: Stat) -> Option<&'static str> {
 /// index; `header` or `policy`.
 pub fn rule_label(source: Source, rules: &[Rule]) -> String {
     match source {
-        Source::Rule(at) => rules.get(at).and_then(|r| r.name.as_ref()).map_or_else(|| at.to_string(), |n| n.0.clone()),
+        Source::Rule(at) => rules.get(at).and_then(|r| r.name.as_ref()).map_or_else(|| at.to_string(), |n| n.as_str().into()),
         Source::Header => "header".into(),
         Source::Policy => "policy".into(),
         Source::Nothing => String::new(),
@@ -44,12 +44,14 @@ pub fn rule_label(source: Source, rules: &[Rule]) -> String {
 /// The value left in filter state for the access log: `abort rule=checkout status=503`,
 /// `delay rule=0 delay_ms=250`.
 pub fn log_value(kind: &str, rule: &str, detail: Detail) -> String {
-    let mut value = format!("{kind} rule={rule}");
+    let mut value = kind.to_string() + " rule=" + rule;
     if let Some(status) = detail.status {
-        value += &format!(" status={status}");
+        value += " status=";
+        value += &status.to_string();
     }
     if let Some(ms) = detail.delay_ms {
-        value += &format!(" delay_ms={ms}");
+        value += " delay_ms=";
+        value += &ms.to_string();
     }
     value
 }
@@ -61,8 +63,13 @@ pub fn log_value(kind: &str, rule: &str, detail: Detail) -> String {
 /// without a status has no `status` label.
 pub fn counter_name(direction: Direction, kind: &str, rule: &str, status: Option<u16>) -> String {
     let side = if direction == Direction::Outbound { "outbound." } else { "" };
-    let status = status.map(|s| format!("status=.={s};.;")).unwrap_or_default();
-    format!("fault_injector.{side}rule=.={rule};.;kind=.={kind};.;{status}faults_injected")
+    let mut name = "fault_injector.".to_string() + side + "rule=.=" + rule + ";.;kind=.=" + kind + ";.;";
+    if let Some(status) = status {
+        name += "status=.=";
+        name += &status.to_string();
+        name += ";.;";
+    }
+    name + "faults_injected"
 }
 
 /// The most labelled counters a root context defines: 64 rules by a few kinds and statuses
@@ -163,11 +170,10 @@ impl RuleCounts {
 
     /// Reads stored bytes; empty counts when they are missing or short.
     pub fn decode(bytes: &[u8]) -> RuleCounts {
-        let mut numbers = bytes.chunks_exact(8).map(|c| c.try_into().map(u64::from_le_bytes).unwrap_or(0));
-        let rules = numbers.next().unwrap_or(0);
-        let numbers: Vec<u64> = numbers.collect();
-        let counts = numbers.chunks_exact(3).map(|c| Count { matched: c[0], injected: c[1], last_ms: c[2] }).collect();
-        RuleCounts { rules, counts }
+        let number = |at: &[u8]| at.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
+        let counts = bytes.get(8..).unwrap_or_default().chunks_exact(24);
+        let counts = counts.map(|c| Count { matched: number(c), injected: number(&c[8..]), last_ms: number(&c[16..]) });
+        RuleCounts { rules: number(bytes), counts: counts.collect() }
     }
 }
 

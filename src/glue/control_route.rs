@@ -104,7 +104,7 @@ fn write(worker: &mut RootState, context: u32, what: &str, change: impl Fn(&Stat
 /// configuration it started from.
 fn answer(state: &State, origin: &Origin, now: u64) -> String {
     let counts = observe::RuleCounts::decode(&shared::read(observe::RULE_COUNTS_KEY));
-    let counts = Some(observe::view(&counts, &state.rules));
+    let counts = (!state.rules.is_empty()).then(|| observe::view(&counts, &state.rules));
     let document = Document { configuration: Some(origin.view()), counts, ..Document::of(state, now) };
     serde_json::to_string(&document).unwrap_or_default()
 }

@@ -213,7 +213,7 @@ impl Document {
         for (i, spec) in self.rules.iter().enumerate() {
             let Some(name) = &spec.name else { continue };
             if let Some(first) = self.rules[..i].iter().position(|r| r.name.as_ref() == Some(name)) {
-                return Err(Invalid::at(format!("rules[{i}].name"), format!("'{}' names rules[{first}] already; names are unique", name.as_str())));
+                return Err(Invalid::at(format!("rules[{i}].name"), format!("\"{}\" names rules[{first}] already; names are unique", name.as_str())));
             }
         }
         state.rules = self.rules.into_iter().map(|spec| Rule::new(spec, now_ms)).collect();
@@ -280,6 +280,15 @@ mod tests {
     }
 
     #[test]
+    fn rules_keep_their_names() {
+        let text = br#"{"rules": [{"name": "Checkout", "fault": {"abort": {"status": 503}}}, {"fault": {"abort": {"status": 500}}}]}"#;
+        let state = parse(text, 0).unwrap();
+        assert_eq!(state.rules[0].name.as_ref().map(|n| n.as_str()), Some("checkout"));
+        assert!(state.rules[1].name.is_none());
+        assert!(shown(&state, 0).starts_with(r#"{"rules":[{"name":"checkout","fault""#), "{}", shown(&state, 0));
+    }
+
+    #[test]
     fn errors_name_the_json_path() {
         for (text, needle) in [
             (&b"nope"[..], "$: not JSON"),
@@ -293,6 +302,11 @@ mod tests {
             (b"{\"clients\": [{\"ip\": \"x\"}]}", "clients[0]: ip: 'x'"),
             (b"{\"rules\": [{\"fault\": {\"delay\": {\"fixed\": \"soon\"}}}]}", "rules[0].fault.delay.fixed"),
             (b"{\"rules\": [{\"fault\": {\"abort\": {\"status\": 500}}}, {\"fault\": {\"nap\": {}}}]}", "rules[1].fault:"),
+            (br#"{"rules": [{"name": "a b", "fault": {"abort": {"status": 500}}}]}"#, r#"rules[0].name: "a b" is not accepted"#),
+            (
+                br#"{"rules": [{"name": "Pay", "fault": {"abort": {"status": 500}}}, {"name": "pay", "fault": {"abort": {"status": 502}}}]}"#,
+                r#"rules[1].name: "pay" names rules[0] already; names are unique"#,
+            ),
         ] {
             let message = parse(text, 0).unwrap_err().to_string();
             assert!(message.starts_with(needle), "{}: {message}", String::from_utf8_lossy(text));

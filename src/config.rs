@@ -347,7 +347,7 @@ fn start(policy: Params, clients: Vec<Params>, rules: Option<Rules>) -> Result<S
     if let Some(i) = rules.iter().position(|r| r.ttl.is_some()) {
         return Err(ConfigError(Invalid::at(format!("rules[{i}].ttl"), "a start rule cannot end by itself; give ttl in /injector calls")));
     }
-    Document { rules, policy, clients, configuration: None }.into_state(0).map_err(ConfigError)
+    Document { rules, policy, clients, configuration: None, counts: None }.into_state(0).map_err(ConfigError)
 }
 
 fn control(spec: ControlSpec) -> Result<Control, ConfigError> {

@@ -140,19 +140,61 @@ pub enum Decision {
     HoldThen(Millis, Then),
 }
 
-/// Decides for one request, given the state, the configuration and the sampler.
-pub fn decide(state: &State, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> Decision {
-    let mut decision = decide_fault(state, config, request, sampler);
+impl Decision {
+    /// What the access log and the labelled counters tell of the fault: the status the
+    /// request is answered with (an HTTP answer's), and how long it is held.
+    pub fn detail(&self) -> Detail {
+        let status = |reply: &Reply| match reply {
+            Reply::Http { status, .. } => Some(*status),
+            Reply::Grpc { .. } => None,
+        };
+        match self {
+            Decision::Reply(_, reply) | Decision::CountAttempt(Attempt { reply, .. }) => Detail { status: status(reply), delay_ms: None },
+            Decision::Hold(delay) | Decision::OnResponse(OnResponse::Delay(delay)) => Detail { status: None, delay_ms: Some(delay.0) },
+            Decision::HoldThen(delay, Then::Fail(reply)) => Detail { status: status(reply), delay_ms: Some(delay.0) },
+            Decision::HoldThen(delay, Then::Reset) => Detail { status: None, delay_ms: Some(delay.0) },
+            Decision::OnResponse(OnResponse::Rewrite { status, .. }) => Detail { status: *status, delay_ms: None },
+            _ => Detail::default(),
+        }
+    }
+}
+
+/// The status a fault answers with and how long it holds the request, where it does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Detail {
+    /// The HTTP status of the answer, the upstream's or the filter's.
+    pub status: Option<u16>,
+    /// How long the request (or its response) is held.
+    pub delay_ms: Option<u64>,
+}
+
+/// Where a decision came from: what the access log and the counters name it by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// No fault applied: no rule matched and the policy is idle, or a control call.
+    Nothing,
+    /// The request's own `x-fault-*` headers.
+    Header,
+    /// The rule at this index in the state's rules (matched, even when sampled out).
+    Rule(usize),
+    /// The client's policy, or the default.
+    Policy,
+}
+
+/// Decides for one request, given the state, the configuration and the sampler; says
+/// where the decision came from.
+pub fn decide(state: &State, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> (Decision, Source) {
+    let (mut decision, source) = decide_fault(state, config, request, sampler);
     // Read only when a fault would otherwise apply: a passing request asks nothing more,
     // and a control call is one whatever its agent.
     let fault = !matches!(decision, Decision::Pass | Decision::Control(_));
     if fault && config.pass_probes && is_probe(request.header("user-agent").as_deref()) {
-        return Decision::Probe;
+        return (Decision::Probe, source);
     }
     if config.direction == Direction::Outbound {
         say_outbound(&mut decision);
     }
-    decision
+    (decision, source)
 }
 
 /// Adds `x-fault-direction: outbound` to a local answer (the glue adds it to the
@@ -163,32 +205,33 @@ fn say_outbound(decision: &mut Decision) {
     headers.push((DIRECTION.into(), "outbound".into()));
 }
 
-fn decide_fault(state: &State, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> Decision {
+fn decide_fault(state: &State, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> (Decision, Source) {
     if let Some(query) = control_call(config, request) {
-        return Decision::Control(query);
+        return (Decision::Control(query), Source::Nothing);
     }
     if config.header_faults.enabled {
         if let Some(decision) = by_headers(config, request, sampler) {
-            return decision;
+            return (decision, Source::Header);
         }
     }
     if state.is_idle() {
-        return Decision::Pass;
+        return (Decision::Pass, Source::Nothing);
     }
     // The first matching rule decides, even when it samples the request out.
-    if let Some(rule) = rules::first_match(&state.rules, config.direction, request) {
-        return by_fault(&rule.fault, rule.percentage, rule.sample_by.as_ref().map(|h| h.as_str()), "", request, sampler, config);
+    if let Some((at, rule)) = rules::first_match(&state.rules, config.direction, request) {
+        let decision = by_fault(&rule.fault, rule.percentage, rule.sample_by.as_ref().map(|h| h.as_str()), "", request, sampler, config);
+        return (decision, Source::Rule(at));
     }
     // The default and per-client policies are the inbound side's; outbound, only rules
     // (destination bindings among them) apply.
     if config.direction == Direction::Outbound {
-        return Decision::Pass;
+        return (Decision::Pass, Source::Nothing);
     }
     let client = if state.bindings.is_empty() { None } else { request.client() };
     let policy = state.policy_for(client);
     match policy.fault(&config.simple_response) {
-        None => Decision::Pass,
-        Some(fault) => by_fault(&fault, policy.percentage, config.sample_by.as_deref(), policy.kind.name(), request, sampler, config),
+        None => (Decision::Pass, Source::Nothing),
+        Some(fault) => (by_fault(&fault, policy.percentage, config.sample_by.as_deref(), policy.kind.name(), request, sampler, config), Source::Policy),
     }
 }
 
@@ -420,7 +463,7 @@ mod tests {
     }
 
     fn run(state: &State, config: &Config, request: &mut Req) -> Decision {
-        decide(state, config, request, &mut Sampler::new(7))
+        decide(state, config, request, &mut Sampler::new(7)).0
     }
 
     fn injected(decision: &Decision) -> Option<(u16, String)> {
@@ -538,7 +581,7 @@ mod tests {
     fn jitter_stays_in_its_range() {
         let s = state(r#"{"rules": [{"fault": {"delay": {"fixed": "100ms", "jitter": "50ms"}}}]}"#);
         let mut sampler = Sampler::new(1);
-        let holds: Vec<Decision> = (0..200).map(|_| decide(&s, &Config::default(), &mut Req::new("/"), &mut sampler)).collect();
+        let holds: Vec<Decision> = (0..200).map(|_| decide(&s, &Config::default(), &mut Req::new("/"), &mut sampler).0).collect();
         assert!(holds.iter().all(|d| matches!(d, Decision::Hold(Millis(ms)) if (100..=150).contains(ms))));
         assert!(holds.iter().any(|d| *d != Decision::Hold(Millis(100))));
     }
@@ -604,7 +647,7 @@ mod tests {
         let tail = policy(r#""policy": "longTailDelay", "p50": "100ms", "p99": "2s""#);
         let mut sampler = Sampler::new(3);
         let mut held: Vec<u64> = (0..2000)
-            .map(|_| match decide(&tail, &c, &mut Req::new("/"), &mut sampler) {
+            .map(|_| match decide(&tail, &c, &mut Req::new("/"), &mut sampler).0 {
                 Decision::Hold(Millis(ms)) => ms,
                 other => panic!("{other:?}"),
             })
@@ -621,7 +664,7 @@ mod tests {
             let first = run(&s, &Config::default(), &mut Req::new("/").with("x-user", user));
             let mut sampler = Sampler::new(99);
             for _ in 0..20 {
-                assert_eq!(decide(&s, &Config::default(), &mut Req::new("/").with("x-user", user), &mut sampler), first);
+                assert_eq!(decide(&s, &Config::default(), &mut Req::new("/").with("x-user", user), &mut sampler).0, first);
             }
         }
     }
@@ -677,5 +720,30 @@ mod tests {
         assert_eq!(run(&State::default(), &Config::default(), &mut request), Decision::Pass);
         assert!(!request.asked.contains(&"user-agent".to_string()));
         assert!(is_probe(Some("kube-probe/1.35")) && !is_probe(Some("kube-probe")) && !is_probe(None));
+    }
+
+    #[test]
+    fn each_decision_says_where_it_came_from_and_what_it_did() {
+        let s = state(
+            r#"{"rules": [{"name": "slow", "match": {"path": {"prefix": "/slow"}}, "fault": {"delay": {"fixed": "250ms"}}},
+                          {"match": {"path": {"prefix": "/off"}}, "fault": {"abort": {"status": 500}}, "percentage": 0}],
+                "policy": {"status": 503, "percentage": 100}}"#,
+        );
+        let on = config(r#"{"header_faults": {"enabled": true}}"#);
+        let mut sampler = Sampler::new(1);
+        let mut at = |c: &Config, request: &mut Req| decide(&s, c, request, &mut sampler);
+        let (held, from) = at(&on, &mut Req::new("/slow"));
+        assert_eq!((held.detail(), from), (Detail { status: None, delay_ms: Some(250) }, Source::Rule(0)));
+        // Matched, sampled out: still the rule's.
+        assert_eq!(at(&on, &mut Req::new("/off")), (Decision::Pass, Source::Rule(1)));
+        let (aborted, from) = at(&on, &mut Req::new("/x"));
+        assert_eq!((aborted.detail(), from), (Detail { status: Some(503), delay_ms: None }, Source::Policy));
+        let (asked, from) = at(&on, &mut Req::new("/slow").with("x-fault-abort-status", "418"));
+        assert_eq!((asked.detail(), from), (Detail { status: Some(418), delay_ms: None }, Source::Header));
+        assert_eq!(at(&on, &mut Req::new("/injector")).1, Source::Nothing);
+        assert_eq!(decide(&State::default(), &on, &mut Req::new("/"), &mut Sampler::new(1)), (Decision::Pass, Source::Nothing));
+        let slow_failure = Decision::HoldThen(Millis(5), Then::Fail(Reply::Http { status: 502, headers: vec![], body: String::new() }));
+        assert_eq!(slow_failure.detail(), Detail { status: Some(502), delay_ms: Some(5) });
+        assert_eq!(Decision::Reset.detail(), Detail::default());
     }
 }

@@ -37,6 +37,10 @@ pub struct Document {
     /// sent, since a document cannot change it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration: Option<serde_json::Value>,
+    /// Per-rule counts since the rules were set: shown by `GET` when there are rules,
+    /// ignored when sent, so that an answer can be sent back as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<serde_json::Value>,
 }
 
 /// One query parameter's value in a document: a string or a number, as written.
@@ -206,6 +210,12 @@ impl Document {
         if self.rules.len() > MAX_RULES {
             return Err(Invalid::at("rules", format!("at most {MAX_RULES} rules")));
         }
+        for (i, spec) in self.rules.iter().enumerate() {
+            let Some(name) = &spec.name else { continue };
+            if let Some(first) = self.rules[..i].iter().position(|r| r.name.as_ref() == Some(name)) {
+                return Err(Invalid::at(format!("rules[{i}].name"), format!("\"{}\" names rules[{first}] already; names are unique", name.as_str())));
+            }
+        }
         state.rules = self.rules.into_iter().map(|spec| Rule::new(spec, now_ms)).collect();
         Ok(state)
     }
@@ -220,6 +230,7 @@ impl Document {
             policy: Params::of(&state.default, None, state.default_expiry.map(|e| left(e.until_ms))),
             clients: clients.collect(),
             configuration: None,
+            counts: None,
         }
     }
 }
@@ -269,6 +280,15 @@ mod tests {
     }
 
     #[test]
+    fn rules_keep_their_names() {
+        let text = br#"{"rules": [{"name": "Checkout", "fault": {"abort": {"status": 503}}}, {"fault": {"abort": {"status": 500}}}]}"#;
+        let state = parse(text, 0).unwrap();
+        assert_eq!(state.rules[0].name.as_ref().map(|n| n.as_str()), Some("checkout"));
+        assert!(state.rules[1].name.is_none());
+        assert!(shown(&state, 0).starts_with(r#"{"rules":[{"name":"checkout","fault""#), "{}", shown(&state, 0));
+    }
+
+    #[test]
     fn errors_name_the_json_path() {
         for (text, needle) in [
             (&b"nope"[..], "$: not JSON"),
@@ -282,6 +302,11 @@ mod tests {
             (b"{\"clients\": [{\"ip\": \"x\"}]}", "clients[0]: ip: 'x'"),
             (b"{\"rules\": [{\"fault\": {\"delay\": {\"fixed\": \"soon\"}}}]}", "rules[0].fault.delay.fixed"),
             (b"{\"rules\": [{\"fault\": {\"abort\": {\"status\": 500}}}, {\"fault\": {\"nap\": {}}}]}", "rules[1].fault:"),
+            (br#"{"rules": [{"name": "a b", "fault": {"abort": {"status": 500}}}]}"#, r#"rules[0].name: "a b" is not accepted"#),
+            (
+                br#"{"rules": [{"name": "Pay", "fault": {"abort": {"status": 500}}}, {"name": "pay", "fault": {"abort": {"status": 502}}}]}"#,
+                r#"rules[1].name: "pay" names rules[0] already; names are unique"#,
+            ),
         ] {
             let message = parse(text, 0).unwrap_err().to_string();
             assert!(message.starts_with(needle), "{}: {message}", String::from_utf8_lossy(text));

@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod header_faults;
 pub mod net;
 pub mod notices;
+pub mod observe;
 pub mod outbound;
 pub mod percentage;
 pub mod policy;

@@ -184,7 +184,7 @@ pub fn apply(call: &Call, destination: &Destination, canned: &Canned, state: &St
         Some(ttl) => Some(now_ms.saturating_add(ttl.0)),
         None => kept.and_then(|r| r.until_ms),
     };
-    let rule = Rule { direction: Direction::Outbound, matcher, fault, percentage: policy.percentage, sample_by: None, until_ms };
+    let rule = Rule { name: None, direction: Direction::Outbound, matcher, fault, percentage: policy.percentage, sample_by: None, until_ms };
     next.rules.insert(at.unwrap_or(0), rule);
     Ok(next)
 }

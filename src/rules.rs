@@ -630,6 +630,12 @@ from_value!(Ttl);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
+    /// What the rule is called in errors, answers, the access log and the metrics; its
+    /// index in `rules` when absent. A header name's characters (letters, digits, `-`,
+    /// `_`, `.`, lowercased): it goes into a Prometheus label and an Envoy stat name, and
+    /// the same type as `sample_by` costs the module no second deserializer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<HeaderName>,
     /// Which listeners apply it: inbound (the default) or outbound.
     #[serde(default, skip_serializing_if = "Direction::is_inbound")]
     pub direction: Direction,
@@ -653,6 +659,9 @@ pub struct RuleSpec {
 /// time `until_ms` in place of `ttl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rule {
+    /// What the rule is called; its index when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<HeaderName>,
     /// Which listeners apply it.
     #[serde(default, skip_serializing_if = "Direction::is_inbound")]
     pub direction: Direction,
@@ -677,12 +686,13 @@ impl Rule {
     /// The rule a document's `spec` describes, its `ttl` counted from `now_ms`.
     pub fn new(spec: RuleSpec, now_ms: u64) -> Rule {
         let until_ms = spec.ttl.map(|ttl| now_ms.saturating_add(ttl.0 .0));
-        Rule { direction: spec.direction, matcher: spec.matcher, fault: spec.fault, percentage: spec.percentage, sample_by: spec.sample_by, until_ms }
+        Rule { name: spec.name, direction: spec.direction, matcher: spec.matcher, fault: spec.fault, percentage: spec.percentage, sample_by: spec.sample_by, until_ms }
     }
 
     /// The rule as a document shows it at `now_ms`; reading it back gives the same rule.
     pub fn spec(&self, now_ms: u64) -> RuleSpec {
         RuleSpec {
+            name: self.name.clone(),
             direction: self.direction,
             matcher: self.matcher.clone(),
             fault: self.fault.clone(),
@@ -693,9 +703,9 @@ impl Rule {
     }
 }
 
-/// The first rule of `direction` that matches the request, if any.
-pub fn first_match<'a>(rules: &'a [Rule], direction: Direction, request: &mut dyn RequestView) -> Option<&'a Rule> {
-    rules.iter().find(|r| r.direction == direction && r.matcher.matches(request))
+/// The first rule of `direction` that matches the request, if any, with its index.
+pub fn first_match<'a>(rules: &'a [Rule], direction: Direction, request: &mut dyn RequestView) -> Option<(usize, &'a Rule)> {
+    rules.iter().enumerate().find(|(_, r)| r.direction == direction && r.matcher.matches(request))
 }
 
 #[cfg(test)]
@@ -799,8 +809,8 @@ mod tests {
             rule(r#"{"fault": {"abort": {"status": 502}}}"#),
         ];
         let abort = |status| Fault::Abort { status: HttpStatus(status), grpc_status: None };
-        assert_eq!(first_match(&rules, Direction::Inbound, &mut req("GET", "/abc")).unwrap().fault, abort(501));
-        assert_eq!(first_match(&rules, Direction::Inbound, &mut req("GET", "/b")).unwrap().fault, abort(502));
+        assert_eq!(first_match(&rules, Direction::Inbound, &mut req("GET", "/abc")).unwrap().1.fault, abort(501));
+        assert_eq!(first_match(&rules, Direction::Inbound, &mut req("GET", "/b")).unwrap().1.fault, abort(502));
         assert!(first_match(&rules[..1], Direction::Inbound, &mut req("GET", "/b")).is_none());
     }
 

@@ -519,7 +519,8 @@ class Envoy:
     or ``["valgrind", "--tool=callgrind"]`` (which needs a longer ``ready_timeout``).
     The "upstream" cluster gets ``upstream_options`` merged in (circuit breakers,
     HTTP/2 to the upstream); ``clusters`` are added after it (see `cluster`), and
-    ``node`` is the bootstrap's node (ECDS needs one).
+    ``node`` is the bootstrap's node (ECDS needs one); ``bootstrap_options`` are merged into
+    the bootstrap's top level (``stats_config``, ``stats_flush_interval``).
 
     The control route of fault-injector: ``control(query, method=, document=, ...)``
     makes any call and returns the Response; ``policy(query)`` makes a call that must
@@ -544,6 +545,7 @@ class Envoy:
         upstream_options: dict | None = None,
         clusters: Sequence[dict] = (),
         node: dict | None = None,
+        bootstrap_options: dict | None = None,
     ):
         self.listeners = list(listeners) if listeners else [ListenerSpec()]
         self.upstream_port = upstream_port
@@ -556,6 +558,7 @@ class Envoy:
         self.upstream_options = upstream_options or {}
         self.clusters = list(clusters)
         self.node = node
+        self.bootstrap_options = bootstrap_options or {}
         self.ready_timeout = ready_timeout
         self.module = Path(module).resolve() if module else wasm_module_path()
         self._own_workdir = workdir is None
@@ -599,6 +602,7 @@ class Envoy:
             self.listeners, self.ports, self.admin_port, self.upstream_port, self.module, self.access_log,
             upstream_options=self.upstream_options, clusters=self.clusters, node=self.node,
         )
+        self.bootstrap.update(self.bootstrap_options)
         self.bootstrap_path.write_text(json.dumps(self.bootstrap, indent=2))
         args = [
             *self.wrapper,

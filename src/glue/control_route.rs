@@ -7,6 +7,7 @@ use super::root_state::RootState;
 use super::{now_ms, shared};
 use crate::control::{self, Refusal};
 use crate::document::{self, Document};
+use crate::observe;
 use crate::outbound;
 use crate::policy::State;
 use crate::stored::Origin;
@@ -102,7 +103,9 @@ fn write(worker: &mut RootState, context: u32, what: &str, change: impl Fn(&Stat
 /// The state as a control call's answer shows it: the policy document, with the
 /// configuration it started from.
 fn answer(state: &State, origin: &Origin, now: u64) -> String {
-    let document = Document { configuration: Some(origin.view()), ..Document::of(state, now) };
+    let counts = observe::RuleCounts::decode(&shared::read(observe::RULE_COUNTS_KEY));
+    let counts = (!state.rules.is_empty()).then(|| observe::view(&counts, &state.rules));
+    let document = Document { configuration: Some(origin.view()), counts, ..Document::of(state, now) };
     serde_json::to_string(&document).unwrap_or_default()
 }
 

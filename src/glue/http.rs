@@ -7,7 +7,7 @@ use super::root_state::RootState;
 use super::{control_route, now_ms, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
 use crate::body_change;
-use crate::decide::{self, Answered, Decision, OnResponse, Then, DIRECTION, INJECTED};
+use crate::decide::{self, Answered, Decision, OnResponse, Source, Then, DIRECTION, INJECTED};
 use crate::duration::Millis;
 use crate::net;
 use crate::outbound::Direction;
@@ -215,7 +215,8 @@ impl Request {
         let mut request = RequestInfo::new(&worker);
         worker.refresh();
         let RootState { state, config, sampler, .. } = &mut *worker;
-        let decision = decide::decide(state, config, &mut request, sampler);
+        let (decision, source) = decide::decide(state, config, &mut request, sampler);
+        let detail = decision.detail();
         // Carried out, and counted as what it turned out to be.
         let (counted, action) = match decision {
             Decision::Control(query) => return self.control(&mut worker, &mut request, query, end_of_stream),
@@ -281,6 +282,11 @@ impl Request {
         };
         worker.count(Stat::RequestsSeen, 1);
         worker.count(counted, 1);
+        // A request no rule or fault touched leaves no trace but the two counts: its access
+        // log reads `-`.
+        if source != Source::Nothing {
+            worker.observe(source, counted, detail);
+        }
         action
     }
 

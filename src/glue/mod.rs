@@ -29,3 +29,16 @@ fn now_ms() -> u64 {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+extern "C" {
+    fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> proxy_wasm::types::Status;
+}
+
+/// Leaves `value` in the current request's filter state, where Envoy keeps it as
+/// `wasm.fault_injector` for the access log's `%FILTER_STATE(wasm.fault_injector:PLAIN)%`.
+/// Through the ABI: the SDK's `set_property` panics, killing the VM, when Envoy refuses.
+fn set_filter_state(value: &[u8]) {
+    const PATH: &[u8] = b"fault_injector";
+    // SAFETY: both buffers are valid for their lengths for the call; the host only reads them.
+    let _ = unsafe { proxy_set_property(PATH.as_ptr(), PATH.len(), value.as_ptr(), value.len()) };
+}

@@ -5,9 +5,10 @@
 use super::notices::{self, Answer, ACK_DEADLINE_MS};
 use super::{now_ms, shared};
 use crate::config::Config;
-use crate::decide::Then;
+use crate::decide::{Detail, Source, Then};
 use crate::delays::DelayQueue;
 use crate::notices::{Done, Message, Waits};
+use crate::observe::{self, Labelled, RuleCounts};
 use crate::outbound::Direction;
 use crate::policy::State;
 use crate::sampling::{identity_hash, Sampler};
@@ -57,6 +58,10 @@ pub struct RootState {
     unflushed: Tally,
     /// When the tick hands `unflushed` over; `None` while it is not scheduled.
     flush_due: Option<u64>,
+    /// Labelled counter increments not handed to Envoy yet.
+    labelled: Labelled,
+    /// Per-rule counts not added to the shared ones yet, of the rules in `state`.
+    rule_counts: RuleCounts,
 }
 
 /// What a tick of the root context's timer found due.
@@ -105,6 +110,8 @@ impl RootState {
             metrics: Vec::new(),
             unflushed: Tally::default(),
             flush_due: None,
+            labelled: Labelled::default(),
+            rule_counts: RuleCounts::default(),
         }
     }
 
@@ -165,6 +172,7 @@ impl RootState {
             if now >= until {
                 self.state.settle(now);
                 self.expires = self.state.next_expiry();
+                self.recount();
             }
         }
     }
@@ -203,6 +211,31 @@ impl RootState {
     pub fn adopt(&mut self, state: State) {
         self.expires = state.next_expiry();
         self.state = state;
+        self.recount();
+    }
+
+    /// Drops the per-rule counts not handed over if the rules changed: they count rules
+    /// that are gone, or were elsewhere in the list.
+    fn recount(&mut self) {
+        let rules = observe::rules_id(&self.state.rules);
+        if rules != self.rule_counts.rules {
+            self.rule_counts = RuleCounts { rules, counts: Vec::new() };
+        }
+    }
+
+    /// Tells what a request's decision did, beyond the plain counters: the rule it matched
+    /// is counted; a fault (counted as `counted`) gets its labelled counter and its value in
+    /// filter state for the access log. Not called for a request no rule or fault touched.
+    pub fn observe(&mut self, source: Source, counted: Stat, detail: Detail) {
+        let kind = observe::kind(counted);
+        if let Source::Rule(at) = source {
+            self.rule_counts.note(at, kind.is_some(), now_ms());
+        }
+        let Some(kind) = kind else { return };
+        let rule = observe::rule_label(source, &self.state.rules);
+        let name = observe::counter_name(self.config.direction, kind, &rule, detail.status);
+        self.labelled.add(name, |name| hostcalls::define_metric(MetricType::Counter, name).ok());
+        super::set_filter_state(observe::log_value(kind, &rule, detail).as_bytes());
     }
 
     /// Sends every other root context on the roster a notice of write `seq`; returns those
@@ -273,6 +306,13 @@ impl RootState {
             if let Some(id) = self.metrics.get(stat) {
                 let _ = hostcalls::increment_metric(*id, delta);
             }
+        }
+        for (id, delta) in self.labelled.take() {
+            let _ = hostcalls::increment_metric(id, delta);
+        }
+        if !self.rule_counts.counts.is_empty() {
+            shared::rewrite(observe::RULE_COUNTS_KEY, |stored| self.rule_counts.added_to(stored));
+            self.rule_counts.counts.clear();
         }
         self.flush_due = None;
     }

@@ -6,6 +6,7 @@
 //! the document never disagree.
 
 use crate::duration::Millis;
+use crate::guard::Guard;
 use crate::net::Cidr;
 use crate::policy::{Policy, State, MAX_CLIENTS};
 use crate::query::Call;
@@ -37,6 +38,13 @@ pub struct Document {
     /// sent, since a document cannot change it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration: Option<serde_json::Value>,
+    /// The stop conditions (`docs/stop-conditions.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guard>,
+    /// The condition that halted injection: shown by `GET`, ignored when sent, since a
+    /// new document resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<serde_json::Value>,
 }
 
 /// One query parameter's value in a document: a string or a number, as written.
@@ -207,6 +215,7 @@ impl Document {
             return Err(Invalid::at("rules", format!("at most {MAX_RULES} rules")));
         }
         state.rules = self.rules.into_iter().map(|spec| Rule::new(spec, now_ms)).collect();
+        state.guard = self.guard;
         Ok(state)
     }
 
@@ -220,6 +229,8 @@ impl Document {
             policy: Params::of(&state.default, None, state.default_expiry.map(|e| left(e.until_ms))),
             clients: clients.collect(),
             configuration: None,
+            guard: state.guard.clone(),
+            halted: state.halted.clone(),
         }
     }
 }

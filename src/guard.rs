@@ -1,0 +1,395 @@
+//! Stop conditions: injection halts by itself when the service really starts failing.
+//!
+//! A guard holds up to two conditions, each a share over a sliding window that counts only
+//! once the window holds a minimum number of requests:
+//! - `upstream_failures`: real upstream failures (a 5xx the upstream sent, an upstream
+//!   reset, or a timeout or no-healthy-upstream that Envoy answers with its own 503/504);
+//! - `slow_responses`: real responses slower than a threshold (counted, not a percentile,
+//!   so it stays exact and cheap).
+//!
+//! Only requests the filter left alone are counted; the glue never records a faulted one.
+//! Each worker sums what it saw since its last stats flush ([`Seen`]) and, at the flush,
+//! adds it into the window all workers share ([`Window`], per-second buckets kept in shared
+//! data), which it then evaluates.
+//!
+//! Read through `serde_json::Value` rather than serde's derive, whose visitors cost the
+//! module kilobytes; shares are kept in parts per million and shown without float
+//! formatting.
+
+use crate::duration::{self, Millis};
+use crate::share::{Ppm, FULL};
+use crate::values::not_accepted;
+use serde::{Serialize, Serializer};
+use serde_json::{json, Value};
+
+/// The longest window accepted, in seconds (ten minutes).
+pub const MAX_WINDOW_SECONDS: u64 = 600;
+
+/// One condition: a share over a window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Condition {
+    /// The share that trips it when passed.
+    pub above: Ppm,
+    /// The window, in seconds.
+    pub window: u64,
+    /// Requests the window must hold before the share counts.
+    pub min_requests: u64,
+}
+
+/// A validated guard, as written in the plugin configuration or a policy document:
+/// `{"upstream_failures": {"above": 5, "window": "30s", "min_requests": 50}}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guard {
+    /// Halt when real upstream failures pass a share.
+    pub upstream_failures: Option<Condition>,
+    /// Halt when real responses slower than the threshold pass a share.
+    pub slow_responses: Option<(Condition, Millis)>,
+}
+
+const FAILURES: &str = "upstream_failures";
+const SLOW: &str = "slow_responses";
+const KEYS: [&str; 4] = ["above", "window", "min_requests", "slower_than"];
+
+/// `key` of `value`'s object, refused unless `check` accepts it; `default` when absent.
+fn field<T>(object: &serde_json::Map<String, Value>, key: &str, default: Option<T>, accepted: &str, check: impl Fn(&Value) -> Option<T>) -> Result<T, String> {
+    match object.get(key) {
+        None => default.ok_or_else(|| format!("{key}: needed; give {accepted}")),
+        Some(v) => check(v).ok_or_else(|| format!("{key}: {}", not_accepted(v, accepted))),
+    }
+}
+
+/// Reads one condition of the guard; `slow` when it has `slower_than`.
+fn condition(value: &Value, slow: bool) -> Result<(Condition, Millis), String> {
+    let Some(object) = value.as_object() else { return Err(not_accepted(value, "an object")) };
+    let keys = if slow { &KEYS[..] } else { &KEYS[..3] };
+    if let Some(key) = object.keys().find(|k| !keys.contains(&k.as_str())) {
+        return Err(format!("{key}: unknown key; accepted: {}", keys.join(", ")));
+    }
+    let above = field(object, "above", None, "a share in percent from 0 to below 100, such as 5", |v| {
+        v.as_f64().and_then(Ppm::from_percent).filter(|p| p.0 < FULL)
+    })?;
+    let window = field(object, "window", Some(30), "whole seconds from 1s to 10m, such as 30s", |v| {
+        let ms = duration::parse(v.as_str()?)?.0;
+        Some(ms / 1000).filter(|s| ms % 1000 == 0 && (1..=MAX_WINDOW_SECONDS).contains(s))
+    })?;
+    let min_requests = field(object, "min_requests", Some(50), "a whole number from 1, such as 50", |v| v.as_u64().filter(|n| *n > 0))?;
+    let threshold = if slow { field(object, "slower_than", None, duration::ACCEPTED, |v| duration::parse(v.as_str()?))? } else { Millis(0) };
+    Ok((Condition { above, window, min_requests }, threshold))
+}
+
+impl TryFrom<&Value> for Guard {
+    type Error = String;
+    fn try_from(value: &Value) -> Result<Guard, String> {
+        let Some(object) = value.as_object() else { return Err(not_accepted(value, "an object")) };
+        if let Some(key) = object.keys().find(|k| *k != FAILURES && *k != SLOW) {
+            return Err(format!("{key}: unknown key; accepted: {FAILURES}, {SLOW}"));
+        }
+        let read = |name: &str, slow| object.get(name).map(|v| condition(v, slow).map_err(|e| format!("{name}.{e}"))).transpose();
+        let guard = Guard { upstream_failures: read(FAILURES, false)?.map(|(c, _)| c), slow_responses: read(SLOW, true)? };
+        if guard.upstream_failures.is_none() && guard.slow_responses.is_none() {
+            return Err(format!("give at least one condition, {FAILURES} or {SLOW}"));
+        }
+        Ok(guard)
+    }
+}
+crate::values::from_value!(Guard);
+
+fn condition_view(c: &Condition) -> Value {
+    json!({"above": c.above.percent(), "window": Millis(c.window * 1000).to_string(), "min_requests": c.min_requests})
+}
+
+impl Serialize for Guard {
+    /// The form it is written in, defaults filled in.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut view = serde_json::Map::new();
+        if let Some(c) = &self.upstream_failures {
+            view.insert(FAILURES.into(), condition_view(c));
+        }
+        if let Some((c, threshold)) = &self.slow_responses {
+            let mut slow = condition_view(c);
+            slow["slower_than"] = threshold.to_string().into();
+            view.insert(SLOW.into(), slow);
+        }
+        view.serialize(serializer)
+    }
+}
+
+/// Whether Envoy's `response.code_details` with final status `status` is a real upstream
+/// failure: a 5xx the upstream sent (`via_upstream`), an upstream reset, or a timeout or
+/// no-healthy-upstream that Envoy answered itself. Another filter's local reply, a 4xx or
+/// the client going away is not.
+pub fn is_failure(status: u64, details: &str) -> bool {
+    match details {
+        "via_upstream" => status >= 500,
+        "response_timeout" | "upstream_per_try_timeout" | "upstream_per_try_idle_timeout" | "upstream_max_stream_duration_reached"
+        | "no_healthy_upstream" => true,
+        _ => details.starts_with("upstream_reset_"),
+    }
+}
+
+/// Real requests a worker saw since its last flush: `[requests, failures, slow]`.
+pub type Seen = [u32; 3];
+
+/// Adds one real request to `seen`: its final status and `response.code_details`, and how
+/// long it took, in milliseconds.
+pub fn record(seen: &mut Seen, guard: &Guard, status: u64, details: &str, elapsed_ms: u64) {
+    let slow = guard.slow_responses.is_some_and(|(_, threshold)| elapsed_ms > threshold.0);
+    for (count, add) in seen.iter_mut().zip([true, is_failure(status, details), slow]) {
+        *count = count.saturating_add(u32::from(add));
+    }
+}
+
+/// The counts of real requests per second over the guard's longest window, summed over
+/// all workers. Stored in shared data as text, `END r,f,s r,f,s ...`: the buckets of the
+/// seconds up to END (seconds since the epoch), oldest first. Own text rather than serde
+/// for the same reason as [`Guard`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    end: u64,
+    buckets: Vec<Seen>,
+}
+
+impl Window {
+    /// Reads the stored form; anything else is an empty window.
+    pub fn decode(bytes: &[u8]) -> Window {
+        let text = std::str::from_utf8(bytes).unwrap_or("");
+        let mut parts = text.split(' ');
+        let end = parts.next().and_then(|e| e.parse().ok());
+        let buckets: Option<Vec<Seen>> = parts
+            .map(|b| {
+                let counts: Vec<u32> = b.split(',').map(|n| n.parse().ok()).collect::<Option<_>>()?;
+                Seen::try_from(counts).ok()
+            })
+            .collect();
+        match (end, buckets) {
+            (Some(end), Some(buckets)) => Window { end, buckets },
+            _ => Window::default(),
+        }
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut text = self.end.to_string();
+        for [r, f, s] in &self.buckets {
+            text.push_str(&format!(" {r},{f},{s}"));
+        }
+        text.into_bytes()
+    }
+
+    /// Adds a worker's `seen` at `now_ms`, dropping what is older than the guard's longest
+    /// window.
+    pub fn add(&mut self, guard: &Guard, now_ms: u64, seen: Seen) {
+        let capacity = [guard.upstream_failures, guard.slow_responses.map(|(c, _)| c)].iter().flatten().map(|c| c.window).max().unwrap_or(1);
+        let capacity = capacity as usize;
+        let second = now_ms / 1000;
+        if second > self.end {
+            let fresh = (second - self.end).min(capacity as u64) as usize;
+            self.buckets.extend(std::iter::repeat_n([0; 3], fresh));
+            self.end = second;
+        }
+        // Always a bucket for each second of the window, so a late flush finds its own.
+        let missing = capacity.saturating_sub(self.buckets.len());
+        self.buckets.splice(0..0, std::iter::repeat_n([0; 3], missing));
+        let excess = self.buckets.len() - capacity;
+        self.buckets.drain(..excess);
+        // A worker whose clock read a little behind another's adds to its own second.
+        let back = self.end.saturating_sub(second) as usize;
+        if let Some(bucket) = capacity.checked_sub(back + 1).and_then(|i| self.buckets.get_mut(i)) {
+            for (count, add) in bucket.iter_mut().zip(seen) {
+                *count = count.saturating_add(add);
+            }
+        }
+    }
+
+    /// The first condition of `guard` that trips at `now_ms`: what `GET /injector` shows
+    /// as `halted`. A window of W seconds is the current second, counted so far, and the
+    /// W - 1 before it.
+    pub fn evaluate(&self, guard: &Guard, now_ms: u64) -> Option<Value> {
+        let conditions = [(FAILURES, guard.upstream_failures, 1), (SLOW, guard.slow_responses.map(|(c, _)| c), 2)];
+        conditions.into_iter().find_map(|(name, c, index)| {
+            let c = c?;
+            let newest = now_ms / 1000;
+            // Bucket i holds second end + 1 + i - len, kept unsigned on both sides.
+            let oldest = (newest + 1).saturating_sub(c.window) + self.buckets.len() as u64;
+            let in_window = |(i, _): &(usize, &Seen)| self.end + 1 + *i as u64 >= oldest;
+            let (requests, matching) = self.buckets.iter().enumerate().filter(in_window).fold((0u64, 0u64), |(r, m), (_, b)| (r + u64::from(b[0]), m + u64::from(b[index])));
+            let trips = requests >= c.min_requests && matching * u64::from(FULL) > u64::from(c.above.0) * requests;
+            trips.then(|| {
+                json!({"condition": name, "measured": Ppm::of(matching, requests).percent(), "above": c.above.percent(),
+                    "requests": requests, "window": Millis(c.window * 1000).to_string(), "at_ms": now_ms})
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn guard(json: &str) -> Result<Guard, String> {
+        Guard::try_from(&serde_json::from_str::<Value>(json).unwrap())
+    }
+
+    fn ten_percent() -> Guard {
+        guard(r#"{"upstream_failures": {"above": 10, "window": "5s", "min_requests": 50}}"#).unwrap()
+    }
+
+    /// A window that saw `ok` good and `bad` failed requests at `at_ms`.
+    fn feed(w: &mut Window, g: &Guard, at_ms: u64, ok: u32, bad: u32) {
+        w.add(g, at_ms, [ok + bad, bad, 0]);
+    }
+
+    #[test]
+    fn the_minimum_of_requests_is_respected() {
+        let g = ten_percent();
+        let mut w = Window::default();
+        feed(&mut w, &g, 1_000, 0, 49);
+        assert_eq!(w.evaluate(&g, 1_500), None, "49 failures of 49 requests");
+        feed(&mut w, &g, 1_600, 0, 1);
+        assert_eq!(w.evaluate(&g, 1_700).unwrap()["requests"], 50);
+    }
+
+    #[test]
+    fn trips_when_the_share_passes_the_threshold() {
+        let g = ten_percent();
+        let mut w = Window::default();
+        feed(&mut w, &g, 10_000, 90, 10);
+        assert_eq!(w.evaluate(&g, 10_000), None, "exactly 10% does not pass 10%");
+        feed(&mut w, &g, 11_000, 0, 1);
+        let trip = w.evaluate(&g, 11_200).unwrap();
+        assert_eq!(
+            trip.to_string(),
+            r#"{"above":10.0,"at_ms":11200,"condition":"upstream_failures","measured":10.891,"requests":101,"window":"5s"}"#
+        );
+    }
+
+    #[test]
+    fn the_window_slides_and_keeps_only_the_longest_window() {
+        let g = ten_percent();
+        let mut w = Window::default();
+        feed(&mut w, &g, 100_000, 50, 50);
+        assert!(w.evaluate(&g, 104_999).is_some(), "second 100 is inside seconds 100-104");
+        assert_eq!(w.evaluate(&g, 105_000), None, "and outside 101-105");
+        feed(&mut w, &g, 105_000, 100, 0);
+        feed(&mut w, &g, 107_000, 0, 20);
+        assert!(w.evaluate(&g, 107_000).is_some(), "20 of 120 in seconds 103-107");
+        feed(&mut w, &g, 110_500, 200, 0);
+        assert_eq!(w.evaluate(&g, 110_500), None, "20 of 220 in seconds 106-110");
+        assert_eq!(w.buckets.len(), 5);
+        feed(&mut w, &g, 1_000_000, 1, 0);
+        assert_eq!(w.buckets, vec![[0; 3], [0; 3], [0; 3], [0; 3], [1, 0, 0]], "a long pause forgets everything");
+    }
+
+    #[test]
+    fn workers_add_up_and_a_late_clock_adds_to_its_own_second() {
+        let g = ten_percent();
+        let mut shared = Window::default();
+        feed(&mut shared, &g, 21_900, 40, 4);
+        feed(&mut shared, &g, 20_500, 45, 3);
+        assert_eq!(shared.buckets[3..], [[48, 3, 0], [44, 4, 0]]);
+        assert_eq!(shared.evaluate(&g, 22_000), None, "7 of 92 is 7.6%");
+        feed(&mut shared, &g, 22_100, 0, 3);
+        assert_eq!(shared.evaluate(&g, 22_200).unwrap()["measured"], 10.5263);
+        feed(&mut shared, &g, 1_000, 0, 300);
+        assert_eq!(shared.buckets.iter().map(|b| b[0]).sum::<u32>(), 95, "older than the window: dropped");
+    }
+
+    #[test]
+    fn the_stored_form_reads_back_and_anything_else_is_empty() {
+        let g = ten_percent();
+        let mut w = Window::default();
+        feed(&mut w, &g, 1_700_000_000_000, 3, 1);
+        feed(&mut w, &g, 1_700_000_002_000, 2, 0);
+        assert_eq!(w.encode(), b"1700000002 0,0,0 0,0,0 4,1,0 0,0,0 2,0,0");
+        assert_eq!(Window::decode(&w.encode()), w);
+        for bad in [&b""[..], b"x", b"5 1,2", b"5 1,2,x", b"5 1,2,3,4"] {
+            assert_eq!(Window::decode(bad), Window::default(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn slow_responses_are_counted_against_their_threshold() {
+        let g = guard(r#"{"slow_responses": {"slower_than": "1s", "above": 5, "min_requests": 20}}"#).unwrap();
+        let mut seen = Seen::default();
+        (0..95).for_each(|_| record(&mut seen, &g, 200, "via_upstream", 1000));
+        (0..5).for_each(|_| record(&mut seen, &g, 200, "via_upstream", 1001));
+        assert_eq!(seen, [100, 0, 5]);
+        let mut w = Window::default();
+        w.add(&g, 5_000, seen);
+        assert_eq!(w.evaluate(&g, 5_000), None, "5 of 100 does not pass 5%");
+        w.add(&g, 6_000, [1, 1, 1]);
+        assert_eq!(w.evaluate(&g, 6_000).unwrap()["condition"], SLOW);
+    }
+
+    #[test]
+    fn each_condition_uses_its_own_window() {
+        let g = guard(
+            r#"{"upstream_failures": {"above": 50, "window": "2s", "min_requests": 10},
+                "slow_responses": {"slower_than": "100ms", "above": 50, "window": "20s", "min_requests": 10}}"#,
+        )
+        .unwrap();
+        let mut w = Window::default();
+        w.add(&g, 1_000, [10, 10, 10]);
+        assert_eq!(w.evaluate(&g, 1_000).unwrap()["condition"], FAILURES, "the first that trips");
+        assert_eq!(w.evaluate(&g, 3_000).unwrap()["condition"], SLOW, "failures left their 2s window");
+        assert_eq!(w.evaluate(&g, 21_000), None);
+    }
+
+    #[test]
+    fn only_upstream_failures_are_failures() {
+        for (status, details, failure) in [
+            (500, "via_upstream", true),
+            (503, "via_upstream", true),
+            (200, "via_upstream", false),
+            (404, "via_upstream", false),
+            (503, "upstream_reset_before_response_started{connection_failure}", true),
+            (200, "upstream_reset_after_response_started{remote_reset}", true),
+            (504, "response_timeout", true),
+            (504, "upstream_per_try_timeout", true),
+            (503, "no_healthy_upstream", true),
+            (503, "wasm_fail_stream", false),
+            (404, "route_not_found", false),
+            (0, "downstream_remote_disconnect", false),
+            (429, "request_rate_limited", false),
+        ] {
+            assert_eq!(is_failure(status, details), failure, "{status} {details}");
+        }
+    }
+
+    #[test]
+    fn bad_guards_say_what_is_wrong_and_what_is_accepted() {
+        for (json, message) in [
+            (r#"{}"#, "give at least one condition, upstream_failures or slow_responses"),
+            (r#"[]"#, "[] is not accepted; expected an object"),
+            (r#"{"errors": {"above": 5}}"#, "errors: unknown key; accepted: upstream_failures, slow_responses"),
+            (r#"{"upstream_failures": 5}"#, "upstream_failures.5 is not accepted; expected an object"),
+            (r#"{"upstream_failures": {"above": 100}}"#, "upstream_failures.above: 100 is not accepted; expected a share in percent from 0 to below 100"),
+            (r#"{"upstream_failures": {"above": -1}}"#, "above: -1 is not accepted"),
+            (r#"{"upstream_failures": {"window": "5s"}}"#, "upstream_failures.above: needed; give a share"),
+            (r#"{"upstream_failures": {"above": 5, "window": "1500ms"}}"#, "upstream_failures.window: \"1500ms\" is not accepted; expected whole seconds from 1s to 10m"),
+            (r#"{"upstream_failures": {"above": 5, "window": "11m"}}"#, "window: \"11m\" is not accepted"),
+            (r#"{"upstream_failures": {"above": 5, "window": 0}}"#, "window: 0 is not accepted"),
+            (r#"{"upstream_failures": {"above": 5, "min_requests": 0}}"#, "upstream_failures.min_requests: 0 is not accepted; expected a whole number from 1"),
+            (r#"{"upstream_failures": {"above": 5, "slower_than": "1s"}}"#, "upstream_failures.slower_than: unknown key; accepted: above, window, min_requests"),
+            (r#"{"slow_responses": {"slower_than": "fast", "above": 5}}"#, "slow_responses.slower_than: \"fast\" is not accepted; expected seconds"),
+            (r#"{"slow_responses": {"above": 5}}"#, "slow_responses.slower_than: needed"),
+        ] {
+            let error = guard(json).unwrap_err();
+            assert!(error.contains(message), "{json}: {error}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_round_trip() {
+        let g = guard(r#"{"upstream_failures": {"above": 5}, "slow_responses": {"slower_than": "1.5s", "above": 0.5, "window": "1m"}}"#).unwrap();
+        assert_eq!(g.upstream_failures, Some(Condition { above: Ppm(50_000), window: 30, min_requests: 50 }));
+        assert_eq!(g.slow_responses, Some((Condition { above: Ppm(5_000), window: 60, min_requests: 50 }, Millis(1500))));
+        let text = serde_json::to_string(&g).unwrap();
+        assert_eq!(
+            text,
+            r#"{"slow_responses":{"above":0.5,"min_requests":50,"slower_than":"1500ms","window":"60s"},"upstream_failures":{"above":5.0,"min_requests":50,"window":"30s"}}"#
+        );
+        assert_eq!(guard(&text).unwrap(), g);
+    }
+}

@@ -452,7 +452,7 @@ mod tests {
         let document = r#"{"rules": [{"fault": {"abort": {"status": 500}}}], "policy": {"status": 503, "percentage": 100},
             "clients": [{"ip": "127.0.0.1", "status": 502, "percentage": 100}]}"#;
         let mut halted = state(document);
-        halted.halted = Some(serde_json::json!({"condition": "upstream_failures"}));
+        halted.halted = Some(crate::guard::Shown(std::rc::Rc::new(serde_json::json!({"condition": "upstream_failures"}))));
         let headers = config(r#"{"header_faults": {"enabled": true}}"#);
         let asked = &mut Req::new("/a").with("x-fault-abort-status", "418");
         assert_eq!(run(&halted, &headers, asked), Decision::Pass);

@@ -6,7 +6,7 @@
 //! the document never disagree.
 
 use crate::duration::Millis;
-use crate::guard::Guard;
+use crate::guard::{Guard, Shown};
 use crate::net::Cidr;
 use crate::policy::{Policy, State, MAX_CLIENTS};
 use crate::query::Call;
@@ -44,7 +44,7 @@ pub struct Document {
     /// The condition that halted injection: shown by `GET`, ignored when sent, since a
     /// new document resumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub halted: Option<serde_json::Value>,
+    pub halted: Option<Shown>,
 }
 
 /// One query parameter's value in a document: a string or a number, as written.

@@ -19,8 +19,9 @@
 use crate::duration::{self, Millis};
 use crate::share::{Ppm, FULL};
 use crate::values::not_accepted;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value};
+use std::rc::Rc;
 
 /// The longest window accepted, in seconds (ten minutes).
 pub const MAX_WINDOW_SECONDS: u64 = 600;
@@ -44,17 +45,37 @@ pub struct Guard {
     pub upstream_failures: Option<Condition>,
     /// Halt when real responses slower than the threshold pass a share.
     pub slow_responses: Option<(Condition, Millis)>,
+    /// The guard as written, which is what is shown and stored.
+    source: Shown,
+}
+
+/// A JSON value kept as it came, shared rather than copied between copies of the state (a
+/// copy of a `Value` costs the module a kilobyte of code).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shown(pub Rc<Value>);
+
+impl Serialize for Shown {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shown {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Shown, D::Error> {
+        Value::deserialize(deserializer).map(|v| Shown(Rc::new(v)))
+    }
 }
 
 const FAILURES: &str = "upstream_failures";
 const SLOW: &str = "slow_responses";
 const KEYS: [&str; 4] = ["above", "window", "min_requests", "slower_than"];
 
-/// `key` of `value`'s object, refused unless `check` accepts it; `default` when absent.
-fn field<T>(object: &serde_json::Map<String, Value>, key: &str, default: Option<T>, accepted: &str, check: impl Fn(&Value) -> Option<T>) -> Result<T, String> {
+/// `key` of `object` through `read` (a plain `fn`, so one copy serves every key); `default`
+/// when absent.
+fn field(object: &serde_json::Map<String, Value>, key: &str, default: Option<u64>, accepted: &str, read: fn(&Value) -> Option<u64>) -> Result<u64, String> {
     match object.get(key) {
         None => default.ok_or_else(|| format!("{key}: needed; give {accepted}")),
-        Some(v) => check(v).ok_or_else(|| format!("{key}: {}", not_accepted(v, accepted))),
+        Some(v) => read(v).ok_or_else(|| format!("{key}: {}", not_accepted(v, accepted))),
     }
 }
 
@@ -63,54 +84,57 @@ fn condition(value: &Value, slow: bool) -> Result<(Condition, Millis), String> {
     let Some(object) = value.as_object() else { return Err(not_accepted(value, "an object")) };
     let keys = if slow { &KEYS[..] } else { &KEYS[..3] };
     if let Some(key) = object.keys().find(|k| !keys.contains(&k.as_str())) {
-        return Err(format!("{key}: unknown key; accepted: {}", keys.join(", ")));
+        let accepted = if slow { "above, window, min_requests, slower_than" } else { "above, window, min_requests" };
+        return Err(format!("{key}: unknown key; accepted: {accepted}"));
     }
     let above = field(object, "above", None, "a share in percent from 0 to below 100, such as 5", |v| {
-        v.as_f64().and_then(Ppm::from_percent).filter(|p| p.0 < FULL)
+        v.as_f64().and_then(Ppm::from_percent).map(|p| u64::from(p.0)).filter(|p| *p < u64::from(FULL))
     })?;
     let window = field(object, "window", Some(30), "whole seconds from 1s to 10m, such as 30s", |v| {
         let ms = duration::parse(v.as_str()?)?.0;
         Some(ms / 1000).filter(|s| ms % 1000 == 0 && (1..=MAX_WINDOW_SECONDS).contains(s))
     })?;
     let min_requests = field(object, "min_requests", Some(50), "a whole number from 1, such as 50", |v| v.as_u64().filter(|n| *n > 0))?;
-    let threshold = if slow { field(object, "slower_than", None, duration::ACCEPTED, |v| duration::parse(v.as_str()?))? } else { Millis(0) };
-    Ok((Condition { above, window, min_requests }, threshold))
+    let slower_than = if slow { field(object, "slower_than", None, duration::ACCEPTED, |v| Some(duration::parse(v.as_str()?)?.0))? } else { 0 };
+    // Below FULL, checked above.
+    Ok((Condition { above: Ppm(above as u32), window, min_requests }, Millis(slower_than)))
 }
 
-impl TryFrom<&Value> for Guard {
+impl TryFrom<Shown> for Guard {
     type Error = String;
-    fn try_from(value: &Value) -> Result<Guard, String> {
+    fn try_from(source: Shown) -> Result<Guard, String> {
+        let value = &*source.0;
         let Some(object) = value.as_object() else { return Err(not_accepted(value, "an object")) };
         if let Some(key) = object.keys().find(|k| *k != FAILURES && *k != SLOW) {
             return Err(format!("{key}: unknown key; accepted: {FAILURES}, {SLOW}"));
         }
-        let read = |name: &str, slow| object.get(name).map(|v| condition(v, slow).map_err(|e| format!("{name}.{e}"))).transpose();
-        let guard = Guard { upstream_failures: read(FAILURES, false)?.map(|(c, _)| c), slow_responses: read(SLOW, true)? };
+        let mut guard = Guard { upstream_failures: None, slow_responses: None, source: source.clone() };
+        for (name, slow) in [(FAILURES, false), (SLOW, true)] {
+            let Some(given) = object.get(name) else { continue };
+            let read = condition(given, slow).map_err(|e| format!("{name}.{e}"))?;
+            if slow {
+                guard.slow_responses = Some(read);
+            } else {
+                guard.upstream_failures = Some(read.0);
+            }
+        }
         if guard.upstream_failures.is_none() && guard.slow_responses.is_none() {
             return Err(format!("give at least one condition, {FAILURES} or {SLOW}"));
         }
         Ok(guard)
     }
 }
-crate::values::from_value!(Guard);
 
-fn condition_view(c: &Condition) -> Value {
-    json!({"above": c.above.percent(), "window": Millis(c.window * 1000).to_string(), "min_requests": c.min_requests})
+impl<'de> Deserialize<'de> for Guard {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Guard, D::Error> {
+        Guard::try_from(Shown::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Serialize for Guard {
-    /// The form it is written in, defaults filled in.
+    /// As written, as [`crate::values::Pattern`] keeps its source.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut view = serde_json::Map::new();
-        if let Some(c) = &self.upstream_failures {
-            view.insert(FAILURES.into(), condition_view(c));
-        }
-        if let Some((c, threshold)) = &self.slow_responses {
-            let mut slow = condition_view(c);
-            slow["slower_than"] = threshold.to_string().into();
-            view.insert(SLOW.into(), slow);
-        }
-        view.serialize(serializer)
+        self.source.serialize(serializer)
     }
 }
 
@@ -228,7 +252,7 @@ mod tests {
     use super::*;
 
     fn guard(json: &str) -> Result<Guard, String> {
-        Guard::try_from(&serde_json::from_str::<Value>(json).unwrap())
+        Guard::try_from(Shown(Rc::new(serde_json::from_str(json).unwrap())))
     }
 
     fn ten_percent() -> Guard {
@@ -386,10 +410,7 @@ mod tests {
         assert_eq!(g.upstream_failures, Some(Condition { above: Ppm(50_000), window: 30, min_requests: 50 }));
         assert_eq!(g.slow_responses, Some((Condition { above: Ppm(5_000), window: 60, min_requests: 50 }, Millis(1500))));
         let text = serde_json::to_string(&g).unwrap();
-        assert_eq!(
-            text,
-            r#"{"slow_responses":{"above":0.5,"min_requests":50,"slower_than":"1500ms","window":"60s"},"upstream_failures":{"above":5.0,"min_requests":50,"window":"30s"}}"#
-        );
+        assert_eq!(text, r#"{"slow_responses":{"above":0.5,"slower_than":"1.5s","window":"1m"},"upstream_failures":{"above":5}}"#);
         assert_eq!(guard(&text).unwrap(), g);
     }
 }

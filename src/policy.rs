@@ -5,7 +5,7 @@
 use crate::body_change::BodyChange;
 use crate::delay_shape::DelayShape;
 use crate::duration::{self, Millis};
-use crate::guard::Guard;
+use crate::guard::{Guard, Shown};
 use crate::net::Cidr;
 use crate::percentage::{self, Percentage};
 use crate::rules::{AbortPart, DelayPart, Fault, Rule};
@@ -256,7 +256,7 @@ pub struct State {
     /// Set when a guard condition tripped (which, the share measured, when): every request
     /// passes untouched until a resume or a new policy, and the policy is kept to show.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub halted: Option<serde_json::Value>,
+    pub halted: Option<Shown>,
 }
 
 impl State {

@@ -20,7 +20,7 @@ use crate::duration::{self, Millis};
 use crate::share::{Ppm, FULL};
 use crate::values::not_accepted;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::rc::Rc;
 
 /// The longest window accepted, in seconds (ten minutes).
@@ -176,17 +176,19 @@ pub struct Window {
 impl Window {
     /// Reads the stored form; anything else is an empty window.
     pub fn decode(bytes: &[u8]) -> Window {
-        let text = std::str::from_utf8(bytes).unwrap_or("");
-        let mut parts = text.split(' ');
-        let end = parts.next().and_then(|e| e.parse().ok());
-        let buckets: Option<Vec<Seen>> = parts
-            .map(|b| {
-                let counts: Vec<u32> = b.split(',').map(|n| n.parse().ok()).collect::<Option<_>>()?;
-                Seen::try_from(counts).ok()
-            })
-            .collect();
-        match (end, buckets) {
-            (Some(end), Some(buckets)) => Window { end, buckets },
+        let mut numbers = Vec::new();
+        for n in std::str::from_utf8(bytes).unwrap_or("").split([' ', ',']) {
+            match n.parse::<u64>() {
+                Ok(n) => numbers.push(n),
+                Err(_) => return Window::default(),
+            }
+        }
+        match numbers.split_first() {
+            Some((end, counts)) if counts.len() % 3 == 0 => {
+                // Written from u32 counts.
+                let buckets = counts.chunks_exact(3).map(|c| [c[0] as u32, c[1] as u32, c[2] as u32]).collect();
+                Window { end: *end, buckets }
+            }
             _ => Window::default(),
         }
     }
@@ -194,30 +196,28 @@ impl Window {
     /// The stored form.
     pub fn encode(&self) -> Vec<u8> {
         let mut text = self.end.to_string();
-        for [r, f, s] in &self.buckets {
-            text.push_str(&format!(" {r},{f},{s}"));
+        for (i, count) in self.buckets.iter().flatten().enumerate() {
+            text.push(if i % 3 == 0 { ' ' } else { ',' });
+            text.push_str(&count.to_string());
         }
         text.into_bytes()
     }
 
     /// Adds a worker's `seen` at `now_ms`, dropping what is older than the guard's longest
-    /// window.
+    /// window. There is a bucket for each second of that window, so a worker whose clock
+    /// read a little behind another's still adds to its own second.
     pub fn add(&mut self, guard: &Guard, now_ms: u64, seen: Seen) {
-        let capacity = [guard.upstream_failures, guard.slow_responses.map(|(c, _)| c)].iter().flatten().map(|c| c.window).max().unwrap_or(1);
-        let capacity = capacity as usize;
+        let capacity = [guard.upstream_failures, guard.slow_responses.map(|(c, _)| c)].iter().flatten().map(|c| c.window).max().unwrap_or(1) as usize;
         let second = now_ms / 1000;
-        if second > self.end {
-            let fresh = (second - self.end).min(capacity as u64) as usize;
-            self.buckets.extend(std::iter::repeat_n([0; 3], fresh));
-            self.end = second;
+        if self.buckets.len() != capacity {
+            // A new guard, or nothing stored yet: start afresh.
+            *self = Window { end: second, buckets: vec![[0; 3]; capacity] };
         }
-        // Always a bucket for each second of the window, so a late flush finds its own.
-        let missing = capacity.saturating_sub(self.buckets.len());
-        self.buckets.splice(0..0, std::iter::repeat_n([0; 3], missing));
-        let excess = self.buckets.len() - capacity;
-        self.buckets.drain(..excess);
-        // A worker whose clock read a little behind another's adds to its own second.
-        let back = self.end.saturating_sub(second) as usize;
+        let shift = second.saturating_sub(self.end).min(capacity as u64) as usize;
+        self.buckets.copy_within(shift.., 0);
+        self.buckets[capacity - shift..].fill([0; 3]);
+        self.end = self.end.max(second);
+        let back = (self.end - second) as usize;
         if let Some(bucket) = capacity.checked_sub(back + 1).and_then(|i| self.buckets.get_mut(i)) {
             for (count, add) in bucket.iter_mut().zip(seen) {
                 *count = count.saturating_add(add);
@@ -232,19 +232,37 @@ impl Window {
         let conditions = [(FAILURES, guard.upstream_failures, 1), (SLOW, guard.slow_responses.map(|(c, _)| c), 2)];
         conditions.into_iter().find_map(|(name, c, index)| {
             let c = c?;
-            let newest = now_ms / 1000;
             // Bucket i holds second end + 1 + i - len, kept unsigned on both sides.
-            let oldest = (newest + 1).saturating_sub(c.window) + self.buckets.len() as u64;
-            let in_window = |(i, _): &(usize, &Seen)| self.end + 1 + *i as u64 >= oldest;
-            let (requests, matching) = self.buckets.iter().enumerate().filter(in_window).fold((0u64, 0u64), |(r, m), (_, b)| (r + u64::from(b[0]), m + u64::from(b[index])));
+            let oldest = (now_ms / 1000 + 1).saturating_sub(c.window) + self.buckets.len() as u64;
+            let (mut requests, mut matching) = (0, 0);
+            for (i, bucket) in self.buckets.iter().enumerate() {
+                if self.end + 1 + i as u64 >= oldest {
+                    requests += u64::from(bucket[0]);
+                    matching += u64::from(bucket[index]);
+                }
+            }
             let trips = requests >= c.min_requests && matching * u64::from(FULL) > u64::from(c.above.0) * requests;
+            let values: [Value; 6] = [
+                name.into(),
+                Ppm::of(matching, requests).percent().into(),
+                c.above.percent().into(),
+                requests.into(),
+                Millis(c.window * 1000).to_string().into(),
+                now_ms.into(),
+            ];
             trips.then(|| {
-                json!({"condition": name, "measured": Ppm::of(matching, requests).percent(), "above": c.above.percent(),
-                    "requests": requests, "window": Millis(c.window * 1000).to_string(), "at_ms": now_ms})
+                let mut trip = serde_json::Map::new();
+                for (key, value) in TRIP_KEYS.iter().zip(values) {
+                    trip.insert(key.to_string(), value);
+                }
+                Value::Object(trip)
             })
         })
     }
 }
+
+/// The members of a trip, as `halted` shows them.
+const TRIP_KEYS: [&str; 6] = ["condition", "measured", "above", "requests", "window", "at_ms"];
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

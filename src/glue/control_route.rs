@@ -38,6 +38,10 @@ pub fn query(worker: &mut RootState, context: u32, query: &str) -> Action {
             Err(e) => refuse(worker, 400, &format!("document: {e}"), vec![]),
         };
     }
+    if query == "resume" {
+        // Every write resumes; this one changes nothing else.
+        return write(worker, context, "resume", |state| Ok(state.clone()));
+    }
     let call = match Call::parse_query(query) {
         Ok(call) => call,
         Err(e) => return refuse(worker, 400, &e.to_string(), vec![]),
@@ -85,8 +89,10 @@ pub fn reset(worker: &mut RootState, context: u32, query: &str) -> Action {
 
 fn write(worker: &mut RootState, context: u32, what: &str, change: impl Fn(&State) -> Result<State, String>) -> Action {
     let now = now_ms();
-    match shared::update(|state, origin| change(state).map(|next| Some((next, origin.clone())))) {
+    let resumed = |state: &State| change(state).map(|next| State { halted: None, ..next });
+    match shared::update(&|state, origin| resumed(state).map(|next| Some((next, origin.clone())))) {
         Ok(Some((state, origin))) => {
+            shared::forget_guard_window();
             worker.count(Stat::StateVersion, 1);
             worker.count(Stat::PolicyChanges, 1);
             log::info!("fault-injector: policy changed by {what}");

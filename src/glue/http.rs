@@ -150,6 +150,8 @@ pub struct Request {
     throttled_until: Option<u64>,
     /// When a cut response's stream is due to be reset by the worker's timer.
     reset_due: Option<u64>,
+    /// When a request the filter left alone started, while a guard counts such requests.
+    guarded_since: Option<u64>,
 }
 
 impl Request {
@@ -168,6 +170,7 @@ impl Request {
             body: None,
             throttled_until: None,
             reset_due: None,
+            guarded_since: None,
         }
     }
 
@@ -281,6 +284,10 @@ impl Request {
         };
         worker.count(Stat::RequestsSeen, 1);
         worker.count(counted, 1);
+        // Only a request under a guard pays for the clock now and the response's status later.
+        if worker.guarding && matches!(counted, Stat::RequestsPassed | Stat::ProbesPassed) {
+            self.guarded_since = Some(now_ms());
+        }
         action
     }
 
@@ -417,6 +424,19 @@ impl HttpContext for Request {
                 Action::Pause
             }
         }
+    }
+
+    /// A request the filter left alone under a guard: whether the upstream failed it
+    /// (`response.code_details` says who answered; the status is read only when it was the
+    /// upstream) and how long it took.
+    fn on_log(&mut self) {
+        let Some(since) = self.guarded_since else { return };
+        let property = |name| hostcalls::get_property(vec!["response", name]).ok().flatten().unwrap_or_default();
+        let details = property("code_details");
+        let status = if details == b"via_upstream" { <[u8; 8]>::try_from(property("code").as_slice()).map_or(0, u64::from_le_bytes) } else { 0 };
+        let elapsed = now_ms().saturating_sub(since);
+        self.worker.borrow_mut().saw(status, std::str::from_utf8(&details).unwrap_or(""), elapsed);
+        self.counted();
     }
 
     fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {

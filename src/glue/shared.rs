@@ -17,6 +17,9 @@ fn read_stored() -> Stored {
     Stored::decode(&read(STATE_KEY)).unwrap_or_default()
 }
 
+/// A state written, with its origin.
+pub type Written = Option<(State, Origin)>;
+
 /// The current state.
 pub fn state() -> State {
     read_stored().state
@@ -32,7 +35,7 @@ pub fn state_and_origin() -> (State, Origin) {
 /// `Ok(None)` when `change` declines (it returns `None`) or the write did not land, `Err`
 /// when it refuses. The caller moves the version stamp (the `state_version` gauge) for a
 /// write, and tells the other workers. A `dyn` closure, as [`compare_and_set`] takes.
-pub fn update(change: &dyn Fn(&State, &Origin) -> Result<Option<(State, Origin)>, String>) -> Result<Option<(State, Origin)>, String> {
+pub fn update(change: &dyn Fn(&State, &Origin) -> Result<Written, String>) -> Result<Written, String> {
     // Workers configuring at once each install the start policy if the key is missing; a
     // write that creates a key ignores its CAS, so the key is created (empty) first.
     create(STATE_KEY);

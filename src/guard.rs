@@ -81,12 +81,11 @@ fn field(object: &serde_json::Map<String, Value>, key: &str, default: Option<u64
 
 /// Reads one condition of the guard; `slow` when it has `slower_than`.
 fn condition(value: &Value, slow: bool) -> Result<(Condition, Millis), String> {
-    let Some(object) = value.as_object() else { return Err(not_accepted(value, "an object")) };
     let keys = if slow { &KEYS[..] } else { &KEYS[..3] };
-    if let Some(key) = object.keys().find(|k| !keys.contains(&k.as_str())) {
-        let accepted = if slow { "above, window, min_requests, slower_than" } else { "above, window, min_requests" };
-        return Err(format!("{key}: unknown key; accepted: {accepted}"));
-    }
+    let Some(object) = value.as_object().filter(|o| o.keys().all(|k| keys.contains(&k.as_str()))) else {
+        let accepted = if slow { "an object of slower_than, above, window, min_requests" } else { "an object of above, window, min_requests" };
+        return Err(not_accepted(value, accepted));
+    };
     let above = field(object, "above", None, "a share in percent from 0 to below 100, such as 5", |v| {
         v.as_f64().and_then(Ppm::from_percent).map(|p| u64::from(p.0)).filter(|p| *p < u64::from(FULL))
     })?;
@@ -104,22 +103,19 @@ impl TryFrom<Shown> for Guard {
     type Error = String;
     fn try_from(source: Shown) -> Result<Guard, String> {
         let value = &*source.0;
-        let Some(object) = value.as_object() else { return Err(not_accepted(value, "an object")) };
-        if let Some(key) = object.keys().find(|k| *k != FAILURES && *k != SLOW) {
-            return Err(format!("{key}: unknown key; accepted: {FAILURES}, {SLOW}"));
-        }
+        let known = |o: &&serde_json::Map<String, Value>| !o.is_empty() && o.keys().all(|k| k == FAILURES || k == SLOW);
+        let Some(object) = value.as_object().filter(known) else {
+            return Err(not_accepted(value, "an object of upstream_failures, slow_responses or both"));
+        };
         let mut guard = Guard { upstream_failures: None, slow_responses: None, source: source.clone() };
         for (name, slow) in [(FAILURES, false), (SLOW, true)] {
             let Some(given) = object.get(name) else { continue };
-            let read = condition(given, slow).map_err(|e| format!("{name}.{e}"))?;
+            let read = condition(given, slow).map_err(|e| format!("{name}: {e}"))?;
             if slow {
                 guard.slow_responses = Some(read);
             } else {
                 guard.upstream_failures = Some(read.0);
             }
-        }
-        if guard.upstream_failures.is_none() && guard.slow_responses.is_none() {
-            return Err(format!("give at least one condition, {FAILURES} or {SLOW}"));
         }
         Ok(guard)
     }
@@ -164,9 +160,9 @@ pub fn record(seen: &mut Seen, guard: &Guard, status: u64, details: &str, elapse
 }
 
 /// The counts of real requests per second over the guard's longest window, summed over
-/// all workers. Stored in shared data as text, `END r,f,s r,f,s ...`: the buckets of the
-/// seconds up to END (seconds since the epoch), oldest first. Own text rather than serde
-/// for the same reason as [`Guard`].
+/// all workers. Stored in shared data as binary, END then `[r, f, s]` per bucket: the
+/// buckets of the seconds up to END (seconds since the epoch), oldest first. Not through
+/// serde, for the same reason as [`Guard`]; copied at each flush, so kept small.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Window {
     end: u64,
@@ -176,31 +172,22 @@ pub struct Window {
 impl Window {
     /// Reads the stored form; anything else is an empty window.
     pub fn decode(bytes: &[u8]) -> Window {
-        let mut numbers = Vec::new();
-        for n in std::str::from_utf8(bytes).unwrap_or("").split([' ', ',']) {
-            match n.parse::<u64>() {
-                Ok(n) => numbers.push(n),
-                Err(_) => return Window::default(),
-            }
+        let (Some(end), Some(counts)) = (bytes.first_chunk::<8>(), bytes.get(8..)) else { return Window::default() };
+        if counts.len() % 12 != 0 {
+            return Window::default();
         }
-        match numbers.split_first() {
-            Some((end, counts)) if counts.len() % 3 == 0 => {
-                // Written from u32 counts.
-                let buckets = counts.chunks_exact(3).map(|c| [c[0] as u32, c[1] as u32, c[2] as u32]).collect();
-                Window { end: *end, buckets }
-            }
-            _ => Window::default(),
-        }
+        let count = |c: &[u8], i: usize| c.get(i..i + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
+        let buckets = counts.chunks_exact(12).map(|c| [count(c, 0), count(c, 4), count(c, 8)]).collect();
+        Window { end: u64::from_le_bytes(*end), buckets }
     }
 
-    /// The stored form.
+    /// The stored form: END, then each bucket's three counts, little-endian.
     pub fn encode(&self) -> Vec<u8> {
-        let mut text = self.end.to_string();
-        for (i, count) in self.buckets.iter().flatten().enumerate() {
-            text.push(if i % 3 == 0 { ' ' } else { ',' });
-            text.push_str(&count.to_string());
+        let mut bytes = self.end.to_le_bytes().to_vec();
+        for count in self.buckets.iter().flatten() {
+            bytes.extend_from_slice(&count.to_le_bytes());
         }
-        text.into_bytes()
+        bytes
     }
 
     /// Adds a worker's `seen` at `now_ms`, dropping what is older than the guard's longest
@@ -343,9 +330,10 @@ mod tests {
         let mut w = Window::default();
         feed(&mut w, &g, 1_700_000_000_000, 3, 1);
         feed(&mut w, &g, 1_700_000_002_000, 2, 0);
-        assert_eq!(w.encode(), b"1700000002 0,0,0 0,0,0 4,1,0 0,0,0 2,0,0");
+        assert_eq!(w.encode().len(), 8 + 5 * 12);
+        assert_eq!(w.encode()[..8], 1_700_000_002u64.to_le_bytes());
         assert_eq!(Window::decode(&w.encode()), w);
-        for bad in [&b""[..], b"x", b"5 1,2", b"5 1,2,x", b"5 1,2,3,4"] {
+        for bad in [&b""[..], b"x", b"12345678 1,2"] {
             assert_eq!(Window::decode(bad), Window::default(), "{bad:?}");
         }
     }
@@ -402,20 +390,20 @@ mod tests {
     #[test]
     fn bad_guards_say_what_is_wrong_and_what_is_accepted() {
         for (json, message) in [
-            (r#"{}"#, "give at least one condition, upstream_failures or slow_responses"),
-            (r#"[]"#, "[] is not accepted; expected an object"),
-            (r#"{"errors": {"above": 5}}"#, "errors: unknown key; accepted: upstream_failures, slow_responses"),
-            (r#"{"upstream_failures": 5}"#, "upstream_failures.5 is not accepted; expected an object"),
-            (r#"{"upstream_failures": {"above": 100}}"#, "upstream_failures.above: 100 is not accepted; expected a share in percent from 0 to below 100"),
+            (r#"{}"#, "{} is not accepted; expected an object of upstream_failures, slow_responses or both"),
+            (r#"[]"#, "[] is not accepted; expected an object of upstream_failures"),
+            (r#"{"errors": {"above": 5}}"#, r#"{"errors":{"above":5}} is not accepted; expected an object of upstream_failures"#),
+            (r#"{"upstream_failures": 5}"#, "upstream_failures: 5 is not accepted; expected an object of above, window, min_requests"),
+            (r#"{"upstream_failures": {"above": 100}}"#, "upstream_failures: above: 100 is not accepted; expected a share in percent from 0 to below 100"),
             (r#"{"upstream_failures": {"above": -1}}"#, "above: -1 is not accepted"),
-            (r#"{"upstream_failures": {"window": "5s"}}"#, "upstream_failures.above: needed; give a share"),
-            (r#"{"upstream_failures": {"above": 5, "window": "1500ms"}}"#, "upstream_failures.window: \"1500ms\" is not accepted; expected whole seconds from 1s to 10m"),
+            (r#"{"upstream_failures": {"window": "5s"}}"#, "upstream_failures: above: needed; give a share"),
+            (r#"{"upstream_failures": {"above": 5, "window": "1500ms"}}"#, "upstream_failures: window: \"1500ms\" is not accepted; expected whole seconds from 1s to 10m"),
             (r#"{"upstream_failures": {"above": 5, "window": "11m"}}"#, "window: \"11m\" is not accepted"),
             (r#"{"upstream_failures": {"above": 5, "window": 0}}"#, "window: 0 is not accepted"),
-            (r#"{"upstream_failures": {"above": 5, "min_requests": 0}}"#, "upstream_failures.min_requests: 0 is not accepted; expected a whole number from 1"),
-            (r#"{"upstream_failures": {"above": 5, "slower_than": "1s"}}"#, "upstream_failures.slower_than: unknown key; accepted: above, window, min_requests"),
-            (r#"{"slow_responses": {"slower_than": "fast", "above": 5}}"#, "slow_responses.slower_than: \"fast\" is not accepted; expected seconds"),
-            (r#"{"slow_responses": {"above": 5}}"#, "slow_responses.slower_than: needed"),
+            (r#"{"upstream_failures": {"above": 5, "min_requests": 0}}"#, "upstream_failures: min_requests: 0 is not accepted; expected a whole number from 1"),
+            (r#"{"upstream_failures": {"above": 5, "slower_than": "1s"}}"#, "expected an object of above, window, min_requests"),
+            (r#"{"slow_responses": {"slower_than": "fast", "above": 5}}"#, "slow_responses: slower_than: \"fast\" is not accepted; expected seconds"),
+            (r#"{"slow_responses": {"above": 5}}"#, "slow_responses: slower_than: needed"),
         ] {
             let error = guard(json).unwrap_err();
             assert!(error.contains(message), "{json}: {error}");

@@ -70,6 +70,23 @@ const FAILURES: &str = "upstream_failures";
 const SLOW: &str = "slow_responses";
 const KEYS: [&str; 4] = ["above", "window", "min_requests", "slower_than"];
 
+/// How a key of a condition reads: its default, what is accepted, and its reader.
+type Reader = (&'static str, Option<u64>, &'static str, fn(&Value) -> Option<u64>);
+
+/// The keys of a condition, as whole numbers: the share in parts per million, the window
+/// in seconds, the minimum of requests, and the slow threshold in milliseconds.
+const READERS: [Reader; 4] = [
+    (KEYS[0], None, "a share in percent from 0 to below 100, such as 5", |v| {
+        v.as_f64().and_then(Ppm::from_percent).map(|p| u64::from(p.0)).filter(|p| *p < u64::from(FULL))
+    }),
+    (KEYS[1], Some(30), "whole seconds from 1s to 10m, such as 30s", |v| {
+        let ms = duration::parse(v.as_str()?)?.0;
+        Some(ms / 1000).filter(|s| ms % 1000 == 0 && (1..=MAX_WINDOW_SECONDS).contains(s))
+    }),
+    (KEYS[2], Some(50), "a whole number from 1, such as 50", |v| v.as_u64().filter(|n| *n > 0)),
+    (KEYS[3], None, duration::ACCEPTED, |v| Some(duration::parse(v.as_str()?)?.0)),
+];
+
 /// `key` of `object` through `read` (a plain `fn`, so one copy serves every key); `default`
 /// when absent.
 fn field(object: &serde_json::Map<String, Value>, key: &str, default: Option<u64>, accepted: &str, read: fn(&Value) -> Option<u64>) -> Result<u64, String> {
@@ -86,15 +103,11 @@ fn condition(value: &Value, slow: bool) -> Result<(Condition, Millis), String> {
         let accepted = if slow { "an object of slower_than, above, window, min_requests" } else { "an object of above, window, min_requests" };
         return Err(not_accepted(value, accepted));
     };
-    let above = field(object, "above", None, "a share in percent from 0 to below 100, such as 5", |v| {
-        v.as_f64().and_then(Ppm::from_percent).map(|p| u64::from(p.0)).filter(|p| *p < u64::from(FULL))
-    })?;
-    let window = field(object, "window", Some(30), "whole seconds from 1s to 10m, such as 30s", |v| {
-        let ms = duration::parse(v.as_str()?)?.0;
-        Some(ms / 1000).filter(|s| ms % 1000 == 0 && (1..=MAX_WINDOW_SECONDS).contains(s))
-    })?;
-    let min_requests = field(object, "min_requests", Some(50), "a whole number from 1, such as 50", |v| v.as_u64().filter(|n| *n > 0))?;
-    let slower_than = if slow { field(object, "slower_than", None, duration::ACCEPTED, |v| Some(duration::parse(v.as_str()?)?.0))? } else { 0 };
+    let mut read = [0; 4];
+    for (value, (key, default, accepted, reader)) in read.iter_mut().zip(&READERS[..keys.len()]) {
+        *value = field(object, key, *default, accepted, *reader)?;
+    }
+    let [above, window, min_requests, slower_than] = read;
     // Below FULL, checked above.
     Ok((Condition { above: Ppm(above as u32), window, min_requests }, Millis(slower_than)))
 }
@@ -194,11 +207,14 @@ impl Window {
     /// window. There is a bucket for each second of that window, so a worker whose clock
     /// read a little behind another's still adds to its own second.
     pub fn add(&mut self, guard: &Guard, now_ms: u64, seen: Seen) {
-        let capacity = [guard.upstream_failures, guard.slow_responses.map(|(c, _)| c)].iter().flatten().map(|c| c.window).max().unwrap_or(1) as usize;
+        let windows = [guard.upstream_failures.map_or(1, |c| c.window), guard.slow_responses.map_or(1, |(c, _)| c.window)];
+        let capacity = windows[0].max(windows[1]) as usize;
         let second = now_ms / 1000;
         if self.buckets.len() != capacity {
             // A new guard, or nothing stored yet: start afresh.
-            *self = Window { end: second, buckets: vec![[0; 3]; capacity] };
+            self.end = second;
+            self.buckets.clear();
+            self.buckets.resize(capacity, [0; 3]);
         }
         let shift = second.saturating_sub(self.end).min(capacity as u64) as usize;
         self.buckets.copy_within(shift.., 0);
@@ -229,14 +245,7 @@ impl Window {
                 }
             }
             let trips = requests >= c.min_requests && matching * u64::from(FULL) > u64::from(c.above.0) * requests;
-            let values: [Value; 6] = [
-                name.into(),
-                Ppm::of(matching, requests).percent().into(),
-                c.above.percent().into(),
-                requests.into(),
-                Millis(c.window * 1000).to_string().into(),
-                now_ms.into(),
-            ];
+            let values: [Value; 4] = [name.into(), Ppm::of(matching, requests).percent().into(), requests.into(), now_ms.into()];
             trips.then(|| {
                 let mut trip = serde_json::Map::new();
                 for (key, value) in TRIP_KEYS.iter().zip(values) {
@@ -248,8 +257,9 @@ impl Window {
     }
 }
 
-/// The members of a trip, as `halted` shows them.
-const TRIP_KEYS: [&str; 6] = ["condition", "measured", "above", "requests", "window", "at_ms"];
+/// The members of a trip, as `halted` shows them: the share it had to pass and the window
+/// are the guard's, shown beside it.
+const TRIP_KEYS: [&str; 4] = ["condition", "measured", "requests", "at_ms"];
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -289,7 +299,7 @@ mod tests {
         let trip = w.evaluate(&g, 11_200).unwrap();
         assert_eq!(
             trip.to_string(),
-            r#"{"above":10.0,"at_ms":11200,"condition":"upstream_failures","measured":10.891,"requests":101,"window":"5s"}"#
+            r#"{"at_ms":11200,"condition":"upstream_failures","measured":10.891,"requests":101}"#
         );
     }
 

@@ -54,8 +54,6 @@ def test_real_upstream_failures_halt_every_fault_on_every_worker(start_envoy, up
     assert took < WINDOW_S + FLUSH_S + 3, took
     halted = state["halted"]
     assert halted["condition"] == "upstream_failures"
-    assert halted["above"] == 10
-    assert halted["window"] == f"{WINDOW_S}s"
     assert halted["requests"] >= 50
     # Of the requests the filter left alone, the upstream failed none before and 30% since.
     assert 10 < halted["measured"] <= 35, halted

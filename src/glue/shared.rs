@@ -109,7 +109,8 @@ pub fn rewrite(key: &str, mut change: impl FnMut(&[u8]) -> Vec<u8>) -> Option<Ve
 /// Empties the guard's window: a resume, a new policy or a new configuration counts afresh,
 /// so failures from before it cannot halt it at once.
 pub fn forget_guard_window() {
-    rewrite(GUARD_KEY, |_| Vec::new());
+    // Whatever another worker wrote meanwhile is forgotten too, so no CAS.
+    let _ = hostcalls::set_shared_data(GUARD_KEY, Some(&[]), None);
 }
 
 /// What `key` holds now (empty if missing).

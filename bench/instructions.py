@@ -65,11 +65,12 @@ def main() -> int:
     setups.append(bench.Setup("4c", "fault-injector, no fault set, control route off",
                               [bench.wasm_filter("bench_none", module, '{"control": {"enabled": false}}', name="bench_off")]))
     # A guard counts the requests a fault in force leaves alone: a 0% abort samples every
-    # request out, so each pays what a guard costs (a clock read, then two properties).
+    # request out, so each pays what a guard costs. A VM of its own: listeners that share
+    # one share the policy state, and this one would put its guard on setup 4's requests.
     guarded = json.loads(bench.data_listener_config({"status": 503, "percentage": 0}))
     guarded["guard"] = {"upstream_failures": {"above": 50, "window": "30s"}}
     setups.append(bench.Setup("4g", "fault-injector, a 0% fault under a guard",
-                              [bench.wasm_filter("bench_none", module, json.dumps(guarded), name="bench_guard")]))
+                              [bench.wasm_filter("bench_guard", module, json.dumps(guarded))]))
     for s in setups:
         flushing_every(s.filters, module, STATS_FLUSH)
     with tempfile.TemporaryDirectory(prefix="bench-cg-") as tmp:

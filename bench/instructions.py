@@ -64,6 +64,13 @@ def main() -> int:
                               [bench.wasm_filter("bench_none", module, "{}", name="bench_same")]))
     setups.append(bench.Setup("4c", "fault-injector, no fault set, control route off",
                               [bench.wasm_filter("bench_none", module, '{"control": {"enabled": false}}', name="bench_off")]))
+    # A guard counts the requests a fault in force leaves alone: a 0% abort samples every
+    # request out, so each pays what a guard costs. A VM of its own: listeners that share
+    # one share the policy state, and this one would put its guard on setup 4's requests.
+    guarded = json.loads(bench.data_listener_config({"status": 503, "percentage": 0}))
+    guarded["guard"] = {"upstream_failures": {"above": 50, "window": "30s"}}
+    setups.append(bench.Setup("4g", "fault-injector, a 0% fault under a guard",
+                              [bench.wasm_filter("bench_guard", module, json.dumps(guarded))]))
     for s in setups:
         flushing_every(s.filters, module, STATS_FLUSH)
     with tempfile.TemporaryDirectory(prefix="bench-cg-") as tmp:
@@ -138,7 +145,7 @@ def section(setups: list[bench.Setup], per_request: dict[str, float]) -> str:
     ]
     lines += [f"| {s.key} | {s.title} | {per_request[s.key] / 1000:.1f} |" for s in setups]
     lines += ["", "| ratio | instructions |", "|---|---:|"]
-    lines += [f"| {a}/{b} | {r(a, b):.3f} |" for a, b in (("4", "3"), ("5", "3"), ("4s", "3"), ("4c", "3"), ("5", "4"), ("4", "1"), ("4", "2"))]
+    lines += [f"| {a}/{b} | {r(a, b):.3f} |" for a, b in (("4", "3"), ("5", "3"), ("4s", "3"), ("4c", "3"), ("4g", "4"), ("5", "4"), ("4", "1"), ("4", "2"))]
     lines += [
         "",
         f"- No fault set: {r('4', '3'):.3f} of the empty filter's instructions, so {1 / r('4', '3'):.1%} of its throughput "

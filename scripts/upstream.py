@@ -2,10 +2,15 @@
 """A tiny HTTP/1.1 upstream for the demo and the integration tests.
 
 Every request gets 200 with the body ``upstream <METHOD> <PATH>\\n`` (path as
-received, query included) and is counted. Two paths are not counted:
+received, query included) and is counted. Three paths are not counted:
 
 * ``/__upstream_stats`` answers ``{"requests": N}``;
-* ``/__reset`` sets the count to zero and answers ``{"requests": 0}``.
+* ``/__reset`` sets the count to zero, makes the upstream healthy again and answers
+  ``{"requests": 0}``;
+* ``/__behave?fail_percent=P&delay_ms=D`` makes it fail and slow on command, as a
+  service that really degrades: from then on, exactly P of every 100 counted requests
+  get its own ``500`` (evenly spread), and every counted request waits D ms before its
+  answer. Both default to 0; it answers what it will do, as JSON.
 
 Run it alone with ``python3 scripts/upstream.py --port 8080``; the tests import
 ``UpstreamServer`` and run it on a thread.
@@ -17,10 +22,13 @@ import argparse
 import json
 import sys
 import threading
+import time
+from urllib.parse import parse_qs, urlsplit
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STATS_PATH = "/__upstream_stats"
 RESET_PATH = "/__reset"
+BEHAVE_PATH = "/__behave"
 
 
 def response_body(method: str, path: str) -> bytes:
@@ -60,6 +68,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         body_in = self._read_body()
         path = self._raw_path()
+        status = 200
         if self.path == STATS_PATH:
             body = json.dumps({"requests": self.server.count}).encode()
             ctype = "application/json"
@@ -67,13 +76,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.reset()
             body = json.dumps({"requests": 0}).encode()
             ctype = "application/json"
+        elif urlsplit(self.path).path == BEHAVE_PATH:
+            query = parse_qs(urlsplit(self.path).query)
+            number = lambda key: int(query.get(key, ["0"])[0])  # noqa: E731
+            body = json.dumps(self.server.behave(number("fail_percent"), number("delay_ms"))).encode()
+            ctype = "application/json"
         else:
             # Count before answering, so a client that got the answer sees the count.
             self.server.record(self.command, path, dict(self.headers.items()), body_in)
+            fails, delay_ms = self.server.next_behaviour()
+            time.sleep(delay_ms / 1000)
+            status = 500 if fails else 200
             body = response_body(self.command, path)
             ctype = "text/plain"
         head = (
-            f"HTTP/1.1 200 OK\r\n"
+            f"HTTP/1.1 {status} {'OK' if status == 200 else 'Internal Server Error'}\r\n"
             f"Content-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\n"
             f"X-Upstream-Body-Bytes: {len(body_in)}\r\n"
@@ -81,7 +98,7 @@ class _Handler(BaseHTTPRequestHandler):
         ).encode()
         # One write: no Nagle/delayed-ACK stall between head and body.
         self.wfile.write(head if self.command == "HEAD" else head + body)
-        self.log_request(200, len(body))
+        self.log_request(status, len(body))
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _answer
 
@@ -100,6 +117,9 @@ class UpstreamServer(ThreadingHTTPServer):
         self.verbose = verbose
         self._lock = threading.Lock()
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.fail_percent = 0
+        self.delay_ms = 0
+        self._answered = 0  # counted requests answered since the last /__behave
         super().__init__((host, port), _Handler)
         self.port = self.server_address[1]
 
@@ -115,6 +135,21 @@ class UpstreamServer(ThreadingHTTPServer):
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+        self.behave(0, 0)
+
+    def behave(self, fail_percent: int = 0, delay_ms: int = 0) -> dict[str, int]:
+        """From now on, `fail_percent` of every 100 counted requests get a 500 and each
+        waits `delay_ms` (see the module's doc); returns both."""
+        with self._lock:
+            self.fail_percent, self.delay_ms, self._answered = fail_percent, delay_ms, 0
+        return {"fail_percent": fail_percent, "delay_ms": delay_ms}
+
+    def next_behaviour(self) -> tuple[bool, int]:
+        """Whether the next counted request fails, and how long it waits (ms)."""
+        with self._lock:
+            self._answered += 1
+            n, p = self._answered, self.fail_percent
+            return (n * p) // 100 != ((n - 1) * p) // 100, self.delay_ms
 
     def start(self) -> "UpstreamServer":
         """Serve on a daemon thread; returns self."""

@@ -4,6 +4,7 @@
 
 use crate::document::{Document, Params};
 use crate::duration::{self, Millis};
+use crate::guard::Guard;
 use crate::net::{self, Cidr};
 use crate::outbound::Direction;
 use crate::policy::{Canned, State};
@@ -191,6 +192,7 @@ struct ConfigSpec {
     #[serde(default, deserialize_with = "values::object")]
     probes: ProbesSpec,
     direction: Option<Direction>,
+    guard: Option<Guard>,
 }
 
 #[derive(Default, Deserialize)]
@@ -256,6 +258,7 @@ fn inbound_only(spec: &ConfigSpec) -> Option<&'static str> {
         ("policy", spec.policy != Params::default()),
         ("clients", !spec.clients.is_empty()),
         ("rules", spec.rules.as_ref().is_some_and(|Rules(r)| !r.is_empty())),
+        ("guard", spec.guard.is_some()),
     ]
     .into_iter()
     .find_map(|(key, given)| given.then_some(key))
@@ -279,7 +282,7 @@ impl TryFrom<ConfigSpec> for Config {
             }
             config.version = Some(version);
         }
-        config.start = start(spec.policy, spec.clients, spec.rules)?;
+        config.start = start(spec.policy, spec.clients, spec.rules, spec.guard)?;
         let response = spec.simple_response;
         if let Some(Whole(status)) = response.status {
             if !(200..=599).contains(&status) {
@@ -333,9 +336,9 @@ impl TryFrom<ConfigSpec> for Config {
     }
 }
 
-/// The start policy: the document of `rules`, `policy` and `clients`, none of which may
-/// end by itself.
-fn start(policy: Params, clients: Vec<Params>, rules: Option<Rules>) -> Result<State, ConfigError> {
+/// The start policy: the document of `rules`, `policy`, `clients` and `guard`, none of
+/// which may end by itself.
+fn start(policy: Params, clients: Vec<Params>, rules: Option<Rules>, guard: Option<Guard>) -> Result<State, ConfigError> {
     let lasting = |path: String| ConfigError(Invalid::at(path, "a start policy cannot end by itself; give ttl in /injector calls"));
     if policy.get("ttl").is_some() {
         return Err(lasting("policy.ttl".into()));
@@ -347,7 +350,7 @@ fn start(policy: Params, clients: Vec<Params>, rules: Option<Rules>) -> Result<S
     if let Some(i) = rules.iter().position(|r| r.ttl.is_some()) {
         return Err(ConfigError(Invalid::at(format!("rules[{i}].ttl"), "a start rule cannot end by itself; give ttl in /injector calls")));
     }
-    Document { rules, policy, clients, configuration: None, counts: None }.into_state(0).map_err(ConfigError)
+    Document { rules, policy, clients, configuration: None, counts: None, guard, halted: None }.into_state(0).map_err(ConfigError)
 }
 
 fn control(spec: ControlSpec) -> Result<Control, ConfigError> {

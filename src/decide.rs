@@ -1,8 +1,8 @@
 //! What happens to one request, decided in one place: a chain of early-return guards, as
-//! Envoy's fault filter has. Control route? Then a fault the request asks for itself
-//! (`x-fault-*`)? Then the first matching rule, else the client's policy, else the
-//! default. A kubelet probe passes whatever would have applied. The glue only carries the
-//! [`Decision`] out and counts it.
+//! Envoy's fault filter has. Control route? Halted by a stop condition (then it passes)?
+//! Then a fault the request asks for itself (`x-fault-*`)? Then the first matching rule,
+//! else the client's policy, else the default. A kubelet probe passes whatever would have
+//! applied. The glue only carries the [`Decision`] out and counts it.
 
 use crate::body_change::BodyChange;
 use crate::config::Config;
@@ -179,6 +179,8 @@ pub enum Source {
     Rule(usize),
     /// The client's policy, or the default.
     Policy,
+    /// A tripped guard: the request passed whatever would have applied.
+    Halted,
 }
 
 /// Decides for one request, given the state, the configuration and the sampler; says
@@ -208,6 +210,10 @@ fn say_outbound(decision: &mut Decision) {
 fn decide_fault(state: &State, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> (Decision, Source) {
     if let Some(query) = control_call(config, request) {
         return (Decision::Control(query), Source::Nothing);
+    }
+    // A tripped guard halts every fault, header faults included, until a resume.
+    if state.halted.is_some() {
+        return (Decision::Pass, Source::Halted);
     }
     if config.header_faults.enabled {
         if let Some(decision) = by_headers(config, request, sampler) {
@@ -484,6 +490,22 @@ mod tests {
         assert_eq!(d, Decision::Control("status=500".into()));
         let off = config(r#"{"control": {"enabled": false}}"#);
         assert_eq!(injected(&run(&aborting, &off, &mut Req::new("/injector"))), Some((503, "statusResponse".into())));
+    }
+
+    #[test]
+    fn a_halted_state_passes_everything_but_control_calls() {
+        let document = r#"{"rules": [{"fault": {"abort": {"status": 500}}}], "policy": {"status": 503, "percentage": 100},
+            "clients": [{"ip": "127.0.0.1", "status": 502, "percentage": 100}]}"#;
+        let mut halted = state(document);
+        halted.halted = Some(crate::guard::Shown(std::rc::Rc::new(serde_json::json!({"condition": "upstream_failures"}))));
+        let headers = config(r#"{"header_faults": {"enabled": true}}"#);
+        let asked = &mut Req::new("/a").with("x-fault-abort-status", "418");
+        assert_eq!(run(&halted, &headers, asked), Decision::Pass);
+        // Said to come from the halt, for the access log.
+        assert_eq!(decide(&halted, &Config::default(), &mut Req::new("/a"), &mut Sampler::new(7)), (Decision::Pass, Source::Halted));
+        assert_eq!(run(&halted, &Config::default(), &mut Req::new("/injector?resume")), Decision::Control("resume".into()));
+        halted.halted = None;
+        assert_eq!(injected(&run(&halted, &Config::default(), &mut Req::new("/a"))), Some((500, "abort".into())));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! the document never disagree.
 
 use crate::duration::Millis;
+use crate::guard::{Guard, Shown};
 use crate::net::Cidr;
 use crate::policy::{Policy, State, MAX_CLIENTS};
 use crate::query::Call;
@@ -41,6 +42,13 @@ pub struct Document {
     /// ignored when sent, so that an answer can be sent back as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<serde_json::Value>,
+    /// The stop conditions (`docs/stop-conditions.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guard>,
+    /// The condition that halted injection: shown by `GET`, ignored when sent, since a
+    /// new document resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<Shown>,
 }
 
 /// One query parameter's value in a document: a string or a number, as written.
@@ -217,6 +225,7 @@ impl Document {
             }
         }
         state.rules = self.rules.into_iter().map(|spec| Rule::new(spec, now_ms)).collect();
+        state.guard = self.guard;
         Ok(state)
     }
 
@@ -231,6 +240,8 @@ impl Document {
             clients: clients.collect(),
             configuration: None,
             counts: None,
+            guard: state.guard.clone(),
+            halted: state.halted.clone(),
         }
     }
 }

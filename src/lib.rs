@@ -14,6 +14,7 @@ pub mod delays;
 pub mod document;
 pub mod duration;
 pub mod grpc;
+pub mod guard;
 pub mod header_faults;
 pub mod net;
 pub mod notices;

@@ -12,6 +12,9 @@ use crate::stats::Stat;
 /// The shared-data key of the per-rule counts all workers add to.
 pub const RULE_COUNTS_KEY: &str = "fault_injector.rule_counts";
 
+/// The access-log value of a request that a tripped guard let through (docs/stop-conditions.md).
+pub const HALTED: &str = "halted";
+
 /// The fault kind a request counted as `stat` got, as `x-fault-injected` names it; `None`
 /// for a request that passed or was refused.
 pub fn kind(stat: Stat) -> Option<&'static str> {
@@ -37,7 +40,7 @@ pub fn rule_label(source: Source, rules: &[Rule]) -> String {
         Source::Rule(at) => rules.get(at).and_then(|r| r.name.as_ref()).map_or_else(|| at.to_string(), |n| n.as_str().into()),
         Source::Header => "header".into(),
         Source::Policy => "policy".into(),
-        Source::Nothing => String::new(),
+        Source::Nothing | Source::Halted => String::new(),
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::body_change::BodyChange;
 use crate::delay_shape::DelayShape;
 use crate::duration::{self, Millis};
+use crate::guard::{Guard, Shown};
 use crate::net::Cidr;
 use crate::percentage::{self, Percentage};
 use crate::rules::{AbortPart, DelayPart, Fault, Rule};
@@ -249,6 +250,13 @@ pub struct State {
     pub default_expiry: Option<Expiry>,
     /// Per-client policies, narrowest range first.
     pub bindings: Vec<Binding>,
+    /// The stop conditions that halt all injection when the service really fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guard>,
+    /// Set when a guard condition tripped (which, the share measured, when): every request
+    /// passes untouched until a resume or a new policy, and the policy is kept to show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<Shown>,
 }
 
 impl State {

@@ -45,6 +45,7 @@ metrics! {
     TruncationsInjected = false "truncations_injected", "Requests whose response is cut mid-body, then reset (truncate, truncateResponse).";
     ThrottlesInjected = false "throttles_injected", "Requests whose response body is released at a rate (throttle, throttleResponse).";
     BodiesChanged = false "bodies_changed", "Requests whose response body is replaced or corrupted (body_change, replaceBody, corruptBody).";
+    GuardTrips = false "guard_trips", "Times a guard condition tripped and halted injection.";
 }
 
 /// The name `metric` is defined under on a listener of `direction`: an outbound listener's

@@ -150,6 +150,8 @@ pub struct Request {
     throttled_until: Option<u64>,
     /// When a cut response's stream is due to be reset by the worker's timer.
     reset_due: Option<u64>,
+    /// When a request the filter left alone started, while a guard counts such requests.
+    guarded_since: Option<u64>,
 }
 
 impl Request {
@@ -168,6 +170,7 @@ impl Request {
             body: None,
             throttled_until: None,
             reset_due: None,
+            guarded_since: None,
         }
     }
 
@@ -286,6 +289,10 @@ impl Request {
         // log reads `-`.
         if source != Source::Nothing {
             worker.observe(source, counted, detail);
+        }
+        // Only a request under a guard pays for the clock now and the response's status later.
+        if worker.guarding && matches!(counted, Stat::RequestsPassed | Stat::ProbesPassed) {
+            self.guarded_since = Some(now_ms());
         }
         action
     }
@@ -423,6 +430,20 @@ impl HttpContext for Request {
                 Action::Pause
             }
         }
+    }
+
+    /// A request the filter left alone under a guard: whether the upstream failed it and how
+    /// long it took. A final status from 1 to 499 is no failure whoever answered, so
+    /// `response.code_details` (who answered, or why Envoy did) is read only for the rest:
+    /// most requests pay one property read, not two.
+    fn on_log(&mut self) {
+        let Some(since) = self.guarded_since else { return };
+        let property = |name| hostcalls::get_property(vec!["response", name]).ok().flatten().unwrap_or_default();
+        let status = <[u8; 8]>::try_from(property("code").as_slice()).map_or(0, u64::from_le_bytes);
+        let details = if (1..500).contains(&status) { Vec::new() } else { property("code_details") };
+        let elapsed = now_ms().saturating_sub(since);
+        self.worker.borrow_mut().saw(status, std::str::from_utf8(&details).unwrap_or(""), elapsed);
+        self.counted();
     }
 
     fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {

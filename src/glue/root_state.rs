@@ -6,6 +6,7 @@ use super::notices::{self, Answer, ACK_DEADLINE_MS};
 use super::{now_ms, shared};
 use crate::config::Config;
 use crate::decide::{Detail, Source, Then};
+use crate::guard::{self, Seen, Shown, Window};
 use crate::delays::DelayQueue;
 use crate::notices::{Done, Message, Waits};
 use crate::observe::{self, Labelled, RuleCounts};
@@ -62,6 +63,11 @@ pub struct RootState {
     labelled: Labelled,
     /// Per-rule counts not added to the shared ones yet, of the rules in `state`.
     rule_counts: RuleCounts,
+    /// Real requests seen under the guard, added to the shared window at the next flush.
+    seen: Seen,
+    /// Whether requests the filter leaves alone are counted for a guard: one is set, it has
+    /// not tripped, and a fault is in force.
+    pub guarding: bool,
 }
 
 /// What a tick of the root context's timer found due.
@@ -112,6 +118,8 @@ impl RootState {
             flush_due: None,
             labelled: Labelled::default(),
             rule_counts: RuleCounts::default(),
+            seen: Seen::default(),
+            guarding: false,
         }
     }
 
@@ -133,8 +141,9 @@ impl RootState {
         // once. Listeners sharing a VM id should share one configuration (see control.port).
         // An outbound listener has no start policy: it shares the inbound side's.
         let inbound = config.direction == Direction::Inbound;
-        let applied = shared::update::<()>(|_, stored| Ok((inbound && *stored != origin).then(|| (config.start.clone(), origin.clone()))));
+        let applied = shared::update(&|_, stored| Ok((inbound && *stored != origin).then(|| (config.start.clone(), origin.clone()))));
         if let Ok(Some((_, origin))) = applied {
+            shared::forget_guard_window();
             self.count(Stat::StateVersion, 1);
             log::info!("fault-injector: start policy of configuration {} is in force", origin.view());
             // Root contexts still on an older configuration serve until Envoy drains them.
@@ -170,9 +179,9 @@ impl RootState {
         if let Some(until) = self.expires {
             let now = now_ms();
             if now >= until {
-                self.state.settle(now);
-                self.expires = self.state.next_expiry();
-                self.recount();
+                let mut state = std::mem::take(&mut self.state);
+                state.settle(now);
+                self.adopt(state);
             }
         }
     }
@@ -211,6 +220,7 @@ impl RootState {
     pub fn adopt(&mut self, state: State) {
         self.expires = state.next_expiry();
         self.state = state;
+        self.guarding = self.state.guard.is_some() && self.state.halted.is_none() && !self.state.is_idle();
         self.recount();
     }
 
@@ -227,6 +237,12 @@ impl RootState {
     /// is counted; a fault (counted as `counted`) gets its labelled counter and its value in
     /// filter state for the access log. Not called for a request no rule or fault touched.
     pub fn observe(&mut self, source: Source, counted: Stat, detail: Detail) {
+        if source == Source::Halted {
+            // The access log tells requests a tripped guard let through from those no
+            // fault was meant for.
+            super::set_filter_state(observe::HALTED.as_bytes());
+            return;
+        }
         let kind = observe::kind(counted);
         if let Source::Rule(at) = source {
             self.rule_counts.note(at, kind.is_some(), now_ms());
@@ -292,7 +308,7 @@ impl RootState {
     /// Schedules a flush if counts wait and none is scheduled: called once a context is done
     /// counting, with its id, as [`RootState::arm`] needs.
     pub fn flush_soon(&mut self, current_context: u32) {
-        if self.flush_due.is_none() && !self.unflushed.is_empty() {
+        if self.flush_due.is_none() && (!self.unflushed.is_empty() || self.seen[0] > 0) {
             let now = now_ms();
             let due = now + self.config.stats_flush.0;
             self.flush_due = Some(due);
@@ -300,8 +316,47 @@ impl RootState {
         }
     }
 
+    /// Counts a real request (one the filter left alone) that ended while a guard was on:
+    /// its final status, Envoy's `response.code_details`, and how long it took.
+    pub fn saw(&mut self, status: u64, details: &str, elapsed_ms: u64) {
+        if let Some(g) = &self.state.guard {
+            guard::record(&mut self.seen, g, status, details, elapsed_ms);
+        }
+    }
+
+    /// Adds what this worker saw under the guard to the window all workers share and, if a
+    /// condition trips, halts injection everywhere. Only the worker whose write halts it
+    /// counts and logs the trip; it tells the others as a control call does.
+    fn check_guard(&mut self) {
+        let seen = std::mem::take(&mut self.seen);
+        let Some(g) = self.state.guard.clone().filter(|_| seen[0] > 0 && self.guarding) else { return };
+        let now = now_ms();
+        let mut trip = None;
+        shared::rewrite(shared::GUARD_KEY, |bytes| {
+            let mut window = Window::decode(bytes);
+            window.add(&g, now, seen);
+            trip = window.evaluate(&g, now);
+            window.encode()
+        });
+        let Some(trip) = trip.map(|t| Shown(Rc::new(t))) else { return };
+        // Not when another worker halted first, or a write took the guard away meanwhile.
+        let halt = |state: &State, origin: &Origin| {
+            let fresh = state.guard.is_some() && state.halted.is_none();
+            Ok(fresh.then(|| (State { halted: Some(trip.clone()), ..state.clone() }, origin.clone())))
+        };
+        if let Ok(Some((state, _))) = shared::update(&halt) {
+            self.count(Stat::StateVersion, 1);
+            self.count(Stat::GuardTrips, 1);
+            log::warn!("fault-injector: guard tripped; injection halted until /injector?resume or a new policy: {}", trip.0);
+            self.adopt(state);
+            let seq = self.waits.next_seq();
+            self.notify(seq);
+        }
+    }
+
     /// Hands the waiting counts to Envoy.
     fn flush(&mut self) {
+        self.check_guard();
         for (stat, delta) in self.unflushed.take() {
             if let Some(id) = self.metrics.get(stat) {
                 let _ = hostcalls::increment_metric(*id, delta);

@@ -9,11 +9,16 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
 const STATE_KEY: &str = "fault_injector.state";
+/// The guard's window, all workers' counts summed (`guard::Window`'s stored form).
+pub const GUARD_KEY: &str = "fault_injector.guard";
 const CAS_TRIES: usize = 16;
 
 fn read_stored() -> Stored {
     Stored::decode(&read(STATE_KEY)).unwrap_or_default()
 }
+
+/// A state written, with its origin.
+pub type Written = Option<(State, Origin)>;
 
 /// The current state.
 pub fn state() -> State {
@@ -29,8 +34,8 @@ pub fn state_and_origin() -> (State, Origin) {
 /// Changes the state with `change`, atomically against other workers: what was written, or
 /// `Ok(None)` when `change` declines (it returns `None`) or the write did not land, `Err`
 /// when it refuses. The caller moves the version stamp (the `state_version` gauge) for a
-/// write, and tells the other workers.
-pub fn update<E>(change: impl Fn(&State, &Origin) -> Result<Option<(State, Origin)>, E>) -> Result<Option<(State, Origin)>, E> {
+/// write, and tells the other workers. A `dyn` closure, as [`compare_and_set`] takes.
+pub fn update(change: &dyn Fn(&State, &Origin) -> Result<Written, String>) -> Result<Written, String> {
     // Workers configuring at once each install the start policy if the key is missing; a
     // write that creates a key ignores its CAS, so the key is created (empty) first.
     create(STATE_KEY);
@@ -91,7 +96,7 @@ fn create(key: &str) {
 
 /// Rewrites `key` (created empty if missing) with `change`, atomically against other
 /// workers; returns what was written, or `None` if other writers kept winning.
-pub fn rewrite(key: &str, change: impl Fn(&[u8]) -> Vec<u8>) -> Option<Vec<u8>> {
+pub fn rewrite(key: &str, mut change: impl FnMut(&[u8]) -> Vec<u8>) -> Option<Vec<u8>> {
     create(key);
     let mut written = Vec::new();
     let landed = compare_and_set(key, &mut |bytes| {
@@ -99,6 +104,13 @@ pub fn rewrite(key: &str, change: impl Fn(&[u8]) -> Vec<u8>) -> Option<Vec<u8>> 
         Some(written.clone())
     });
     landed.then_some(written)
+}
+
+/// Empties the guard's window: a resume, a new policy or a new configuration counts afresh,
+/// so failures from before it cannot halt it at once.
+pub fn forget_guard_window() {
+    // Whatever another worker wrote meanwhile is forgotten too, so no CAS.
+    let _ = hostcalls::set_shared_data(GUARD_KEY, Some(&[]), None);
 }
 
 /// What `key` holds now (empty if missing).

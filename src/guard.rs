@@ -173,40 +173,56 @@ pub fn record(seen: &mut Seen, guard: &Guard, status: u64, details: &str, elapse
 }
 
 /// The counts of real requests per second over the guard's longest window, summed over
-/// all workers. Stored in shared data as binary, END then `[r, f, s]` per bucket: the
-/// buckets of the seconds up to END (seconds since the epoch), oldest first. Not through
-/// serde, for the same reason as [`Guard`]; copied at each flush, so kept small.
+/// all workers. Stored in shared data as binary, END and EMPTIED then `[r, f, s]` per
+/// bucket: the buckets of the seconds up to END (seconds since the epoch), oldest first.
+/// Not through serde, for the same reason as [`Guard`]; copied at each flush, so kept
+/// small.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Window {
     end: u64,
+    /// When the window was last emptied (ms since the epoch): counts a worker began before
+    /// then are refused (see [`Window::add`]).
+    emptied_ms: u64,
     buckets: Vec<Seen>,
 }
 
 impl Window {
+    /// An empty window that takes only what workers count from `now_ms` on.
+    pub fn emptied(now_ms: u64) -> Window {
+        Window { emptied_ms: now_ms, ..Window::default() }
+    }
+
     /// Reads the stored form; anything else is an empty window.
     pub fn decode(bytes: &[u8]) -> Window {
-        let (Some(end), Some(counts)) = (bytes.first_chunk::<8>(), bytes.get(8..)) else { return Window::default() };
+        let (Some(end), Some(emptied), Some(counts)) = (bytes.first_chunk::<8>(), bytes.get(8..16), bytes.get(16..)) else { return Window::default() };
         if counts.len() % 12 != 0 {
             return Window::default();
         }
         let count = |c: &[u8], i: usize| c.get(i..i + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
         let buckets = counts.chunks_exact(12).map(|c| [count(c, 0), count(c, 4), count(c, 8)]).collect();
-        Window { end: u64::from_le_bytes(*end), buckets }
+        let word = |b: &[u8]| b.try_into().map_or(0, u64::from_le_bytes);
+        Window { end: word(end), emptied_ms: word(emptied), buckets }
     }
 
-    /// The stored form: END, then each bucket's three counts, little-endian.
+    /// The stored form: END, EMPTIED, then each bucket's three counts, little-endian.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = self.end.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&self.emptied_ms.to_le_bytes());
         for count in self.buckets.iter().flatten() {
             bytes.extend_from_slice(&count.to_le_bytes());
         }
         bytes
     }
 
-    /// Adds a worker's `seen` at `now_ms`, dropping what is older than the guard's longest
-    /// window. There is a bucket for each second of that window, so a worker whose clock
-    /// read a little behind another's still adds to its own second.
-    pub fn add(&mut self, guard: &Guard, now_ms: u64, seen: Seen) {
+    /// Adds a worker's `seen`, counted from `from_ms` to `now_ms`, dropping what is older
+    /// than the guard's longest window. There is a bucket for each second of that window,
+    /// so a worker whose clock read a little behind another's still adds to its own second.
+    /// Counts begun before the window was emptied are dropped: a worker may flush what it
+    /// saw before a resume or a new policy only after the write emptied the window.
+    pub fn add(&mut self, guard: &Guard, from_ms: u64, now_ms: u64, seen: Seen) {
+        if from_ms < self.emptied_ms {
+            return;
+        }
         let windows = [guard.upstream_failures.map_or(1, |c| c.window), guard.slow_responses.map_or(1, |(c, _)| c.window)];
         let capacity = windows[0].max(windows[1]) as usize;
         let second = now_ms / 1000;
@@ -276,7 +292,7 @@ mod tests {
 
     /// A window that saw `ok` good and `bad` failed requests at `at_ms`.
     fn feed(w: &mut Window, g: &Guard, at_ms: u64, ok: u32, bad: u32) {
-        w.add(g, at_ms, [ok + bad, bad, 0]);
+        w.add(g, at_ms, at_ms, [ok + bad, bad, 0]);
     }
 
     #[test]
@@ -340,12 +356,24 @@ mod tests {
         let mut w = Window::default();
         feed(&mut w, &g, 1_700_000_000_000, 3, 1);
         feed(&mut w, &g, 1_700_000_002_000, 2, 0);
-        assert_eq!(w.encode().len(), 8 + 5 * 12);
+        assert_eq!(w.encode().len(), 16 + 5 * 12);
         assert_eq!(w.encode()[..8], 1_700_000_002u64.to_le_bytes());
         assert_eq!(Window::decode(&w.encode()), w);
-        for bad in [&b""[..], b"x", b"12345678 1,2"] {
+        let emptied = Window::emptied(1_700_000_003_000);
+        assert_eq!(Window::decode(&emptied.encode()), emptied);
+        for bad in [&b""[..], b"x", b"12345678", b"1234567812345678 1,2"] {
             assert_eq!(Window::decode(bad), Window::default(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn counts_begun_before_the_window_was_emptied_are_dropped() {
+        let g = ten_percent();
+        let mut w = Window::emptied(10_000);
+        w.add(&g, 9_999, 10_050, [60, 60, 0]);
+        assert_eq!(w.evaluate(&g, 10_100), None, "counted before a resume: not the new policy's");
+        w.add(&g, 10_000, 10_100, [60, 60, 0]);
+        assert_eq!(w.evaluate(&g, 10_100).unwrap()["requests"], 60);
     }
 
     #[test]
@@ -356,9 +384,9 @@ mod tests {
         (0..5).for_each(|_| record(&mut seen, &g, 200, "via_upstream", 1001));
         assert_eq!(seen, [100, 0, 5]);
         let mut w = Window::default();
-        w.add(&g, 5_000, seen);
+        w.add(&g, 4_000, 5_000, seen);
         assert_eq!(w.evaluate(&g, 5_000), None, "5 of 100 does not pass 5%");
-        w.add(&g, 6_000, [1, 1, 1]);
+        w.add(&g, 6_000, 6_000, [1, 1, 1]);
         assert_eq!(w.evaluate(&g, 6_000).unwrap()["condition"], SLOW);
     }
 
@@ -370,7 +398,7 @@ mod tests {
         )
         .unwrap();
         let mut w = Window::default();
-        w.add(&g, 1_000, [10, 10, 10]);
+        w.add(&g, 1_000, 1_000, [10, 10, 10]);
         assert_eq!(w.evaluate(&g, 1_000).unwrap()["condition"], FAILURES, "the first that trips");
         assert_eq!(w.evaluate(&g, 3_000).unwrap()["condition"], SLOW, "failures left their 2s window");
         assert_eq!(w.evaluate(&g, 21_000), None);

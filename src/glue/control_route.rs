@@ -95,7 +95,7 @@ fn write(worker: &mut RootState, context: u32, what: &str, change: &dyn Fn(&Stat
     let resumed = |state: &State| change(state).map(|next| State { halted: None, ..next });
     match shared::update(&|state, origin| resumed(state).map(|next| Some((next, origin.clone())))) {
         Ok(Some((state, origin))) => {
-            shared::forget_guard_window();
+            shared::forget_guard_window(now);
             worker.count(Stat::StateVersion, 1);
             worker.count(Stat::PolicyChanges, 1);
             log::info!("fault-injector: policy changed by {what}");

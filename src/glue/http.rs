@@ -441,8 +441,7 @@ impl HttpContext for Request {
         let property = |name| hostcalls::get_property(vec!["response", name]).ok().flatten().unwrap_or_default();
         let status = <[u8; 8]>::try_from(property("code").as_slice()).map_or(0, u64::from_le_bytes);
         let details = if (1..500).contains(&status) { Vec::new() } else { property("code_details") };
-        let elapsed = now_ms().saturating_sub(since);
-        self.worker.borrow_mut().saw(status, std::str::from_utf8(&details).unwrap_or(""), elapsed);
+        self.worker.borrow_mut().saw(status, std::str::from_utf8(&details).unwrap_or(""), since, now_ms());
         self.counted();
     }
 

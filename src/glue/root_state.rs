@@ -65,6 +65,8 @@ pub struct RootState {
     rule_counts: RuleCounts,
     /// Real requests seen under the guard, added to the shared window at the next flush.
     seen: Seen,
+    /// When the first of the requests in `seen` started.
+    seen_from_ms: u64,
     /// Whether requests the filter leaves alone are counted for a guard: one is set, it has
     /// not tripped, and a fault is in force.
     pub guarding: bool,
@@ -119,6 +121,7 @@ impl RootState {
             labelled: Labelled::default(),
             rule_counts: RuleCounts::default(),
             seen: Seen::default(),
+            seen_from_ms: 0,
             guarding: false,
         }
     }
@@ -143,7 +146,7 @@ impl RootState {
         let inbound = config.direction == Direction::Inbound;
         let applied = shared::update(&|_, stored| Ok((inbound && *stored != origin).then(|| (config.start.clone(), origin.clone()))));
         if let Ok(Some((_, origin))) = applied {
-            shared::forget_guard_window();
+            shared::forget_guard_window(now_ms());
             self.count(Stat::StateVersion, 1);
             log::info!("fault-injector: start policy of configuration {} is in force", origin.view());
             // Root contexts still on an older configuration serve until Envoy drains them.
@@ -317,10 +320,14 @@ impl RootState {
     }
 
     /// Counts a real request (one the filter left alone) that ended while a guard was on:
-    /// its final status, Envoy's `response.code_details`, and how long it took.
-    pub fn saw(&mut self, status: u64, details: &str, elapsed_ms: u64) {
+    /// its final status, Envoy's `response.code_details`, and when it started and ended.
+    pub fn saw(&mut self, status: u64, details: &str, started_ms: u64, now_ms: u64) {
         if let Some(g) = &self.state.guard {
-            guard::record(&mut self.seen, g, status, details, elapsed_ms);
+            if self.seen[0] == 0 {
+                self.seen_from_ms = started_ms;
+            }
+            self.seen_from_ms = self.seen_from_ms.min(started_ms);
+            guard::record(&mut self.seen, g, status, details, now_ms.saturating_sub(started_ms));
         }
     }
 
@@ -334,7 +341,7 @@ impl RootState {
         let mut trip = None;
         shared::rewrite(shared::GUARD_KEY, |bytes| {
             let mut window = Window::decode(bytes);
-            window.add(&g, now, seen);
+            window.add(&g, self.seen_from_ms, now, seen);
             trip = window.evaluate(&g, now);
             window.encode()
         });

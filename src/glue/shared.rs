@@ -2,6 +2,7 @@
 //! worker of the Envoy sees. Keys are prefixed: Istio leaves `vm_id` empty, so all such
 //! plugins share one namespace.
 
+use crate::guard::Window;
 use crate::policy::State;
 use crate::stored::{Origin, Stored};
 use crate::retries::{self, Attempt, Limits, Shard};
@@ -107,10 +108,10 @@ pub fn rewrite(key: &str, mut change: impl FnMut(&[u8]) -> Vec<u8>) -> Option<Ve
 }
 
 /// Empties the guard's window: a resume, a new policy or a new configuration counts afresh,
-/// so failures from before it cannot halt it at once.
-pub fn forget_guard_window() {
+/// so failures from before it cannot halt it at once, even those a worker adds later.
+pub fn forget_guard_window(now_ms: u64) {
     // Whatever another worker wrote meanwhile is forgotten too, so no CAS.
-    let _ = hostcalls::set_shared_data(GUARD_KEY, Some(&[]), None);
+    let _ = hostcalls::set_shared_data(GUARD_KEY, Some(&Window::emptied(now_ms).encode()), None);
 }
 
 /// What `key` holds now (empty if missing).

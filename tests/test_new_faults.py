@@ -141,14 +141,15 @@ def test_reset_closes_without_an_answer_and_never_asks_the_upstream(envoy, bodie
     code, status, size, _, _ = curl(envoy, "/now", http2)
     assert (code, status, size) in [(c, 0, 0) for c in exits]
     code, status, size, elapsed, _ = curl(envoy, "/later", http2)
-    assert code in exits and status == 0 and elapsed >= 0.4
+    # No earlier than `after`, give or take the millisecond the filter's clock rounds off.
+    assert code in exits and status == 0 and elapsed >= 0.39
     if not http2:
         with pytest.raises(http.client.RemoteDisconnected):
             get(envoy, "/now")
     # The query policy does the same.
     envoy.policy("policy=resetStream&after=300ms&percentage=100")
     code, status, _, elapsed, _ = curl(envoy, "/x", http2)
-    assert code in exits and status == 0 and elapsed >= 0.3
+    assert code in exits and status == 0 and elapsed >= 0.29
     assert bodies.count == 0
     m = counted(envoy)
     assert m["resets_injected"] == m["requests_seen"] == (4 if not http2 else 3)
@@ -250,7 +251,9 @@ def test_slow_failure_answers_the_abort_after_the_delay(envoy, bodies, http2):
     rules(envoy, {"fault": {"delay": {"fixed": "400ms"}, "abort": {"status": 503}}})
     with ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(lambda _: curl(envoy, "/x", http2, "-D", "/dev/stderr"), range(10)))
-    assert all(code == 0 and status == 503 and elapsed >= 0.4 for code, status, _, elapsed, _ in answers), answers
+    # The filter reads the clock in whole milliseconds, so a hold may end up to 1 ms before
+    # its time as the client measures it (seen: 0.3996 s for 400 ms).
+    assert all(code == 0 and status == 503 and elapsed >= 0.39 for code, status, _, elapsed, _ in answers), answers
     rules(envoy)
     envoy.policy("policy=slowFailure&timeout=300ms&status=500&percentage=100")
     status, headers, _, elapsed = (None, None, None, None)
@@ -261,11 +264,11 @@ def test_slow_failure_answers_the_abort_after_the_delay(envoy, bodies, http2):
         answer = conn.getresponse()
         answer.read()
         status, injected, elapsed = answer.status, answer.getheader("x-fault-injected"), time.monotonic() - start
-        assert (status, injected) == (500, "slowFailure") and elapsed >= 0.3
+        assert (status, injected) == (500, "slowFailure") and elapsed >= 0.29
         conn.close()
     else:
         code, status, _, elapsed, _ = curl(envoy, "/y", True)
-        assert (code, status) == (0, 500) and elapsed >= 0.3
+        assert (code, status) == (0, 500) and elapsed >= 0.29
     assert bodies.count == 0
     m = counted(envoy)
     assert m["slow_failures_injected"] == m["requests_seen"] == 11

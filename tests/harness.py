@@ -36,6 +36,7 @@ import glob
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -115,10 +116,25 @@ def wasm_module_path() -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on `host` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port that was free on `host` a moment ago, below the kernel's ephemeral range.
+
+    A port from that range (what binding port 0 gives) can be taken by a client's own
+    socket: polling it before Envoy listens, the kernel may pick the same port as the
+    client's source and connect the socket to itself, which then reads its own request
+    (`BadStatusLine: GET /ready HTTP/1.1`, seen in a full run)."""
+    try:
+        first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768
+    low = max(1024, first_ephemeral - 12000)
+    for port in random.sample(range(low, first_ephemeral), 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port from {low} to {first_ephemeral - 1} on {host}")
 
 
 def start_upstream(port: int = 0, verbose: bool = False) -> UpstreamServer:

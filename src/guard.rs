@@ -173,16 +173,15 @@ pub fn record(seen: &mut Seen, guard: &Guard, status: u64, details: &str, elapse
 }
 
 /// The counts of real requests per second over the guard's longest window, summed over
-/// all workers. Stored in shared data as binary, END and EMPTIED then `[r, f, s]` per
-/// bucket: the buckets of the seconds up to END (seconds since the epoch), oldest first.
-/// Not through serde, for the same reason as [`Guard`]; copied at each flush, so kept
-/// small.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// all workers, kept in shared data as JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
+    /// The second (since the epoch) of the last bucket.
     end: u64,
     /// When the window was last emptied (ms since the epoch): counts a worker began before
     /// then are refused (see [`Window::add`]).
     emptied_ms: u64,
+    /// `[requests, failures, slow]` for each second up to `end`, oldest first.
     buckets: Vec<Seen>,
 }
 
@@ -194,24 +193,12 @@ impl Window {
 
     /// Reads the stored form; anything else is an empty window.
     pub fn decode(bytes: &[u8]) -> Window {
-        let (Some(end), Some(emptied), Some(counts)) = (bytes.first_chunk::<8>(), bytes.get(8..16), bytes.get(16..)) else { return Window::default() };
-        if counts.len() % 12 != 0 {
-            return Window::default();
-        }
-        let count = |c: &[u8], i: usize| c.get(i..i + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
-        let buckets = counts.chunks_exact(12).map(|c| [count(c, 0), count(c, 4), count(c, 8)]).collect();
-        let word = |b: &[u8]| b.try_into().map_or(0, u64::from_le_bytes);
-        Window { end: word(end), emptied_ms: word(emptied), buckets }
+        serde_json::from_slice(bytes).unwrap_or_default()
     }
 
-    /// The stored form: END, EMPTIED, then each bucket's three counts, little-endian.
+    /// The stored form.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = self.end.to_le_bytes().to_vec();
-        bytes.extend_from_slice(&self.emptied_ms.to_le_bytes());
-        for count in self.buckets.iter().flatten() {
-            bytes.extend_from_slice(&count.to_le_bytes());
-        }
-        bytes
+        serde_json::to_vec(self).unwrap_or_default()
     }
 
     /// Adds a worker's `seen`, counted from `from_ms` to `now_ms`, dropping what is older
@@ -356,12 +343,14 @@ mod tests {
         let mut w = Window::default();
         feed(&mut w, &g, 1_700_000_000_000, 3, 1);
         feed(&mut w, &g, 1_700_000_002_000, 2, 0);
-        assert_eq!(w.encode().len(), 16 + 5 * 12);
-        assert_eq!(w.encode()[..8], 1_700_000_002u64.to_le_bytes());
+        assert_eq!(
+            String::from_utf8(w.encode()).unwrap(),
+            r#"{"end":1700000002,"emptied_ms":0,"buckets":[[0,0,0],[0,0,0],[4,1,0],[0,0,0],[2,0,0]]}"#
+        );
         assert_eq!(Window::decode(&w.encode()), w);
         let emptied = Window::emptied(1_700_000_003_000);
         assert_eq!(Window::decode(&emptied.encode()), emptied);
-        for bad in [&b""[..], b"x", b"12345678", b"1234567812345678 1,2"] {
+        for bad in [&b""[..], b"x", b"12345678", br#"{"end": 1, "emptied_ms": 0, "buckets": [[1, 2]]}"#] {
             assert_eq!(Window::decode(bad), Window::default(), "{bad:?}");
         }
     }

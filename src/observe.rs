@@ -8,6 +8,7 @@ use crate::outbound::Direction;
 use crate::rules::Rule;
 use crate::sampling::identity_hash;
 use crate::stats::Stat;
+use serde::{Deserialize, Serialize};
 
 /// The shared-data key of the per-rule counts all workers add to.
 pub const RULE_COUNTS_KEY: &str = "fault_injector.rule_counts";
@@ -106,7 +107,7 @@ impl Labelled {
 }
 
 /// One rule's counts since the rules were set.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Count {
     /// Requests the rule matched, sampled in or out.
     pub matched: u64,
@@ -118,9 +119,8 @@ pub struct Count {
 
 /// Per-rule counts of one set of rules, told apart from other sets by `rules`, a hash of
 /// the rules as stored: counts of other rules are dropped, not added. Kept per worker,
-/// and added to the shared copy at each flush. Stored as little-endian integers: 8 bytes
-/// of hash, then 24 per rule; serde would add a derived visitor for a fixed layout.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// and added to the shared copy, stored as JSON, at each flush.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleCounts {
     /// The hash of the rules counted.
     pub rules: u64,
@@ -162,21 +162,12 @@ impl RuleCounts {
 
     /// The bytes stored.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = self.rules.to_le_bytes().to_vec();
-        for c in &self.counts {
-            for n in [c.matched, c.injected, c.last_ms] {
-                out.extend_from_slice(&n.to_le_bytes());
-            }
-        }
-        out
+        serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Reads stored bytes; empty counts when they are missing or short.
+    /// Reads stored bytes; empty counts when they are missing or unreadable.
     pub fn decode(bytes: &[u8]) -> RuleCounts {
-        let number = |at: &[u8]| at.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
-        let counts = bytes.get(8..).unwrap_or_default().chunks_exact(24);
-        let counts = counts.map(|c| Count { matched: number(c), injected: number(&c[8..]), last_ms: number(&c[16..]) });
-        RuleCounts { rules: number(bytes), counts: counts.collect() }
+        serde_json::from_slice(bytes).unwrap_or_default()
     }
 }
 

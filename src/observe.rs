@@ -131,10 +131,7 @@ pub struct RuleCounts {
 impl RuleCounts {
     /// Notes a request rule `at` matched, and whether it injected a fault, at `now_ms`.
     pub fn note(&mut self, at: usize, injected: bool, now_ms: u64) {
-        if self.counts.len() <= at {
-            self.counts.resize(at + 1, Count::default());
-        }
-        let count = &mut self.counts[at];
+        let count = slot(&mut self.counts, at);
         count.matched += 1;
         if injected {
             count.injected += 1;
@@ -149,10 +146,7 @@ impl RuleCounts {
             sum = RuleCounts { rules: self.rules, counts: Vec::new() };
         }
         for (at, count) in self.counts.iter().enumerate() {
-            if sum.counts.len() <= at {
-                sum.counts.resize(at + 1, Count::default());
-            }
-            let total = &mut sum.counts[at];
+            let total = slot(&mut sum.counts, at);
             total.matched += count.matched;
             total.injected += count.injected;
             total.last_ms = total.last_ms.max(count.last_ms);
@@ -169,6 +163,14 @@ impl RuleCounts {
     pub fn decode(bytes: &[u8]) -> RuleCounts {
         serde_json::from_slice(bytes).unwrap_or_default()
     }
+}
+
+/// The count of rule `at`, with zeros for the rules up to it not counted yet.
+fn slot(counts: &mut Vec<Count>, at: usize) -> &mut Count {
+    if counts.len() <= at {
+        counts.resize(at + 1, Count::default());
+    }
+    &mut counts[at]
 }
 
 /// What tells one set of rules from another for [`RuleCounts`]: a hash of the rules as

@@ -323,10 +323,7 @@ impl RootState {
     /// its final status, Envoy's `response.code_details`, and when it started and ended.
     pub fn saw(&mut self, status: u64, details: &str, started_ms: u64, now_ms: u64) {
         if let Some(g) = &self.state.guard {
-            if self.seen[0] == 0 {
-                self.seen_from_ms = started_ms;
-            }
-            self.seen_from_ms = self.seen_from_ms.min(started_ms);
+            self.seen_from_ms = if self.seen[0] == 0 { started_ms } else { self.seen_from_ms.min(started_ms) };
             guard::record(&mut self.seen, g, status, details, now_ms.saturating_sub(started_ms));
         }
     }

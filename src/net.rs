@@ -76,11 +76,15 @@ pub fn parse_socket_address(text: &str) -> Option<IpAddr> {
     })
 }
 
-/// Parses Envoy's `destination.port` property, which arrives as a little-endian 64-bit
-/// integer.
+/// Parses an integer property of Envoy's (`destination.port`, `response.code`), which
+/// arrives as a little-endian 64-bit integer.
+pub fn parse_integer_property(bytes: &[u8]) -> Option<i64> {
+    bytes.try_into().ok().map(i64::from_le_bytes)
+}
+
+/// Parses Envoy's `destination.port` property.
 pub fn parse_port_property(bytes: &[u8]) -> Option<u16> {
-    let raw: [u8; 8] = bytes.try_into().ok()?;
-    u16::try_from(i64::from_le_bytes(raw)).ok()
+    u16::try_from(parse_integer_property(bytes)?).ok()
 }
 
 #[cfg(test)]

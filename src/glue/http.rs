@@ -439,7 +439,7 @@ impl HttpContext for Request {
     fn on_log(&mut self) {
         let Some(since) = self.guarded_since else { return };
         let property = |name| hostcalls::get_property(vec!["response", name]).ok().flatten().unwrap_or_default();
-        let status = <[u8; 8]>::try_from(property("code").as_slice()).map_or(0, u64::from_le_bytes);
+        let status = net::parse_integer_property(&property("code")).and_then(|code| u64::try_from(code).ok()).unwrap_or(0);
         let details = if (1..500).contains(&status) { Vec::new() } else { property("code_details") };
         self.worker.borrow_mut().saw(status, std::str::from_utf8(&details).unwrap_or(""), since, now_ms());
         self.counted();

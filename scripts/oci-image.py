@@ -17,7 +17,7 @@ The image is reproducible (fixed timestamps and owners): the same module and too
 always give the same digest, which it prints; Kubernetes and Istio pin that digest.
 
     scripts/oci-image.py OUT_DIR [--tag 0.1.0] [--module PATH]
-    skopeo copy oci:OUT_DIR:0.1.0 docker://REGISTRY/fault-injector:0.1.0
+    skopeo copy --preserve-digests oci:OUT_DIR:0.1.0 docker://REGISTRY/fault-injector:0.1.0
 """
 
 from __future__ import annotations
@@ -57,8 +57,19 @@ def _rustc() -> str:
     return found
 
 
+def _architecture() -> str:
+    """This machine's architecture as OCI names it: the copier's, and so the image's."""
+    machine = platform.machine()
+    if sys.platform != "linux":
+        raise BuildError("the image's copier is a Linux program: build the image on Linux (any machine gives the same module)")
+    if machine not in ARCHITECTURES:
+        raise BuildError(f"no OCI architecture known for this machine ({machine}); known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[machine]
+
+
 def build_copier() -> bytes:
     """scripts/copy-module.rs, built for this machine, statically linked and stripped."""
+    _architecture()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "copy-module"
         res = subprocess.run(
@@ -98,9 +109,7 @@ def _layer(module: bytes, copier: bytes) -> tuple[bytes, str]:
 def build(out: Path, module: bytes, tag: str, copier: bytes) -> tuple[dict, str]:
     """Writes the layout to `out`; returns its manifest and the manifest's digest, the
     image's digest."""
-    machine = platform.machine()
-    if machine not in ARCHITECTURES:
-        raise BuildError(f"no OCI architecture known for this machine ({machine}); known: {', '.join(ARCHITECTURES)}")
+    architecture = _architecture()
     if (out / "oci-layout").is_file():
         # A layout holds one image: the blobs of an earlier build would only linger.
         shutil.rmtree(out / "blobs", ignore_errors=True)
@@ -109,7 +118,7 @@ def build(out: Path, module: bytes, tag: str, copier: bytes) -> tuple[dict, str]
     out.mkdir(parents=True, exist_ok=True)
     layer, diff_id = _layer(module, copier)
     config = {
-        "architecture": ARCHITECTURES[machine],
+        "architecture": architecture,
         "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "config": {"Entrypoint": ["/copy-module"]},
@@ -143,7 +152,7 @@ def main() -> int:
         print(f"oci-image: {e}", file=sys.stderr)
         return 1
     print(f"oci-image: {args.out}:{args.tag} digest {digest}")
-    print(f"push: skopeo copy oci:{args.out}:{args.tag} docker://REGISTRY/fault-injector:{args.tag}")
+    print(f"push: skopeo copy --preserve-digests oci:{args.out}:{args.tag} docker://REGISTRY/fault-injector:{args.tag}")
     print(f"then: REGISTRY/fault-injector@{digest} (docs/deploy.md)")
     return 0
 

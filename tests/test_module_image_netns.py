@@ -97,11 +97,11 @@ def image():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def lay_out(kdir: str, workdir: Path) -> tuple[list[dict], dict, list[str], list[str], dict[str, str]]:
+def lay_out(kdir: str, workdir: Path) -> tuple[dict, list[str], list[str], dict[str, str]]:
     """Renders `kdir` and lays out its Deployment `web` under `workdir` as the kubelet
     would: the filter's ConfigMap as a volume and the Envoy and capture containers'
-    commands with their ConfigMap files written out. Returns the objects, the Deployment,
-    Envoy's argv, and the capture container's argv and environment."""
+    commands with their ConfigMap files written out. Returns the Deployment, Envoy's
+    argv, and the capture container's argv and environment."""
     objects = render(kdir)
     web = deployment(objects, "web")
     filter_text = configmap(objects, "fault-injector-filter")["data"][FILTER_FILE]
@@ -111,7 +111,7 @@ def lay_out(kdir: str, workdir: Path) -> tuple[list[dict], dict, list[str], list
     bootstrap = Path(envoy_argv[envoy_argv.index("-c") + 1])
     bootstrap.write_text(bootstrap.read_text().replace(FILTER_MOUNT, str(workdir / "filter")))
     ConfigMapVolume(workdir / "filter", {FILTER_FILE: filter_text})
-    return objects, web, envoy_argv, capture_argv, container_env(capture, {})
+    return web, envoy_argv, capture_argv, container_env(capture, {})
 
 
 def module_volume(web: dict) -> tuple[dict, str]:
@@ -181,7 +181,7 @@ def assert_serves_and_faults(pod: Pod) -> None:
 def test_image_volume_pod_serves_and_faults(image):
     workdir = image / "volume-pod"
     workdir.mkdir()
-    objects, web, envoy_argv, capture_argv, capture_env = lay_out("k8s/examples/module-from-image", workdir)
+    web, envoy_argv, capture_argv, capture_env = lay_out("k8s/examples/module-from-image", workdir)
     volume, mount_path = module_volume(web)
     manifest = json.loads((image / "oci/index.json").read_text())["manifests"][0]
     # The pod pulls the image built from this module, by digest.
@@ -204,7 +204,7 @@ def test_image_volume_pod_serves_and_faults(image):
 def test_init_container_pod_copies_the_module_then_serves_and_faults(image):
     workdir = image / "init-pod"
     workdir.mkdir()
-    objects, web, envoy_argv, capture_argv, capture_env = lay_out("k8s/examples/module-from-image-init", workdir)
+    web, envoy_argv, capture_argv, capture_env = lay_out("k8s/examples/module-from-image-init", workdir)
     volume, mount_path = module_volume(web)
     assert "emptyDir" in volume
     copier = container(web, "fault-injector-module")
@@ -252,8 +252,10 @@ def test_init_container_pod_copies_the_module_then_serves_and_faults(image):
 def test_copier_refuses_what_is_not_a_module(image):
     rootfs = image / "refusal-root"
     unpack_image(image / "oci", rootfs)
-    run = lambda *args: subprocess.run(["chroot", str(rootfs), "/copy-module", *args],  # noqa: E731
-                                       capture_output=True, text=True, timeout=30)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["chroot", str(rootfs), "/copy-module", *args], capture_output=True, text=True, timeout=30)
+
     res = run("/copy-module", "/out.wasm")
     assert (res.returncode, res.stderr) == (1, "copy-module: /copy-module is not a Wasm module (it does not start with \\0asm)\n")
     res = run("/missing.wasm", "/out.wasm")

@@ -30,6 +30,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -140,13 +141,23 @@ def readable_by_the_pod(workdir: Path) -> None:
             p.chmod(0o755 if p.is_dir() else 0o644)
 
 
-def start_pod(index: int, workdir: Path, envoy_argv: list[str], capture_argv: list[str],
-              capture_env: dict[str, str], init_steps=()) -> Pod:
-    def init(pod: Pod) -> None:
+def start_pod(index: int, workdir: Path, web: dict, envoy_argv: list[str], capture_argv: list[str],
+              capture_env: dict[str, str], steps: dict[str, Callable[[Pod], None]] | None = None) -> Pod:
+    """Starts the pod: its init containers in the rendered order (the capture container's
+    command, and each of `steps` by container name), then Envoy, as a native sidecar,
+    then the app."""
+    def capture(pod: Pod) -> None:
         res = pod.exec(*capture_argv, env=capture_env)
         assert res.returncode == 0, res.stdout + res.stderr
-        for step in init_steps:
-            step(pod)
+
+    steps = {"fault-injector-capture": capture, **(steps or {})}
+    names = [c["name"] for c in web["spec"]["template"]["spec"]["initContainers"]]
+    # Envoy, the native sidecar, starts once they have all run.
+    assert names[-1] == "fault-injector-envoy" and sorted(names[:-1]) == sorted(steps), names
+
+    def init(pod: Pod) -> None:
+        for name in names[:-1]:
+            steps[name](pod)
 
     pod = Pod(index, None, workdir / "envoy.log", apps=(("0.0.0.0", APP_PORT),), envoy_args=envoy_argv,
               data_port=APP_PORT, init=init, user=ENVOY_UID)
@@ -194,7 +205,7 @@ def test_image_volume_pod_serves_and_faults(image):
     readable_by_the_pod(workdir / "filter")
     readable_by_the_pod(workdir / "fault-injector-envoy")
     workdir.chmod(0o755)
-    pod = start_pod(VOLUME_POD, workdir, envoy_argv, capture_argv, capture_env)
+    pod = start_pod(VOLUME_POD, workdir, web, envoy_argv, capture_argv, capture_env)
     try:
         assert_serves_and_faults(pod)
     finally:
@@ -238,7 +249,8 @@ def test_init_container_pod_copies_the_module_then_serves_and_faults(image):
     readable_by_the_pod(workdir / "filter")
     readable_by_the_pod(workdir / "fault-injector-envoy")
     workdir.chmod(0o755)
-    pod = start_pod(INIT_POD, workdir, envoy_argv, capture_argv, capture_env, init_steps=(copy_step,))
+    pod = start_pod(INIT_POD, workdir, web, envoy_argv, capture_argv, capture_env,
+                    steps={"fault-injector-module": copy_step})
     try:
         copied = empty_dir / "fault_injector.wasm"
         assert copied.read_bytes() == wasm_module_path().read_bytes()

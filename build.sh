@@ -30,6 +30,13 @@ wasm-opt -Oz --strip-debug --strip-producers "$wasm" -o "$wasm.opt"
 mv "$wasm.opt" "$wasm"
 echo "build: $wasm ($(stat -c %s "$wasm") bytes; $before before wasm-opt)"
 if [[ "$wasm" == "$dir/fault_injector.wasm" ]]; then
-    # The kustomizations under k8s/ read the module and the Envoy files from generated/.
+    # The OCI image (Istio's WasmPlugin, k8s/components/module-from-image), whose digest
+    # the kustomizations pin; they read the module and the Envoy files from generated/.
+    # Without it the module still serves the demo and every other kustomization.
+    oci="${CARGO_TARGET_DIR:-target}/oci"
+    if ! scripts/oci-image.py --module "$wasm" "$oci"; then
+        rm -rf "$oci"
+        echo "build: no OCI image (above): k8s/components/module-from-image and k8s/istio cannot render" >&2
+    fi
     FAULT_INJECTOR_WASM="$(realpath "$wasm")" scripts/k8s-files.sh
 fi

@@ -5,7 +5,6 @@
 #   ./build.sh && scripts/render-k8s.sh [DIR] > manifests.yaml
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-"$root/scripts/k8s-files.sh"
 kubectl="$root/.venv/bin/kubectl"
 if [[ ! -x "$kubectl" ]]; then
     kubectl="$(command -v kubectl)" || {
@@ -13,4 +12,5 @@ if [[ ! -x "$kubectl" ]]; then
         exit 1
     }
 fi
+"$root/scripts/k8s-files.sh"
 exec "$kubectl" kustomize "${1:-$root/k8s/base}"

@@ -20,9 +20,15 @@
   out as the kubelet mounts a ConfigMap) and with that filter inlined, so the
   filter's own config is validated too;
 * the module ConfigMap stays under the 1 MiB ConfigMap limit;
-* ``docker-compose config`` accepts envoy/docker-compose.yaml;
+* ``docker-compose config`` accepts envoy/docker-compose.yaml, which publishes its ports
+  on loopback only; every Envoy image (k8s/, the compose file) is the exact version the
+  tests run;
 * the WasmPlugin's pluginConfig loads in a real Envoy, and the OCI image that
-  scripts/oci-image.py builds for it is read back by skopeo with the module inside.
+  scripts/oci-image.py builds for it is read back by skopeo with the module inside;
+* k8s/components/module-from-image: the examples, both variants, have no module
+  ConfigMap and pull that image by the digest of this module (as Istio's WasmPlugins
+  do), and an ``images:`` entry names the registry; tests/test_module_image_netns.py
+  runs them.
 """
 
 from __future__ import annotations
@@ -49,13 +55,17 @@ from harness import envoy_binary, request, wasm_module_path
 from pods import FILTER_DIR_IN_POD, FILTER_FILE, MODULE_IN_POD, ConfigMapVolume, configmap, render
 
 ROOT = Path(__file__).resolve().parent.parent
+# The module from the OCI image: as an image volume, and copied by an init container.
+IMAGE_VOLUME, IMAGE_INIT = "k8s/examples/module-from-image", "k8s/examples/module-from-image-init"
 KUSTOMIZATIONS = ["k8s/base", "k8s/examples/injected", "k8s/examples/injected-no-capture", "k8s/examples/locked",
-                  "k8s/istio"]
+                  "k8s/istio", IMAGE_VOLUME, IMAGE_INIT]
 # The kustomizations with the Envoy sidecar, and the Envoy files their ConfigMaps hold.
 SIDECARS = {
     "k8s/base": {"envoy.yaml": "sidecar.yaml"},
     "k8s/examples/injected": {"sidecar-capture.yaml": "sidecar-capture.yaml", "sidecar.yaml": "sidecar.yaml"},
     "k8s/examples/injected-no-capture": {"sidecar-capture.yaml": "sidecar-capture.yaml", "sidecar.yaml": "sidecar.yaml"},
+    IMAGE_VOLUME: {"sidecar-capture.yaml": "sidecar-capture.yaml", "sidecar.yaml": "sidecar.yaml"},
+    IMAGE_INIT: {"sidecar-capture.yaml": "sidecar-capture.yaml", "sidecar.yaml": "sidecar.yaml"},
 }
 INJECTED = ["k8s/examples/injected", "k8s/examples/injected-no-capture"]
 CAPTURE_SCRIPT = ROOT / "k8s/components/sidecar-injection/capture.sh"
@@ -72,6 +82,18 @@ K8S_VERSIONS = sorted({"1.35.0", kubernetes_validate.utils.latest_version()})
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict]]:
     return {k: render(k) for k in KUSTOMIZATIONS}
+
+
+@pytest.fixture(scope="module")
+def oci_layout(tmp_path_factory) -> tuple[Path, str]:
+    """The OCI image scripts/oci-image.py builds from the built module (tag t1), and its digest."""
+    layout = tmp_path_factory.mktemp("oci") / "layout"
+    res = subprocess.run([str(ROOT / "scripts/oci-image.py"), str(layout), "--tag", "t1",
+                          "--module", str(wasm_module_path())], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    (entry,) = json.loads((layout / "index.json").read_text())["manifests"]
+    assert f"digest {entry['digest']}" in res.stdout
+    return layout, entry["digest"]
 
 
 def _inline_filter(bootstrap_text: str, filter_text: str) -> str:
@@ -204,6 +226,20 @@ def test_docker_compose_config():
     assert res.returncode == 0, res.stderr
     cfg = yaml.safe_load(res.stdout)
     assert cfg["services"]["envoy"]["network_mode"] == "service:app"
+    # The open control port (and the app) on this machine's loopback only.
+    assert cfg["services"]["app"]["ports"] == ["127.0.0.1:8080:8080/tcp", "127.0.0.1:8282:8282/tcp"]
+
+
+def test_every_envoy_image_is_the_version_the_tests_run(rendered):
+    res = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True, timeout=30)
+    (version,) = re.findall(r"/(\d+\.\d+\.\d+)/", res.stdout)
+    images = [c["image"] for objects in rendered.values() for o in objects if o["kind"] == "Deployment"
+              for c in o["spec"]["template"]["spec"].get("initContainers", []) + o["spec"]["template"]["spec"]["containers"]
+              if c["image"].startswith("envoyproxy/")]
+    compose = yaml.safe_load((ROOT / "envoy/docker-compose.yaml").read_text())
+    images.append(compose["services"]["envoy"]["image"])
+    assert len(images) == 1 + len([k for k in KUSTOMIZATIONS if k not in ("k8s/istio", "k8s/examples/locked")]) + 1
+    assert set(images) == {f"envoyproxy/envoy:v{version}"}
 
 
 def test_wasmplugin_plugin_config_loads_in_envoy(rendered, start_envoy):
@@ -227,21 +263,99 @@ def test_istio_outbound_plugin_is_the_client_side_of_the_same_module(rendered, s
     assert (r.status, r.text) == (200, "upstream GET /injector?status=500\n")
 
 
-def test_oci_image_holds_the_module(tmp_path):
-    layout, copy = tmp_path / "oci", tmp_path / "copy"
-    subprocess.run([str(ROOT / "scripts/oci-image.py"), str(layout), "--tag", "t1"], check=True,
-                   capture_output=True, timeout=60)
+def test_oci_image_holds_the_module(oci_layout, tmp_path):
+    layout, digest = oci_layout
+    copy = tmp_path / "copy"
     # skopeo checks every digest as it copies.
     res = subprocess.run(["skopeo", "copy", f"oci:{layout}:t1", f"dir:{copy}"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     manifest = json.loads((copy / "manifest.json").read_text())
     assert manifest["annotations"] == {"module.wasm.image/variant": "compat"}
+    # Istio's compat variant: one tar+gzip layer with plugin.wasm in it.
     (layer,) = manifest["layers"]
     assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
     blob = (copy / layer["digest"].split(":")[1]).read_bytes()
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
-        assert tar.getnames() == ["plugin.wasm"]
+        assert tar.getnames() == ["plugin.wasm", "copy-module", "fault_injector.wasm"]
         assert tar.extractfile("plugin.wasm").read() == wasm_module_path().read_bytes()
+        # Where the image volume puts it, the name the filter's configuration reads.
+        link = tar.getmember("fault_injector.wasm")
+        assert link.issym() and link.linkname == "plugin.wasm"
+        assert tar.getmember("copy-module").mode == 0o755
+    # A runnable image, so that an init container can run its copier.
+    config = json.loads((copy / manifest["config"]["digest"].split(":")[1]).read_text())
+    assert config["os"] == "linux" and config["config"]["Entrypoint"] == ["/copy-module"]
+    # The same module and toolchain give the same image: the digest the manifests pin.
+    again = tmp_path / "again"
+    subprocess.run([str(ROOT / "scripts/oci-image.py"), str(again), "--module", str(wasm_module_path())],
+                   check=True, capture_output=True, timeout=300)
+    assert json.loads((again / "index.json").read_text())["manifests"][0]["digest"] == digest
+
+
+def _module_volume(objects: list[dict]) -> dict:
+    (volume,) = [v for v in _pod_spec(objects)["volumes"] if v["name"] == "fault-injector-module"]
+    return volume
+
+
+@pytest.mark.parametrize("kdir", [IMAGE_VOLUME, IMAGE_INIT])
+def test_module_from_image_has_no_module_configmap(rendered, kdir):
+    assert not [o for o in rendered[kdir] if o["kind"] == "ConfigMap"
+                and (o.get("binaryData") or o["metadata"]["name"].startswith("fault-injector-module"))]
+    # Envoy mounts the module where the ConfigMap was, read-only, as before.
+    envoy = _init(_pod_spec(rendered[kdir]), "fault-injector-envoy")
+    assert {"name": "fault-injector-module", "mountPath": "/etc/fault-injector/module", "readOnly": True} in envoy["volumeMounts"]
+
+
+def test_image_volume_pulls_the_image_of_this_module_by_digest(rendered, oci_layout):
+    _, digest = oci_layout
+    assert _module_volume(rendered[IMAGE_VOLUME]) == {"name": "fault-injector-module", "image": {
+        "reference": f"ghcr.io/example/fault-injector@{digest}", "pullPolicy": "IfNotPresent"}}
+
+
+def test_init_container_copies_the_module_from_the_same_image_before_envoy(rendered, oci_layout):
+    _, digest = oci_layout
+    spec = _pod_spec(rendered[IMAGE_INIT])
+    assert _module_volume(rendered[IMAGE_INIT]) == {"name": "fault-injector-module", "emptyDir": {"sizeLimit": "8Mi"}}
+    names = [c["name"] for c in spec["initContainers"]]
+    # A plain init container (it runs to completion) that runs before Envoy starts.
+    assert names.index("fault-injector-module") < names.index("fault-injector-envoy")
+    copier = _init(spec, "fault-injector-module")
+    assert "restartPolicy" not in copier
+    assert copier["image"] == f"ghcr.io/example/fault-injector@{digest}"
+    assert copier["command"] == ["/copy-module", "/plugin.wasm", "/etc/fault-injector/module/fault_injector.wasm"]
+    assert copier["volumeMounts"] == [{"name": "fault-injector-module", "mountPath": "/etc/fault-injector/module"}]
+    sc = copier["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 1337 and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["allowPrivilegeEscalation"] is False
+    # Everything else is the image-volume variant's pod.
+    others = {k: v for k, v in spec.items() if k not in ("initContainers", "volumes")}
+    image_spec = _pod_spec(rendered[IMAGE_VOLUME])
+    assert others == {k: v for k, v in image_spec.items() if k not in ("initContainers", "volumes")}
+    assert [c for c in spec["initContainers"] if c is not copier] == image_spec["initContainers"]
+
+
+def test_istio_plugins_pull_the_same_image_by_digest(rendered, oci_layout):
+    _, digest = oci_layout
+    for plugin in (o for o in rendered["k8s/istio"] if o["kind"] == "WasmPlugin"):
+        assert plugin["spec"]["url"] == f"oci://ghcr.io/example/fault-injector@{digest}"
+        assert plugin["spec"]["sha256"] == digest.removeprefix("sha256:")
+
+
+@pytest.mark.parametrize("component", ["image-volume", "init-container"])
+def test_an_images_entry_sets_the_registry_and_digest(tmp_path, component):
+    """What docs/deploy.md shows: the components with an `images:` entry of the user's."""
+    digest = "sha256:" + "ab" * 32
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [os.path.relpath(ROOT / "k8s/examples/injected", tmp_path)],
+        "components": [os.path.relpath(ROOT / "k8s/components/module-from-image" / component, tmp_path)],
+        "images": [{"name": "fault-injector-module", "newName": "registry.example.com/team/fault-injector",
+                    "digest": digest}],
+    }))
+    objects = render(str(tmp_path))
+    spec = _pod_spec(objects)
+    references = [_module_volume(objects).get("image", {}).get("reference")]
+    references += [c["image"] for c in spec["initContainers"] if c["name"] == "fault-injector-module"]
+    assert [r for r in references if r] == [f"registry.example.com/team/fault-injector@{digest}"]
 
 
 def test_every_wasm_filter_fails_open():
@@ -296,7 +410,8 @@ def _init(spec: dict, name: str) -> dict:
 
 
 # Each Deployment with the sidecar: (kustomization, Deployment, Envoy's container).
-ENVOYS = [("k8s/base", "echo", "envoy"), *((k, "web", "fault-injector-envoy") for k in INJECTED)]
+ENVOYS = [("k8s/base", "echo", "envoy"),
+          *((k, "web", "fault-injector-envoy") for k in [*INJECTED, IMAGE_VOLUME, IMAGE_INIT])]
 
 
 @pytest.mark.parametrize("kdir, name, envoy_name", ENVOYS)

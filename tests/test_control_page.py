@@ -136,13 +136,15 @@ def severe_console_entries(driver) -> list[dict]:
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def requested_urls(driver) -> list[str]:
-    urls = []
+def requests_sent(driver) -> list[tuple[str, dict[str, str]]]:
+    """The URL and headers of each request the page made since the log was last read."""
+    sent = []
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
         if message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
+            request = message["params"]["request"]
+            sent.append((request["url"], {k.lower(): v for k, v in request["headers"].items()}))
+    return sent
 
 
 def test_the_page_loads_alone_refreshes_and_is_labelled_and_keyboard_reachable(browser, envoy):
@@ -152,9 +154,11 @@ def test_the_page_loads_alone_refreshes_and_is_labelled_and_keyboard_reachable(b
 
     assert severe_console_entries(browser) == []
     origin = f"http://127.0.0.1:{envoy.port}/"
-    urls = requested_urls(browser)
-    assert [u for u in urls if not u.startswith(origin) and not u.startswith("data:")] == []
-    assert urls.count(page_url(envoy)) >= 3, urls  # the page, then a refresh every 2 s
+    sent = requests_sent(browser)
+    assert [url for url, _ in sent if not url.startswith(origin)] == []
+    # The page, then its first refresh and one 2 s later: each asks for JSON.
+    assert [url for url, _ in sent].count(page_url(envoy)) >= 3, sent
+    assert [headers.get("accept") for _, headers in sent[1:]] == ["application/json"] * (len(sent) - 1)
     assert shown_policy(browser)["policy"] == "none"
     assert browser.find_element(By.ID, "config-id").text == envoy.policy()["configuration"]["id"]
     assert browser.find_element(By.ID, "doc-section").is_displayed()

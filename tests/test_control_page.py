@@ -44,19 +44,24 @@ TWO_RULES = {
 
 
 @pytest.fixture(scope="module")
-def envoy(tmp_path_factory):
-    upstream = start_upstream()
+def module_upstream():
+    server = start_upstream()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def envoy(tmp_path_factory, module_upstream):
     listeners = [
         ListenerSpec({"control": {"post_documents": True}}, http_filters_after=[BUFFER_FILTER]),
         ListenerSpec({"control": {"token": TOKEN}}, name="with_token"),
     ]
-    proxy = Envoy(listeners, upstream_port=upstream.port, workdir=tmp_path_factory.mktemp("envoy"))
+    proxy = Envoy(listeners, upstream_port=module_upstream.port, workdir=tmp_path_factory.mktemp("envoy"))
     try:
         yield proxy.start()
         assert not proxy.wasm_panics(), proxy.log_tail()
     finally:
         proxy.stop()
-        upstream.stop()
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +250,32 @@ def test_reset_restores_no_fault(browser, envoy):
 
     assert envoy.policy()["policy"]["policy"] == "none"
     assert [request(envoy.port, f"/after/{i}").status for i in range(10)] == [200] * 10
+
+
+def test_resume_shows_while_a_guard_has_halted_the_faults(browser, envoy, module_upstream):
+    guard = {"upstream_failures": {"above": 10, "window": "5s", "min_requests": 50}}
+    envoy.control("reset")
+    envoy.policy(document={"policy": {"status": 503, "percentage": 30}, "guard": guard}, method="GET")
+    open_page(browser, envoy)
+    assert not browser.find_element(By.ID, "resume").is_displayed()
+    module_upstream.behave(fail_percent=100)
+    try:
+        with Client(envoy.port) as client:
+            deadline = time.monotonic() + 10
+            while "halted" not in envoy.policy() and time.monotonic() < deadline:
+                for i in range(20):
+                    client.get(f"/failing/{i}")
+    finally:
+        module_upstream.behave()
+    assert "halted" in envoy.policy()
+    WebDriverWait(browser, 3).until(lambda d: d.find_element(By.ID, "resume").is_displayed())
+    assert "upstream_failures" in browser.find_element(By.ID, "halted").text
+
+    press(browser, "resume")
+    WebDriverWait(browser, 3).until(lambda d: not d.find_element(By.ID, "halted").is_displayed())
+    assert not browser.find_element(By.ID, "resume").is_displayed()
+    state = envoy.policy()
+    assert "halted" not in state and state["policy"]["status"] == 503
 
 
 def test_json_callers_get_json_and_browsers_the_page(envoy):

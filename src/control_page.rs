@@ -3,10 +3,8 @@
 //! the calls curl makes; every other caller keeps getting the JSON it always got. Which of
 //! the two a call gets is decided here, from its `Accept`.
 
-use crate::config::Control;
-use crate::control::{self, Refusal};
+use crate::control::Refusal;
 use std::borrow::Cow;
-use std::net::IpAddr;
 
 /// The page, as written.
 const PAGE: &str = include_str!("control_page.html");
@@ -104,11 +102,12 @@ pub fn page(post_documents: bool) -> Cow<'static, str> {
     }
 }
 
-/// Who may load the page: a client the control route answers (`control.allowed_cidrs`),
-/// with or without `control.token`. The page holds no state, and a browser cannot send a
-/// bearer token when it opens a URL: the page's own calls carry it, from its token field.
-pub fn admit(control: &Control, client: Option<IpAddr>) -> Result<(), Refusal> {
-    match control::admit(control, client, "GET", None) {
+/// Who may load the page, from the control route's decision on the call made without a
+/// token (`admitted`): whoever the route admits, with or without `control.token`. The
+/// page holds no state, and a browser cannot send a bearer token when it opens a URL: the
+/// page's own calls carry it, from its token field.
+pub fn admit(admitted: Result<(), Refusal>) -> Result<(), Refusal> {
+    match admitted {
         Err(Refusal::Unauthorized) => Ok(()),
         other => other,
     }
@@ -119,6 +118,7 @@ pub fn admit(control: &Control, client: Option<IpAddr>) -> Result<(), Refusal> {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::control;
 
     const CHROMIUM: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7";
     const FIREFOX: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
@@ -203,10 +203,11 @@ mod tests {
     #[test]
     fn the_page_needs_an_allowed_client_but_not_the_token() {
         let c = Config::parse(br#"{"control":{"token":"s3cret","allowed_cidrs":["10.0.0.0/8"]}}"#).unwrap().control;
-        assert_eq!(admit(&c, Some("10.1.2.3".parse().unwrap())), Ok(()));
-        assert_eq!(admit(&c, Some("192.168.1.1".parse().unwrap())), Err(Refusal::Forbidden));
-        assert_eq!(admit(&c, None), Err(Refusal::Forbidden));
+        let page = |client: Option<&str>| admit(control::admit(&c, client.map(|ip| ip.parse().unwrap()), "GET", None));
+        assert_eq!(page(Some("10.1.2.3")), Ok(()));
+        assert_eq!(page(Some("192.168.1.1")), Err(Refusal::Forbidden));
+        assert_eq!(page(None), Err(Refusal::Forbidden));
         let open = Config::parse(b"{}").unwrap().control;
-        assert_eq!(admit(&open, Some("127.0.0.1".parse().unwrap())), Ok(()));
+        assert_eq!(admit(control::admit(&open, Some("127.0.0.1".parse().unwrap()), "GET", None)), Ok(()));
     }
 }

@@ -34,7 +34,7 @@ pub fn admit(worker: &RootState, client: Option<IpAddr>, method: &str, authoriza
 /// `GET /injector` from a browser: the page, to a client the route answers, with or
 /// without the token, which the page's own calls carry.
 pub fn page(worker: &RootState, client: Option<IpAddr>) -> Action {
-    match control_page::admit(&worker.config.control, client) {
+    match control_page::admit(control::admit(&worker.config.control, client, "GET", None)) {
         Ok(()) => reply::http(200, control_page::HEADERS.to_vec(), &control_page::page(worker.config.control.post_documents)),
         Err(refusal) => refuse(worker, refusal.status(), refusal.message(), vec![]),
     }

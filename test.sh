@@ -14,6 +14,8 @@ apt_install wrk nginx
 apt_install curl
 # Node runs the unit tests compiled to Wasm (scripts/wasi-run.mjs).
 apt_install nodejs
+# tests/test_control_page.py opens the control page in a real browser, headless.
+apt_install chromium chromium-driver
 echo "== cargo test"
 cargo test
 echo "== cargo test --target wasm32-wasip1"

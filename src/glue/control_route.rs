@@ -5,26 +5,27 @@
 use super::reply;
 use super::root_state::RootState;
 use super::{now_ms, shared};
-use crate::control::{self, Refusal};
+use crate::control::{self, Caller, Refusal};
 use crate::document::{self, Document};
 use crate::observe;
 use crate::outbound;
 use crate::policy::State;
 use crate::stored::Origin;
 use crate::query::{percent_decode, Call};
+use crate::net::NoClient;
 use crate::stats::Stat;
 use proxy_wasm::types::Action;
 use std::net::IpAddr;
 use std::rc::Rc;
 
-/// Turns the call away (with its refusal answered) unless the client, its token and its
-/// method may use the route.
-pub fn admit(worker: &RootState, client: Option<IpAddr>, method: &str, authorization: Option<&str>) -> Result<(), Action> {
-    control::admit(&worker.config.control, client, method, authorization).map_err(|refusal| {
+/// Turns the call away (with its refusal answered) unless the client, the page it came
+/// from, its token and its method may use the route.
+pub fn admit(worker: &RootState, client: Result<IpAddr, NoClient>, caller: &Caller) -> Result<(), Action> {
+    control::admit(&worker.config.control, client, caller).map_err(|refusal| {
         let extra = match refusal {
             Refusal::Unauthorized => vec![("www-authenticate", "Bearer")],
             Refusal::MethodNotAllowed => vec![("allow", control::ALLOW)],
-            Refusal::Forbidden => vec![],
+            _ => vec![],
         };
         refuse(worker, refusal.status(), refusal.message(), extra)
     })

@@ -7,6 +7,7 @@ use super::root_state::RootState;
 use super::{control_route, now_ms, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
 use crate::body_change;
+use crate::control::Caller;
 use crate::decide::{self, Answered, Decision, OnResponse, Source, Then, DIRECTION, INJECTED};
 use crate::duration::Millis;
 use crate::net;
@@ -61,8 +62,12 @@ fn header(name: &str) -> Option<String> {
     hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
 }
 
-fn client() -> Option<IpAddr> {
-    address("source")
+/// The client: the TCP peer, or with `trusted_hops` what trusted proxies forwarded
+/// (`net::client`); an address Envoy took from `X-Forwarded-For` is none.
+fn client(trusted_hops: u32) -> Result<IpAddr, net::NoClient> {
+    let bytes = hostcalls::get_property(vec!["source", "address"]).ok().flatten();
+    let source = bytes.as_deref().and_then(|b| std::str::from_utf8(b).ok());
+    net::client(source, trusted_hops, || header("x-forwarded-for"))
 }
 
 /// Envoy's `source.address` or `destination.address` (for a listener that restores it
@@ -77,14 +82,24 @@ fn address(side: &str) -> Option<IpAddr> {
 struct RequestInfo {
     path: Option<String>,
     method: Option<String>,
-    client: Option<Option<IpAddr>>,
+    client: Option<Result<IpAddr, net::NoClient>>,
+    /// The plugin's `xff_num_trusted_hops`.
+    trusted_hops: u32,
     /// The `active_delays` gauge's id.
     active_delays: Option<u32>,
 }
 
 impl RequestInfo {
     fn new(worker: &RootState) -> RequestInfo {
-        RequestInfo { path: None, method: None, client: None, active_delays: worker.metric_id(Stat::ActiveDelays) }
+        let trusted_hops = worker.config.xff_num_trusted_hops;
+        RequestInfo { path: None, method: None, client: None, trusted_hops, active_delays: worker.metric_id(Stat::ActiveDelays) }
+    }
+
+    /// The client address, read once; bindings and rules by client see none where it
+    /// came from a header ([`net::client`]).
+    fn client_address(&mut self) -> Result<IpAddr, net::NoClient> {
+        let trusted_hops = self.trusted_hops;
+        *self.client.get_or_insert_with(|| client(trusted_hops))
     }
 }
 
@@ -100,7 +115,7 @@ impl RequestView for RequestInfo {
         header(name)
     }
     fn client(&mut self) -> Option<IpAddr> {
-        *self.client.get_or_insert_with(client)
+        self.client_address().ok()
     }
     fn destination(&mut self) -> Option<IpAddr> {
         address("destination")
@@ -178,9 +193,21 @@ impl Request {
         self.control_call = true;
         // A call that writes hears the other workers acknowledge on this root context's queue.
         worker.join();
-        let client = request.client();
+        let client = request.client_address();
         let method = request.method();
-        if let Err(refused) = control_route::admit(worker, client, &method, header("authorization").as_deref()) {
+        // A control call is rare: its headers come in one host call.
+        let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+        let find = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let caller = Caller {
+            method: &method,
+            authorization: find("authorization"),
+            scheme: find(":scheme"),
+            authority: find(":authority"),
+            origin: find("origin"),
+            fetch_site: find("sec-fetch-site"),
+            fetch_marked: headers.iter().any(|(name, _)| name.starts_with("sec-fetch-")),
+        };
+        if let Err(refused) = control_route::admit(worker, client, &caller) {
             return refused;
         }
         match method.as_str() {

@@ -93,6 +93,23 @@ pub struct Caller<'a> {
     pub fetch_marked: bool,
 }
 
+impl<'a> Caller<'a> {
+    /// What [`admit`] reads of the request headers, as Envoy lists them (lower-case
+    /// names, pseudo-headers included); the first of a repeated header counts.
+    pub fn from_headers(method: &'a str, headers: &'a [(String, String)]) -> Caller<'a> {
+        let find = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        Caller {
+            method,
+            authorization: find("authorization"),
+            scheme: find(":scheme"),
+            authority: find(":authority"),
+            origin: find("origin"),
+            fetch_site: find("sec-fetch-site"),
+            fetch_marked: headers.iter().any(|(name, _)| name.starts_with("sec-fetch-")),
+        }
+    }
+}
+
 /// Decides whether a control call from `client` may proceed.
 pub fn admit(control: &Control, client: Result<IpAddr, NoClient>, caller: &Caller) -> Result<(), Refusal> {
     match client {
@@ -337,6 +354,21 @@ mod tests {
         let page = browser("same-origin", Some("http://injector.example.internal:8282"), "Injector.Example.Internal:8282");
         assert_eq!(admit(&c, local, &page), Ok(()));
         assert_eq!(admit(&c, local, &browser("none", None, "other.example.internal")), Err(Refusal::UnlistedHost));
+    }
+
+    #[test]
+    fn what_is_read_of_the_headers() {
+        let headers: Vec<(String, String)> = [
+            (":authority", "localhost:8282"), (":scheme", "http"), ("sec-fetch-mode", "cors"),
+            ("origin", "http://localhost:8282"), ("authorization", "Bearer t"), ("origin", "https://second.example"),
+        ].iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let caller = Caller::from_headers("POST", &headers);
+        assert_eq!((caller.method, caller.authority, caller.scheme), ("POST", Some("localhost:8282"), Some("http")));
+        assert_eq!((caller.origin, caller.authorization, caller.fetch_site), (Some("http://localhost:8282"), Some("Bearer t"), None));
+        assert!(caller.fetch_marked);
+        let curl = [(":authority".to_string(), "x".to_string()), ("user-agent".to_string(), "curl/8".to_string())];
+        let caller = Caller::from_headers("GET", &curl);
+        assert!(!caller.fetch_marked && caller.origin.is_none());
     }
 
     #[test]

@@ -115,7 +115,8 @@ pub fn client(source: Option<&str>, trusted_hops: u32, forwarded_for: impl FnOnc
     }
     let header = forwarded_for().unwrap_or_default();
     let entries: Vec<&str> = header.split(',').map(|e| e.trim_matches([' ', '\t'])).collect();
-    let at = entries.len().checked_sub(1 + trusted_hops as usize);
+    // Counted without an addition, which could overflow a 32-bit usize (Wasm's).
+    let at = entries.len().checked_sub(1).and_then(|last| last.checked_sub(trusted_hops as usize));
     Ok(at.and_then(|i| entries.get(i)?.parse::<IpAddr>().ok()).map_or(peer, unmapped))
 }
 

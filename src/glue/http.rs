@@ -197,17 +197,7 @@ impl Request {
         let method = request.method();
         // A control call is rare: its headers come in one host call.
         let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
-        let find = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-        let caller = Caller {
-            method: &method,
-            authorization: find("authorization"),
-            scheme: find(":scheme"),
-            authority: find(":authority"),
-            origin: find("origin"),
-            fetch_site: find("sec-fetch-site"),
-            fetch_marked: headers.iter().any(|(name, _)| name.starts_with("sec-fetch-")),
-        };
-        if let Err(refused) = control_route::admit(worker, client, &caller) {
+        if let Err(refused) = control_route::admit(worker, client, &Caller::from_headers(&method, &headers)) {
             return refused;
         }
         match method.as_str() {

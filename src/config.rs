@@ -59,6 +59,9 @@ pub struct Control {
     pub post_documents: bool,
     /// Client ranges allowed (loopback by default).
     pub allowed: Vec<Cidr>,
+    /// Host names (lower case, without port) a browser's call may name in `Host`, besides
+    /// IP literals and `localhost`: anything else may be a DNS-rebinding page's own name.
+    pub allowed_hosts: Vec<String>,
     /// A bearer token required, if set.
     pub token: Option<String>,
 }
@@ -103,6 +106,9 @@ pub struct Config {
     /// (outbound), which only outbound rules fault. An outbound listener has no control
     /// route and no start policy of its own: it shares the inbound side's policy.
     pub direction: Direction,
+    /// The proxies in front of this listener whose `X-Forwarded-For` entries are trusted,
+    /// as Envoy's `xff_num_trusted_hops`; 0 (the default): the client is the TCP peer.
+    pub xff_num_trusted_hops: u32,
 }
 
 const DEFAULT_BODY: &str = "fault-injector: simple response\n";
@@ -110,6 +116,8 @@ const DEFAULT_MAX_ENTRIES: u64 = 10_000;
 const MAX_VERSION_LEN: usize = 64;
 const FILTER_STATE_ACCEPTED: &str = "a filter-state key of 1 to 128 letters, digits, '.', '_' or '-', such as fault_injector.control";
 const CIDR_ACCEPTED: &str = "a list of addresses or CIDRs such as [\"10.0.0.0/8\"]";
+const HOST_ACCEPTED: &str = "a host name without port, of letters, digits, '.' and '-', such as injector.example.internal";
+const TOKEN_ACCEPTED: &str = "a token of visible characters, without leading or trailing whitespace";
 
 impl Default for Config {
     /// Every default, as an empty configuration gives them.
@@ -118,7 +126,7 @@ impl Default for Config {
             version: None,
             start: State::default(),
             simple_response: Canned { status: 200, headers: Vec::new(), body: DEFAULT_BODY.into() },
-            control: Control { enabled: true, path: "/injector".into(), port: None, filter_state: None, post_documents: false, allowed: net::loopback(), token: None },
+            control: Control { enabled: true, path: "/injector".into(), port: None, filter_state: None, post_documents: false, allowed: net::loopback(), allowed_hosts: Vec::new(), token: None },
             retry_limits: Limits { window_ms: 60_000, per_shard: max_entries_per_shard(DEFAULT_MAX_ENTRIES) },
             max_active_delays: 10_000,
             header_faults: HeaderFaults { enabled: false, max_delay: Millis(10_000) },
@@ -126,6 +134,7 @@ impl Default for Config {
             sample_by: None,
             pass_probes: true,
             direction: Direction::Inbound,
+            xff_num_trusted_hops: 0,
         }
     }
 }
@@ -193,6 +202,7 @@ struct ConfigSpec {
     probes: ProbesSpec,
     direction: Option<Direction>,
     guard: Option<Guard>,
+    xff_num_trusted_hops: Option<Whole>,
 }
 
 #[derive(Default, Deserialize)]
@@ -213,6 +223,7 @@ struct ControlSpec {
     filter_state: Option<Text>,
     post_documents: Option<bool>,
     allowed_cidrs: Option<Vec<Text>>,
+    allowed_hosts: Option<Vec<Text>>,
     token: Option<Text>,
 }
 
@@ -252,7 +263,7 @@ impl Config {
 fn inbound_only(spec: &ConfigSpec) -> Option<&'static str> {
     let control = &spec.control;
     let has_control = control.enabled.is_some() || control.path.is_some() || control.port.is_some() || control.filter_state.is_some()
-        || control.post_documents.is_some() || control.allowed_cidrs.is_some() || control.token.is_some();
+        || control.post_documents.is_some() || control.allowed_cidrs.is_some() || control.allowed_hosts.is_some() || control.token.is_some();
     [
         ("control", has_control),
         ("policy", spec.policy != Params::default()),
@@ -332,6 +343,9 @@ impl TryFrom<ConfigSpec> for Config {
         if let Some(pass) = spec.probes.pass {
             config.pass_probes = pass;
         }
+        if let Some(Whole(hops)) = spec.xff_num_trusted_hops {
+            config.xff_num_trusted_hops = u32::try_from(hops).map_err(|_| bad("xff_num_trusted_hops", &hops.to_string(), "a whole number from 0 to 4294967295"))?;
+        }
         Ok(config)
     }
 }
@@ -364,9 +378,16 @@ fn control(spec: ControlSpec) -> Result<Control, ConfigError> {
     if let Some(list) = spec.allowed_cidrs {
         control.allowed = list.iter().map(|Text(c)| Cidr::parse(c).ok_or_else(|| bad("control.allowed_cidrs", c, CIDR_ACCEPTED))).collect::<Result<_, _>>()?;
     }
+    if let Some(list) = spec.allowed_hosts {
+        control.allowed_hosts = list.iter().map(|Text(h)| host_name(h).ok_or_else(|| bad("control.allowed_hosts", h, HOST_ACCEPTED))).collect::<Result<_, _>>()?;
+    }
     if let Some(Text(token)) = spec.token {
-        if token.is_empty() {
-            return Err(bad("control.token", "", "a non-empty token"));
+        // Envoy trims a header value's surrounding whitespace and the scheme is followed
+        // by spaces, so a token that is blank or starts or ends with whitespace never matches.
+        // The message does not quote the token: it is a secret, and this goes to the log.
+        if token.trim() != token || token.is_empty() || token.chars().any(char::is_control) {
+            let message = format!("a blank token, or one with whitespace or control characters at either end or control characters within, is not accepted; expected {TOKEN_ACCEPTED}");
+            return Err(ConfigError(Invalid::at("control.token", message)));
         }
         control.token = Some(token);
     }
@@ -389,6 +410,12 @@ fn control(spec: ControlSpec) -> Result<Control, ConfigError> {
 
 /// The longest `control.filter_state` key accepted.
 pub const MAX_FILTER_STATE_KEY: usize = 128;
+
+/// A `control.allowed_hosts` entry, in lower case, or `None` if it is not a host name.
+fn host_name(text: &str) -> Option<String> {
+    let ok = (1..=253).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+    ok.then(|| text.to_ascii_lowercase())
+}
 
 fn is_filter_state_key(key: &str) -> bool {
     (1..=MAX_FILTER_STATE_KEY).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
@@ -445,9 +472,10 @@ mod tests {
             "policy": {"policy": "statusResponse", "status": 500, "percentage": 12.5},
             "clients": [{"ip": "10.0.0.0/8", "timeout": "250ms", "percentage": 100}],
             "simple_response": {"status": 201, "headers": [["x-a", "b"]], "body": "hi"},
-            "control": {"enabled": false, "path": "/fault", "port": 8282, "filter_state": "fault_injector.control", "allowed_cidrs": ["10.0.0.0/8"], "token": "s3cret"},
+            "control": {"enabled": false, "path": "/fault", "port": 8282, "filter_state": "fault_injector.control", "allowed_cidrs": ["10.0.0.0/8"], "allowed_hosts": ["Injector.example.internal"], "token": "s3cret"},
             "bounded_retries": {"window": "10s", "max_entries": 160},
-            "stats_flush": "2s"
+            "stats_flush": "2s",
+            "xff_num_trusted_hops": 2
         }"#).unwrap();
         assert_eq!(config.start.default.kind, PolicyKind::Abort);
         assert_eq!(config.start.default.percentage, Percentage(125_000));
@@ -461,6 +489,9 @@ mod tests {
         assert_eq!(config.version.as_deref(), Some("checkout-slow 2"));
         assert_eq!(config.retry_limits, Limits { window_ms: 10_000, per_shard: 10 });
         assert_eq!(config.stats_flush, Millis(2000));
+        assert_eq!(config.control.allowed_hosts, vec!["injector.example.internal".to_string()]);
+        assert_eq!(config.xff_num_trusted_hops, 2);
+        assert_eq!(Config::default().xff_num_trusted_hops, 0);
     }
 
     #[test]
@@ -506,7 +537,17 @@ mod tests {
             (r#"{"simple_response": {"status": 99}}"#, "simple_response.status"),
             (r#"{"control": {"path": "injector"}}"#, "control.path"),
             (r#"{"control": {"allowed_cidrs": ["10.0.0.0/99"]}}"#, "control.allowed_cidrs: '10.0.0.0/99'"),
-            (r#"{"control": {"token": ""}}"#, "control.token"),
+            (r#"{"control": {"token": ""}}"#, "control.token: a blank token, or one with whitespace or control characters at either end or control characters within, is not accepted; expected a token of visible characters, without leading or trailing whitespace"),
+            (r#"{"control": {"token": " "}}"#, "control.token: a blank token"),
+            (r#"{"control": {"token": "\t \n"}}"#, "control.token: a blank token"),
+            (r#"{"control": {"token": " s3cret"}}"#, "control.token: a blank token"),
+            (r#"{"control": {"token": "s3cret "}}"#, "control.token: a blank token"),
+            (r#"{"control": {"token": "s3\u0000cret"}}"#, "control.token: a blank token"),
+            (r#"{"control": {"allowed_hosts": ["injector:8282"]}}"#, "control.allowed_hosts: 'injector:8282' is not accepted; expected a host name without port"),
+            (r#"{"control": {"allowed_hosts": [""]}}"#, "control.allowed_hosts: '' is not accepted"),
+            (r#"{"control": {"allowed_hosts": "injector"}}"#, "control.allowed_hosts: \"injector\" is not accepted; expected a sequence"),
+            (r#"{"xff_num_trusted_hops": -1}"#, "xff_num_trusted_hops: -1 is not accepted; expected a whole number"),
+            (r#"{"xff_num_trusted_hops": 4294967296}"#, "xff_num_trusted_hops: '4294967296' is not accepted; expected a whole number from 0 to 4294967295"),
             (r#"{"control": {"port": 0}}"#, "control.port: '0'"),
             (r#"{"rules": [{"fault": {"nap": {}}}]}"#, "rules[0].fault: give one of"),
             (r#"{"rules": [{"fault": {"abort": {"status": 503}}, "ttl": "1m"}]}"#, "rules[0].ttl: a start rule cannot end"),
@@ -528,6 +569,11 @@ mod tests {
             let message = error_of(text);
             assert!(message.contains(needle), "{text}: {message}");
         }
+    }
+
+    #[test]
+    fn a_refused_token_is_not_quoted() {
+        assert!(!error_of(r#"{"control": {"token": "s3cret "}}"#).contains("s3cret"));
     }
 
     #[test]

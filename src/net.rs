@@ -66,14 +66,58 @@ pub fn loopback() -> Vec<Cidr> {
 
 /// Parses Envoy's `source.address` property: `127.0.0.1:5000`, `[::1]:5000`, or a bare address.
 pub fn parse_socket_address(text: &str) -> Option<IpAddr> {
-    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
-        return Some(addr.ip());
-    }
-    let addr: IpAddr = text.parse().ok()?;
-    Some(match addr {
+    parse_address_and_port(text).map(|(addr, _)| addr)
+}
+
+/// An address as an IPv4 one where it is an IPv4-mapped IPv6 address.
+fn unmapped(addr: IpAddr) -> IpAddr {
+    match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
         v4 => v4,
-    })
+    }
+}
+
+/// An address and its port (`None` for a bare address).
+fn parse_address_and_port(text: &str) -> Option<(IpAddr, Option<u16>)> {
+    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        return Some((unmapped(addr.ip()), Some(addr.port())));
+    }
+    text.parse().ok().map(|addr| (unmapped(addr), None))
+}
+
+/// Why a request has no client address the filter may act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoClient {
+    /// Envoy gave no IP address (a Unix socket, an internal listener).
+    Missing,
+    /// Envoy took the address from `X-Forwarded-For` (it comes with port 0): a listener
+    /// without `use_remote_address`, which lets any client name any address.
+    Forwarded,
+}
+
+/// The request's client: the TCP peer, from Envoy's `source.address`. An address Envoy
+/// took from `X-Forwarded-For` has port 0 (a TCP peer never has), and no other property
+/// gives the peer there, so such an address is refused rather than trusted.
+///
+/// With `trusted_hops` (the plugin's `xff_num_trusted_hops`) above 0, the listener is
+/// behind that many trusted proxies, and the client is read from `X-Forwarded-For` as
+/// Envoy's own `xff_num_trusted_hops` reads it: Envoy (with `use_remote_address`) has
+/// appended the peer, so past that entry `trusted_hops - 1` more are skipped and the
+/// next one is the client. Where the header has too few entries, or that entry is not an
+/// address, the peer is the client, as in Envoy. `forwarded_for` is read only then.
+pub fn client(source: Option<&str>, trusted_hops: u32, forwarded_for: impl FnOnce() -> Option<String>) -> Result<IpAddr, NoClient> {
+    let (peer, port) = source.and_then(parse_address_and_port).ok_or(NoClient::Missing)?;
+    if port == Some(0) {
+        return Err(NoClient::Forwarded);
+    }
+    if trusted_hops == 0 {
+        return Ok(peer);
+    }
+    let header = forwarded_for().unwrap_or_default();
+    let entries: Vec<&str> = header.split(',').map(|e| e.trim_matches([' ', '\t'])).collect();
+    // Counted without an addition, which could overflow a 32-bit usize (Wasm's).
+    let at = entries.len().checked_sub(1).and_then(|last| last.checked_sub(trusted_hops as usize));
+    Ok(at.and_then(|i| entries.get(i)?.parse::<IpAddr>().ok()).map_or(peer, unmapped))
 }
 
 /// Parses an integer property of Envoy's (`destination.port`, `response.code`), which
@@ -88,7 +132,7 @@ pub fn parse_port_property(bytes: &[u8]) -> Option<u16> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -122,6 +166,37 @@ mod tests {
         for text in ["", "10.1.2", "10.1.2.3/33", "10.1.2.3/", "10.1.2.3/a", "::1/129", "host", "10.1.2.3/-1", "10.0.0.0/0008", "10.0.0.0/ 8"] {
             assert_eq!(Cidr::parse(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn the_client_is_the_peer_never_a_forwarded_address() {
+        let none = || -> Option<String> { panic!("X-Forwarded-For is read only with trusted hops") };
+        assert_eq!(client(Some("127.0.0.2:5000"), 0, none), Ok(ip("127.0.0.2")));
+        assert_eq!(client(Some("[::1]:5000"), 0, none), Ok(ip("::1")));
+        assert_eq!(client(Some("[::ffff:10.0.0.1]:5000"), 0, none), Ok(ip("10.0.0.1")));
+        // What Envoy gives from X-Forwarded-For on a listener without use_remote_address.
+        assert_eq!(client(Some("127.0.0.1:0"), 0, none), Err(NoClient::Forwarded));
+        assert_eq!(client(Some("127.0.0.1:0"), 2, none), Err(NoClient::Forwarded));
+        assert_eq!(client(None, 0, none), Err(NoClient::Missing));
+        assert_eq!(client(Some("/tmp/envoy.sock"), 0, none), Err(NoClient::Missing));
+        assert_eq!(client(Some("envoy://internal"), 1, none), Err(NoClient::Missing));
+    }
+
+    #[test]
+    fn trusted_hops_read_forwarded_for_as_envoy_does() {
+        let xff = |h: &'static str| move || Some(h.to_string());
+        let peer = Some("10.9.9.9:4000");
+        // One proxy: its entry (the client it saw) comes before the one Envoy appended.
+        assert_eq!(client(peer, 1, xff("203.0.113.7,10.9.9.9")), Ok(ip("203.0.113.7")));
+        assert_eq!(client(peer, 1, xff("198.51.100.1, 203.0.113.7,10.9.9.9")), Ok(ip("203.0.113.7")));
+        assert_eq!(client(peer, 2, xff("198.51.100.1, 203.0.113.7,10.9.9.9")), Ok(ip("198.51.100.1")));
+        assert_eq!(client(peer, 1, xff("2001:db8::1,\t10.9.9.9")), Ok(ip("2001:db8::1")));
+        // Too few entries, a bad entry, no header: the peer, as in Envoy.
+        assert_eq!(client(peer, 2, xff("203.0.113.7,10.9.9.9")), Ok(ip("10.9.9.9")));
+        assert_eq!(client(peer, 1, xff("garbage,10.9.9.9")), Ok(ip("10.9.9.9")));
+        assert_eq!(client(peer, 1, xff("10.9.9.9")), Ok(ip("10.9.9.9")));
+        assert_eq!(client(peer, 1, || None), Ok(ip("10.9.9.9")));
+        assert_eq!(client(peer, u32::MAX, xff("1.2.3.4,10.9.9.9")), Ok(ip("10.9.9.9")));
     }
 
     #[test]

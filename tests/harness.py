@@ -349,7 +349,9 @@ class ListenerSpec:
     ours, for POSTed documents), ``http_filters`` in place of fault-injector (another
     filter, an ECDS ``config_discovery``, or ``[]`` for Envoy alone), ``network_filters``
     (before the connection manager), and ``hcm_options``/``listener_options``, merged
-    into the connection manager's and the listener's configuration.
+    into the connection manager's and the listener's configuration (an ``hcm_options``
+    key set to None is left out: ``{"use_remote_address": None}`` renders a listener
+    without it, which every listener otherwise has).
     """
 
     plugin_config: str | dict | list = "{}"
@@ -443,6 +445,8 @@ def _listener(index: int, spec: ListenerSpec, port: int, module: Path, access_lo
         "stat_prefix": spec.stat_prefix or ("ingress_http" if index == 0 else name),
         "normalize_path": False,
         "merge_slashes": False,
+        # As on every shipped listener: the client is the TCP peer, never X-Forwarded-For.
+        "use_remote_address": True,
         "route_config": {
             "name": f"{name}_route",
             "virtual_hosts": [
@@ -465,6 +469,8 @@ def _listener(index: int, spec: ListenerSpec, port: int, module: Path, access_lo
             }
         ]
     hcm.update(spec.hcm_options)
+    for key in [k for k, v in spec.hcm_options.items() if v is None]:
+        del hcm[key]
     listener = {
         "name": name,
         "address": {"socket_address": {"address": spec.address, "port_value": port}},

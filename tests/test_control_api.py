@@ -111,6 +111,16 @@ def test_token_is_required_when_configured(start_envoy):
     assert ok.status == 200 and json.loads(ok.body)["policy"]["status"] == 500
 
 
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+def test_the_bearer_scheme_is_read_in_any_case(start_envoy, http2):
+    """RFC 9110, 11.1: the scheme is case-insensitive; the token is not."""
+    envoy = start_envoy({"control": {"token": "s3cret"}})
+    for i, scheme in enumerate(["bearer", "BEARER", "bEaReR"]):
+        answer = request(envoy.port, f"/injector?status={501 + i}", headers={"authorization": f"{scheme} s3cret"}, http2=http2)
+        assert answer.status == 200 and json.loads(answer.body)["policy"]["status"] == 501 + i, (scheme, answer)
+    assert request(envoy.port, "/injector", headers={"authorization": "Bearer S3CRET"}, http2=http2).status == 401
+
+
 def test_other_methods_are_refused(envoy):
     status, headers, _ = envoy.control("status=500", method="PUT")
     assert status == 405 and headers["allow"] == "GET, POST, DELETE"
@@ -196,6 +206,9 @@ def test_moved_control_path(start_envoy, upstream):
         ('{"control": {"allowed_cidrs": ["nope"]}}', "control.allowed_cidrs: 'nope'"),
         ("not json", "invalid plugin configuration"),
         ('{"control": {"filter_state": "a b"}}', "control.filter_state: 'a b' is not accepted"),
+        ('{"control": {"token": " "}}', "control.token: a blank token"),
+        ('{"control": {"token": "\\t"}}', "control.token: a blank token"),
+        ('{"control": {"allowed_hosts": ["injector:8282"]}}', "control.allowed_hosts: 'injector:8282' is not accepted"),
     ],
 )
 def test_bad_plugin_configuration_is_refused_with_the_key(start_envoy, config, needle):

@@ -5,7 +5,7 @@
 use super::reply;
 use super::root_state::RootState;
 use super::{now_ms, shared};
-use crate::control::{self, Refusal};
+use crate::control::{self, Caller, Refusal};
 use crate::control_page;
 use crate::document::{self, Document};
 use crate::observe;
@@ -13,19 +13,20 @@ use crate::outbound;
 use crate::policy::State;
 use crate::stored::Origin;
 use crate::query::{percent_decode, Call};
+use crate::net::NoClient;
 use crate::stats::Stat;
 use proxy_wasm::types::Action;
 use std::net::IpAddr;
 use std::rc::Rc;
 
-/// Turns the call away (with its refusal answered) unless the client, its token and its
-/// method may use the route.
-pub fn admit(worker: &RootState, client: Option<IpAddr>, method: &str, authorization: Option<&str>) -> Result<(), Action> {
-    control::admit(&worker.config.control, client, method, authorization).map_err(|refusal| {
+/// Turns the call away (with its refusal answered) unless the client, the page it came
+/// from, its token and its method may use the route.
+pub fn admit(worker: &RootState, client: Result<IpAddr, NoClient>, caller: &Caller) -> Result<(), Action> {
+    control::admit(&worker.config.control, client, caller).map_err(|refusal| {
         let extra = match refusal {
             Refusal::Unauthorized => vec![("www-authenticate", "Bearer")],
             Refusal::MethodNotAllowed => vec![("allow", control::ALLOW)],
-            Refusal::Forbidden => vec![],
+            _ => vec![],
         };
         refuse(worker, refusal.status(), refusal.message(), extra)
     })
@@ -33,8 +34,9 @@ pub fn admit(worker: &RootState, client: Option<IpAddr>, method: &str, authoriza
 
 /// `GET /injector` from a browser: the page, to a client the route answers, with or
 /// without the token, which the page's own calls carry.
-pub fn page(worker: &RootState, client: Option<IpAddr>) -> Action {
-    match control_page::admit(control::admit(&worker.config.control, client, "GET", None)) {
+pub fn page(worker: &RootState, client: Result<IpAddr, NoClient>, caller: &Caller) -> Action {
+    let without_token = Caller { authorization: None, ..*caller };
+    match control_page::admit(control::admit(&worker.config.control, client, &without_token)) {
         Ok(()) => reply::http(200, control_page::HEADERS.to_vec(), &control_page::page(worker.config.control.post_documents)),
         Err(refusal) => refuse(worker, refusal.status(), refusal.message(), vec![]),
     }

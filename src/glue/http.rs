@@ -7,6 +7,7 @@ use super::root_state::RootState;
 use super::{control_route, now_ms, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
 use crate::body_change;
+use crate::control::Caller;
 use crate::control_page;
 use crate::decide::{self, Answered, Decision, OnResponse, Source, Then, DIRECTION, INJECTED};
 use crate::duration::Millis;
@@ -62,8 +63,12 @@ fn header(name: &str) -> Option<String> {
     hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
 }
 
-fn client() -> Option<IpAddr> {
-    address("source")
+/// The client: the TCP peer, or with `trusted_hops` what trusted proxies forwarded
+/// (`net::client`); an address Envoy took from `X-Forwarded-For` is none.
+fn client(trusted_hops: u32) -> Result<IpAddr, net::NoClient> {
+    let bytes = hostcalls::get_property(vec!["source", "address"]).ok().flatten();
+    let source = bytes.as_deref().and_then(|b| std::str::from_utf8(b).ok());
+    net::client(source, trusted_hops, || header("x-forwarded-for"))
 }
 
 /// Envoy's `source.address` or `destination.address` (for a listener that restores it
@@ -78,14 +83,24 @@ fn address(side: &str) -> Option<IpAddr> {
 struct RequestInfo {
     path: Option<String>,
     method: Option<String>,
-    client: Option<Option<IpAddr>>,
+    client: Option<Result<IpAddr, net::NoClient>>,
+    /// The plugin's `xff_num_trusted_hops`.
+    trusted_hops: u32,
     /// The `active_delays` gauge's id.
     active_delays: Option<u32>,
 }
 
 impl RequestInfo {
     fn new(worker: &RootState) -> RequestInfo {
-        RequestInfo { path: None, method: None, client: None, active_delays: worker.metric_id(Stat::ActiveDelays) }
+        let trusted_hops = worker.config.xff_num_trusted_hops;
+        RequestInfo { path: None, method: None, client: None, trusted_hops, active_delays: worker.metric_id(Stat::ActiveDelays) }
+    }
+
+    /// The client address, read once; bindings and rules by client see none where it
+    /// came from a header ([`net::client`]).
+    fn client_address(&mut self) -> Result<IpAddr, net::NoClient> {
+        let trusted_hops = self.trusted_hops;
+        *self.client.get_or_insert_with(|| client(trusted_hops))
     }
 }
 
@@ -101,7 +116,7 @@ impl RequestView for RequestInfo {
         header(name)
     }
     fn client(&mut self) -> Option<IpAddr> {
-        *self.client.get_or_insert_with(client)
+        self.client_address().ok()
     }
     fn destination(&mut self) -> Option<IpAddr> {
         address("destination")
@@ -179,12 +194,16 @@ impl Request {
         self.control_call = true;
         // A call that writes hears the other workers acknowledge on this root context's queue.
         worker.join();
-        let client = request.client();
+        let client = request.client_address();
         let method = request.method();
-        if control_page::wanted(&method, &query, header("accept").as_deref()) {
-            return control_route::page(worker, client);
+        // A control call is rare: its headers come in one host call.
+        let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+        let caller = Caller::from_headers(&method, &headers);
+        let accept = headers.iter().find(|(name, _)| name == "accept").map(|(_, v)| v.as_str());
+        if control_page::wanted(&method, &query, accept) {
+            return control_route::page(worker, client, &caller);
         }
-        if let Err(refused) = control_route::admit(worker, client, &method, header("authorization").as_deref()) {
+        if let Err(refused) = control_route::admit(worker, client, &caller) {
             return refused;
         }
         match method.as_str() {

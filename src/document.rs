@@ -362,7 +362,7 @@ mod fuzz {
         let fault = prop_oneof![
             // fixed + jitter stays within the hour a delay may last.
             (0u64..3_599_000, 0u64..1000).prop_map(|(d, j)| format!(r#"{{"delay": {{"fixed": "{d}ms", "jitter": "{j}ms"}}}}"#)),
-            (200u16..600, prop::option::of(0u8..17)).prop_map(|(s, g)| match g {
+            (200u16..600, prop::option::of(1u8..17)).prop_map(|(s, g)| match g {
                 Some(g) => format!(r#"{{"abort": {{"status": {s}, "grpc_status": {g}}}}}"#),
                 None => format!(r#"{{"abort": {{"status": {s}}}}}"#),
             }),

@@ -367,6 +367,10 @@ impl TryFrom<AbortSpec> for Fault {
         if spec.status.is_none() && spec.grpc_status.is_none() {
             return Err("needs 'status' (HTTP) and/or 'grpc_status'");
         }
+        // An abort fails the request; a gRPC caller told OK would count a failure as a success.
+        if spec.grpc_status == Some(GrpcCode(0)) {
+            return Err("grpc_status: 0 (OK) is not a failure; give a code from 1 to 16, such as 14 (UNAVAILABLE)");
+        }
         Ok(Fault::Abort { status: spec.status.unwrap_or(HttpStatus(503)), grpc_status: spec.grpc_status })
     }
 }
@@ -610,6 +614,49 @@ impl<'de> Deserialize<'de> for Fault {
     }
 }
 
+/// A rule's name: what the access log, the labelled counters and `counts` call it. It goes
+/// into a Prometheus label and an Envoy stat name, so it is kept to what survives both, and
+/// never reads as another source's label: an index (an unnamed rule's), `header` or `policy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct RuleName(String);
+
+/// The longest rule name.
+pub const MAX_NAME_CHARS: usize = 64;
+
+const NAME_ACCEPTED: &str = "a name of 1 to 64 letters, digits, '-', '_' and '.', beginning and ending with a letter or digit, without '..'; not all digits (an unnamed rule's index is its label), not 'header' or 'policy' (the labels of header faults and the query policy)";
+
+impl RuleName {
+    /// The name, lowercase; `None` when it could be taken for another label or would not
+    /// survive a stat name (an empty segment between dots is dropped there).
+    pub fn new(name: &str) -> Option<RuleName> {
+        let bytes = name.as_bytes();
+        let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+        let fits = bytes.len() <= MAX_NAME_CHARS
+            && edge(bytes.first())
+            && edge(bytes.last())
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+            && !name.contains("..")
+            && !bytes.iter().all(u8::is_ascii_digit);
+        let name = name.to_ascii_lowercase();
+        (fits && name != "header" && name != "policy").then_some(RuleName(name))
+    }
+
+    /// The name, lowercase.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&serde_json::Value> for RuleName {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<RuleName, String> {
+        let Some(name) = value.as_str() else { return Err(not_accepted(value, "a string")) };
+        RuleName::new(name).ok_or_else(|| not_accepted(value, NAME_ACCEPTED))
+    }
+}
+from_value!(RuleName);
+
 /// A rule's `ttl`: a duration above 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -631,11 +678,9 @@ from_value!(Ttl);
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// What the rule is called in errors, answers, the access log and the metrics; its
-    /// index in `rules` when absent. A header name's characters (letters, digits, `-`,
-    /// `_`, `.`, lowercased): it goes into a Prometheus label and an Envoy stat name, and
-    /// the same type as `sample_by` costs the module no second deserializer.
+    /// index in `rules` when absent (see [`RuleName`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<HeaderName>,
+    pub name: Option<RuleName>,
     /// Which listeners apply it: inbound (the default) or outbound.
     #[serde(default, skip_serializing_if = "Direction::is_inbound")]
     pub direction: Direction,
@@ -661,7 +706,7 @@ pub struct RuleSpec {
 pub struct Rule {
     /// What the rule is called; its index when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<HeaderName>,
+    pub name: Option<RuleName>,
     /// Which listeners apply it.
     #[serde(default, skip_serializing_if = "Direction::is_inbound")]
     pub direction: Direction,
@@ -844,6 +889,18 @@ mod tests {
     }
 
     #[test]
+    fn rule_names_never_read_as_another_label() {
+        for name in ["checkout", "a.b-c_d", "4a", "v1.2", &"x".repeat(MAX_NAME_CHARS)] {
+            assert_eq!(rule(&format!(r#"{{"name": "{name}", "fault": {{"abort": {{"status": 500}}}}}}"#)).name.unwrap().as_str(), name);
+        }
+        for name in ["4", "007", "header", "Policy", "..", "", ".a", "a.", "a..b", "-a", "a b", &"x".repeat(MAX_NAME_CHARS + 1)] {
+            let message = err(&format!(r#"{{"name": "{name}", "fault": {{"abort": {{"status": 500}}}}}}"#));
+            assert!(message.starts_with("rules[0].name: ") && message.contains("not all digits (an unnamed rule's index"), "{name}: {message}");
+            assert!(message.contains("1 to 64") && message.contains("not 'header' or 'policy'"), "{message}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_json_path() {
         for (text, needle) in [
             (r#"[]"#, "rules[0]: a list is not accepted; expected an object"),
@@ -861,6 +918,9 @@ mod tests {
             (r#"{"fault": {"abort": {"status": 99}}}"#, "rules[0].fault.abort.status: 99"),
             (r#"{"fault": {"abort": {"grpc_status": 17}}}"#, "rules[0].fault.abort.grpc_status: 17"),
             (r#"{"fault": {"abort": {}}}"#, "rules[0].fault.abort: needs 'status'"),
+            (r#"{"fault": {"abort": {"grpc_status": 0}}}"#, "rules[0].fault.abort: grpc_status: 0 (OK) is not a failure"),
+            (r#"{"fault": {"abort": {"status": 503, "grpc_status": 0}}}"#, "rules[0].fault.abort: grpc_status: 0 (OK) is not a failure"),
+            (r#"{"fault": {"delay": {"fixed": "1s"}, "abort": {"status": 503, "grpc_status": 0}}}"#, "rules[0].fault.abort: grpc_status: 0 (OK)"),
             (r#"{"fault": {"abort": {"status": 500, "x": 1}}}"#, "rules[0].fault.abort.x: unknown key"),
             (r#"{"match": {"path": {"regex": "("}}, "fault": {"abort": {"status": 500}}}"#, "rules[0].match.path.regex"),
             (r#"{"match": {"path": {"exact": "/a", "prefix": "/"}}, "fault": {"abort": {"status": 500}}}"#, "rules[0].match.path: give exactly one"),

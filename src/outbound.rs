@@ -180,10 +180,8 @@ pub fn apply(call: &Call, destination: &Destination, canned: &Canned, state: &St
     if next.rules.len() >= MAX_RULES {
         return Err(ControlError::TooManyRules);
     }
-    let until_ms = match call.ttl {
-        Some(ttl) => Some(now_ms.saturating_add(ttl.0)),
-        None => kept.and_then(|r| r.until_ms),
-    };
+    // A write without `ttl` replaces the binding and its end: no end is inherited.
+    let until_ms = call.ttl.map(|ttl| now_ms.saturating_add(ttl.0));
     let rule = Rule { name: None, direction: Direction::Outbound, matcher, fault, percentage: policy.percentage, sample_by: None, until_ms };
     next.rules.insert(at.unwrap_or(0), rule);
     Ok(next)
@@ -275,6 +273,12 @@ mod tests {
         assert_eq!(s.rules[0].until_ms, Some(31_000));
         s.settle(31_000);
         assert!(s.rules.is_empty());
+        // A later write without ttl replaces the binding and inherits no end.
+        let s = call(&State::default(), "host=catalog&timeout=1s&percentage=100&ttl=30s", 1000).unwrap();
+        let mut s = call(&s, "host=catalog&status=503", 2000).unwrap();
+        assert_eq!(s.rules[0].until_ms, None);
+        s.settle(31_000);
+        assert_eq!(s.rules.len(), 1);
     }
 
     #[test]

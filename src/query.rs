@@ -253,24 +253,21 @@ impl Call {
     }
 
     /// Applies the call to `state` at `now_ms`, returning the new state; `start` is what
-    /// `reset` returns to. With `ttl`, the edited policy reverts to what it was before.
+    /// `reset` returns to. The edited policy's end is the call's `ttl`, or none: a write
+    /// replaces the fault and its TTL, and inherits no TTL it did not give.
     pub fn apply(&self, state: &State, start: &State, now_ms: u64) -> Result<State, ControlError> {
         let mut next = state.clone();
         next.settle(now_ms);
-        let expiry = |revert| self.ttl.map(|t| Expiry { until_ms: now_ms.saturating_add(t.0), revert });
+        let expiry = self.ttl.map(|t| Expiry { until_ms: now_ms.saturating_add(t.0) });
         match &self.ip {
             None => {
-                let before = next.default;
                 if self.reset {
                     next = start.clone();
                 }
                 self.set_values(&mut next.default);
-                if self.ttl.is_some() {
-                    next.default_expiry = expiry(Some(before));
-                }
+                next.default_expiry = expiry;
             }
             Some(clients) => {
-                let before = next.binding_mut(clients).map(|p| *p);
                 if self.reset {
                     next.unbind(clients);
                 }
@@ -285,8 +282,8 @@ impl Call {
                         next.bind(clients, policy);
                     }
                 }
-                if let (Some(slot), Some(_)) = (next.binding_expiry_mut(clients), self.ttl) {
-                    *slot = expiry(before);
+                if let (Some(slot), true) = (next.binding_expiry_mut(clients), self.has_values()) {
+                    *slot = expiry;
                 }
             }
         }
@@ -478,19 +475,37 @@ mod tests {
     }
 
     #[test]
-    fn ttl_reverts_the_change_it_came_with() {
-        let s = apply(&State::default(), "status=500&percentage=100").unwrap();
-        let call = Call::parse_query("timeout=1&ttl=30s").unwrap();
-        let mut s = call.apply(&s, &State::default(), 1000).unwrap();
+    fn a_ttl_only_removes_the_fault_it_came_with() {
+        let at = |s: &State, q: &str, now| Call::parse_query(q).unwrap().apply(s, &State::default(), now).unwrap();
+        let s = at(&State::default(), "status=500&percentage=100", 0);
+        let mut s = at(&s, "timeout=1&ttl=30s", 1000);
         assert_eq!(s.default.kind, PolicyKind::Delay);
         assert_eq!(crate::document::Document::of(&s, 11_000).policy.get("ttl").as_deref(), Some("20s"));
         s.settle(31_000);
+        // The delay ends; the abort from before it does not come back.
+        assert_eq!((s.default.kind, s.default_expiry), (PolicyKind::None, None));
+        // The case: a later write without ttl replaces the fault and its TTL.
+        let s = at(&State::default(), "status=500", 0);
+        let s = at(&s, "status=503&percentage=100&ttl=3s", 0);
+        let mut s = at(&s, "policy=none", 1000);
+        assert_eq!((s.default.kind, s.default_expiry), (PolicyKind::None, None));
+        assert_eq!(crate::document::Document::of(&s, 1000).policy.get("ttl"), None);
+        s.settle(5000);
+        assert_eq!(s.default.kind, PolicyKind::None);
+        // A write without ttl keeps its fault past the earlier TTL, and inherits none.
+        let s = at(&State::default(), "status=503&ttl=3s", 0);
+        let mut s = at(&s, "status=500", 1000);
+        s.settle(5000);
         assert_eq!((s.default.kind, s.default.status), (PolicyKind::Abort, 500));
-        let call = Call::parse_query("ip=10.0.0.1&status=418&ttl=1").unwrap();
-        let mut s = call.apply(&s, &State::default(), 0).unwrap();
-        assert_eq!(s.bindings.len(), 1);
+        // Bindings: one given with ttl goes away; a later write without ttl stays.
+        let s = at(&State::default(), "ip=10.0.0.1&status=418", 0);
+        let mut s = at(&s, "ip=10.0.0.1&status=502&ttl=1", 0);
         s.settle(1000);
-        assert!(s.bindings.is_empty());
+        assert!(s.bindings.is_empty(), "the earlier 418 binding does not come back");
+        let s = at(&State::default(), "ip=10.0.0.1&status=418&ttl=1", 0);
+        let mut s = at(&s, "ip=10.0.0.1&status=502", 500);
+        s.settle(2000);
+        assert_eq!(s.policy_for(Some("10.0.0.1".parse().unwrap())).status, 502);
         assert!(Call::parse_query("ttl=0").is_err());
         assert!(Call::parse_query("ttl=2h").unwrap_err().to_string().contains("ttl: '2h'"));
     }

@@ -237,6 +237,12 @@ impl Call {
         self.reset || self.has_values()
     }
 
+    /// True when the call starts the whole policy over (`reset` without `ip`, `host` or
+    /// `dest`): bounded retries then count afresh, as after `DELETE` or a new document.
+    pub fn starts_over(&self) -> bool {
+        self.reset && self.ip.is_none() && self.destination.is_none()
+    }
+
     /// True when the call sets a policy value.
     pub fn has_values(&self) -> bool {
         self.kind.is_some()
@@ -413,6 +419,13 @@ mod tests {
         let s = apply(&s, "status=418").unwrap();
         assert_eq!(apply(&s, "reset").unwrap(), State::default());
         assert_eq!(apply(&s, "reset&status=502").unwrap().default.status, 502);
+    }
+
+    #[test]
+    fn only_a_whole_reset_starts_bounded_retries_over() {
+        let over = |q: &str| Call::parse_query(q).unwrap().starts_over();
+        assert!(over("reset") && over("reset&boundedRetries=2"));
+        assert!(!over("boundedRetries=2") && !over("ip=10.0.0.1&reset") && !over("host=catalog&reset"));
     }
 
     #[test]

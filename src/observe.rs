@@ -139,6 +139,14 @@ impl RuleCounts {
         }
     }
 
+    /// Notes that a request rule `at` matched (noted already) got its fault after all, at
+    /// `now_ms`: a fault on the response body is injected only once the answer has a body.
+    pub fn injected(&mut self, at: usize, now_ms: u64) {
+        let count = slot(&mut self.counts, at);
+        count.injected += 1;
+        count.last_ms = now_ms;
+    }
+
     /// The stored `bytes` with these counts added: replaced when they count other rules.
     pub fn added_to(&self, bytes: &[u8]) -> Vec<u8> {
         let mut sum = RuleCounts::decode(bytes);
@@ -249,12 +257,13 @@ mod tests {
         let mut worker = RuleCounts { rules: 9, counts: Vec::new() };
         worker.note(1, true, 100);
         worker.note(1, false, 200);
+        worker.injected(1, 120);
         let stored = worker.added_to(b"");
         let mut other = RuleCounts { rules: 9, counts: Vec::new() };
         other.note(0, false, 50);
         other.note(1, true, 150);
         let sum = RuleCounts::decode(&other.added_to(&stored));
-        assert_eq!(sum.counts, [Count { matched: 1, injected: 0, last_ms: 0 }, Count { matched: 3, injected: 2, last_ms: 150 }]);
+        assert_eq!(sum.counts, [Count { matched: 1, injected: 0, last_ms: 0 }, Count { matched: 3, injected: 3, last_ms: 150 }]);
         let newer = RuleCounts { rules: 10, counts: vec![Count { matched: 1, injected: 0, last_ms: 0 }] };
         assert_eq!(RuleCounts::decode(&newer.added_to(&other.added_to(&stored))), newer);
         assert_eq!(RuleCounts::decode(b"short"), RuleCounts::default());

@@ -4,9 +4,14 @@ rule names never read as another label."""
 
 from __future__ import annotations
 
+import http.client
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import request
+import pytest
+
+from harness import ListenerSpec, request, wait_for
 
 
 def test_a_ttl_never_brings_back_an_earlier_fault(envoy):
@@ -65,3 +70,87 @@ def test_rule_names_that_read_as_another_label_are_refused(envoy):
         assert answer.status == 400, answer.text
         assert "rules[0].name:" in answer.text and "not all digits" in answer.text, answer.text
     assert envoy.policy()["rules"] == []
+
+
+class _Answers(BaseHTTPRequestHandler):
+    """`/<fault>/status/N`: status N without a body; `/<fault>/empty`: 200 with an empty
+    body; anything else: 200 with 2000 bytes."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+        parts = self.path.split("/")
+        status = int(parts[3]) if len(parts) > 3 and parts[2] == "status" else 200
+        body = b"" if status != 200 or self.path.endswith("/empty") else b"x" * 2000
+        self.send_response(status)
+        if status not in (204, 304):
+            self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def answers():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+BODY_FAULTS = {
+    "t": ({"truncate": {"after_bytes": 10}}, "truncations_injected", "truncate"),
+    "b": ({"body_change": {"replace": {"body": "changed"}}}, "bodies_changed", "bodyChange"),
+    "r": ({"throttle": {"bytes_per_second": 100000}}, "throttles_injected", "throttle"),
+}
+
+
+def test_a_body_fault_is_told_only_when_the_answer_has_a_body(start_envoy, answers, tmp_path):
+    log = tmp_path / "access.txt"
+    text = {"text_format_source": {"inline_string": "%REQ(:METHOD)% %REQ(:PATH)% %FILTER_STATE(wasm.fault_injector:PLAIN)%\n"}}
+    file_log = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+    hcm = {"access_log": [{"name": "text", "typed_config": {"@type": file_log, "path": str(log), "log_format": text}}]}
+    envoy = start_envoy(listeners=[ListenerSpec(plugin_config={"stats_flush": "100ms"}, hcm_options=hcm)], upstream_port=answers.server_address[1])
+    rules = [{"name": name, "match": {"path": {"prefix": f"/{name}/"}}, "fault": fault} for name, (fault, _, _) in BODY_FAULTS.items()]
+    envoy.policy(document={"rules": rules}, method="GET")
+    sent = 0
+    for name in BODY_FAULTS:
+        for method, path in [("HEAD", "/x"), ("GET", "/status/204"), ("GET", "/status/205"), ("GET", "/status/304"), ("GET", "/empty")]:
+            answer = request(envoy.port, f"/{name}{path}", method=method)
+            assert "x-fault-injected" not in answer.headers, (name, method, path, answer.headers)
+            sent += 1
+    m = wait_for(lambda: (lambda m: m if m.get("requests_seen") == sent else None)(envoy.metrics(settle=False)), timeout=5)
+    m = envoy.metrics()
+    assert m["requests_passed"] == sent, m
+    assert all(m[counter] == 0 for _, counter, _ in BODY_FAULTS.values()), m
+    assert "faults_injected" not in envoy.admin("/stats").text
+    counts = {c["rule"]: (c["matched"], c["injected"]) for c in envoy.policy()["counts"]}
+    assert counts == {name: (5, 0) for name in BODY_FAULTS}, counts
+    # One answer with a body each: told in every way.
+    for name, (_, counter, kind) in BODY_FAULTS.items():
+        conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=5)
+        conn.request("GET", f"/{name}/body")
+        answer = conn.getresponse()
+        assert answer.getheader("x-fault-injected") == kind
+        try:
+            answer.read()
+        except http.client.IncompleteRead:
+            assert name == "t", "only the truncated body is cut"
+        conn.close()
+    m = wait_for(lambda: (lambda m: m if all(m[c] == 1 for _, c, _ in BODY_FAULTS.values()) else None)(envoy.metrics(settle=False)), timeout=5)
+    stats = envoy.admin("/stats").text
+    assert all(f"rule=.={name};.;kind=.={kind};.;faults_injected: 1" in stats for name, (_, _, kind) in BODY_FAULTS.items()), stats
+    counts = {c["rule"]: (c["matched"], c["injected"]) for c in envoy.policy()["counts"]}
+    assert counts == {name: (6, 1) for name in BODY_FAULTS}, counts
+    envoy.stop()  # which flushes the access log
+    lines = [line for line in log.read_text().splitlines() if "/injector" not in line]
+    assert len(lines) == sent + 3, lines
+    told = sorted(line for line in lines if not line.endswith(" -"))
+    assert told == sorted(f"GET /{name}/body {kind} rule={name}" for name, (_, _, kind) in BODY_FAULTS.items()), lines

@@ -154,3 +154,21 @@ def test_a_body_fault_is_told_only_when_the_answer_has_a_body(start_envoy, answe
     assert len(lines) == sent + 3, lines
     told = sorted(line for line in lines if not line.endswith(" -"))
     assert told == sorted(f"GET /{name}/body {kind} rule={name}" for name, (_, _, kind) in BODY_FAULTS.items()), lines
+
+
+def test_a_new_rule_gets_its_labelled_series_after_2000_renames(start_envoy):
+    envoy = start_envoy({"stats_flush": "100ms"})
+    # One keep-alive connection: every request on one worker, whose series are counted. A
+    # third of the 2016 names fire, 672 series: past the 512 a worker once kept for life.
+    client = envoy.client()
+    for batch in range(32):
+        rules = [{"name": f"n{batch}-{i}", "match": {"path": {"exact": f"/{i}"}}, "fault": {"abort": {"status": 503}}} for i in range(63)]
+        envoy.policy(document={"rules": rules}, method="GET")
+        assert all(client.get(f"/{i}").status == 503 for i in range(0, 63, 3))
+    envoy.policy(document={"rules": [{"name": "fresh", "fault": {"abort": {"status": 503}}}]}, method="GET")
+    assert client.get("/x").status == 503
+    client.close()
+    found = wait_for(lambda: "rule=.=fresh;.;kind=.=abort;.;status=.=503;.;faults_injected: 1" in envoy.admin("/stats?filter=fresh").text, timeout=5)
+    assert found, envoy.admin("/stats?filter=fresh").text
+    # Every name ever used is still an Envoy counter (they cannot be deleted), with its count.
+    assert len(envoy.stats("faults_injected")) == 32 * 21 + 1

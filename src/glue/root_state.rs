@@ -246,6 +246,13 @@ impl RootState {
         let rules = observe::rules_id(&self.state.rules);
         if rules != self.rule_counts.rules {
             self.rule_counts = RuleCounts { rules, counts: Vec::new() };
+            // Series of rules no longer in force leave room for the new ones, once what
+            // they wait is handed over.
+            for (id, delta) in self.labelled.take() {
+                let _ = hostcalls::increment_metric(id, delta);
+            }
+            let current = &self.state.rules;
+            self.labelled.retire(|rule| observe::in_force(rule, current));
         }
     }
 
@@ -294,7 +301,7 @@ impl RootState {
     /// for the access log.
     fn tell(&mut self, kind: &str, rule: &str, detail: Detail) {
         let name = observe::counter_name(self.config.direction, kind, rule, detail.status);
-        self.labelled.add(name, |name| hostcalls::define_metric(MetricType::Counter, name).ok());
+        self.labelled.add(name, rule, |name| hostcalls::define_metric(MetricType::Counter, name).ok());
         super::set_filter_state(observe::log_value(kind, rule, detail).as_bytes());
     }
 

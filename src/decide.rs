@@ -14,6 +14,7 @@ use crate::percentage::Percentage;
 use crate::outbound::Direction;
 use crate::policy::State;
 use crate::rules::{self, Fault, RequestView};
+use crate::request_rewrite::RequestRewrite;
 use crate::sampling::{identity_hash, in_share, Sampler};
 use crate::throttle::Throttle;
 use crate::truncate::Truncate;
@@ -153,6 +154,8 @@ pub enum Decision {
     Reset,
     /// Held this long, then reset or answered instead of forwarded.
     HoldThen(Millis, Then),
+    /// Changed, then forwarded.
+    Rewrite(RequestRewrite),
 }
 
 impl Decision {
@@ -344,6 +347,7 @@ fn by_fault(
         Fault::Throttle(rate) => Decision::OnResponse(OnResponse::Throttle(*rate)),
         Fault::BodyChange(change) => Decision::OnResponse(OnResponse::BodyChange(change.clone())),
         Fault::DelayShape(shape) => hold(shape.draw(sampler.next_even()), request, config),
+        Fault::RequestRewrite(rewrite) => Decision::Rewrite(rewrite.clone()),
         Fault::SlowFailure { delay, abort } => {
             let extra = if delay.jitter.0 == 0 { 0 } else { sampler.next_u64() % (delay.jitter.0 + 1) };
             let reply = match abort_reply(request, abort.status, abort.grpc_status.map(|g| g.0), or("slowFailure")) {

@@ -132,6 +132,10 @@ impl Params {
                 let ppm = crate::share::Ppm(policy.corrupt.unwrap_or(p::DEFAULT_CORRUPT_PPM));
                 pairs.push(("corrupt".into(), serde_json::Number::from_f64(ppm.percent()).map_or_else(|| number(0), Param::Number)));
             }
+            K::RequestRewrite => {
+                let shown = policy.rewrite.iter().flat_map(|r| r.parameters());
+                pairs.extend(shown.map(|(name, text)| (name.to_string(), Param::Text(text))));
+            }
             _ => {}
         }
         if let Some(ttl) = ttl {

@@ -31,6 +31,7 @@ pub fn kind(stat: Stat) -> Option<&'static str> {
         Stat::TruncationsInjected => "truncate",
         Stat::ThrottlesInjected => "throttle",
         Stat::BodiesChanged => "bodyChange",
+        Stat::RequestsRewritten => crate::request_rewrite::NAME,
         _ => return None,
     })
 }

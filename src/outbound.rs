@@ -154,6 +154,7 @@ fn policy_of(rule: &Rule, base: Policy) -> Policy {
         }
         Fault::BodyChange(BodyChange::Corrupt { ppm }) => (policy.kind, policy.corrupt) = (PolicyKind::CorruptBody, Some(*ppm)),
         Fault::BodyChange(BodyChange::Replace { .. }) => policy.kind = PolicyKind::ReplaceBody,
+        Fault::RequestRewrite(rewrite) => (policy.kind, policy.rewrite) = (PolicyKind::RequestRewrite, Some(rewrite.clone())),
         Fault::ResponseDelay { .. } | Fault::ResponseRewrite { .. } => {}
     }
     policy
@@ -174,7 +175,7 @@ pub fn apply(call: &Call, destination: &Destination, canned: &Canned, state: &St
         return Ok(next);
     }
     let kept = existing.filter(|_| !call.reset);
-    let mut policy = kept.as_ref().map_or(next.default, |r| policy_of(r, next.default));
+    let mut policy = kept.as_ref().map_or_else(|| next.default.clone(), |r| policy_of(r, next.default.clone()));
     call.set_values(&mut policy);
     let Some(fault) = policy.fault(canned) else { return Ok(next) };
     if next.rules.len() >= MAX_RULES {

@@ -8,6 +8,7 @@ use crate::duration::{self, Millis};
 use crate::guard::{Guard, Shown};
 use crate::net::Cidr;
 use crate::percentage::{self, Percentage};
+use crate::request_rewrite::RequestRewrite;
 use crate::rules::{AbortPart, DelayPart, Fault, Rule};
 use crate::throttle::{Throttle, ThrottleSpec};
 use crate::truncate::Truncate;
@@ -50,10 +51,12 @@ pub enum PolicyKind {
     CorruptBody,
     /// The response body is replaced by the canned response's (`replaceBody`).
     ReplaceBody,
+    /// The request is changed before it goes upstream (`requestRewrite`).
+    RequestRewrite,
 }
 
 /// Policy names as the control API and `x-fault-injected` spell them.
-pub const KIND_NAMES: &str = "none, simpleResponse, delayResponse (alias timeoutTest), statusResponse, boundedRetries, resetStream, slowFailure, truncateResponse, throttleResponse, longTailDelay, corruptBody, replaceBody";
+pub const KIND_NAMES: &str = "none, simpleResponse, delayResponse (alias timeoutTest), statusResponse, boundedRetries, resetStream, slowFailure, truncateResponse, throttleResponse, longTailDelay, corruptBody, replaceBody, requestRewrite";
 
 impl PolicyKind {
     /// Reads a policy name as given in `policy=`.
@@ -71,6 +74,7 @@ impl PolicyKind {
             "longTailDelay" => PolicyKind::LongTailDelay,
             "corruptBody" => PolicyKind::CorruptBody,
             "replaceBody" => PolicyKind::ReplaceBody,
+            crate::request_rewrite::NAME => PolicyKind::RequestRewrite,
             _ => return None,
         })
     }
@@ -90,13 +94,14 @@ impl PolicyKind {
             PolicyKind::LongTailDelay => "longTailDelay",
             PolicyKind::CorruptBody => "corruptBody",
             PolicyKind::ReplaceBody => "replaceBody",
+            PolicyKind::RequestRewrite => crate::request_rewrite::NAME,
         }
     }
 }
 
 /// One policy: the fault kind and every parameter, kept even while another kind is active
 /// so that `policy=delayResponse` reuses the last `timeout` given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// The fault in force.
     pub kind: PolicyKind,
@@ -128,6 +133,14 @@ pub struct Policy {
     /// `corruptBody`: the share of bytes changed, in parts per million (default 1%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrupt: Option<u32>,
+    /// `requestRewrite`: what the request gets changed (no default: at least one part).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "stored_rewrite")]
+    pub rewrite: Option<RequestRewrite>,
+}
+
+/// Reads a stored rewrite through the fault's own checks.
+fn stored_rewrite<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<RequestRewrite>, D::Error> {
+    RequestRewrite::deserialize(deserializer).map(Some)
 }
 
 /// `truncateResponse`'s default: body bytes sent before the reset.
@@ -155,6 +168,7 @@ impl Default for Policy {
             p50: None,
             p99: None,
             corrupt: None,
+            rewrite: None,
         }
     }
 }
@@ -200,6 +214,7 @@ impl Policy {
                 let content_type = canned.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type"));
                 Fault::BodyChange(BodyChange::Replace { body: canned.body.clone(), content_type: content_type.map(|(_, v)| v.clone()) })
             }
+            PolicyKind::RequestRewrite => Fault::RequestRewrite(self.rewrite.clone()?),
         })
     }
 
@@ -344,9 +359,9 @@ mod tests {
     fn ttl_changes_end_by_themselves_and_bring_nothing_back() {
         let aborting = Policy { kind: PolicyKind::Abort, status: 500, ..Policy::default() };
         let ip = Cidr::parse("10.0.0.1").unwrap();
-        let mut state = State { default: aborting, ..State::default() };
+        let mut state = State { default: aborting.clone(), ..State::default() };
         state.default_expiry = Some(Expiry { until_ms: 1000 });
-        state.bind(&ip, aborting);
+        state.bind(&ip, aborting.clone());
         *state.binding_expiry_mut(&ip).unwrap() = Some(Expiry { until_ms: 500 });
         assert_eq!(state.next_expiry(), Some(500));
         state.settle(499);

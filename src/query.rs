@@ -6,10 +6,11 @@ use crate::net::{self, Cidr};
 use crate::outbound::{self, Destination};
 use crate::percentage::{self, Percentage};
 use crate::policy::{Expiry, PolicyKind, State, KIND_NAMES, MAX_CLIENTS};
+use crate::request_rewrite::{self, RequestRewrite};
 use std::fmt;
 
 /// The parameters the control route accepts.
-pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, host, dest, reset, ttl, after, afterBytes, bytesPerSecond, p50, p99, corrupt";
+pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, host, dest, reset, ttl, after, afterBytes, bytesPerSecond, p50, p99, corrupt, path, method, setHeaders, removeHeaders, query";
 
 /// Why a control call (or a policy in plugin configuration) was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub enum ControlError {
     Binding(&'static str, &'static str),
     /// `longTailDelay` percentiles that do not rise (`p99` must be longer than `p50`).
     Shape(String),
+    /// `requestRewrite` without anything to change.
+    Rewrite,
 }
 
 impl fmt::Display for ControlError {
@@ -64,6 +67,7 @@ impl fmt::Display for ControlError {
                 write!(f, "at most {} rules, destination bindings included; remove one with host=H&reset", crate::rules::MAX_RULES)
             }
             ControlError::Shape(reason) => write!(f, "longTailDelay: {reason}"),
+            ControlError::Rewrite => write!(f, "requestRewrite: give at least one of path, method, setHeaders, removeHeaders, query"),
         }
     }
 }
@@ -110,6 +114,9 @@ pub struct Call {
     pub p99: Option<Millis>,
     /// `corrupt=` (`corruptBody`), in parts per million.
     pub corrupt: Option<u32>,
+    /// `path=`, `method=`, `setHeaders=`, `removeHeaders=`, `query=` (`requestRewrite`):
+    /// the parts given.
+    pub rewrite: Option<RequestRewrite>,
 }
 
 const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
@@ -154,7 +161,10 @@ impl Call {
                 "p50" => "p50",
                 "p99" => "p99",
                 "corrupt" => "corrupt",
-                other => return Err(ControlError::UnknownParameter(other.to_string())),
+                other => match request_rewrite::PARAMETERS.iter().find(|p| **p == other) {
+                    Some(name) => name,
+                    None => return Err(ControlError::UnknownParameter(other.to_string())),
+                },
             };
             if seen.contains(&name) {
                 return Err(ControlError::Repeated(name));
@@ -200,6 +210,7 @@ impl Call {
                     let share = Percentage::parse(value).filter(|p| p.0 > 0);
                     call.corrupt = Some(share.ok_or_else(|| bad(CORRUPT_ACCEPTED))?.0);
                 }
+                _ if name != "reset" => call.rewrite.get_or_insert_default().set(name, value).map_err(bad)?,
                 _ => {
                     if !value.is_empty() {
                         return Err(bad("no value: 'reset' alone"));
@@ -256,6 +267,7 @@ impl Call {
             || self.p50.is_some()
             || self.p99.is_some()
             || self.corrupt.is_some()
+            || self.rewrite.is_some()
     }
 
     /// Applies the call to `state` at `now_ms`, returning the new state; `start` is what
@@ -283,7 +295,7 @@ impl Call {
                     } else if next.bindings.len() >= MAX_CLIENTS {
                         return Err(ControlError::TooManyClients);
                     } else {
-                        let mut policy = next.default;
+                        let mut policy = next.default.clone();
                         self.set_values(&mut policy);
                         next.bind(clients, policy);
                     }
@@ -299,6 +311,9 @@ impl Call {
         };
         if let Some(policy) = edited.filter(|p| p.kind == PolicyKind::LongTailDelay) {
             policy.shape().map_err(|e| ControlError::Shape(e.to_string()))?;
+        }
+        if edited.is_some_and(|p| p.kind == PolicyKind::RequestRewrite && p.rewrite.is_none()) {
+            return Err(ControlError::Rewrite);
         }
         Ok(next)
     }
@@ -326,6 +341,9 @@ impl Call {
         policy.p50 = self.p50.or(policy.p50);
         policy.p99 = self.p99.or(policy.p99);
         policy.corrupt = self.corrupt.or(policy.corrupt);
+        if let Some(change) = &self.rewrite {
+            policy.rewrite = Some(policy.rewrite.take().unwrap_or_default().with(change));
+        }
     }
 }
 
@@ -419,6 +437,24 @@ mod tests {
         let s = apply(&s, "status=418").unwrap();
         assert_eq!(apply(&s, "reset").unwrap(), State::default());
         assert_eq!(apply(&s, "reset&status=502").unwrap().default.status, 502);
+    }
+
+    #[test]
+    fn request_rewrite_is_a_query_policy_kept_part_by_part() {
+        let s = apply(&State::default(), "policy=requestRewrite&path=/x&setHeaders=x-a:1&percentage=100").unwrap();
+        let rewrite = s.default.rewrite.clone().unwrap();
+        assert_eq!((rewrite.path.as_deref(), rewrite.set_headers.len()), (Some("/x"), 1));
+        let s = apply(&s, "method=POST").unwrap();
+        let rewrite = s.default.rewrite.clone().unwrap();
+        assert_eq!((rewrite.path.as_deref(), rewrite.method.as_deref()), (Some("/x"), Some("POST")));
+        assert!(matches!(s.default.fault(&crate::policy::Canned { status: 200, headers: vec![], body: String::new() }), Some(crate::rules::Fault::RequestRewrite(_))));
+        let message = apply(&State::default(), "policy=requestRewrite").unwrap_err().to_string();
+        assert_eq!(message, "requestRewrite: give at least one of path, method, setHeaders, removeHeaders, query");
+        let message = Call::parse_query("policy=requestRewrite&method=get").unwrap_err().to_string();
+        assert!(message.starts_with("method: 'get' is not accepted; expected a method in capitals"), "{message}");
+        let shown = crate::document::Document::of(&s, 0).policy;
+        assert_eq!((shown.get("path").as_deref(), shown.get("method").as_deref()), (Some("/x"), Some("POST")));
+        assert_eq!(shown.get("setHeaders").as_deref(), Some("x-a:1"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::duration::{self, Millis};
 use crate::net::Cidr;
 use crate::outbound::{Direction, HostMatch};
 use crate::percentage::Percentage;
+use crate::request_rewrite::RequestRewrite;
 use crate::throttle::Throttle;
 use crate::truncate::Truncate;
 use crate::values::{self, from_object, from_value, not_accepted, GrpcCode, HeaderName, HttpStatus, Pattern, Text};
@@ -20,7 +21,7 @@ use std::net::IpAddr;
 
 /// The most rules a document may hold, so the shared state stays small.
 pub const MAX_RULES: usize = 64;
-const FAULTS: &str = "give one of delay, abort, response, bounded_retries, response_delay, response_rewrite, reset, truncate, throttle, delay_shape, body_change; or delay and abort together (a slow failure)";
+const FAULTS: &str = "give one of delay, abort, response, bounded_retries, response_delay, response_rewrite, request_rewrite, reset, truncate, throttle, delay_shape, body_change; or delay and abort together (a slow failure)";
 
 /// How a request's path (without its query) is matched.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -302,6 +303,8 @@ pub enum Fault {
     /// The upstream's body is replaced, or a share of its bytes corrupted (see
     /// [`crate::body_change`]).
     BodyChange(BodyChange),
+    /// The request is changed before it goes upstream (see [`crate::request_rewrite`]).
+    RequestRewrite(RequestRewrite),
     /// A slow failure: held for `delay`, then answered with `abort`; written as
     /// `{"delay": {...}, "abort": {...}}`, one sampling decision for both.
     #[serde(untagged)]
@@ -591,6 +594,7 @@ impl<'de> Deserialize<'de> for Fault {
                         "response_delay" => map.next_value::<Body<ResponseDelaySpec>>()?.0,
                         "response_rewrite" => map.next_value::<Body<ResponseRewriteSpec>>()?.0,
                         "reset" => map.next_value::<Body<ResetSpec>>()?.0,
+                        "request_rewrite" => Fault::RequestRewrite(map.next_value()?),
                         "truncate" | "throttle" | "delay_shape" | "body_change" => {
                             let value = map.next_value::<serde_json::Value>()?;
                             // The error's path ends at the kind (see values::read).
@@ -874,6 +878,7 @@ mod tests {
             r#"{"fault": {"delay_shape": {"p50": "100ms", "p99": "2s"}}}"#,
             r#"{"fault": {"body_change": {"replace": {"body": "x", "content_type": "text/plain"}}}}"#,
             r#"{"fault": {"body_change": {"corrupt": {"percentage": 5}}}}"#,
+            r#"{"fault": {"request_rewrite": {"path": "/x", "method": "POST", "set_headers": {"x-a": "1"}, "remove_headers": ["authorization"], "query": {"debug": "1"}}}}"#,
             r#"{"fault": {"delay": {"fixed": "5s", "jitter": "0ms"}, "abort": {"status": 503}}}"#,
             r#"{"fault": {"abort": {"status": 500, "grpc_status": 14}, "delay": {"fixed": "1s"}}}"#,
             r#"{"match": {"path": {"regex": "/x.*"}, "headers": [{"name": "a", "present": true}]},
@@ -933,6 +938,9 @@ mod tests {
             (r#"{"fault": {"abort": {"status": 500}}, "when": 1}"#, "rules[0].when: unknown key"),
             (r#"{"fault": {"response_rewrite": {"remove_headers": [3]}}}"#, "rules[0].fault.response_rewrite.remove_headers[0]"),
             (r#"{"fault": {"response": {"headers": {"a b": "c"}}}}"#, "rules[0].fault.response.headers"),
+            (r#"{"fault": {"request_rewrite": {}}}"#, "rules[0].fault.request_rewrite: give at least one of path, method"),
+            (r#"{"fault": {"request_rewrite": {"method": "get"}}}"#, "rules[0].fault.request_rewrite: method: \"get\" is not accepted"),
+            (r#"{"fault": {"request_rewrite": {"path": 1}}}"#, "rules[0].fault.request_rewrite.path"),
         ] {
             let message = err(text);
             assert!(message.starts_with(needle), "{text}: {message}");

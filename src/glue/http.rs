@@ -146,6 +146,8 @@ pub struct Request {
     deferred: Option<(Deferred, Stat)>,
     /// Whether a held request is answered or reset when due, instead of going on.
     held_then: bool,
+    /// Whether the request was changed before going upstream, which its answer tells.
+    rewritten: bool,
     /// A fault on the response body, once the response headers allowed it.
     body: Option<BodyFault>,
     /// When a throttled body held now is due to be released.
@@ -170,6 +172,7 @@ impl Request {
             method: String::new(),
             deferred: None,
             held_then: false,
+            rewritten: false,
             body: None,
             throttled_until: None,
             reset_due: None,
@@ -280,6 +283,24 @@ impl Request {
                 body::reset(StreamType::HttpRequest);
                 (Stat::ResetsInjected, Action::Pause)
             }
+            Decision::Rewrite(rewrite) => {
+                // Before the router reads the request: Envoy picks the route again for a
+                // request whose headers a Wasm filter changed.
+                if let Some(target) = rewrite.target(decide::Request::target(&mut request)) {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(&target));
+                }
+                if let Some(method) = &rewrite.method {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":method", Some(method));
+                }
+                for name in &rewrite.remove_headers {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+                }
+                for (name, value) in &rewrite.set_headers {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+                }
+                self.rewritten = true;
+                (Stat::RequestsRewritten, Action::Continue)
+            }
             Decision::HoldThen(delay, then) => {
                 let stat = match then {
                     Then::Reset => Stat::ResetsInjected,
@@ -340,7 +361,10 @@ impl HttpContext for Request {
             self.settle_deferred();
             self.counted();
         }
-        if (self.held_until.is_some() || self.on_response.is_some()) && self.worker.borrow().config.direction == Direction::Outbound {
+        if self.rewritten {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some(crate::request_rewrite::NAME));
+        }
+        if (self.held_until.is_some() || self.on_response.is_some() || self.rewritten) && self.worker.borrow().config.direction == Direction::Outbound {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, DIRECTION, Some("outbound"));
         }
         if self.held_until.is_some() && !self.holding_response && !self.held_then {

@@ -23,7 +23,7 @@ import pytest
 OUTCOMES = (
     "requests_passed", "probes_passed", "aborts_injected", "responses_injected", "retries_injected",
     "delays_injected", "responses_rewritten", "header_faults_refused", "resets_injected",
-    "slow_failures_injected", "truncations_injected", "throttles_injected", "bodies_changed",
+    "slow_failures_injected", "truncations_injected", "throttles_injected", "bodies_changed", "requests_rewritten",
 )
 H1_RESET_EXITS = (52, 56)  # curl: empty reply / failure receiving data
 H2_RESET_EXITS = (92, 16)  # curl: HTTP/2 stream not closed cleanly / HTTP/2 framing error

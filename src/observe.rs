@@ -326,7 +326,11 @@ mod tests {
         let back = crate::document::parse(br#"{"rules": [{"name": "r7", "fault": {"abort": {"status": 503}}}]}"#, 0).unwrap().rules;
         labelled.retire(|rule| in_force(rule, &back));
         assert!(labelled.is_empty());
-        labelled.add(counter_name(Direction::Inbound, "abort", "r7", Some(503)), "r7", |_| panic!("defined again"));
+        labelled.add(counter_name(Direction::Inbound, "abort", "r7", Some(503)), "r7", |_| {
+            defined += 1;
+            Some(defined)
+        });
+        assert_eq!(defined, 2000, "defined again");
         assert_eq!(labelled.take().collect::<Vec<_>>(), [(8, 1)]);
         // Unnamed rules go by index; header faults and the query policy are always in force.
         let unnamed = crate::document::parse(br#"{"rules": [{"name": "r7", "fault": {"abort": {"status": 503}}}, {"fault": {"abort": {"status": 500}}}]}"#, 0).unwrap().rules;

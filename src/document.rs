@@ -132,6 +132,10 @@ impl Params {
                 let ppm = crate::share::Ppm(policy.corrupt.unwrap_or(p::DEFAULT_CORRUPT_PPM));
                 pairs.push(("corrupt".into(), serde_json::Number::from_f64(ppm.percent()).map_or_else(|| number(0), Param::Number)));
             }
+            K::RequestRewrite => {
+                let shown = policy.rewrite.iter().flat_map(|r| r.parameters());
+                pairs.extend(shown.map(|(name, text)| (name.to_string(), Param::Text(text))));
+            }
             _ => {}
         }
         if let Some(ttl) = ttl {
@@ -362,7 +366,7 @@ mod fuzz {
         let fault = prop_oneof![
             // fixed + jitter stays within the hour a delay may last.
             (0u64..3_599_000, 0u64..1000).prop_map(|(d, j)| format!(r#"{{"delay": {{"fixed": "{d}ms", "jitter": "{j}ms"}}}}"#)),
-            (200u16..600, prop::option::of(0u8..17)).prop_map(|(s, g)| match g {
+            (200u16..600, prop::option::of(1u8..17)).prop_map(|(s, g)| match g {
                 Some(g) => format!(r#"{{"abort": {{"status": {s}, "grpc_status": {g}}}}}"#),
                 None => format!(r#"{{"abort": {{"status": {s}}}}}"#),
             }),

@@ -24,6 +24,7 @@ pub mod outbound;
 pub mod percentage;
 pub mod policy;
 pub mod query;
+pub mod request_rewrite;
 pub mod retries;
 pub mod rules;
 pub mod sampling;

@@ -9,6 +9,7 @@ use crate::rules::Rule;
 use crate::sampling::identity_hash;
 use crate::stats::Stat;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The shared-data key of the per-rule counts all workers add to.
 pub const RULE_COUNTS_KEY: &str = "fault_injector.rule_counts";
@@ -30,6 +31,7 @@ pub fn kind(stat: Stat) -> Option<&'static str> {
         Stat::TruncationsInjected => "truncate",
         Stat::ThrottlesInjected => "throttle",
         Stat::BodiesChanged => "bodyChange",
+        Stat::RequestsRewritten => crate::request_rewrite::NAME,
         _ => return None,
     })
 }
@@ -76,34 +78,87 @@ pub fn counter_name(direction: Direction, kind: &str, rule: &str, status: Option
     name + "faults_injected"
 }
 
-/// The most labelled counters a root context defines: 64 rules by a few kinds and statuses
-/// in use is far fewer; header-asked statuses could be any, and past this bound they are
-/// counted in the unlabelled totals only, so the series stay bounded.
+/// The most labelled counters a root context keeps in force: 64 rules by a few kinds and
+/// statuses in use is far fewer; header-asked statuses could be any, and past this bound
+/// they are counted in the unlabelled totals only, so the series stay bounded. Only series
+/// of rules in force count: a renamed or removed rule's series leave the bound (Envoy keeps
+/// the counter, which cannot be deleted, but it no longer takes a place).
 pub const MAX_SERIES: usize = 512;
+
+/// One labelled counter in force.
+struct Series {
+    /// Its full name.
+    name: String,
+    /// The rule label it is for (`checkout`, `2`, `header`, `policy`).
+    rule: String,
+    /// The id Envoy gave it.
+    id: u32,
+    /// The increment not handed to Envoy yet.
+    pending: i64,
+}
 
 /// Increments of labelled counters not handed to Envoy yet, by name; each is defined with
 /// Envoy at its first use, and its id kept.
 #[derive(Default)]
 pub struct Labelled {
-    series: Vec<(String, u32, i64)>,
+    series: Vec<Series>,
+    /// Every counter this root context defined, by name, in force or not: one that comes
+    /// back (a rule named again) takes its id again. Envoy adds an entry to its own table at
+    /// each definition, even of a name it has, so a name is defined once. It grows with the
+    /// names ever used, as Envoy's counters themselves do.
+    defined: BTreeMap<String, u32>,
 }
 
 impl Labelled {
-    /// Adds one to counter `name`, defining it with `define` at its first use.
-    pub fn add(&mut self, name: String, define: impl FnOnce(&str) -> Option<u32>) {
-        if let Some(s) = self.series.iter_mut().find(|s| s.0 == name) {
-            s.2 += 1;
-        } else if self.series.len() < MAX_SERIES {
-            if let Some(id) = define(&name) {
-                self.series.push((name, id, 1));
-            }
+    /// Adds one to counter `name` of rule label `rule`, defining it with `define` at its
+    /// first use; past [`MAX_SERIES`] series in force, nothing is added.
+    pub fn add(&mut self, name: String, rule: &str, define: impl FnOnce(&str) -> Option<u32>) {
+        if let Some(s) = self.series.iter_mut().find(|s| s.name == name) {
+            s.pending += 1;
+            return;
         }
+        if self.series.len() >= MAX_SERIES {
+            return;
+        }
+        let id = match self.defined.get(&name) {
+            Some(id) => *id,
+            None => match define(&name) {
+                Some(id) => {
+                    self.defined.insert(name.clone(), id);
+                    id
+                }
+                None => return,
+            },
+        };
+        self.series.push(Series { name, rule: rule.to_string(), id, pending: 1 });
     }
 
     /// Takes what waits: each counter's id and its increment.
     pub fn take(&mut self) -> impl Iterator<Item = (u32, i64)> + '_ {
-        self.series.iter_mut().filter(|s| s.2 != 0).map(|s| (s.1, std::mem::take(&mut s.2)))
+        self.series.iter_mut().filter(|s| s.pending != 0).map(|s| (s.id, std::mem::take(&mut s.pending)))
     }
+
+    /// Lets go of the series of rule labels no longer in force, once what they wait is
+    /// taken: they leave room under [`MAX_SERIES`] for the rules that are.
+    pub fn retire(&mut self, in_force: impl Fn(&str) -> bool) {
+        self.series.retain(|s| s.pending != 0 || in_force(&s.rule));
+    }
+
+    /// How many series are in force.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Whether no series is in force.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
+/// Whether rule label `rule` is one in force with `rules`: a rule's (its name, else its
+/// index), `header` or `policy`.
+pub fn in_force(rule: &str, rules: &[Rule]) -> bool {
+    rule == "header" || rule == "policy" || (0..rules.len()).any(|at| rule_label(Source::Rule(at), rules) == rule)
 }
 
 /// One rule's counts since the rules were set.
@@ -137,6 +192,14 @@ impl RuleCounts {
             count.injected += 1;
             count.last_ms = now_ms;
         }
+    }
+
+    /// Notes that a request rule `at` matched (noted already) got its fault after all, at
+    /// `now_ms`: a fault on the response body is injected only once the answer has a body.
+    pub fn injected(&mut self, at: usize, now_ms: u64) {
+        let count = slot(&mut self.counts, at);
+        count.injected += 1;
+        count.last_ms = now_ms;
     }
 
     /// The stored `bytes` with these counts added: replaced when they count other rules.
@@ -228,20 +291,51 @@ mod tests {
         let mut labelled = Labelled::default();
         let mut defined = 0;
         for _ in 0..3 {
-            labelled.add("a".into(), |_| {
+            labelled.add("a".into(), "policy", |_| {
                 defined += 1;
                 Some(7)
             });
         }
-        labelled.add("b".into(), |_| None);
+        labelled.add("b".into(), "policy", |_| None);
         assert_eq!(defined, 1);
         assert_eq!(labelled.take().collect::<Vec<_>>(), [(7, 3)]);
         assert_eq!(labelled.take().count(), 0);
         for n in 0..MAX_SERIES + 10 {
-            labelled.add(n.to_string(), |_| Some(n as u32));
+            labelled.add(n.to_string(), "header", |_| Some(n as u32));
         }
         // "a" is one of them, with nothing waiting.
         assert_eq!(labelled.take().count(), MAX_SERIES - 1);
+    }
+
+    #[test]
+    fn series_are_bounded_by_the_rules_in_force_not_every_name_seen() {
+        let mut labelled = Labelled::default();
+        let mut defined = 0u32;
+        for round in 0..2000 {
+            let rules = crate::document::parse(format!(r#"{{"rules": [{{"name": "r{round}", "fault": {{"abort": {{"status": 503}}}}}}]}}"#).as_bytes(), 0).unwrap().rules;
+            labelled.retire(|rule| in_force(rule, &rules));
+            let rule = rule_label(Source::Rule(0), &rules);
+            labelled.add(counter_name(Direction::Inbound, "abort", &rule, Some(503)), &rule, |_| {
+                defined += 1;
+                Some(defined)
+            });
+            assert_eq!(labelled.take().collect::<Vec<_>>(), [(defined, 1)], "round {round}: the new rule gets its series");
+        }
+        assert_eq!((defined, labelled.len()), (2000, 1));
+        // A name that comes back takes its id again: Envoy is not asked to define it twice.
+        let back = crate::document::parse(br#"{"rules": [{"name": "r7", "fault": {"abort": {"status": 503}}}]}"#, 0).unwrap().rules;
+        labelled.retire(|rule| in_force(rule, &back));
+        assert!(labelled.is_empty());
+        labelled.add(counter_name(Direction::Inbound, "abort", "r7", Some(503)), "r7", |_| {
+            defined += 1;
+            Some(defined)
+        });
+        assert_eq!(defined, 2000, "defined again");
+        assert_eq!(labelled.take().collect::<Vec<_>>(), [(8, 1)]);
+        // Unnamed rules go by index; header faults and the query policy are always in force.
+        let unnamed = crate::document::parse(br#"{"rules": [{"name": "r7", "fault": {"abort": {"status": 503}}}, {"fault": {"abort": {"status": 500}}}]}"#, 0).unwrap().rules;
+        assert!(in_force("1", &unnamed) && in_force("r7", &unnamed) && !in_force("0", &unnamed) && !in_force("2", &unnamed));
+        assert!(in_force("header", &[]) && in_force("policy", &[]));
     }
 
     #[test]
@@ -249,12 +343,13 @@ mod tests {
         let mut worker = RuleCounts { rules: 9, counts: Vec::new() };
         worker.note(1, true, 100);
         worker.note(1, false, 200);
+        worker.injected(1, 120);
         let stored = worker.added_to(b"");
         let mut other = RuleCounts { rules: 9, counts: Vec::new() };
         other.note(0, false, 50);
         other.note(1, true, 150);
         let sum = RuleCounts::decode(&other.added_to(&stored));
-        assert_eq!(sum.counts, [Count { matched: 1, injected: 0, last_ms: 0 }, Count { matched: 3, injected: 2, last_ms: 150 }]);
+        assert_eq!(sum.counts, [Count { matched: 1, injected: 0, last_ms: 0 }, Count { matched: 3, injected: 3, last_ms: 150 }]);
         let newer = RuleCounts { rules: 10, counts: vec![Count { matched: 1, injected: 0, last_ms: 0 }] };
         assert_eq!(RuleCounts::decode(&newer.added_to(&other.added_to(&stored))), newer);
         assert_eq!(RuleCounts::decode(b"short"), RuleCounts::default());

@@ -154,6 +154,7 @@ fn policy_of(rule: &Rule, base: Policy) -> Policy {
         }
         Fault::BodyChange(BodyChange::Corrupt { ppm }) => (policy.kind, policy.corrupt) = (PolicyKind::CorruptBody, Some(*ppm)),
         Fault::BodyChange(BodyChange::Replace { .. }) => policy.kind = PolicyKind::ReplaceBody,
+        Fault::RequestRewrite(rewrite) => (policy.kind, policy.rewrite) = (PolicyKind::RequestRewrite, Some(rewrite.clone())),
         Fault::ResponseDelay { .. } | Fault::ResponseRewrite { .. } => {}
     }
     policy
@@ -174,16 +175,14 @@ pub fn apply(call: &Call, destination: &Destination, canned: &Canned, state: &St
         return Ok(next);
     }
     let kept = existing.filter(|_| !call.reset);
-    let mut policy = kept.as_ref().map_or(next.default, |r| policy_of(r, next.default));
+    let mut policy = kept.as_ref().map_or_else(|| next.default.clone(), |r| policy_of(r, next.default.clone()));
     call.set_values(&mut policy);
     let Some(fault) = policy.fault(canned) else { return Ok(next) };
     if next.rules.len() >= MAX_RULES {
         return Err(ControlError::TooManyRules);
     }
-    let until_ms = match call.ttl {
-        Some(ttl) => Some(now_ms.saturating_add(ttl.0)),
-        None => kept.and_then(|r| r.until_ms),
-    };
+    // A write without `ttl` replaces the binding and its end: no end is inherited.
+    let until_ms = call.ttl.map(|ttl| now_ms.saturating_add(ttl.0));
     let rule = Rule { name: None, direction: Direction::Outbound, matcher, fault, percentage: policy.percentage, sample_by: None, until_ms };
     next.rules.insert(at.unwrap_or(0), rule);
     Ok(next)
@@ -275,6 +274,12 @@ mod tests {
         assert_eq!(s.rules[0].until_ms, Some(31_000));
         s.settle(31_000);
         assert!(s.rules.is_empty());
+        // A later write without ttl replaces the binding and inherits no end.
+        let s = call(&State::default(), "host=catalog&timeout=1s&percentage=100&ttl=30s", 1000).unwrap();
+        let mut s = call(&s, "host=catalog&status=503", 2000).unwrap();
+        assert_eq!(s.rules[0].until_ms, None);
+        s.settle(31_000);
+        assert_eq!(s.rules.len(), 1);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::duration::{self, Millis};
 use crate::guard::{Guard, Shown};
 use crate::net::Cidr;
 use crate::percentage::{self, Percentage};
+use crate::request_rewrite::RequestRewrite;
 use crate::rules::{AbortPart, DelayPart, Fault, Rule};
 use crate::throttle::{Throttle, ThrottleSpec};
 use crate::truncate::Truncate;
@@ -50,10 +51,12 @@ pub enum PolicyKind {
     CorruptBody,
     /// The response body is replaced by the canned response's (`replaceBody`).
     ReplaceBody,
+    /// The request is changed before it goes upstream (`requestRewrite`).
+    RequestRewrite,
 }
 
 /// Policy names as the control API and `x-fault-injected` spell them.
-pub const KIND_NAMES: &str = "none, simpleResponse, delayResponse (alias timeoutTest), statusResponse, boundedRetries, resetStream, slowFailure, truncateResponse, throttleResponse, longTailDelay, corruptBody, replaceBody";
+pub const KIND_NAMES: &str = "none, simpleResponse, delayResponse (alias timeoutTest), statusResponse, boundedRetries, resetStream, slowFailure, truncateResponse, throttleResponse, longTailDelay, corruptBody, replaceBody, requestRewrite";
 
 impl PolicyKind {
     /// Reads a policy name as given in `policy=`.
@@ -71,6 +74,7 @@ impl PolicyKind {
             "longTailDelay" => PolicyKind::LongTailDelay,
             "corruptBody" => PolicyKind::CorruptBody,
             "replaceBody" => PolicyKind::ReplaceBody,
+            crate::request_rewrite::NAME => PolicyKind::RequestRewrite,
             _ => return None,
         })
     }
@@ -90,13 +94,14 @@ impl PolicyKind {
             PolicyKind::LongTailDelay => "longTailDelay",
             PolicyKind::CorruptBody => "corruptBody",
             PolicyKind::ReplaceBody => "replaceBody",
+            PolicyKind::RequestRewrite => crate::request_rewrite::NAME,
         }
     }
 }
 
 /// One policy: the fault kind and every parameter, kept even while another kind is active
 /// so that `policy=delayResponse` reuses the last `timeout` given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// The fault in force.
     pub kind: PolicyKind,
@@ -128,6 +133,14 @@ pub struct Policy {
     /// `corruptBody`: the share of bytes changed, in parts per million (default 1%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrupt: Option<u32>,
+    /// `requestRewrite`: what the request gets changed (no default: at least one part).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "stored_rewrite")]
+    pub rewrite: Option<RequestRewrite>,
+}
+
+/// Reads a stored rewrite through the fault's own checks.
+fn stored_rewrite<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<RequestRewrite>, D::Error> {
+    RequestRewrite::deserialize(deserializer).map(Some)
 }
 
 /// `truncateResponse`'s default: body bytes sent before the reset.
@@ -155,6 +168,7 @@ impl Default for Policy {
             p50: None,
             p99: None,
             corrupt: None,
+            rewrite: None,
         }
     }
 }
@@ -200,6 +214,7 @@ impl Policy {
                 let content_type = canned.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type"));
                 Fault::BodyChange(BodyChange::Replace { body: canned.body.clone(), content_type: content_type.map(|(_, v)| v.clone()) })
             }
+            PolicyKind::RequestRewrite => Fault::RequestRewrite(self.rewrite.clone()?),
         })
     }
 
@@ -214,14 +229,13 @@ impl Policy {
     }
 }
 
-/// A change made with `ttl`: when it ends, and what comes back then (`None`: no binding).
+/// A change made with `ttl`: when what it set ends. A TTL only ever removes faults: nothing
+/// from before the change comes back then. (Earlier builds stored a `revert` policy here
+/// too; it is read and ignored.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Expiry {
     /// When the change ends, in milliseconds since the epoch.
     pub until_ms: u64,
-    /// The policy in force before the change.
-    #[serde(default)]
-    pub revert: Option<Policy>,
 }
 
 /// A policy bound to a client address range.
@@ -288,23 +302,17 @@ impl State {
         policies.chain(self.rules.iter().filter_map(|r| r.until_ms)).min()
     }
 
-    /// Ends every `ttl` change due by `now_ms`: the default and bindings get their previous
-    /// policy back, and bindings that did not exist before go away.
+    /// Ends every `ttl` change due by `now_ms`, and only what it set: a rule goes away, the
+    /// default's fault becomes `none` (its values are kept for the next `policy=`), a
+    /// binding goes away (its clients are on the default again). No earlier fault comes back.
     pub fn settle(&mut self, now_ms: u64) {
+        let due = |expiry: &Option<Expiry>| expiry.is_some_and(|e| e.until_ms <= now_ms);
         self.rules.retain(|r| r.until_ms.is_none_or(|until| until > now_ms));
-        if let Some(expiry) = self.default_expiry.filter(|e| e.until_ms <= now_ms) {
-            self.default = expiry.revert.unwrap_or_default();
+        if due(&self.default_expiry) {
+            self.default.kind = PolicyKind::None;
             self.default_expiry = None;
         }
-        self.bindings.retain_mut(|b| match b.expiry.filter(|e| e.until_ms <= now_ms) {
-            None => true,
-            Some(Expiry { revert: Some(previous), .. }) => {
-                b.policy = previous;
-                b.expiry = None;
-                true
-            }
-            Some(Expiry { revert: None, .. }) => false,
-        });
+        self.bindings.retain(|b| !due(&b.expiry));
     }
 
     /// Adds a binding, keeping the narrowest ranges first.
@@ -348,13 +356,13 @@ mod tests {
     }
 
     #[test]
-    fn ttl_changes_end_by_themselves() {
-        let aborting = Policy { kind: PolicyKind::Abort, ..Policy::default() };
+    fn ttl_changes_end_by_themselves_and_bring_nothing_back() {
+        let aborting = Policy { kind: PolicyKind::Abort, status: 500, ..Policy::default() };
         let ip = Cidr::parse("10.0.0.1").unwrap();
-        let mut state = State { default: aborting, ..State::default() };
-        state.default_expiry = Some(Expiry { until_ms: 1000, revert: Some(Policy::default()) });
-        state.bind(&ip, aborting);
-        *state.binding_expiry_mut(&ip).unwrap() = Some(Expiry { until_ms: 500, revert: None });
+        let mut state = State { default: aborting.clone(), ..State::default() };
+        state.default_expiry = Some(Expiry { until_ms: 1000 });
+        state.bind(&ip, aborting.clone());
+        *state.binding_expiry_mut(&ip).unwrap() = Some(Expiry { until_ms: 500 });
         assert_eq!(state.next_expiry(), Some(500));
         state.settle(499);
         assert_eq!(state.bindings.len(), 1);
@@ -362,7 +370,8 @@ mod tests {
         assert!(state.bindings.is_empty());
         assert_eq!(state.default.kind, PolicyKind::Abort);
         state.settle(1000);
-        assert_eq!(state, State::default());
+        // The fault ends; its values stay for the next `policy=`.
+        assert_eq!(state, State { default: Policy { kind: PolicyKind::None, ..aborting }, ..State::default() });
         assert_eq!(state.next_expiry(), None);
     }
 
@@ -392,7 +401,7 @@ mod tests {
         let text = br#"{"rules": [{"match": {"path": {"prefix": "/a"}}, "fault": {"abort": {"status": 503, "grpc_status": 14}}, "percentage": 12.5, "ttl": "5m"}],
             "policy": {"status": 500, "percentage": 50, "ttl": "1m"}, "clients": [{"ip": "10.0.0.0/8", "timeout": "250ms"}]}"#;
         let mut state = crate::document::parse(text, 1000).unwrap();
-        *state.binding_expiry_mut(&Cidr::parse("10.0.0.0/8").unwrap()).unwrap() = Some(Expiry { until_ms: 9000, revert: None });
+        *state.binding_expiry_mut(&Cidr::parse("10.0.0.0/8").unwrap()).unwrap() = Some(Expiry { until_ms: 9000 });
         state
     }
 

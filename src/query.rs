@@ -6,10 +6,11 @@ use crate::net::{self, Cidr};
 use crate::outbound::{self, Destination};
 use crate::percentage::{self, Percentage};
 use crate::policy::{Expiry, PolicyKind, State, KIND_NAMES, MAX_CLIENTS};
+use crate::request_rewrite::{self, RequestRewrite};
 use std::fmt;
 
 /// The parameters the control route accepts.
-pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, host, dest, reset, ttl, after, afterBytes, bytesPerSecond, p50, p99, corrupt";
+pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, host, dest, reset, ttl, after, afterBytes, bytesPerSecond, p50, p99, corrupt, path, method, setHeaders, removeHeaders, query";
 
 /// Why a control call (or a policy in plugin configuration) was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub enum ControlError {
     Binding(&'static str, &'static str),
     /// `longTailDelay` percentiles that do not rise (`p99` must be longer than `p50`).
     Shape(String),
+    /// `requestRewrite` without anything to change.
+    Rewrite,
 }
 
 impl fmt::Display for ControlError {
@@ -64,6 +67,7 @@ impl fmt::Display for ControlError {
                 write!(f, "at most {} rules, destination bindings included; remove one with host=H&reset", crate::rules::MAX_RULES)
             }
             ControlError::Shape(reason) => write!(f, "longTailDelay: {reason}"),
+            ControlError::Rewrite => write!(f, "requestRewrite: give at least one of path, method, setHeaders, removeHeaders, query"),
         }
     }
 }
@@ -110,6 +114,9 @@ pub struct Call {
     pub p99: Option<Millis>,
     /// `corrupt=` (`corruptBody`), in parts per million.
     pub corrupt: Option<u32>,
+    /// `path=`, `method=`, `setHeaders=`, `removeHeaders=`, `query=` (`requestRewrite`):
+    /// the parts given.
+    pub rewrite: Option<RequestRewrite>,
 }
 
 const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
@@ -154,7 +161,10 @@ impl Call {
                 "p50" => "p50",
                 "p99" => "p99",
                 "corrupt" => "corrupt",
-                other => return Err(ControlError::UnknownParameter(other.to_string())),
+                other => match request_rewrite::PARAMETERS.iter().find(|p| **p == other) {
+                    Some(name) => name,
+                    None => return Err(ControlError::UnknownParameter(other.to_string())),
+                },
             };
             if seen.contains(&name) {
                 return Err(ControlError::Repeated(name));
@@ -200,6 +210,7 @@ impl Call {
                     let share = Percentage::parse(value).filter(|p| p.0 > 0);
                     call.corrupt = Some(share.ok_or_else(|| bad(CORRUPT_ACCEPTED))?.0);
                 }
+                _ if name != "reset" => call.rewrite.get_or_insert_default().set(name, value).map_err(bad)?,
                 _ => {
                     if !value.is_empty() {
                         return Err(bad("no value: 'reset' alone"));
@@ -237,6 +248,12 @@ impl Call {
         self.reset || self.has_values()
     }
 
+    /// True when the call starts the whole policy over (`reset` without `ip`, `host` or
+    /// `dest`): bounded retries then count afresh, as after `DELETE` or a new document.
+    pub fn starts_over(&self) -> bool {
+        self.reset && self.ip.is_none() && self.destination.is_none()
+    }
+
     /// True when the call sets a policy value.
     pub fn has_values(&self) -> bool {
         self.kind.is_some()
@@ -250,27 +267,25 @@ impl Call {
             || self.p50.is_some()
             || self.p99.is_some()
             || self.corrupt.is_some()
+            || self.rewrite.is_some()
     }
 
     /// Applies the call to `state` at `now_ms`, returning the new state; `start` is what
-    /// `reset` returns to. With `ttl`, the edited policy reverts to what it was before.
+    /// `reset` returns to. The edited policy's end is the call's `ttl`, or none: a write
+    /// replaces the fault and its TTL, and inherits no TTL it did not give.
     pub fn apply(&self, state: &State, start: &State, now_ms: u64) -> Result<State, ControlError> {
         let mut next = state.clone();
         next.settle(now_ms);
-        let expiry = |revert| self.ttl.map(|t| Expiry { until_ms: now_ms.saturating_add(t.0), revert });
+        let expiry = self.ttl.map(|t| Expiry { until_ms: now_ms.saturating_add(t.0) });
         match &self.ip {
             None => {
-                let before = next.default;
                 if self.reset {
                     next = start.clone();
                 }
                 self.set_values(&mut next.default);
-                if self.ttl.is_some() {
-                    next.default_expiry = expiry(Some(before));
-                }
+                next.default_expiry = expiry;
             }
             Some(clients) => {
-                let before = next.binding_mut(clients).map(|p| *p);
                 if self.reset {
                     next.unbind(clients);
                 }
@@ -280,13 +295,13 @@ impl Call {
                     } else if next.bindings.len() >= MAX_CLIENTS {
                         return Err(ControlError::TooManyClients);
                     } else {
-                        let mut policy = next.default;
+                        let mut policy = next.default.clone();
                         self.set_values(&mut policy);
                         next.bind(clients, policy);
                     }
                 }
-                if let (Some(slot), Some(_)) = (next.binding_expiry_mut(clients), self.ttl) {
-                    *slot = expiry(before);
+                if let (Some(slot), true) = (next.binding_expiry_mut(clients), self.has_values()) {
+                    *slot = expiry;
                 }
             }
         }
@@ -296,6 +311,9 @@ impl Call {
         };
         if let Some(policy) = edited.filter(|p| p.kind == PolicyKind::LongTailDelay) {
             policy.shape().map_err(|e| ControlError::Shape(e.to_string()))?;
+        }
+        if edited.is_some_and(|p| p.kind == PolicyKind::RequestRewrite && p.rewrite.is_none()) {
+            return Err(ControlError::Rewrite);
         }
         Ok(next)
     }
@@ -323,6 +341,9 @@ impl Call {
         policy.p50 = self.p50.or(policy.p50);
         policy.p99 = self.p99.or(policy.p99);
         policy.corrupt = self.corrupt.or(policy.corrupt);
+        if let Some(change) = &self.rewrite {
+            policy.rewrite = Some(policy.rewrite.take().unwrap_or_default().with(change));
+        }
     }
 }
 
@@ -419,6 +440,31 @@ mod tests {
     }
 
     #[test]
+    fn request_rewrite_is_a_query_policy_kept_part_by_part() {
+        let s = apply(&State::default(), "policy=requestRewrite&path=/x&setHeaders=x-a:1&percentage=100").unwrap();
+        let rewrite = s.default.rewrite.clone().unwrap();
+        assert_eq!((rewrite.path.as_deref(), rewrite.set_headers.len()), (Some("/x"), 1));
+        let s = apply(&s, "method=POST").unwrap();
+        let rewrite = s.default.rewrite.clone().unwrap();
+        assert_eq!((rewrite.path.as_deref(), rewrite.method.as_deref()), (Some("/x"), Some("POST")));
+        assert!(matches!(s.default.fault(&crate::policy::Canned { status: 200, headers: vec![], body: String::new() }), Some(crate::rules::Fault::RequestRewrite(_))));
+        let message = apply(&State::default(), "policy=requestRewrite").unwrap_err().to_string();
+        assert_eq!(message, "requestRewrite: give at least one of path, method, setHeaders, removeHeaders, query");
+        let message = Call::parse_query("policy=requestRewrite&method=get").unwrap_err().to_string();
+        assert!(message.starts_with("method: 'get' is not accepted; expected a method in capitals"), "{message}");
+        let shown = crate::document::Document::of(&s, 0).policy;
+        assert_eq!((shown.get("path").as_deref(), shown.get("method").as_deref()), (Some("/x"), Some("POST")));
+        assert_eq!(shown.get("setHeaders").as_deref(), Some("x-a:1"));
+    }
+
+    #[test]
+    fn only_a_whole_reset_starts_bounded_retries_over() {
+        let over = |q: &str| Call::parse_query(q).unwrap().starts_over();
+        assert!(over("reset") && over("reset&boundedRetries=2"));
+        assert!(!over("boundedRetries=2") && !over("ip=10.0.0.1&reset") && !over("host=catalog&reset"));
+    }
+
+    #[test]
     fn bad_calls_name_the_parameter_and_what_is_accepted() {
         let cases = [
             ("foo=1", "unknown parameter 'foo'"),
@@ -478,19 +524,37 @@ mod tests {
     }
 
     #[test]
-    fn ttl_reverts_the_change_it_came_with() {
-        let s = apply(&State::default(), "status=500&percentage=100").unwrap();
-        let call = Call::parse_query("timeout=1&ttl=30s").unwrap();
-        let mut s = call.apply(&s, &State::default(), 1000).unwrap();
+    fn a_ttl_only_removes_the_fault_it_came_with() {
+        let at = |s: &State, q: &str, now| Call::parse_query(q).unwrap().apply(s, &State::default(), now).unwrap();
+        let s = at(&State::default(), "status=500&percentage=100", 0);
+        let mut s = at(&s, "timeout=1&ttl=30s", 1000);
         assert_eq!(s.default.kind, PolicyKind::Delay);
         assert_eq!(crate::document::Document::of(&s, 11_000).policy.get("ttl").as_deref(), Some("20s"));
         s.settle(31_000);
+        // The delay ends; the abort from before it does not come back.
+        assert_eq!((s.default.kind, s.default_expiry), (PolicyKind::None, None));
+        // The case: a later write without ttl replaces the fault and its TTL.
+        let s = at(&State::default(), "status=500", 0);
+        let s = at(&s, "status=503&percentage=100&ttl=3s", 0);
+        let mut s = at(&s, "policy=none", 1000);
+        assert_eq!((s.default.kind, s.default_expiry), (PolicyKind::None, None));
+        assert_eq!(crate::document::Document::of(&s, 1000).policy.get("ttl"), None);
+        s.settle(5000);
+        assert_eq!(s.default.kind, PolicyKind::None);
+        // A write without ttl keeps its fault past the earlier TTL, and inherits none.
+        let s = at(&State::default(), "status=503&ttl=3s", 0);
+        let mut s = at(&s, "status=500", 1000);
+        s.settle(5000);
         assert_eq!((s.default.kind, s.default.status), (PolicyKind::Abort, 500));
-        let call = Call::parse_query("ip=10.0.0.1&status=418&ttl=1").unwrap();
-        let mut s = call.apply(&s, &State::default(), 0).unwrap();
-        assert_eq!(s.bindings.len(), 1);
+        // Bindings: one given with ttl goes away; a later write without ttl stays.
+        let s = at(&State::default(), "ip=10.0.0.1&status=418", 0);
+        let mut s = at(&s, "ip=10.0.0.1&status=502&ttl=1", 0);
         s.settle(1000);
-        assert!(s.bindings.is_empty());
+        assert!(s.bindings.is_empty(), "the earlier 418 binding does not come back");
+        let s = at(&State::default(), "ip=10.0.0.1&status=418&ttl=1", 0);
+        let mut s = at(&s, "ip=10.0.0.1&status=502", 500);
+        s.settle(2000);
+        assert_eq!(s.policy_for(Some("10.0.0.1".parse().unwrap())).status, 502);
         assert!(Call::parse_query("ttl=0").is_err());
         assert!(Call::parse_query("ttl=2h").unwrap_err().to_string().contains("ttl: '2h'"));
     }

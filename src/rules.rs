@@ -9,6 +9,7 @@ use crate::duration::{self, Millis};
 use crate::net::Cidr;
 use crate::outbound::{Direction, HostMatch};
 use crate::percentage::Percentage;
+use crate::request_rewrite::RequestRewrite;
 use crate::throttle::Throttle;
 use crate::truncate::Truncate;
 use crate::values::{self, from_object, from_value, not_accepted, GrpcCode, HeaderName, HttpStatus, Pattern, Text};
@@ -20,7 +21,7 @@ use std::net::IpAddr;
 
 /// The most rules a document may hold, so the shared state stays small.
 pub const MAX_RULES: usize = 64;
-const FAULTS: &str = "give one of delay, abort, response, bounded_retries, response_delay, response_rewrite, reset, truncate, throttle, delay_shape, body_change; or delay and abort together (a slow failure)";
+const FAULTS: &str = "give one of delay, abort, response, bounded_retries, response_delay, response_rewrite, request_rewrite, reset, truncate, throttle, delay_shape, body_change; or delay and abort together (a slow failure)";
 
 /// How a request's path (without its query) is matched.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -302,6 +303,8 @@ pub enum Fault {
     /// The upstream's body is replaced, or a share of its bytes corrupted (see
     /// [`crate::body_change`]).
     BodyChange(BodyChange),
+    /// The request is changed before it goes upstream (see [`crate::request_rewrite`]).
+    RequestRewrite(RequestRewrite),
     /// A slow failure: held for `delay`, then answered with `abort`; written as
     /// `{"delay": {...}, "abort": {...}}`, one sampling decision for both.
     #[serde(untagged)]
@@ -366,6 +369,10 @@ impl TryFrom<AbortSpec> for Fault {
     fn try_from(spec: AbortSpec) -> Result<Fault, &'static str> {
         if spec.status.is_none() && spec.grpc_status.is_none() {
             return Err("needs 'status' (HTTP) and/or 'grpc_status'");
+        }
+        // An abort fails the request; a gRPC caller told OK would count a failure as a success.
+        if spec.grpc_status == Some(GrpcCode(0)) {
+            return Err("grpc_status: 0 (OK) is not a failure; give a code from 1 to 16, such as 14 (UNAVAILABLE)");
         }
         Ok(Fault::Abort { status: spec.status.unwrap_or(HttpStatus(503)), grpc_status: spec.grpc_status })
     }
@@ -587,6 +594,7 @@ impl<'de> Deserialize<'de> for Fault {
                         "response_delay" => map.next_value::<Body<ResponseDelaySpec>>()?.0,
                         "response_rewrite" => map.next_value::<Body<ResponseRewriteSpec>>()?.0,
                         "reset" => map.next_value::<Body<ResetSpec>>()?.0,
+                        "request_rewrite" => Fault::RequestRewrite(map.next_value()?),
                         "truncate" | "throttle" | "delay_shape" | "body_change" => {
                             let value = map.next_value::<serde_json::Value>()?;
                             // The error's path ends at the kind (see values::read).
@@ -610,6 +618,49 @@ impl<'de> Deserialize<'de> for Fault {
     }
 }
 
+/// A rule's name: what the access log, the labelled counters and `counts` call it. It goes
+/// into a Prometheus label and an Envoy stat name, so it is kept to what survives both, and
+/// never reads as another source's label: an index (an unnamed rule's), `header` or `policy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct RuleName(String);
+
+/// The longest rule name.
+pub const MAX_NAME_CHARS: usize = 64;
+
+const NAME_ACCEPTED: &str = "a name of 1 to 64 letters, digits, '-', '_' and '.', beginning and ending with a letter or digit, without '..'; not all digits (an unnamed rule's index is its label), not 'header' or 'policy' (the labels of header faults and the query policy)";
+
+impl RuleName {
+    /// The name, lowercase; `None` when it could be taken for another label or would not
+    /// survive a stat name (an empty segment between dots is dropped there).
+    pub fn new(name: &str) -> Option<RuleName> {
+        let bytes = name.as_bytes();
+        let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+        let fits = bytes.len() <= MAX_NAME_CHARS
+            && edge(bytes.first())
+            && edge(bytes.last())
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+            && !name.contains("..")
+            && !bytes.iter().all(u8::is_ascii_digit);
+        let name = name.to_ascii_lowercase();
+        (fits && name != "header" && name != "policy").then_some(RuleName(name))
+    }
+
+    /// The name, lowercase.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&serde_json::Value> for RuleName {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<RuleName, String> {
+        let Some(name) = value.as_str() else { return Err(not_accepted(value, "a string")) };
+        RuleName::new(name).ok_or_else(|| not_accepted(value, NAME_ACCEPTED))
+    }
+}
+from_value!(RuleName);
+
 /// A rule's `ttl`: a duration above 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -631,11 +682,9 @@ from_value!(Ttl);
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// What the rule is called in errors, answers, the access log and the metrics; its
-    /// index in `rules` when absent. A header name's characters (letters, digits, `-`,
-    /// `_`, `.`, lowercased): it goes into a Prometheus label and an Envoy stat name, and
-    /// the same type as `sample_by` costs the module no second deserializer.
+    /// index in `rules` when absent (see [`RuleName`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<HeaderName>,
+    pub name: Option<RuleName>,
     /// Which listeners apply it: inbound (the default) or outbound.
     #[serde(default, skip_serializing_if = "Direction::is_inbound")]
     pub direction: Direction,
@@ -661,7 +710,7 @@ pub struct RuleSpec {
 pub struct Rule {
     /// What the rule is called; its index when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<HeaderName>,
+    pub name: Option<RuleName>,
     /// Which listeners apply it.
     #[serde(default, skip_serializing_if = "Direction::is_inbound")]
     pub direction: Direction,
@@ -829,6 +878,7 @@ mod tests {
             r#"{"fault": {"delay_shape": {"p50": "100ms", "p99": "2s"}}}"#,
             r#"{"fault": {"body_change": {"replace": {"body": "x", "content_type": "text/plain"}}}}"#,
             r#"{"fault": {"body_change": {"corrupt": {"percentage": 5}}}}"#,
+            r#"{"fault": {"request_rewrite": {"path": "/x", "method": "POST", "set_headers": {"x-a": "1"}, "remove_headers": ["authorization"], "query": {"debug": "1"}}}}"#,
             r#"{"fault": {"delay": {"fixed": "5s", "jitter": "0ms"}, "abort": {"status": 503}}}"#,
             r#"{"fault": {"abort": {"status": 500, "grpc_status": 14}, "delay": {"fixed": "1s"}}}"#,
             r#"{"match": {"path": {"regex": "/x.*"}, "headers": [{"name": "a", "present": true}]},
@@ -841,6 +891,18 @@ mod tests {
             assert_eq!(serde_json::from_str::<Rule>(&stored).unwrap(), r);
         }
         assert_eq!(rule(r#"{"fault": {"abort": {"status": 503}}, "ttl": "5m"}"#).until_ms, Some(301_000));
+    }
+
+    #[test]
+    fn rule_names_never_read_as_another_label() {
+        for name in ["checkout", "a.b-c_d", "4a", "v1.2", &"x".repeat(MAX_NAME_CHARS)] {
+            assert_eq!(rule(&format!(r#"{{"name": "{name}", "fault": {{"abort": {{"status": 500}}}}}}"#)).name.unwrap().as_str(), name);
+        }
+        for name in ["4", "007", "header", "Policy", "..", "", ".a", "a.", "a..b", "-a", "a b", &"x".repeat(MAX_NAME_CHARS + 1)] {
+            let message = err(&format!(r#"{{"name": "{name}", "fault": {{"abort": {{"status": 500}}}}}}"#));
+            assert!(message.starts_with("rules[0].name: ") && message.contains("not all digits (an unnamed rule's index"), "{name}: {message}");
+            assert!(message.contains("1 to 64") && message.contains("not 'header' or 'policy'"), "{message}");
+        }
     }
 
     #[test]
@@ -861,6 +923,9 @@ mod tests {
             (r#"{"fault": {"abort": {"status": 99}}}"#, "rules[0].fault.abort.status: 99"),
             (r#"{"fault": {"abort": {"grpc_status": 17}}}"#, "rules[0].fault.abort.grpc_status: 17"),
             (r#"{"fault": {"abort": {}}}"#, "rules[0].fault.abort: needs 'status'"),
+            (r#"{"fault": {"abort": {"grpc_status": 0}}}"#, "rules[0].fault.abort: grpc_status: 0 (OK) is not a failure"),
+            (r#"{"fault": {"abort": {"status": 503, "grpc_status": 0}}}"#, "rules[0].fault.abort: grpc_status: 0 (OK) is not a failure"),
+            (r#"{"fault": {"delay": {"fixed": "1s"}, "abort": {"status": 503, "grpc_status": 0}}}"#, "rules[0].fault.abort: grpc_status: 0 (OK)"),
             (r#"{"fault": {"abort": {"status": 500, "x": 1}}}"#, "rules[0].fault.abort.x: unknown key"),
             (r#"{"match": {"path": {"regex": "("}}, "fault": {"abort": {"status": 500}}}"#, "rules[0].match.path.regex"),
             (r#"{"match": {"path": {"exact": "/a", "prefix": "/"}}, "fault": {"abort": {"status": 500}}}"#, "rules[0].match.path: give exactly one"),
@@ -873,6 +938,9 @@ mod tests {
             (r#"{"fault": {"abort": {"status": 500}}, "when": 1}"#, "rules[0].when: unknown key"),
             (r#"{"fault": {"response_rewrite": {"remove_headers": [3]}}}"#, "rules[0].fault.response_rewrite.remove_headers[0]"),
             (r#"{"fault": {"response": {"headers": {"a b": "c"}}}}"#, "rules[0].fault.response.headers"),
+            (r#"{"fault": {"request_rewrite": {}}}"#, "rules[0].fault.request_rewrite: give at least one of path, method"),
+            (r#"{"fault": {"request_rewrite": {"method": "get"}}}"#, "rules[0].fault.request_rewrite: method: \"get\" is not accepted"),
+            (r#"{"fault": {"request_rewrite": {"path": 1}}}"#, "rules[0].fault.request_rewrite.path"),
         ] {
             let message = err(text);
             assert!(message.starts_with(needle), "{text}: {message}");

@@ -46,6 +46,7 @@ metrics! {
     ThrottlesInjected = false "throttles_injected", "Requests whose response body is released at a rate (throttle, throttleResponse).";
     BodiesChanged = false "bodies_changed", "Requests whose response body is replaced or corrupted (body_change, replaceBody, corruptBody).";
     GuardTrips = false "guard_trips", "Times a guard condition tripped and halted injection.";
+    RequestsRewritten = false "requests_rewritten", "Requests changed before going upstream (request_rewrite, requestRewrite).";
 }
 
 /// The name `metric` is defined under on a listener of `direction`: an outbound listener's

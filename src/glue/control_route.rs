@@ -53,7 +53,7 @@ pub fn query(worker: &mut RootState, context: u32, query: &str) -> Action {
     }
     if query == "resume" {
         // Every write resumes; this one changes nothing else.
-        return write(worker, context, "resume", &|state| Ok(state.clone()));
+        return write(worker, context, "resume", false, &|state| Ok(state.clone()));
     }
     let call = match Call::parse_query(query) {
         Ok(call) => call,
@@ -70,7 +70,7 @@ pub fn query(worker: &mut RootState, context: u32, query: &str) -> Action {
         Some(destination) => outbound::apply(&call, destination, &config.simple_response, state, now),
         None => call.apply(state, &config.start, now),
     };
-    write(worker, context, &format!("'{query}'"), &|state| change(state).map_err(|e| e.to_string()))
+    write(worker, context, &format!("'{query}'"), call.starts_over(), &|state| change(state).map_err(|e| e.to_string()))
 }
 
 /// `POST /injector` where the listener cannot hold the body back from the router.
@@ -86,7 +86,7 @@ pub fn document(worker: &mut RootState, context: u32, query: &str, body: &[u8]) 
     }
     let now = now_ms();
     match document::parse(body, now) {
-        Ok(next) => write(worker, context, "a policy document", &|_| Ok(next.clone())),
+        Ok(next) => write(worker, context, "a policy document", true, &|_| Ok(next.clone())),
         Err(e) => refuse(worker, 400, &e.to_string(), vec![]),
     }
 }
@@ -97,17 +97,21 @@ pub fn reset(worker: &mut RootState, context: u32, query: &str) -> Action {
         return refuse(worker, 400, "DELETE resets everything and takes no query; use GET ?ip=A&reset for one client", vec![]);
     }
     let start = worker.config.start.clone();
-    write(worker, context, "DELETE", &|_| Ok(start.clone()))
+    write(worker, context, "DELETE", true, &|_| Ok(start.clone()))
 }
 
 /// Writes what `change` makes of the state; a `dyn` closure, so one copy serves every call.
-/// Every write resumes injection a guard halted.
-fn write(worker: &mut RootState, context: u32, what: &str, change: &dyn Fn(&State) -> Result<State, String>) -> Action {
+/// Every write resumes injection a guard halted; a `fresh` one (a reset, a document) also
+/// empties the bounded-retry table.
+fn write(worker: &mut RootState, context: u32, what: &str, fresh: bool, change: &dyn Fn(&State) -> Result<State, String>) -> Action {
     let now = now_ms();
     let resumed = |state: &State| change(state).map(|next| State { halted: None, ..next });
     match shared::update(&|state, origin| resumed(state).map(|next| Some((next, origin.clone())))) {
         Ok(Some((state, origin))) => {
             shared::forget_guard_window(now);
+            if fresh {
+                worker.count(Stat::RetryEntries, -shared::clear_retries());
+            }
             worker.count(Stat::StateVersion, 1);
             worker.count(Stat::PolicyChanges, 1);
             log::info!("fault-injector: policy changed by {what}");

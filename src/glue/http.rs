@@ -3,10 +3,9 @@
 
 use super::body::{self, BodyFault, Step};
 use super::reply;
-use super::root_state::RootState;
+use super::root_state::{Deferred, RootState};
 use super::{control_route, now_ms, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
-use crate::body_change;
 use crate::control::Caller;
 use crate::control_page;
 use crate::decide::{self, Answered, Decision, OnResponse, Source, Then, DIRECTION, INJECTED};
@@ -156,10 +155,15 @@ pub struct Request {
     control_post: Option<String>,
     /// Whether this is a control call, which may be held until all workers have its write.
     control_call: bool,
-    /// Whether the request was HEAD, read only for a fault on the response body.
-    head: bool,
+    /// The request's method, read only for a fault on the response body.
+    method: String,
+    /// A fault on the response body, told once the answer shows it has a body, with what it
+    /// is counted as then.
+    deferred: Option<(Deferred, Stat)>,
     /// Whether a held request is answered or reset when due, instead of going on.
     held_then: bool,
+    /// Whether the request was changed before going upstream, which its answer tells.
+    rewritten: bool,
     /// A fault on the response body, once the response headers allowed it.
     body: Option<BodyFault>,
     /// When a throttled body held now is due to be released.
@@ -181,8 +185,10 @@ impl Request {
             on_response: None,
             control_post: None,
             control_call: false,
-            head: false,
+            method: String::new(),
+            deferred: None,
             held_then: false,
+            rewritten: false,
             body: None,
             throttled_until: None,
             reset_due: None,
@@ -285,8 +291,13 @@ impl Request {
                     OnResponse::Throttle(_) => Stat::ThrottlesInjected,
                     OnResponse::BodyChange(_) => Stat::BodiesChanged,
                 };
-                if matches!(fault, OnResponse::Truncate(_) | OnResponse::BodyChange(_)) {
-                    self.head = request.method() == "HEAD";
+                if fault.on_body() {
+                    // Counted, labelled and logged when the answer shows it has a body.
+                    self.method = request.method();
+                    self.deferred = Some((worker.observe_body_fault(source, detail), stat));
+                    self.on_response = Some(fault);
+                    worker.count(Stat::RequestsSeen, 1);
+                    return Action::Continue;
                 }
                 self.on_response = Some(fault);
                 (stat, Action::Continue)
@@ -294,6 +305,24 @@ impl Request {
             Decision::Reset => {
                 body::reset(StreamType::HttpRequest);
                 (Stat::ResetsInjected, Action::Pause)
+            }
+            Decision::Rewrite(rewrite) => {
+                // Before the router reads the request: Envoy picks the route again for a
+                // request whose headers a Wasm filter changed.
+                if let Some(target) = rewrite.target(decide::Request::target(&mut request)) {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(&target));
+                }
+                if let Some(method) = &rewrite.method {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":method", Some(method));
+                }
+                for name in &rewrite.remove_headers {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+                }
+                for (name, value) in &rewrite.set_headers {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+                }
+                self.rewritten = true;
+                (Stat::RequestsRewritten, Action::Continue)
             }
             Decision::HoldThen(delay, then) => {
                 let stat = match then {
@@ -347,7 +376,18 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        if (self.held_until.is_some() || self.on_response.is_some()) && self.worker.borrow().config.direction == Direction::Outbound {
+        if self.deferred.is_some() && !self.body_fault_applies(end_of_stream) {
+            // Not applied to this answer: nothing to count but a request that passed.
+            self.on_response = None;
+        }
+        if self.deferred.is_some() {
+            self.settle_deferred();
+            self.counted();
+        }
+        if self.rewritten {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some(crate::request_rewrite::NAME));
+        }
+        if (self.held_until.is_some() || self.on_response.is_some() || self.rewritten) && self.worker.borrow().config.direction == Direction::Outbound {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, DIRECTION, Some("outbound"));
         }
         if self.held_until.is_some() && !self.holding_response && !self.held_then {
@@ -388,18 +428,12 @@ impl HttpContext for Request {
                 self.body = Some(BodyFault::Pace { pacer: crate::throttle::Pacer::new(rate), reported: 0 });
             }
             Some(OnResponse::Truncate(cut)) => {
-                if self.body_left_alone(end_of_stream) {
-                    return Action::Continue;
-                }
                 let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("truncate"));
                 let length = hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-length").ok().flatten();
                 let cut = crate::truncate::within(cut, length.and_then(|l| l.parse().ok()));
                 self.body = Some(BodyFault::Cut(crate::truncate::Cutter::new(cut)));
             }
             Some(OnResponse::BodyChange(change)) => {
-                if self.body_left_alone(end_of_stream) {
-                    return Action::Continue;
-                }
                 let edits = change.header_edits();
                 for name in edits.remove {
                     let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, None);
@@ -491,19 +525,35 @@ impl HttpContext for Request {
 }
 
 impl Request {
-    /// Whether the response's body is left alone by a body fault: HEAD, a bodiless status,
-    /// or headers that end the stream.
-    fn body_left_alone(&self, end_of_stream: bool) -> bool {
-        let method = if self.head { "HEAD" } else { "GET" };
+    /// Whether the fault on the response body applies to this answer (see
+    /// [`OnResponse::applies`]).
+    fn body_fault_applies(&self, end_of_stream: bool) -> bool {
         let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status").ok().flatten();
         let status = status.and_then(|s| s.parse().ok()).unwrap_or(200);
-        body_change::left_alone(method, status, end_of_stream).is_some()
+        self.on_response.as_ref().is_some_and(|fault| fault.applies(&self.method, status, end_of_stream))
+    }
+
+    /// Counts the fault on the response body as what it turned out to be: injected if it is
+    /// still to be carried out, else a request that passed.
+    fn settle_deferred(&mut self) {
+        let Some((deferred, stat)) = self.deferred.take() else { return };
+        let Ok(mut worker) = self.worker.try_borrow_mut() else { return };
+        if self.on_response.is_some() {
+            worker.applied(&deferred, stat);
+        } else {
+            worker.count(Stat::RequestsPassed, 1);
+        }
     }
 }
 
 impl Drop for Request {
     /// A client that hangs up while held is forgotten, so it is not resumed or answered later.
     fn drop(&mut self) {
+        if self.deferred.is_some() {
+            // No answer came: the body fault was never applied.
+            self.on_response = None;
+            self.settle_deferred();
+        }
         if self.held_until.is_none() && !self.control_call && self.body.is_none() {
             return;
         }

@@ -72,6 +72,19 @@ pub struct RootState {
     pub guarding: bool,
 }
 
+/// A fault on the response body, as its request was observed: what it will be told as if
+/// the answer has a body to apply it to.
+pub struct Deferred {
+    /// The label of its rule (or `policy`, `header`).
+    rule: String,
+    /// The index of its rule, if a rule.
+    at: Option<usize>,
+    /// Which rules `at` is an index in ([`RuleCounts::rules`]).
+    rules: u64,
+    /// Its status and delay, for the labels and the access log.
+    detail: Detail,
+}
+
 /// What a tick of the root context's timer found due.
 pub struct Due {
     /// Held requests to resume.
@@ -233,6 +246,13 @@ impl RootState {
         let rules = observe::rules_id(&self.state.rules);
         if rules != self.rule_counts.rules {
             self.rule_counts = RuleCounts { rules, counts: Vec::new() };
+            // Series of rules no longer in force leave room for the new ones, once what
+            // they wait is handed over.
+            for (id, delta) in self.labelled.take() {
+                let _ = hostcalls::increment_metric(id, delta);
+            }
+            let current = &self.state.rules;
+            self.labelled.retire(|rule| observe::in_force(rule, current));
         }
     }
 
@@ -252,9 +272,37 @@ impl RootState {
         }
         let Some(kind) = kind else { return };
         let rule = observe::rule_label(source, &self.state.rules);
-        let name = observe::counter_name(self.config.direction, kind, &rule, detail.status);
-        self.labelled.add(name, |name| hostcalls::define_metric(MetricType::Counter, name).ok());
-        super::set_filter_state(observe::log_value(kind, &rule, detail).as_bytes());
+        self.tell(kind, &rule, detail);
+    }
+
+    /// Where a fault on the response body would come from, told when the request went
+    /// through (the rules may change before the answer comes): counted as a match now.
+    pub fn observe_body_fault(&mut self, source: Source, detail: Detail) -> Deferred {
+        self.observe(source, Stat::RequestsPassed, detail);
+        let at = match source {
+            Source::Rule(at) => Some(at),
+            _ => None,
+        };
+        Deferred { rule: observe::rule_label(source, &self.state.rules), at, rules: self.rule_counts.rules, detail }
+    }
+
+    /// A fault on the response body, `deferred` when its request went through, was applied
+    /// (counted as `counted`): it is counted, labelled and logged now.
+    pub fn applied(&mut self, deferred: &Deferred, counted: Stat) {
+        self.count(counted, 1);
+        let Some(kind) = observe::kind(counted) else { return };
+        if let Some(at) = deferred.at.filter(|_| deferred.rules == self.rule_counts.rules) {
+            self.rule_counts.injected(at, now_ms());
+        }
+        self.tell(kind, &deferred.rule, deferred.detail);
+    }
+
+    /// Gives fault `kind` from `rule` its labelled counter and its value in filter state
+    /// for the access log.
+    fn tell(&mut self, kind: &str, rule: &str, detail: Detail) {
+        let name = observe::counter_name(self.config.direction, kind, rule, detail.status);
+        self.labelled.add(name, rule, |name| hostcalls::define_metric(MetricType::Counter, name).ok());
+        super::set_filter_state(observe::log_value(kind, rule, detail).as_bytes());
     }
 
     /// Sends every other root context on the roster a notice of write `seq`; returns those

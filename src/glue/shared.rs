@@ -119,6 +119,24 @@ pub fn read(key: &str) -> Vec<u8> {
     hostcalls::get_shared_data(key).ok().and_then(|(bytes, _)| bytes).unwrap_or_default()
 }
 
+/// Empties every bounded-retry shard, so that a reset or a new document counts attempts
+/// afresh: the first attempt after it fails again. Returns how many identities it forgot,
+/// for the table's gauge.
+pub fn clear_retries() -> i64 {
+    let mut forgotten = 0;
+    for shard in 0..retries::SHARDS {
+        let mut held = 0;
+        let landed = compare_and_set(&shard_key(shard), &mut |bytes| {
+            held = Shard::decode(bytes).len() as i64;
+            Some(Vec::new())
+        });
+        if landed {
+            forgotten += held;
+        }
+    }
+    forgotten
+}
+
 /// What counting an attempt did: its outcome, and what the write changed in the table.
 pub struct Counted {
     /// Fail or pass.

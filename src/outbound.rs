@@ -227,7 +227,7 @@ mod tests {
         }
         let doc = br#"{"rules": [{"direction": "outbound", "match": {"host": {"exact": 7}}, "fault": {"abort": {"status": 503}}}]}"#;
         let message = crate::document::parse(doc, 0).unwrap_err().to_string();
-        assert!(message.starts_with("rules[0].match.host: exact: 7 is not accepted; expected a string"), "{message}");
+        assert!(message.starts_with("rules[0].match.host: exact: 7 is a number; expected a string"), "{message}");
         let doc = br#"{"rules": [{"direction": "sideways", "fault": {"abort": {"status": 503}}}]}"#;
         let message = crate::document::parse(doc, 0).unwrap_err().to_string();
         assert!(message.starts_with("rules[0].direction: "), "{message}");

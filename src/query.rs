@@ -10,7 +10,7 @@ use crate::request_rewrite::{self, RequestRewrite};
 use std::fmt;
 
 /// The parameters the control route accepts.
-pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, host, dest, reset, ttl, after, afterBytes, bytesPerSecond, p50, p99, corrupt, path, method, setHeaders, removeHeaders, query";
+pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, host, dest, reset, ttl, after, afterBytes, bytesPerSecond, p50, p99, corrupt, path, method, setHeaders, removeHeaders, query; alone: resume, document";
 
 /// Why a control call (or a policy in plugin configuration) was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +42,11 @@ pub enum ControlError {
     Shape(String),
     /// `requestRewrite` without anything to change.
     Rewrite,
+    /// A parameter that stands alone (`resume`, `document`) given with another.
+    Alone(&'static str, String),
+    /// A parameter that changes nothing by itself (`ttl`, `ip`, `host`, `dest`) given
+    /// without a change; with what it needs.
+    Needs(&'static str, &'static str),
 }
 
 impl fmt::Display for ControlError {
@@ -68,6 +73,10 @@ impl fmt::Display for ControlError {
             }
             ControlError::Shape(reason) => write!(f, "longTailDelay: {reason}"),
             ControlError::Rewrite => write!(f, "requestRewrite: give at least one of path, method, setHeaders, removeHeaders, query"),
+            ControlError::Alone(name, other) => {
+                write!(f, "'{name}' stands alone: give it without other parameters (here '{}')", shown(other))
+            }
+            ControlError::Needs(name, needs) => write!(f, "'{name}' alone changes nothing; {needs}"),
         }
     }
 }
@@ -120,12 +129,19 @@ pub struct Call {
 }
 
 const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
-const TTL_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`30s`, `5m`)";
+const TTL_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`30s`, `5m`, `1h`)";
 const RETRIES_ACCEPTED: &str = "a whole number of failed attempts from 0 to 10000";
-const BYTES_ACCEPTED: &str = "a whole number of bytes from 0 to 1099511627776 (1 TiB)";
-const RATE_ACCEPTED: &str = "a whole number of bytes per second from 1 to 1073741824 (1 GiB/s), such as 102400";
+const TTL_NEEDS: &str = "give it with the change it ends (status=500&ttl=30s), or with reset";
+const BINDING_NEEDS: &str = "give it with the change to bind (status=500, policy=none, ...) or with reset";
 const PERCENTILE_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`100ms`, `2s`)";
 const CORRUPT_ACCEPTED: &str = "a share of bytes in percent above 0 and at most 100 (`5`, `0.5`)";
+
+/// A whole number written in its one form: digits only, no sign and no leading zero
+/// (`500`; not `+500` or `0500`, which `str::parse` takes).
+fn whole_number<T: std::str::FromStr>(text: &str) -> Option<T> {
+    let canonical = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
+}
 
 impl Call {
     /// Parses a query string (the part after `?`): `key=value` pairs joined by `&`.
@@ -135,7 +151,32 @@ impl Call {
             let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
             pairs.push((percent_decode(key)?, percent_decode(value)?));
         }
-        Call::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        // `resume` and `document` are each the whole call when alone (the control route
+        // takes them before this parse); here they came with another parameter.
+        let standing_alone = [("resume", "no value: '?resume' alone"), ("document", "a url-encoded JSON document: '?document=<JSON>' alone")];
+        for (alone, accepted) in standing_alone {
+            if let Some((_, value)) = pairs.iter().find(|(k, _)| k == alone) {
+                return Err(match pairs.iter().find(|(k, _)| k != alone) {
+                    Some((other, _)) => ControlError::Alone(alone, other.clone()),
+                    None if pairs.len() > 1 => ControlError::Repeated(alone),
+                    None => ControlError::BadValue { parameter: alone, value: value.clone(), accepted },
+                });
+            }
+        }
+        let call = Call::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        // A call with only these would answer 200 and change nothing.
+        if !call.has_values() && !call.reset {
+            if call.ttl.is_some() {
+                return Err(ControlError::Needs("ttl", TTL_NEEDS));
+            }
+            match (&call.ip, &call.destination) {
+                (Some(_), _) => return Err(ControlError::Needs("ip", BINDING_NEEDS)),
+                (_, Some(Destination::Host(_))) => return Err(ControlError::Needs("host", BINDING_NEEDS)),
+                (_, Some(Destination::Addresses(_))) => return Err(ControlError::Needs("dest", BINDING_NEEDS)),
+                _ => {}
+            }
+        }
+        Ok(call)
     }
 
     /// Builds a call from decoded `(parameter, value)` pairs: the query's, or a policy
@@ -175,11 +216,11 @@ impl Call {
                 "policy" => call.kind = Some(PolicyKind::parse(value).ok_or_else(|| bad(KIND_NAMES))?),
                 "timeout" => call.delay = Some(duration::parse(value).ok_or_else(|| bad(duration::ACCEPTED))?),
                 "status" => {
-                    let status = value.parse::<u16>().ok().filter(|s| (200..=599).contains(s));
+                    let status = whole_number::<u16>(value).filter(|s| (200..=599).contains(s));
                     call.status = Some(status.ok_or_else(|| bad(STATUS_ACCEPTED))?);
                 }
                 "boundedRetries" => {
-                    let n = value.parse::<u32>().ok().filter(|n| *n <= 10_000);
+                    let n = whole_number::<u32>(value).filter(|n| *n <= 10_000);
                     call.retries = Some(n.ok_or_else(|| bad(RETRIES_ACCEPTED))?);
                 }
                 "percentage" => {
@@ -195,12 +236,12 @@ impl Call {
                 }
                 "after" => call.after = Some(duration::parse(value).ok_or_else(|| bad(duration::ACCEPTED))?),
                 "afterBytes" => {
-                    let n = value.parse::<u64>().ok().filter(|n| *n <= 1 << 40);
-                    call.after_bytes = Some(n.ok_or_else(|| bad(BYTES_ACCEPTED))?);
+                    let n = whole_number::<u64>(value).filter(|n| *n <= crate::truncate::MAX_AFTER_BYTES);
+                    call.after_bytes = Some(n.ok_or_else(|| bad(crate::truncate::AFTER_BYTES_ACCEPTED))?);
                 }
                 "bytesPerSecond" => {
-                    let n = value.parse::<u64>().ok().filter(|n| (1..=crate::throttle::MAX_BYTES_PER_SECOND).contains(n));
-                    call.bytes_per_second = Some(n.ok_or_else(|| bad(RATE_ACCEPTED))?);
+                    let n = whole_number::<u64>(value).filter(|n| (1..=crate::throttle::MAX_BYTES_PER_SECOND).contains(n));
+                    call.bytes_per_second = Some(n.ok_or_else(|| bad(crate::throttle::ACCEPTED))?);
                 }
                 "p50" | "p99" => {
                     let ms = duration::parse(value).filter(|t| t.0 > 0).ok_or_else(|| bad(PERCENTILE_ACCEPTED))?;
@@ -213,7 +254,7 @@ impl Call {
                 _ if name != "reset" => call.rewrite.get_or_insert_default().set(name, value).map_err(bad)?,
                 _ => {
                     if !value.is_empty() {
-                        return Err(bad("no value: 'reset' alone"));
+                        return Err(bad("no value: 'reset', or 'ip=A&reset'"));
                     }
                     call.reset = true;
                 }
@@ -499,6 +540,60 @@ mod tests {
     }
 
     #[test]
+    fn an_hour_is_written_1h() {
+        let s = apply(&State::default(), "timeout=1h").unwrap();
+        assert_eq!(s.default.delay, Millis(3_600_000));
+        assert_eq!(Call::parse_query("status=500&ttl=1h").unwrap().ttl, Some(Millis(3_600_000)));
+        assert!(Call::parse_query("timeout=2h").unwrap_err().to_string().contains("`h`, from 0 to 1h"));
+    }
+
+    #[test]
+    fn resume_and_document_stand_alone() {
+        let message = |q: &str| Call::parse_query(q).unwrap_err().to_string();
+        assert_eq!(message("resume&status=500"), "'resume' stands alone: give it without other parameters (here 'status')");
+        assert_eq!(message("status=500&resume"), "'resume' stands alone: give it without other parameters (here 'status')");
+        assert_eq!(message("document=%7B%7D&status=500"), "'document' stands alone: give it without other parameters (here 'status')");
+        assert_eq!(message("resume=1"), "resume: '1' is not accepted; expected no value: '?resume' alone");
+        assert_eq!(message("resume&resume"), "parameter 'resume' is given more than once");
+        assert_eq!(message("reset=yes"), "reset: 'yes' is not accepted; expected no value: 'reset', or 'ip=A&reset'");
+        assert!(message("colour=red").ends_with("query; alone: resume, document"));
+    }
+
+    #[test]
+    fn a_call_that_would_change_nothing_says_what_it_needs() {
+        let message = |q: &str| Call::parse_query(q).unwrap_err().to_string();
+        assert_eq!(message("ttl=30s"), "'ttl' alone changes nothing; give it with the change it ends (status=500&ttl=30s), or with reset");
+        assert!(message("ip=10.0.0.1").starts_with("'ip' alone changes nothing; give it with the change to bind"));
+        assert!(message("ip=10.0.0.1&ttl=30s").starts_with("'ttl' alone changes nothing"));
+        assert!(message("host=payments").starts_with("'host' alone changes nothing"));
+        assert!(message("dest=10.0.0.0/8").starts_with("'dest' alone changes nothing"));
+        for fine in ["", "reset&ttl=30s", "ip=10.0.0.1&reset", "ip=10.0.0.1&percentage=5", "status=500&ttl=30s"] {
+            assert!(Call::parse_query(fine).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn numbers_have_one_form() {
+        for query in ["status=%2B500", "status=0500", "boundedRetries=03", "afterBytes=+1", "bytesPerSecond=0100", "percentage=050", "timeout=01"] {
+            assert!(Call::parse_query(query).is_err(), "{query}");
+        }
+        assert_eq!(Call::parse_query("boundedRetries=0").unwrap().retries, Some(0));
+        assert_eq!(Call::parse_query("afterBytes=0").unwrap().after_bytes, Some(0));
+        let message = Call::parse_query("status=18446744073709551616").unwrap_err().to_string();
+        assert!(message.starts_with("status: '18446744073709551616' is not accepted"), "{message}");
+    }
+
+    #[test]
+    fn after_bytes_has_one_limit_in_the_query_and_in_a_document() {
+        assert!(Call::parse_query("afterBytes=1099511627776").is_ok());
+        let query = Call::parse_query("afterBytes=1099511627777").unwrap_err().to_string();
+        let doc = br#"{"rules": [{"fault": {"truncate": {"after_bytes": 1099511627777}}}]}"#;
+        let document = crate::document::parse(doc, 0).unwrap_err().to_string();
+        let accepted = "expected a whole number of bytes from 0 to 1099511627776 (1 TiB)";
+        assert!(query.ends_with(accepted) && document.ends_with(accepted), "{query} / {document}");
+    }
+
+    #[test]
     fn new_fault_parameters_are_kept_and_checked() {
         let s = apply(&State::default(), "policy=truncateResponse&afterBytes=10").unwrap();
         let s = apply(&s, "policy=longTailDelay&p50=200ms&p99=3s").unwrap();
@@ -513,7 +608,7 @@ mod tests {
     #[test]
     fn long_values_are_cut_in_errors() {
         let message = Call::parse_query(&format!("{}=1", "x".repeat(5000))).unwrap_err().to_string();
-        assert!(message.len() < 300 && message.contains("xxx..."), "{message}");
+        assert!(message.len() < 400 && message.contains("xxx..."), "{message}");
     }
 
     #[test]

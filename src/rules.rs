@@ -488,17 +488,18 @@ fn members<'v>(value: &'v serde_json::Value, known: &str) -> Result<&'v serde_js
     }
 }
 
-/// A whole number member, required.
-fn whole(object: &serde_json::Map<String, serde_json::Value>, key: &str, accepted: &str) -> Result<u64, String> {
+/// A whole number member, required, at most `max`.
+fn whole(object: &serde_json::Map<String, serde_json::Value>, key: &str, max: u64, accepted: &str) -> Result<u64, String> {
     let value = object.get(key).ok_or_else(|| format!("needs '{key}'"))?;
-    value.as_u64().ok_or_else(|| format!("{key}: {}", not_accepted(value, accepted)))
+    value.as_u64().filter(|n| *n <= max).ok_or_else(|| format!("{key}: {}", values::number_expected(value, accepted)))
 }
 
 impl TryFrom<&serde_json::Value> for Truncate {
     type Error = String;
     fn try_from(value: &serde_json::Value) -> Result<Truncate, String> {
         let object = members(value, "after_bytes")?;
-        Ok(Truncate { after_bytes: whole(object, "after_bytes", "a whole number of bytes")? })
+        let after_bytes = whole(object, "after_bytes", crate::truncate::MAX_AFTER_BYTES, crate::truncate::AFTER_BYTES_ACCEPTED)?;
+        Ok(Truncate { after_bytes })
     }
 }
 
@@ -506,7 +507,7 @@ impl TryFrom<&serde_json::Value> for Throttle {
     type Error = String;
     fn try_from(value: &serde_json::Value) -> Result<Throttle, String> {
         let object = members(value, "bytes_per_second")?;
-        let rate = whole(object, "bytes_per_second", "a whole number of bytes per second, such as 102400")?;
+        let rate = whole(object, "bytes_per_second", u64::MAX, crate::throttle::ACCEPTED)?;
         Throttle::try_from(crate::throttle::ThrottleSpec { bytes_per_second: rate }).map_err(|e| e.to_string())
     }
 }
@@ -914,7 +915,12 @@ mod tests {
             (r#"{"fault": {"delay": {"fixed": "1s"}, "response": {}}}"#, "rules[0].fault: give one of"),
             (r#"{"fault": {"delay": {"fixed": "1s"}, "abort": {"status": 503}, "reset": {}}}"#, "rules[0].fault: give one of"),
             (r#"{"fault": {"truncate": {"after_bytes": -1}}}"#, "rules[0].fault.truncate: after_bytes: -1 is not accepted"),
-            (r#"{"fault": {"throttle": {"bytes_per_second": 0}}}"#, "rules[0].fault.throttle: throttle.bytes_per_second: 0 is not accepted"),
+            (r#"{"fault": {"throttle": {"bytes_per_second": 0}}}"#, "rules[0].fault.throttle: bytes_per_second: 0 is not accepted"),
+            (r#"{"fault": {"throttle": {"bytes_per_second": "1"}}}"#, "rules[0].fault.throttle: bytes_per_second: \"1\" is a string; expected a number: a whole number of bytes per second from 1"),
+            (r#"{"fault": {"truncate": {"after_bytes": 1099511627777}}}"#, "rules[0].fault.truncate: after_bytes: 1099511627777 is not accepted; expected a whole number of bytes from 0 to 1099511627776 (1 TiB)"),
+            (r#"{"fault": {"abort": {"status": "503"}}}"#, "rules[0].fault.abort.status: \"503\" is a string; expected a number: an HTTP status"),
+            (r#"{"fault": {"abort": {"status": 18446744073709551616}}}"#, "rules[0].fault.abort.status: 18446744073709551616 is not accepted"),
+            (r#"{"match": {"path": {"regex": "a("}}, "fault": {"abort": {"status": 500}}}"#, "rules[0].match.path.regex: \"a(\" is not accepted; expected a regular expression (RE2-like syntax, up to 512 bytes): found open group without closing ')'"),
             (r#"{"fault": {"delay_shape": {"p50": "2s", "p99": "1s"}}}"#, "rules[0].fault.delay_shape: p99 must be longer than p50"),
             (r#"{"fault": {"body_change": {"corrupt": {"percentage": 0}}}}"#, "rules[0].fault.body_change: corrupt.percentage: 0 is not accepted"),
             (r#"{"fault": {"reset": {"after": "soon"}}}"#, "rules[0].fault.reset.after"),

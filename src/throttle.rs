@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
 /// The fastest rate accepted, 1 GiB/s; anything faster throttles nothing a proxy carries.
 pub const MAX_BYTES_PER_SECOND: u64 = 1 << 30;
 
+/// What `bytes_per_second` (`bytesPerSecond=`) accepts, for error messages.
+pub const ACCEPTED: &str = "a whole number of bytes per second from 1 to 1073741824 (1 GiB/s), such as 102400";
+
 /// A throttle as written in a policy document: `{"bytes_per_second": 102400}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,11 +44,8 @@ pub struct ThrottleError(pub u64);
 
 impl fmt::Display for ThrottleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "throttle.bytes_per_second: {} is not accepted; give a whole number of bytes per second from 1 to {MAX_BYTES_PER_SECOND} (1 GiB/s), such as 102400 for 100 KiB/s",
-            self.0
-        )
+        // The form of every member's refusal: `rules[0].fault.throttle: bytes_per_second: ...`.
+        write!(f, "bytes_per_second: {} is not accepted; expected {ACCEPTED}", self.0)
     }
 }
 
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn bad_rates_say_what_is_accepted() {
         for (json, message) in [
-            (r#"{"bytes_per_second": 0}"#, "throttle.bytes_per_second: 0 is not accepted; give a whole number of bytes per second from 1 to 1073741824"),
+            (r#"{"bytes_per_second": 0}"#, "bytes_per_second: 0 is not accepted; expected a whole number of bytes per second from 1 to 1073741824"),
             (r#"{"bytes_per_second": 1073741825}"#, "1073741825 is not accepted"),
             (r#"{"bytes_per_second": -1}"#, "invalid value: integer `-1`, expected u64"),
             (r#"{"bytes_per_second": 1.5}"#, "invalid type: floating point `1.5`, expected u64"),

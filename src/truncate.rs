@@ -21,6 +21,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The most body bytes a cut lets through (1 TiB), in the query and in a document alike.
+pub const MAX_AFTER_BYTES: u64 = 1 << 40;
+
+/// What `after_bytes` (`afterBytes=`) accepts, for error messages.
+pub const AFTER_BYTES_ACCEPTED: &str = "a whole number of bytes from 0 to 1099511627776 (1 TiB)";
+
 /// A cut as written in a policy document: `{"after_bytes": 1000}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -201,17 +201,38 @@ fn unknown_field(message: &str) -> Option<(String, String)> {
     Some((key.to_string(), expected))
 }
 
-/// serde's own messages in the filter's words: `invalid type: string "x", expected a
-/// duration` becomes `"x" is not accepted; expected a duration`.
+/// serde's own messages in the filter's words: `invalid value: string "x", expected a
+/// duration` becomes `"x" is not accepted; expected a duration`, and a value of the wrong
+/// JSON type says its type: `invalid type: string "5", expected u64` becomes `"5" is a
+/// string; expected a whole number`.
 fn plain_words(message: &str) -> String {
+    let wrong_type = message.starts_with("invalid type: ");
     let body = message.strip_prefix("invalid type: ").or_else(|| message.strip_prefix("invalid value: "));
     if let Some((given, expected)) = body.and_then(|b| b.split_once(", expected ")) {
+        let kind = given.split(' ').next().unwrap_or(given);
         let given = match given {
             "sequence" => "a list",
             "map" => "an object",
             g => g.split_once(" `").map_or_else(|| g.split_once(' ').map_or(g, |(_, v)| v), |(_, v)| v.trim_end_matches('`')),
         };
-        return format!("{given} is not accepted; expected {expected}");
+        let expected = match expected {
+            "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number",
+            "f32" | "f64" => "a number",
+            "a sequence" => "a list",
+            e => e,
+        };
+        let kind = match kind {
+            "string" => Some("a string"),
+            "integer" | "floating" => Some("a number"),
+            "boolean" => Some("a boolean"),
+            _ => None,
+        };
+        // The type, where it is the reason: not for 1.5 where a whole number is expected.
+        let kind = kind.filter(|k| !(*k == "a number" && expected.contains("number")));
+        return match kind.filter(|_| wrong_type && given != "a list" && given != "an object") {
+            Some(kind) => format!("{given} is {kind}; expected {expected}"),
+            None => format!("{given} is not accepted; expected {expected}"),
+        };
     }
     if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
         return format!("needs '{field}'");
@@ -220,9 +241,13 @@ fn plain_words(message: &str) -> String {
 }
 
 /// A value as JSON, cut after 64 characters, for error messages: a huge value gets a short
-/// answer.
+/// answer. A whole number too large for 64 bits is written whole (`18446744073709551616`,
+/// not `1.8446744073709552e+19`), as it was most likely written.
 pub fn shown(value: &serde_json::Value) -> String {
-    let mut text = value.to_string();
+    let mut text = match value {
+        serde_json::Value::Number(n) => number_text(n),
+        other => other.to_string(),
+    };
     if let Some((cut, _)) = text.char_indices().nth(64) {
         text.truncate(cut);
         text.push_str("...");
@@ -234,14 +259,42 @@ pub fn shown(value: &serde_json::Value) -> String {
 /// for the readers of decimals such as percentages and durations.
 pub fn number_text(number: &serde_json::Number) -> String {
     match number.as_f64() {
+        // Whole: every digit (`{:.0}`), where `to_string` would end in zeros it made up.
+        Some(f) if number.is_f64() && f.fract() == 0.0 && f.abs() < 1e30 => format!("{f:.0}"),
         Some(f) if number.is_f64() => f.to_string(),
         _ => number.to_string(),
     }
 }
 
-/// The refusal of `value`: what it is and what is accepted.
+/// The refusal of `value`: what it is and what is accepted; where a string is expected, a
+/// value of another JSON type says which (`3 is a number; expected a string`).
 pub fn not_accepted(value: &serde_json::Value, accepted: &str) -> String {
-    format!("{} is not accepted; expected {accepted}", shown(value))
+    match kind_of(value).filter(|_| accepted == "a string" && !value.is_string()) {
+        Some(kind) => format!("{} is {kind}; expected a string", shown(value)),
+        None => format!("{} is not accepted; expected {accepted}", shown(value)),
+    }
+}
+
+/// A JSON value's type, as an error names it; `None` for null, which says it itself.
+fn kind_of(value: &serde_json::Value) -> Option<&'static str> {
+    Some(match value {
+        serde_json::Value::Null => return None,
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    })
+}
+
+/// The refusal of `value` where a number is expected: a value of another JSON type says
+/// which (`"503" is a string; expected a number: an HTTP status ...`).
+pub fn number_expected(value: &serde_json::Value, accepted: &str) -> String {
+    match kind_of(value).filter(|_| !value.is_number()) {
+        Some(kind) => format!("{} is {kind}; expected a number: {accepted}", shown(value)),
+        None if value.is_null() => format!("null is not accepted; expected a number: {accepted}"),
+        None => not_accepted(value, accepted),
+    }
 }
 
 /// Reads a JSON object, and only an object, as `T`: serde's derived structs also take a
@@ -320,6 +373,7 @@ const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
 const GRPC_ACCEPTED: &str = "a gRPC status code from 0 to 16";
 const HEADER_ACCEPTED: &str = "a header name (letters, digits, '-', '_')";
 const PATTERN_ACCEPTED: &str = "a regular expression (RE2-like syntax, up to 512 bytes)";
+const PATTERN_TOO_LONG: &str = "longer than 512 bytes";
 const MAX_PATTERN_LEN: usize = 512;
 
 /// An HTTP status the filter answers with: 200 to 599.
@@ -331,7 +385,7 @@ impl TryFrom<&serde_json::Value> for HttpStatus {
     type Error = String;
     fn try_from(value: &serde_json::Value) -> Result<HttpStatus, String> {
         let status = value.as_u64().filter(|s| (200..=599).contains(s));
-        status.map(|s| HttpStatus(s as u16)).ok_or_else(|| not_accepted(value, STATUS_ACCEPTED))
+        status.map(|s| HttpStatus(s as u16)).ok_or_else(|| number_expected(value, STATUS_ACCEPTED))
     }
 }
 from_value!(HttpStatus);
@@ -344,7 +398,7 @@ pub struct GrpcCode(pub u8);
 impl TryFrom<&serde_json::Value> for GrpcCode {
     type Error = String;
     fn try_from(value: &serde_json::Value) -> Result<GrpcCode, String> {
-        value.as_u64().filter(|c| *c <= 16).map(|c| GrpcCode(c as u8)).ok_or_else(|| not_accepted(value, GRPC_ACCEPTED))
+        value.as_u64().filter(|c| *c <= 16).map(|c| GrpcCode(c as u8)).ok_or_else(|| number_expected(value, GRPC_ACCEPTED))
     }
 }
 from_value!(GrpcCode);
@@ -384,13 +438,14 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// Compiles `source`; the whole value must match (as Envoy's `safe_regex` does).
-    pub fn new(source: &str) -> Option<Pattern> {
+    /// Compiles `source`; the whole value must match (as Envoy's `safe_regex` does). The
+    /// error is the regex engine's own reason (`found open group without closing ')'`).
+    pub fn new(source: &str) -> Result<Pattern, String> {
         if source.len() > MAX_PATTERN_LEN {
-            return None;
+            return Err(PATTERN_TOO_LONG.to_string());
         }
-        let regex = Regex::new(&format!("^(?:{source})$")).ok()?;
-        Some(Pattern { source: source.to_string(), regex })
+        let regex = Regex::new(&format!("^(?:{source})$")).map_err(|e| e.to_string())?;
+        Ok(Pattern { source: source.to_string(), regex })
     }
 
     /// True when the whole of `text` matches.
@@ -415,7 +470,7 @@ impl TryFrom<&serde_json::Value> for Pattern {
     type Error = String;
     fn try_from(value: &serde_json::Value) -> Result<Pattern, String> {
         let Some(source) = value.as_str() else { return Err(not_accepted(value, "a string")) };
-        Pattern::new(source).ok_or_else(|| not_accepted(value, PATTERN_ACCEPTED))
+        Pattern::new(source).map_err(|reason| format!("{}: {reason}", not_accepted(value, PATTERN_ACCEPTED)))
     }
 }
 from_value!(Pattern);
@@ -498,7 +553,7 @@ mod tests {
         assert_eq!(error(r#"{"x": 1}"#, UnknownKeys::InMessage), "$: unknown field `x`; accepted: status, list");
         assert!(error("nope", UnknownKeys::InPath).starts_with("$: not JSON: "));
         assert!(error(r#"{} x"#, UnknownKeys::InPath).starts_with("$: not JSON: "));
-        assert_eq!(error(r#"{"list": 3}"#, UnknownKeys::InPath), "list: 3 is not accepted; expected a sequence");
+        assert_eq!(error(r#"{"list": 3}"#, UnknownKeys::InPath), "list: 3 is a number; expected a list");
     }
 
     /// An object refused as a whole (`a` must not exceed `b`), as the rules' parts are.
@@ -541,14 +596,14 @@ mod tests {
         assert_eq!(nested_error(r#"{"ranges": [{"a": 1, "b": 2}, {"a": 2, "b": 1}], "status": 200}"#), format!("ranges[1]{refused}"));
         assert_eq!(nested_error(r#"{"ranges": [{"a": 2, "b": 1}, {"a": 1, "b": 2}]}"#), format!("ranges[0]{refused}"));
         assert_eq!(nested_error(r#"{"ranges": [{"a": 1}]}"#), "ranges[0]: needs 'b'");
-        assert_eq!(nested_error(r#"{"ranges": [{"a": 1, "b": 2}, 5]}"#), "ranges[1]: 5 is not accepted; expected an object");
+        assert_eq!(nested_error(r#"{"ranges": [{"a": 1, "b": 2}, 5]}"#), "ranges[1]: 5 is a number; expected an object");
         // A value after a well-formed object, last or not, on lines of its own.
         assert_eq!(nested_error("{\n  \"ranges\": [{\"a\": 1, \"b\": 2}],\n  \"status\": 99\n}"), "status: 99 is not accepted; expected an HTTP status from 200 to 599");
         assert_eq!(nested_error(r#"{"status": 99, "ranges": []}"#), "status: 99 is not accepted; expected an HTTP status from 200 to 599");
-        assert_eq!(nested_error(r#"{"ranges": [{"a": 1, "b": "x"}]}"#), "ranges[0].b: \"x\" is not accepted; expected u16");
+        assert_eq!(nested_error(r#"{"ranges": [{"a": 1, "b": "x"}]}"#), "ranges[0].b: \"x\" is a string; expected a whole number");
         // Keys with escapes and brackets inside strings do not mislead the scan.
         assert_eq!(nested_error(r#"{"ranges": [{"a": 1, "b": 2, "c\"]}": 1}]}"#), "ranges[0].c\"]}: unknown key; accepted: a, b");
-        assert_eq!(nested_error(r#"{"ranges": {"a": 1}}"#), "ranges: an object is not accepted; expected a sequence");
+        assert_eq!(nested_error(r#"{"ranges": {"a": 1}}"#), "ranges: an object is not accepted; expected a list");
     }
 
     #[test]
@@ -557,9 +612,37 @@ mod tests {
         assert!(HeaderName::new("a b").is_none() && HeaderName::new("").is_none());
         // regex-lite caps a compiled pattern's size and matches in linear time, so a rule
         // cannot make the filter slow; this one would expand a million-fold.
-        assert!(Pattern::new("((a{100}){100}){100}").is_none());
-        assert!(Pattern::new(&"a".repeat(MAX_PATTERN_LEN + 1)).is_none());
+        assert!(Pattern::new("((a{100}){100}){100}").is_err());
+        assert_eq!(Pattern::new(&"a".repeat(MAX_PATTERN_LEN + 1)).err().as_deref(), Some("longer than 512 bytes"));
         assert!(Pattern::new("(a*)*b").unwrap().matches("aab"));
+    }
+
+    #[test]
+    fn a_bad_pattern_says_the_engines_reason() {
+        let value = serde_json::json!("a(");
+        assert_eq!(
+            Pattern::try_from(&value).err().as_deref(),
+            Some("\"a(\" is not accepted; expected a regular expression (RE2-like syntax, up to 512 bytes): found open group without closing ')'")
+        );
+    }
+
+    #[test]
+    fn a_value_of_another_type_says_its_type() {
+        let status = |v: serde_json::Value| HttpStatus::try_from(&v).err();
+        assert_eq!(status(serde_json::json!("503")).as_deref(), Some("\"503\" is a string; expected a number: an HTTP status from 200 to 599"));
+        assert_eq!(status(serde_json::json!(true)).as_deref(), Some("true is a boolean; expected a number: an HTTP status from 200 to 599"));
+        assert_eq!(status(serde_json::json!(700)).as_deref(), Some("700 is not accepted; expected an HTTP status from 200 to 599"));
+        assert_eq!(plain_words("invalid type: string \"5\", expected u64"), "\"5\" is a string; expected a whole number");
+        assert_eq!(plain_words("invalid type: integer `5`, expected a string"), "5 is a number; expected a string");
+        assert_eq!(plain_words("invalid value: integer `5`, expected a duration"), "5 is not accepted; expected a duration");
+    }
+
+    #[test]
+    fn a_whole_number_past_64_bits_is_shown_whole() {
+        let big: serde_json::Value = serde_json::from_str("18446744073709551616").unwrap();
+        assert_eq!(shown(&big), "18446744073709551616");
+        assert_eq!(number_expected(&big, "x"), "18446744073709551616 is not accepted; expected x");
+        assert_eq!(shown(&serde_json::json!(12.5)), "12.5");
     }
 
     #[test]

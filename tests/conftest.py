@@ -4,6 +4,14 @@
 * ``start_envoy``: factory; ``start_envoy(plugin_config="{}", listeners=None, **kw)``
   starts an Envoy in front of ``upstream`` and stops it after the test.
 * ``envoy``: ``start_envoy()`` with config ``{}``.
+* ``reused_envoy`` (with ``reused_upstream``): an Envoy with config ``{}`` (or the module's
+  ``REUSED_LISTENERS``, a list of harness.ListenerSpec, and the harness.Envoy arguments of
+  its module-scoped fixture ``reused_envoy_options``) started once per test module and
+  shared by the tests that ask for it, each of which gets it as a fresh one would be: no
+  policy, rule or binding (``DELETE /injector``), every counter at zero (admin
+  ``/reset_counters``, once the counts of the test before and of the DELETE have reached
+  Envoy), an upstream count of zero. For tests of one call's effect; an Envoy start costs
+  seconds of CPU.
 
 When a test fails, the tail of each of its Envoys' logs is added to the failure
 report. A test whose Envoy died on its own, or whose log shows a wasm panic,
@@ -14,7 +22,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import Envoy, ListenerSpec, start_upstream
+from harness import Envoy, ListenerSpec, custom_metrics, start_upstream
 
 _ENVOYS = pytest.StashKey[list]()
 _REPORTS = pytest.StashKey[dict]()
@@ -84,3 +92,43 @@ def start_envoy(request: pytest.FixtureRequest, upstream, tmp_path_factory):
 def envoy(start_envoy) -> Envoy:
     """An Envoy with plugin config ``{}`` (no faults) in front of ``upstream``."""
     return start_envoy()
+
+
+@pytest.fixture(scope="module")
+def reused_upstream():
+    server = start_upstream()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def reused_envoy_options() -> dict:
+    """harness.Envoy arguments of the module's shared Envoy (a module overrides it)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def _module_envoy(request: pytest.FixtureRequest, reused_upstream, reused_envoy_options, tmp_path_factory):
+    listeners = getattr(request.module, "REUSED_LISTENERS", None) or [ListenerSpec(plugin_config="{}")]
+    options = {"upstream_port": reused_upstream.port, **reused_envoy_options}
+    envoy = Envoy(listeners, workdir=tmp_path_factory.mktemp("envoy"), **options)
+    envoy.start()
+    yield envoy
+    envoy.stop()
+
+
+@pytest.fixture
+def reused_envoy(request: pytest.FixtureRequest, _module_envoy: Envoy, reused_upstream) -> Envoy:
+    """The module's shared Envoy with config ``{}``, as fresh (see the module docstring)."""
+    envoy = _module_envoy
+    if not envoy.alive():
+        pytest.fail(f"the module's shared envoy {envoy.ports} exited with code {envoy.proc.returncode}")
+    request.node.stash.setdefault(_ENVOYS, []).append(envoy)
+    panics_before = len(envoy.wasm_panics())
+    assert envoy.control(method="DELETE").status == 200
+    custom_metrics(envoy)  # the counts of the test before, and the DELETE's, have reached Envoy
+    assert envoy.admin("/reset_counters", method="POST").status == 200
+    reused_upstream.reset()
+    yield envoy
+    if len(envoy.wasm_panics()) > panics_before and not _failed(request.node):
+        pytest.fail(f"wasm panic in envoy {envoy.ports}:\n" + "\n".join(envoy.wasm_panics()[panics_before:][:20]), pytrace=False)

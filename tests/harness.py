@@ -32,6 +32,7 @@ Both examples run as tests (tests/test_harness_smoke.py).
 
 from __future__ import annotations
 
+import atexit
 import glob
 import http.client
 import json
@@ -78,6 +79,7 @@ __all__ = [
     "validate_config",
     "wait_for",
     "in_parallel",
+    "process_slot",
     "wasm_filter",
     "wasm_module_path",
 ]
@@ -113,6 +115,45 @@ def wasm_module_path() -> Path:
 
 
 # --------------------------------------------------------------------------- ports, upstream
+
+_SLOTS = Path(tempfile.gettempdir()) / "fault-injector-test-slots"
+SLOT_COUNT = 200
+_slot: int | None = None
+
+
+def process_slot() -> int:
+    """A number from 0 to SLOT_COUNT - 1 that no other live process holds: what a test
+    process names its network namespaces, interfaces and 10.x subnets by, so that pytest-xdist
+    workers, and test runs side by side, never take the same. Claimed once per process by
+    creating `<tmp>/fault-injector-test-slots/<n>` exclusively, with the owner's pid in it,
+    removed at exit; a slot whose owner is gone without removing it is taken over."""
+    global _slot
+    if _slot is not None:
+        return _slot
+    _SLOTS.mkdir(mode=0o755, exist_ok=True)
+    start = os.getpid() % SLOT_COUNT
+    for n in [(start + i) % SLOT_COUNT for i in range(SLOT_COUNT)]:
+        path = _SLOTS / str(n)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    owner = int(path.read_text() or "0")
+                    os.kill(owner, 0)
+                    break  # held by a live process
+                except ProcessLookupError:
+                    path.unlink(missing_ok=True)  # its owner is gone: take it over
+                    continue
+                except (ValueError, OSError):
+                    break  # being written, or not ours to judge
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            atexit.register(path.unlink, missing_ok=True)
+            _slot = n
+            return n
+    raise RuntimeError(f"all {SLOT_COUNT} test slots in {_SLOTS} are held by live processes")
+
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -20,7 +20,7 @@ from typing import Callable, NamedTuple
 
 import yaml
 
-from harness import REPO_ROOT, Response, envoy_binary, request, wasm_module_path
+from harness import REPO_ROOT, Response, envoy_binary, process_slot, request, wasm_module_path
 
 # Where the manifests mount things in the Envoy container.
 MODULE_IN_POD = "/etc/fault-injector/module/fault_injector.wasm"
@@ -44,9 +44,25 @@ def configmap(objects: list[dict], name_prefix: str) -> dict:
     return found[0]
 
 
-def to_host_paths(text: str, filter_dir: Path) -> str:
-    """A pod file with the module and filter paths pointed at this machine's copies."""
-    return text.replace(MODULE_IN_POD, str(wasm_module_path())).replace(FILTER_DIR_IN_POD, str(filter_dir))
+def to_host_paths(text: str, filter_dir: Path, module: Path | None = None) -> str:
+    """A pod file with the module and filter paths pointed at this machine's copies (the
+    module: `module`, else the built one in the checkout)."""
+    return text.replace(MODULE_IN_POD, str(module or wasm_module_path())).replace(FILTER_DIR_IN_POD, str(filter_dir))
+
+
+def readable_copy(source: Path, directory: Path) -> Path:
+    """A copy of `source` in `directory` that any user may read (and run, if `source` is a
+    program), in a path any user may enter: what the kubelet mounts and the image holds for
+    a container that runs as another user (Envoy as UID 1337). The checkout may be in a
+    directory only its owner enters (a home directory, `mktemp -d`)."""
+    for folder in reversed([directory, *directory.parents]):
+        if not folder.exists():
+            folder.mkdir(mode=0o755)
+            folder.chmod(0o755)
+    target = directory / source.name
+    shutil.copyfile(source, target)
+    target.chmod(0o755 if os.access(source, os.X_OK) else 0o644)
+    return target
 
 
 class ConfigMapVolume:
@@ -81,15 +97,16 @@ class ConfigMapVolume:
             shutil.rmtree(self.path / old)
 
 
-def filter_files(text: str, plugin_config: str | None = None, filter_dir: Path | None = None) -> dict[str, str]:
+def filter_files(text: str, plugin_config: str | None = None, filter_dir: Path | None = None,
+                 module: Path | None = None) -> dict[str, str]:
     """The files of the `fault-injector-filter` ConfigMap whose one file is `text` (an ECDS
-    resource), paths pointed at this machine; `plugin_config` replaces the plugin
-    configuration (the JSON inside) if given."""
+    resource), paths pointed at this machine (the module at `module` if given);
+    `plugin_config` replaces the plugin configuration (the JSON inside) if given."""
     if plugin_config is not None:
         doc = yaml.safe_load(text)
         doc["resources"][0]["typed_config"]["config"]["configuration"]["value"] = plugin_config
         text = yaml.safe_dump(doc)
-    return {FILTER_FILE: to_host_paths(text, filter_dir or Path(FILTER_DIR_IN_POD))}
+    return {FILTER_FILE: to_host_paths(text, filter_dir or Path(FILTER_DIR_IN_POD), module)}
 
 
 def deployment(objects: list[dict], name: str) -> dict:
@@ -145,26 +162,34 @@ def container_argv(objects: list[dict], deployment: dict, container: dict, annot
 
 class InjectedPod(NamedTuple):
     """A Deployment of a rendered kustomization laid out as the kubelet would run its injected
-    containers: the filter volume, the capture container's command and environment, and
-    Envoy's command, whose bootstrap points at this machine."""
+    containers: the filter volume, the capture container's command and environment,
+    Envoy's command, whose bootstrap points at this machine, and the Envoy binary to run it
+    with (a copy any user may run, as the image has it)."""
     volume: Path
     capture_argv: list[str]
     capture_env: dict[str, str]
     envoy_argv: list[str]
+    envoy: Path
 
 
 def lay_out_injected(kdir: str, name: str, annotations: dict[str, str], workdir: Path) -> InjectedPod:
     """Renders `kdir` and lays out its Deployment `name`'s injected containers under
-    `workdir`, with `annotations` as the pod's."""
+    `workdir`, with `annotations` as the pod's. The module and the Envoy binary are laid
+    out as copies under `workdir` (the module volume, the image), so that Envoy reads them
+    whatever its user and wherever the checkout is; `workdir` must be a directory that
+    user may enter."""
     objects = render(kdir)
     app = deployment(objects, name)
     volume = workdir / "filter"
-    ConfigMapVolume(volume, filter_files(configmap(objects, "fault-injector-filter")["data"][FILTER_FILE], filter_dir=volume))
+    module = readable_copy(wasm_module_path(), workdir / "module")
+    envoy = readable_copy(Path(envoy_binary()), workdir / "image")
+    ConfigMapVolume(volume, filter_files(configmap(objects, "fault-injector-filter")["data"][FILTER_FILE],
+                                         filter_dir=volume, module=module))
     capture_argv, capture_env = container_argv(objects, app, container(app, "fault-injector-capture"), annotations, workdir)
     envoy_argv, _ = container_argv(objects, app, container(app, "fault-injector-envoy"), annotations, workdir)
     bootstrap = Path(envoy_argv[envoy_argv.index("-c") + 1])
-    bootstrap.write_text(to_host_paths(bootstrap.read_text(), volume))
-    return InjectedPod(volume, capture_argv, capture_env, envoy_argv)
+    bootstrap.write_text(to_host_paths(bootstrap.read_text(), volume, module))
+    return InjectedPod(volume, capture_argv, capture_env, envoy_argv, envoy)
 
 
 def _ip(*args: str) -> None:
@@ -179,23 +204,26 @@ class Pod:
     network is up and before Envoy and the apps start, as init containers do; Envoy is
     ready (health port) before the apps start, as a native sidecar is. With `user`, Envoy
     runs as that UID and GID (setpriv), as the sidecar's securityContext has it, so that
-    rules matching its owner see it; its files must then be readable by that user."""
+    rules matching its owner see it; its files, and `envoy` (the binary, by default the
+    one in .venv), must then be readable by that user (`lay_out_injected` lays them out)."""
 
     def __init__(self, index: int, bootstrap: Path | None, log: Path,
                  apps: tuple[tuple[str, int], ...] = (("127.0.0.1", 8000),),
                  envoy_args: list[str] | None = None, data_port: int | None = 8080,
                  init: Callable[["Pod"], None] | None = None, other_apps: dict[int, list[str]] | None = None,
-                 user: int | None = None):
-        tag = f"{os.getpid() % 10000}-{index}"
+                 user: int | None = None, envoy: Path | None = None):
+        # Names and subnet unique to this process (pytest-xdist workers run side by side).
+        tag = f"{process_slot()}-{index}"
         self.ns = f"fi-pod-{tag}"
         self.host_if, self.pod_if = f"fih{tag}", f"fip{tag}"
-        net = 10 + os.getpid() % 200
+        net = 10 + process_slot()
         self.host_ip, self.ip = f"10.253.{net}.{4 * index + 1}", f"10.253.{net}.{4 * index + 2}"
         self.log_path = log
         self.envoy_args = envoy_args if envoy_args is not None else ["-c", str(bootstrap), "--concurrency", "2"]
         self.apps, self.data_port, self.init, self.other_apps = apps, data_port, init, other_apps or {}
         self.procs: list[subprocess.Popen] = []
         self.as_user = [] if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+        self.envoy = str(envoy) if envoy is not None else envoy_binary()
 
     def start(self) -> "Pod":
         if os.geteuid() != 0 or shutil.which("ip") is None:
@@ -213,7 +241,7 @@ class Pod:
         inside = ["ip", "netns", "exec", self.ns]
         with open(self.log_path, "ab") as log:
             self.procs.append(subprocess.Popen(
-                [*inside, *self.as_user, envoy_binary(), *self.envoy_args, "--disable-hot-restart"],
+                [*inside, *self.as_user, self.envoy, *self.envoy_args, "--disable-hot-restart"],
                 stdout=log, stderr=subprocess.STDOUT))
         self.wait(8090, "/ready")
         commands = {port: [sys.executable, str(REPO_ROOT / "scripts/upstream.py"), "--host", host, "--port", str(port)]

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from harness import REPO_ROOT
+from harness import REPO_ROOT, process_slot
 
 SCRIPT = REPO_ROOT / "k8s/components/sidecar-injection/capture.sh"
 ENVOY_PORTS = ["15006", "8282", "8090", "9901"]
@@ -24,7 +24,7 @@ class Netns:
     """An empty network namespace, deleted with its rules by close()."""
 
     def __init__(self):
-        self.name = f"fi-cap-{os.getpid() % 10000}-{next(_serial)}"
+        self.name = f"fi-cap-{process_slot()}-{next(_serial)}"
         subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True, timeout=30)
 
     def run(self, *cmd: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

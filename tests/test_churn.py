@@ -1,7 +1,8 @@
 """Load from several client addresses while another client changes the policy 20 times a
 second: nothing but upstream answers and injected faults, no VM failure, memory back near
 where it started, and counters that add up. FAULT_INJECTOR_CHURN_SECONDS sets the length
-(60 by default)."""
+(20 by default: some 400 changes, the list below about 30 times over; a longer soak for a
+leak that grows slowly: FAULT_INJECTOR_CHURN_SECONDS=600)."""
 
 import itertools
 import json
@@ -11,7 +12,7 @@ from urllib.parse import quote
 
 from harness import in_parallel, request
 
-SECONDS = float(os.environ.get("FAULT_INJECTOR_CHURN_SECONDS", "60"))
+SECONDS = float(os.environ.get("FAULT_INJECTOR_CHURN_SECONDS", "20"))
 SOURCES = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
 CHANGES = [
     "status=503&percentage=30",
@@ -76,7 +77,8 @@ def test_load_while_the_policy_churns(envoy, upstream):
     rss_after = rss_kib(envoy.proc.pid)
 
     assert errors == []
-    assert set(changes) == {200} and len(changes) >= SECONDS * 18
+    # 20 a second asked; at least half of it on a busy machine (parallel test workers).
+    assert set(changes) == {200} and len(changes) >= SECONDS * 10
     untouched = [r for r in results if r[1] is None]
     injected = [r for r in results if r[1] is not None]
     assert all(status == 200 and body.startswith(b"upstream GET /load/") for status, _, body in untouched)

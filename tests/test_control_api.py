@@ -37,7 +37,8 @@ def test_get_shows_the_start_policy_and_never_reaches_upstream(envoy, upstream):
         ("status=500&percentage=100", {"policy": "statusResponse", "status": 500, "percentage": 100.0}),
     ],
 )
-def test_seed_calls_set_the_default_policy(envoy, query, expected):
+def test_seed_calls_set_the_default_policy(reused_envoy, query, expected):
+    envoy = reused_envoy
     status, _, body = envoy.control(query)
     assert status == 200
     shown = json.loads(body)["policy"]
@@ -79,7 +80,8 @@ def test_parameters_not_given_keep_their_value_and_reset_starts_over(envoy):
         ("percentage=100&status=999", "status: '999'"),
     ],
 )
-def test_bad_calls_answer_400_and_change_nothing(envoy, upstream, query, needle):
+def test_bad_calls_answer_400_and_change_nothing(reused_envoy, reused_upstream, query, needle):
+    envoy, upstream = reused_envoy, reused_upstream
     assert envoy.control("status=502&percentage=30").status == 200
     assert envoy.control("ip=127.0.0.7&timeout=1").status == 200
     before = envoy.policy()

@@ -546,7 +546,7 @@ def test_render_uses_the_kubectl_on_path_without_a_venv(rendered, tmp_path):
     # No kubectl anywhere: the tools the scripts need, and nothing else, on PATH.
     tools = tmp_path / "tools"
     tools.mkdir()
-    for tool in ("bash", "dirname", "mkdir", "cp"):
+    for tool in ("bash", "dirname", "mkdir", "cp", "cmp", "mv"):
         (tools / tool).symlink_to(shutil.which(tool))
     res = subprocess.run([str(checkout / "scripts/render-k8s.sh")], capture_output=True, text=True, timeout=60,
                          env={**env, "PATH": str(tools)})

@@ -1,6 +1,7 @@
 """The documents: every shell session in README.md and docs/*.md answers what it says
-(replayed by tests/transcripts.py against the demo's Envoy), and every relative link and
-#anchor in the Markdown files resolves.
+(replayed by tests/transcripts.py as a reader types them: page after page in the order
+of README's table, against one demo's Envoy, with nothing sent between sessions), and
+every relative link and #anchor in the Markdown files resolves.
 
 After a change of behaviour, ``.venv/bin/python tests/transcripts.py --regenerate`` rewrites
 the sessions from the real answers; review the diff.
@@ -28,23 +29,32 @@ from transcripts import (
     regenerate,
     regenerated,
     replay,
+    replay_all,
     report,
 )
 
 # --------------------------------------------------------------------------- transcripts
 
 
-@functools.cache
-def _replayed(path: Path) -> tuple[Document, tuple[Result, ...]]:
-    """The document and what its commands answered (one Envoy per document, once per run)."""
-    document = parse(path)
-    if not document.sessions:
-        return document, ()
-    with Demo() as demo:
-        return document, tuple(replay(document, demo))
-
-
 DOCUMENTS = default_documents()
+
+
+@functools.cache
+def _replayed_all() -> dict[Path, tuple[Document, tuple[Result, ...]]]:
+    """Every document and what its commands answered: all of them replayed once per run,
+    in order, against one demo (a page's answers depend on the pages before it). Once per
+    process: ./test.sh gives each file to one pytest-xdist worker (--dist loadfile)."""
+    return {d.path: (d, tuple(r)) for d, r in replay_all([parse(p) for p in DOCUMENTS])}
+
+
+def _replayed(path: Path) -> tuple[Document, tuple[Result, ...]]:
+    return _replayed_all()[path]
+
+
+def test_documents_are_replayed_in_the_order_of_the_readme_table():
+    names = [str(p.relative_to(REPO_ROOT)) for p in DOCUMENTS]
+    assert names[:3] == ["README.md", "docs/control-api.md", "docs/policy-document.md"]
+    assert sorted(names) == sorted(["README.md"] + [f"docs/{p.name}" for p in (REPO_ROOT / "docs").glob("*.md")])
 
 
 @pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
@@ -113,9 +123,12 @@ $ curl -s -o /dev/null -w '%{http_code} %{time_total}s\\n' localhost:10000/b
 200 [NUM<5]s
 ```
 
-The next block starts from the plugin configuration's policy:
+The next block goes on from there; it starts over by saying so:
 
 ```
+$ curl -s -o /dev/null -w '%{http_code}\\n' localhost:10000/a
+418
+$ curl -s -X DELETE localhost:10000/injector >/dev/null
 $ curl -s -o /dev/null -w '%{http_code}\\n' localhost:10000/a
 200
 $ curl -s localhost:10000/injector
@@ -144,7 +157,7 @@ def test_replayer_against_the_demo(tmp_path: Path):
     assert document.skipped[0].skip_reason == "(needs a Kubernetes cluster)"
     with Demo() as demo:
         results = replay(document, demo)
-    assert len(results) == 9  # the skipped session's command did not run
+    assert len(results) == 11  # the skipped session's command did not run
     assert report(document, results) == []
 
     # One expected line changed: reported at its line, the rest still matches.

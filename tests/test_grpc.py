@@ -13,7 +13,7 @@ import pytest
 SERVICE, METHOD = "test.Echo", "Ping"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def grpc_server():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: b"pong:" + req)
@@ -34,11 +34,17 @@ HTTP2_UPSTREAM = {
 }
 
 
+@pytest.fixture(scope="module")
+def reused_envoy_options(grpc_server) -> dict:
+    return {"upstream_port": grpc_server, "upstream_options": HTTP2_UPSTREAM}
+
+
 @pytest.fixture
-def envoy(start_envoy, grpc_server):
-    """An Envoy in front of the gRPC server. It has no buffer filter, so policy documents
-    go as ``?document=`` (GET)."""
-    return start_envoy(upstream_port=grpc_server, upstream_options=HTTP2_UPSTREAM)
+def envoy(reused_envoy):
+    """An Envoy in front of the gRPC server, one per module, reset before each test
+    (conftest's reused_envoy). It has no buffer filter, so policy documents go as
+    ``?document=`` (GET)."""
+    return reused_envoy
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-# Every way a request is counted; their sum is requests_seen (README, "Counters").
+# Every way a request is counted; their sum is requests_seen (docs/counters.md).
 OUTCOMES = (
     "requests_passed", "probes_passed", "aborts_injected", "responses_injected", "retries_injected",
     "delays_injected", "responses_rewritten", "header_faults_refused", "resets_injected",

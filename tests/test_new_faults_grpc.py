@@ -9,7 +9,7 @@ import time
 import grpc
 import pytest
 
-from test_grpc import METHOD, SERVICE, envoy, failure, grpc_server, injected, ping  # noqa: F401 (fixtures)
+from test_grpc import METHOD, SERVICE, envoy, failure, grpc_server, injected, ping, reused_envoy_options  # noqa: F401 (fixtures)
 
 def rule(envoy, fault: dict) -> None:
     envoy.policy(document={"rules": [{"fault": fault}]}, method="GET")

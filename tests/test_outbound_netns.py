@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO_ROOT, wait_for
+from harness import REPO_ROOT, process_slot, wait_for
 from pods import Pod, lay_out_injected
 
 ANNOTATIONS = {"fault-injector/ports": "8080", "fault-injector/outbound-ports": "80,8080"}
@@ -48,10 +48,10 @@ class Dependency:
     (`app_ip` on the app's end, `ip` on its own), with scripts/upstream.py on 0.0.0.0:8080."""
 
     def __init__(self, name: str, index: int, app_ns: str):
-        tag = f"{os.getpid() % 10000}-{index}"
+        tag = f"{process_slot()}-{index}"
         self.name, self.ns, self.app_ns = name, f"fi-{name}-{tag}", app_ns
         self.app_if, self.dep_if = f"fia{tag}", f"fid{tag}"
-        net = 10 + os.getpid() % 200
+        net = 10 + process_slot()
         self.app_ip, self.ip = f"10.252.{net}.{4 * index + 1}", f"10.252.{net}.{4 * index + 2}"
         self.proc: subprocess.Popen | None = None
 
@@ -95,9 +95,10 @@ def shop():
     # (which only root may enter).
     tmp = Path(tempfile.mkdtemp(prefix="fi-outbound-"))
     tmp.chmod(0o755)
-    _, capture_argv, capture_env, envoy_argv = lay_out_injected("k8s/examples/injected", "web", ANNOTATIONS, tmp)
+    _, capture_argv, capture_env, envoy_argv, envoy = lay_out_injected("k8s/examples/injected", "web", ANNOTATIONS, tmp)
     for path in tmp.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
+        if path != envoy:
+            path.chmod(0o755 if path.is_dir() else 0o644)
 
     deps: dict[str, Dependency] = {}
     etc = None
@@ -116,7 +117,7 @@ def shop():
         assert res.returncode == 0, res.stdout + res.stderr
 
     pod = Pod(2, None, tmp / "envoy.log", apps=(("0.0.0.0", APP_PORT),), envoy_args=envoy_argv,
-              data_port=APP_PORT, init=init, user=ENVOY_UID)
+              data_port=APP_PORT, init=init, user=ENVOY_UID, envoy=envoy)
     pod.deps = deps
     try:
         yield pod.start()

@@ -138,7 +138,7 @@ INBOUND_RQ, INBOUND_UPSTREAM_RQ = "http.inbound_http.downstream_rq_total", "clus
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("captured")
-    _, capture_argv, capture_env, envoy_argv = lay_out_injected("k8s/examples/injected", "web", ANNOTATIONS, tmp)
+    _, capture_argv, capture_env, envoy_argv, _ = lay_out_injected("k8s/examples/injected", "web", ANNOTATIONS, tmp)
 
     def capture(pod: Pod, *args: str) -> str:
         res = pod.exec(*capture_argv, *args, env=capture_env)

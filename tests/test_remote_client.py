@@ -8,9 +8,10 @@ import uuid
 
 import pytest
 
-from harness import ListenerSpec
+from harness import ListenerSpec, process_slot
 
-NS_ADDR, HOST_ADDR = "10.201.7.2", "10.201.7.1"
+# A subnet of this process's own (pytest-xdist workers run side by side).
+NS_ADDR, HOST_ADDR = f"10.201.{process_slot()}.2", f"10.201.{process_slot()}.1"
 
 
 def sh(*args):
@@ -58,7 +59,7 @@ def test_non_loopback_client_is_refused_control_but_served_data(start_envoy, ups
 
 
 def test_allowed_range_lets_the_remote_client_in(start_envoy, upstream, remote_namespace):
-    config = {"control": {"allowed_cidrs": ["10.201.7.0/30"]}}
+    config = {"control": {"allowed_cidrs": [f"10.201.{process_slot()}.0/30"]}}
     envoy = start_envoy(listeners=[ListenerSpec(config, address=HOST_ADDR)])
     base = f"http://{HOST_ADDR}:{envoy.port}"
     assert curl_from(remote_namespace, f"{base}/injector?status=418&percentage=100") == "200"

@@ -23,11 +23,22 @@ def send(proto: str, port: int, path: str, method: str = "GET", headers: dict[st
     return request(port, path, method=method, headers=headers, source_ip=source_ip, http2=proto == "h2")
 
 
+# An Envoy that takes policy documents by POST: Envoy's buffer filter right after ours lets
+# the bodies reach it. One per module, reset before each test (conftest's reused_envoy):
+# every test here starts from DELETE's state.
+REUSED_LISTENERS = [ListenerSpec({"control": {"post_documents": True}}, http_filters_after=[BUFFER_FILTER])]
+
+
 @pytest.fixture
-def envoy(start_envoy):
-    """An Envoy that takes policy documents by POST: Envoy's buffer filter right after
-    ours lets the bodies reach it."""
-    return start_envoy(listeners=[ListenerSpec({"control": {"post_documents": True}}, http_filters_after=[BUFFER_FILTER])])
+def envoy(reused_envoy):
+    return reused_envoy
+
+
+@pytest.fixture
+def upstream(reused_upstream):
+    """The upstream behind the module's Envoy (and behind start_envoy's), at a count of 0."""
+    reused_upstream.reset()
+    return reused_upstream
 
 
 # ------------------------------------------------------------------ the document

@@ -5,7 +5,7 @@ and checks that each command still answers what the document says.
 Usage (from the repository root, after ``./build.sh``)::
 
     .venv/bin/python tests/transcripts.py                      # README.md and docs/*.md
-    .venv/bin/python tests/transcripts.py docs/control-api.md  # some documents
+    .venv/bin/python tests/transcripts.py README.md docs/control-api.md  # these, in order
     .venv/bin/python tests/transcripts.py --regenerate [FILES] # rewrite expected output
 
 ``tests/test_docs.py`` runs the same replay under pytest (``./test.sh``).
@@ -23,15 +23,19 @@ exits with (so a ``curl --data @missing.json ... >/dev/null`` cannot pass unseen
 Commands run in ``bash -c`` (the documents' sessions use curl), in a working directory of
 their own per document, against the demo's Envoy: ``envoy/demo.yaml`` as ``./demo.sh`` runs
 it (2 workers, its upstream ``scripts/upstream.py``), but on free ports. Every ``localhost:<port>`` or
-``127.0.0.1:<port>`` naming one of demo.yaml's ports (listener 10000, admin 9901,
-upstream 8080) is pointed at the port actually used, and the actual port is written back
-as the documented one in the output. Shell state (variables, ``cd``) does not carry from
-one command to the next; the filter's state does.
+``127.0.0.1:<port>`` naming one of demo.yaml's ports (listener 10000, outbound proxy 10001,
+admin 9901, upstream 8080) is pointed at the port actually used, and the actual port is
+written back as the documented one in the output. Shell state (variables, ``cd``) does not
+carry from one command to the next; the filter's state does.
 
-Each document gets one Envoy. Within a block, commands run in order and see what the
-earlier ones changed. Each block starts from the plugin configuration's policy: before it
-runs, the replayer sends ``DELETE /injector`` and resets the upstream's request count.
-Envoy's own counters (admin ``/stats``) are not reset between blocks of a document.
+The documents are replayed as a reader types them: every session of every document, in
+order, against ONE demo started once for the whole run. The order is README.md first, then
+the pages of README's "Where to go next" table in the table's order, then any other
+``docs/*.md`` page in name order. Nothing is sent between two sessions: a page whose
+sessions need a clean start shows the command that gives it (``curl -s -X DELETE
+localhost:10000/injector``, ``curl -s localhost:8080/__reset``), and a page that makes
+the upstream fail turns it back before it ends. So a page's answers depend on the pages
+before it, as they would in a reader's terminal.
 
 Placeholders in expected output
 -------------------------------
@@ -91,9 +95,23 @@ _NUM = r"-?\d+(?:\.\d+)?"
 _EXIT = re.compile(r"\[exit (\d+)\]")
 
 
+_TABLE_LINK = re.compile(r"^\|.*\]\((docs/[^)#\s]+\.md)\)")
+
+
 def default_documents(root: Path = REPO_ROOT) -> list[Path]:
-    """README.md and every docs/*.md, the documents whose sessions are replayed."""
-    docs = [root / "README.md"] + sorted((root / "docs").glob("*.md"))
+    """README.md and every docs/*.md, the documents whose sessions are replayed, in the
+    order a reader meets them: README.md, the docs/ pages of its "Where to go next" table
+    in the table's order, then the docs/ pages the table does not name, by name."""
+    readme = root / "README.md"
+    pages = sorted((root / "docs").glob("*.md"))
+    table: list[Path] = []
+    if readme.is_file():
+        for line in readme.read_text().split("\n"):
+            found = _TABLE_LINK.match(line)
+            page = root / found.group(1) if found else None
+            if page is not None and page in pages and page not in table:
+                table.append(page)
+    docs = [readme] + table + [p for p in pages if p not in table]
     return [d for d in docs if d.is_file()]
 
 
@@ -487,13 +505,6 @@ class Demo:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def fresh_policy(self) -> None:
-        """Back to the plugin configuration's policy, and an upstream count of zero."""
-        status, _, body = request(self.listener_port, "/injector", method="DELETE")
-        if status != 200:
-            raise RuntimeError(f"DELETE /injector answered {status}: {body[:200]!r}")
-        self.upstream.reset()
-
     def rewrite(self, command: str) -> str:
         """The command with demo.yaml's ports replaced by the ones in use."""
         return _swap_ports(command, self.ports)
@@ -566,18 +577,27 @@ def _swap_ports(text: str, ports: dict[int, int]) -> str:
 
 
 def replay(document: Document, demo: Demo) -> list[Result]:
-    """Runs every session of the document that is not skipped, in order, each block from
-    a fresh policy; returns what each command answered."""
+    """Runs every session of the document that is not skipped, in order, against `demo`
+    as the earlier commands (of this document and of those replayed before it) left it:
+    nothing is reset between sessions. Returns what each command answered."""
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="transcripts-") as tmp:
         cwd = Path(tmp)
         for block in document.files:
             (cwd / block.file_name).write_text("\n".join(block.content) + "\n")
         for block in document.sessions:
-            demo.fresh_policy()
             for command in block.commands:
                 results.append(demo.run(command, cwd))
     return results
+
+
+def replay_all(documents: Sequence[Document]) -> list[tuple[Document, list[Result]]]:
+    """Replays the documents in the order given against one demo started once, as a
+    reader types them page after page; returns each document with its answers."""
+    if not any(d.sessions for d in documents):
+        return [(d, []) for d in documents]
+    with Demo() as demo:
+        return [(d, replay(d, demo)) for d in documents]
 
 
 # --------------------------------------------------------------------------- checking
@@ -632,15 +652,13 @@ def regenerate(document: Document, results: Sequence[Result]) -> str:
 
 
 def check(paths: Sequence[Path], write: bool = False, out=sys.stdout) -> int:
-    """Replays each document (one Envoy each); prints a summary and every difference.
-    Returns the number of commands whose output differs (rewriting them, with `write`)."""
+    """Replays the documents in the order given, against one demo; prints a summary and
+    every difference. Returns the number of commands whose output differs (rewriting
+    them, with `write`). Give the documents a page needs before it too: a page's answers
+    depend on what the pages before it left in force."""
     documents = [parse(p) for p in paths]
     failed = 0
-    for document in documents:
-        results: list[Result] = []
-        if document.sessions:
-            with Demo() as demo:
-                results = replay(document, demo)
+    for document, results in replay_all(documents):
         problems = report(document, results)
         commands = sum(len(b.commands) for b in document.sessions)
         print(

@@ -75,7 +75,7 @@ pub fn query(worker: &mut RootState, context: u32, query: &str) -> Action {
 
 /// `POST /injector` where the listener cannot hold the body back from the router.
 pub fn post_refused(worker: &RootState) -> Action {
-    let reason = "POST needs control.post_documents and Envoy's buffer filter after this one (README, \"Policy document\"); or send the document as GET ?document=<url-encoded JSON>";
+    let reason = "POST needs control.post_documents and Envoy's buffer filter after this one (docs/policy-document.md, \"POST needs a buffer\"); or send the document as GET ?document=<url-encoded JSON>";
     refuse(worker, 400, reason, vec![])
 }
 

@@ -32,6 +32,10 @@ REQUESTS = int(bench.knob("BENCH_CG_REQUESTS", "2000"))
 STATS_FLUSH = bench.knob("BENCH_CG_STATS_FLUSH", "6s")
 SEEN = "wasmcustom.fault_injector.requests_seen"
 WARMUP = 200
+# A state at its caps (64 rules, 256 client bindings): exact paths the benchmark's `/` is
+# not, and clients in 10.0.0.0/16 where the benchmark's client is 127.0.0.1.
+RULES = [{"match": {"path": {"exact": f"/rule/{i}"}}, "fault": {"abort": {"status": 503}}} for i in range(64)]
+CLIENTS = [{"ip": f"10.0.{i // 256}.{i % 256}", "status": 503, "percentage": 100} for i in range(256)]
 
 
 def runs(module: Path, f: dict) -> bool:
@@ -71,6 +75,12 @@ def main() -> int:
     guarded["guard"] = {"upstream_failures": {"above": 50, "window": "30s"}}
     setups.append(bench.Setup("4g", "fault-injector, a 0% fault under a guard",
                               [bench.wasm_filter("bench_guard", module, json.dumps(guarded))]))
+    # The most rules and client bindings a state holds, none of them for this request: what
+    # looking past them costs. VMs of their own, for the same reason as 4g's.
+    setups.append(bench.Setup("4r", f"fault-injector, {len(RULES)} exact-path rules, none for this path",
+                              [bench.wasm_filter("bench_rules", module, bench.data_listener_config(start={"rules": RULES}))]))
+    setups.append(bench.Setup("4i", f"fault-injector, {len(CLIENTS)} client bindings, none for this client",
+                              [bench.wasm_filter("bench_bindings", module, bench.data_listener_config(start={"clients": CLIENTS}))]))
     for s in setups:
         flushing_every(s.filters, module, STATS_FLUSH)
     with tempfile.TemporaryDirectory(prefix="bench-cg-") as tmp:
@@ -145,13 +155,15 @@ def section(setups: list[bench.Setup], per_request: dict[str, float]) -> str:
     ]
     lines += [f"| {s.key} | {s.title} | {per_request[s.key] / 1000:.1f} |" for s in setups]
     lines += ["", "| ratio | instructions |", "|---|---:|"]
-    lines += [f"| {a}/{b} | {r(a, b):.3f} |" for a, b in (("4", "3"), ("5", "3"), ("4s", "3"), ("4c", "3"), ("4g", "4"), ("5", "4"), ("4", "1"), ("4", "2"))]
+    lines += [f"| {a}/{b} | {r(a, b):.3f} |" for a, b in (("4", "3"), ("5", "3"), ("4s", "3"), ("4c", "3"), ("4g", "4"), ("5", "4"), ("4r", "3"), ("4i", "3"), ("4", "1"), ("4", "2"))]
     lines += [
         "",
         f"- No fault set: {r('4', '3'):.3f} of the empty filter's instructions, so {1 / r('4', '3'):.1%} of its throughput "
-        f"(target ≥ 97%): {bench.met(1 / r('4', '3') >= 0.97)}. With the control route off (4c): {1 / r('4c', '3'):.1%}; "
+        f"(target ≤ 1.02): {bench.met(r('4', '3') <= 1.02)}. With the control route off (4c): {1 / r('4c', '3'):.1%}; "
         f"with the control route on the same listener (4s): {1 / r('4s', '3'):.1%}.",
-        f"- 20% aborts: {r('5', '4'):.3f} of no fault set's instructions (target ≤ 1): {bench.met(r('5', '4') <= 1)}.",
+        f"- 20% aborts: {r('5', '4'):.3f} of no fault set's instructions (target ≤ 0.93): {bench.met(r('5', '4') <= 0.93)}.",
+        f"- {len(RULES)} rules: {r('4r', '3'):.3f} of the empty filter's instructions (target ≤ 1.08): {bench.met(r('4r', '3') <= 1.08)}; "
+        f"{len(CLIENTS)} client bindings: {r('4i', '3'):.3f} (target ≤ 1.08): {bench.met(r('4i', '3') <= 1.08)}.",
         "",
     ]
     return "\n".join(lines)

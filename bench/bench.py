@@ -571,7 +571,7 @@ def verdicts(results: Results, holds: list[Hold], module_size: int) -> list[str]
             f"- Delays, {HOLD_LIGHT} held at once: error p99 {light.err(99):.1f} ms, max {light.err(100):.1f} ms: "
             f"{met(light.err(99) < 10 and light.err(100) < 25)} at that load."
         )
-    lines.append(f"- Module size: {module_size / 1024:.0f} KiB (target ≤ 512 KiB): {met(module_size <= 512 * 1024)}.")
+    lines.append(f"- Module size: {module_size / 1024:.0f} KiB (target ≤ 640 KiB): {met(module_size <= 640 * 1024)}.")
     return lines
 
 

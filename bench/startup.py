@@ -4,7 +4,8 @@ proxy-wasm filter; then its resident memory after BENCH_START_REQUESTS requests.
 
 Each run starts a fresh Envoy with one listener whose one filter is fault-injector (as a data
 listener, as bench.py's setup 4) or the empty filter; the two alternate, BENCH_START_RUNS
-runs each, so both see the same load of a shared machine. Time to LIVE: from starting the
+runs each, so both see the same load of a shared machine (BENCH_BASELINE_WASM adds a third filter, another
+build, in turn with them). Time to LIVE: from starting the
 process to admin /ready answering LIVE and the listener accepting (polled every 50 ms).
 CPU: user + system time of the Envoy process at that moment, all its threads (/proc/PID/stat).
 RSS: VmRSS BENCH_START_SETTLE seconds (2) after the requests were answered, sent over 8
@@ -32,6 +33,9 @@ import bench
 RUNS = int(bench.knob("BENCH_START_RUNS", "5"))
 REQUESTS = int(bench.knob("BENCH_START_REQUESTS", "2000"))
 BOOTSTRAP = json.loads(bench.knob("BENCH_START_BOOTSTRAP", "{}"))
+# Another build of the filter (an older commit's) to run in turn with the two.
+BASELINE = bench.knob("BENCH_BASELINE_WASM", "")
+BASELINE_LABEL = bench.knob("BENCH_BASELINE_LABEL", "baseline build")
 # Read after the requests and this pause, the same for both filters: time for a periodic
 # release of free heap (`memory_allocator_manager`, every second by default) to happen.
 SETTLE = float(bench.knob("BENCH_START_SETTLE", "2"))
@@ -88,6 +92,9 @@ def main() -> int:
         "fault-injector": bench.Setup("fi", "fault-injector, no fault set", [bench.wasm_filter("start_fi", module, bench.data_listener_config())]),
         "empty filter": bench.Setup("empty", "empty proxy-wasm filter", [bench.wasm_filter("start_empty", bench.EMPTY_FILTER)]),
     }
+    if BASELINE:
+        base = Path(BASELINE).resolve()
+        setups[BASELINE_LABEL] = bench.Setup("base", BASELINE_LABEL, [bench.wasm_filter("start_base", base, bench.data_listener_config())])
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in setups}
     with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp:
         workdir = Path(tmp)
@@ -134,6 +141,9 @@ def section(runs: dict[str, list[dict[str, float]]], module: Path) -> str:
         f"- Time to LIVE: {min(live):.2f} / {statistics.median(live):.2f} / {max(live):.2f}x.",
         f"- RSS after {REQUESTS} requests: {min(rss_more):+.1f} / {statistics.median(rss_more):+.1f} / {max(rss_more):+.1f} MiB against the empty filter.",
     ]
+    if BASELINE_LABEL in runs:
+        base = [a["cpu_ms"] / b["cpu_ms"] for a, b in zip(runs[BASELINE_LABEL], empty)]
+        lines.append(f"- {BASELINE_LABEL}: CPU to LIVE {min(base):.2f} / {statistics.median(base):.2f} / {max(base):.2f}x the empty filter's.")
     return "\n".join(lines)
 
 

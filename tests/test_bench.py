@@ -90,7 +90,7 @@ def test_a_short_run_measures_every_setup_and_holds_every_request(tmp_path):
         assert row[1] == "100" and row[2] == "100", row  # sent, held at once
         assert row[3] == "100× 200", row  # every answer a 200
         assert -20 < float(row[4]) < 150, row  # error p50, ms: released about 200 ms after arriving
-    assert re.search(r"- Module size: \d+ KiB \(target ≤ 512 KiB\): (met|NOT met)\.", text)
+    assert re.search(r"- Module size: \d+ KiB \(target ≤ 640 KiB\): (met|NOT met)\.", text)
 
 
 def test_the_instruction_section_judges_rules_and_bindings_against_the_empty_filter():

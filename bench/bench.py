@@ -136,11 +136,12 @@ class Setup:
         )
 
 
-def data_listener_config(policy: dict | None = None) -> str:
+def data_listener_config(policy: dict | None = None, start: dict | None = None) -> str:
     """fault-injector's configuration for a data listener, as envoy/sidecar.yaml deploys it:
     the control route is on the connections a control listener marks, which this one does
-    not, so its requests never read `:path` for it; `policy` is the start policy."""
-    config: dict = {"control": {"filter_state": "fault_injector.control"}}
+    not, so its requests never read `:path` for it; `policy` is the start policy, `start`
+    more of the start document (`rules`, `clients`)."""
+    config: dict = {"control": {"filter_state": "fault_injector.control"}, **(start or {})}
     if policy:
         config["policy"] = policy
     return json.dumps(config)

@@ -2,9 +2,10 @@
 # The benchmark, in one command: installs wrk, nginx, h2load (nghttp2-client) and valgrind
 # if missing, builds the filter and the empty filter, then runs bench/bench.py (wall clock:
 # prints the results and writes BENCHMARKS.md) and bench/instructions.py (instructions per
-# request under callgrind, added to BENCHMARKS.md). Takes about 10 minutes with the
+# request under callgrind, added to BENCHMARKS.md). Takes about 17 minutes with the
 # defaults; the knobs (BENCH_ROUNDS, BENCH_SECONDS, ...) are described at the top of
-# bench/bench.py. `bench/run.sh instructions` runs only the second.
+# bench/bench.py. `bench/run.sh instructions` runs only the second; `bench/run.sh startup`
+# runs bench/startup.py instead (start-up time, CPU and memory against the empty filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,10 @@ apt_install wrk nginx nghttp2-client valgrind
 if [[ "${1:-}" == instructions ]]; then
     shift
     exec .venv/bin/python bench/instructions.py "$@"
+fi
+if [[ "${1:-}" == startup ]]; then
+    shift
+    exec .venv/bin/python bench/startup.py "$@"
 fi
 .venv/bin/python bench/bench.py "$@"
 exec .venv/bin/python bench/instructions.py

@@ -10,10 +10,11 @@ use crate::control;
 use crate::duration::Millis;
 use crate::grpc;
 use crate::header_faults::{self, Asked};
+use crate::matching::Index;
 use crate::percentage::Percentage;
 use crate::outbound::Direction;
 use crate::policy::State;
-use crate::rules::{self, Fault, RequestView};
+use crate::rules::{Fault, RequestView};
 use crate::request_rewrite::RequestRewrite;
 use crate::sampling::{identity_hash, in_share, Sampler};
 use crate::throttle::Throttle;
@@ -203,8 +204,8 @@ pub enum Source {
 
 /// Decides for one request, given the state, the configuration and the sampler; says
 /// where the decision came from.
-pub fn decide(state: &State, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> (Decision, Source) {
-    let (mut decision, source) = decide_fault(state, config, request, sampler);
+pub fn decide(state: &State, index: &Index, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> (Decision, Source) {
+    let (mut decision, source) = decide_fault(state, index, config, request, sampler);
     // Read only when a fault would otherwise apply: a passing request asks nothing more,
     // and a control call is one whatever its agent.
     let fault = !matches!(decision, Decision::Pass | Decision::Control(_));
@@ -225,7 +226,7 @@ fn say_outbound(decision: &mut Decision) {
     headers.push((DIRECTION.into(), "outbound".into()));
 }
 
-fn decide_fault(state: &State, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> (Decision, Source) {
+fn decide_fault(state: &State, index: &Index, config: &Config, request: &mut dyn Request, sampler: &mut Sampler) -> (Decision, Source) {
     if let Some(query) = control_call(config, request) {
         return (Decision::Control(query), Source::Nothing);
     }
@@ -242,7 +243,7 @@ fn decide_fault(state: &State, config: &Config, request: &mut dyn Request, sampl
         return (Decision::Pass, Source::Nothing);
     }
     // The first matching rule decides, even when it samples the request out.
-    if let Some((at, rule)) = rules::first_match(&state.rules, config.direction, request) {
+    if let Some((at, rule)) = index.first_match(&state.rules, config.direction, request) {
         let decision = by_fault(&rule.fault, rule.percentage, rule.sample_by.as_ref().map(|h| h.as_str()), "", request, sampler, config);
         return (decision, Source::Rule(at));
     }
@@ -252,7 +253,7 @@ fn decide_fault(state: &State, config: &Config, request: &mut dyn Request, sampl
         return (Decision::Pass, Source::Nothing);
     }
     let client = if state.bindings.is_empty() { None } else { request.client() };
-    let policy = state.policy_for(client);
+    let policy = index.policy_for(state, client);
     match policy.fault(&config.simple_response) {
         None => (Decision::Pass, Source::Nothing),
         Some(fault) => (by_fault(&fault, policy.percentage, config.sample_by.as_deref(), policy.kind.name(), request, sampler, config), Source::Policy),
@@ -488,7 +489,7 @@ mod tests {
     }
 
     fn run(state: &State, config: &Config, request: &mut Req) -> Decision {
-        decide(state, config, request, &mut Sampler::new(7)).0
+        decide(state, &Index::of(state), config, request, &mut Sampler::new(7)).0
     }
 
     fn injected(decision: &Decision) -> Option<(u16, String)> {
@@ -543,7 +544,7 @@ mod tests {
         let asked = &mut Req::new("/a").with("x-fault-abort-status", "418");
         assert_eq!(run(&halted, &headers, asked), Decision::Pass);
         // Said to come from the halt, for the access log.
-        assert_eq!(decide(&halted, &Config::default(), &mut Req::new("/a"), &mut Sampler::new(7)), (Decision::Pass, Source::Halted));
+        assert_eq!(decide(&halted, &Index::of(&halted), &Config::default(), &mut Req::new("/a"), &mut Sampler::new(7)), (Decision::Pass, Source::Halted));
         assert_eq!(run(&halted, &Config::default(), &mut Req::new("/injector?resume")), Decision::Control("resume".into()));
         halted.halted = None;
         assert_eq!(injected(&run(&halted, &Config::default(), &mut Req::new("/a"))), Some((500, "abort".into())));
@@ -644,7 +645,7 @@ mod tests {
     fn jitter_stays_in_its_range() {
         let s = state(r#"{"rules": [{"fault": {"delay": {"fixed": "100ms", "jitter": "50ms"}}}]}"#);
         let mut sampler = Sampler::new(1);
-        let holds: Vec<Decision> = (0..200).map(|_| decide(&s, &Config::default(), &mut Req::new("/"), &mut sampler).0).collect();
+        let holds: Vec<Decision> = (0..200).map(|_| decide(&s, &Index::of(&s), &Config::default(), &mut Req::new("/"), &mut sampler).0).collect();
         assert!(holds.iter().all(|d| matches!(d, Decision::Hold(Millis(ms)) if (100..=150).contains(ms))));
         assert!(holds.iter().any(|d| *d != Decision::Hold(Millis(100))));
     }
@@ -710,7 +711,7 @@ mod tests {
         let tail = policy(r#""policy": "longTailDelay", "p50": "100ms", "p99": "2s""#);
         let mut sampler = Sampler::new(3);
         let mut held: Vec<u64> = (0..2000)
-            .map(|_| match decide(&tail, &c, &mut Req::new("/"), &mut sampler).0 {
+            .map(|_| match decide(&tail, &Index::of(&tail), &c, &mut Req::new("/"), &mut sampler).0 {
                 Decision::Hold(Millis(ms)) => ms,
                 other => panic!("{other:?}"),
             })
@@ -727,7 +728,7 @@ mod tests {
             let first = run(&s, &Config::default(), &mut Req::new("/").with("x-user", user));
             let mut sampler = Sampler::new(99);
             for _ in 0..20 {
-                assert_eq!(decide(&s, &Config::default(), &mut Req::new("/").with("x-user", user), &mut sampler).0, first);
+                assert_eq!(decide(&s, &Index::of(&s), &Config::default(), &mut Req::new("/").with("x-user", user), &mut sampler).0, first);
             }
         }
     }
@@ -794,7 +795,7 @@ mod tests {
         );
         let on = config(r#"{"header_faults": {"enabled": true}}"#);
         let mut sampler = Sampler::new(1);
-        let mut at = |c: &Config, request: &mut Req| decide(&s, c, request, &mut sampler);
+        let mut at = |c: &Config, request: &mut Req| decide(&s, &Index::of(&s), c, request, &mut sampler);
         let (held, from) = at(&on, &mut Req::new("/slow"));
         assert_eq!((held.detail(), from), (Detail { status: None, delay_ms: Some(250) }, Source::Rule(0)));
         // Matched, sampled out: still the rule's.
@@ -804,7 +805,7 @@ mod tests {
         let (asked, from) = at(&on, &mut Req::new("/slow").with("x-fault-abort-status", "418"));
         assert_eq!((asked.detail(), from), (Detail { status: Some(418), delay_ms: None }, Source::Header));
         assert_eq!(at(&on, &mut Req::new("/injector")).1, Source::Nothing);
-        assert_eq!(decide(&State::default(), &on, &mut Req::new("/"), &mut Sampler::new(1)), (Decision::Pass, Source::Nothing));
+        assert_eq!(decide(&State::default(), &Index::of(&State::default()), &on, &mut Req::new("/"), &mut Sampler::new(1)), (Decision::Pass, Source::Nothing));
         let slow_failure = Decision::HoldThen(Millis(5), Then::Fail(Reply::Http { status: 502, headers: vec![], body: String::new() }));
         assert_eq!(slow_failure.detail(), Detail { status: Some(502), delay_ms: Some(5) });
         assert_eq!(Decision::Reset.detail(), Detail::default());

@@ -17,6 +17,7 @@ pub mod duration;
 pub mod grpc;
 pub mod guard;
 pub mod header_faults;
+pub mod matching;
 pub mod net;
 pub mod notices;
 pub mod observe;

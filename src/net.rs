@@ -35,6 +35,11 @@ impl Cidr {
     pub fn prefix(&self) -> u8 {
         self.0.prefix_len()
     }
+
+    /// The range's first address, its host bits cleared.
+    pub fn network(&self) -> IpAddr {
+        self.0.network()
+    }
 }
 
 impl fmt::Display for Cidr {

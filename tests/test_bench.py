@@ -91,3 +91,29 @@ def test_a_short_run_measures_every_setup_and_holds_every_request(tmp_path):
         assert row[3] == "100× 200", row  # every answer a 200
         assert -20 < float(row[4]) < 150, row  # error p50, ms: released about 200 ms after arriving
     assert re.search(r"- Module size: \d+ KiB \(target ≤ 640 KiB\): (met|NOT met)\.", text)
+
+
+def test_the_instruction_section_judges_rules_and_bindings_against_the_empty_filter():
+    setups = [bench.Setup(k, f"setup {k}", []) for k in ("1", "2", "3", "4", "5", "4s", "4c", "4g", "3x", "4r", "4i", "4r1", "4i1")]
+    counts = {"1": 160e3, "2": 164e3, "3": 180e3, "4": 183e3, "5": 170e3, "4s": 190e3, "4c": 181e3, "4g": 199e3,
+              "3x": 180e3, "4r": 185e3, "4i": 240e3, "4r1": 185e3, "4i1": 192e3}
+    text = instructions.section(setups, counts)
+    assert table_rows(text, "4r/3x")[0][1] == "1.028"
+    assert "64 rules: 1.028 of the empty filter's instructions (target ≤ 1.08): met" in text
+    assert "256 client bindings: 1.333 (target ≤ 1.08): NOT met. Against one rule: 1.000; against one binding: 1.250." in text
+    assert "No fault set: 1.017 of the empty filter's instructions, so 98.4% of its throughput (target ≤ 1.02): met" in text
+    assert "20% aborts: 0.929 of no fault set's instructions (target ≤ 0.93): met" in text
+
+
+def test_a_short_start_up_run_compares_the_filter_with_the_empty_filter():
+    assert bench.EMPTY_FILTER.is_file(), "build it with ./build.sh --example empty_filter (test.sh does)"
+    knobs = {"BENCH_START_RUNS": "1", "BENCH_START_REQUESTS": "80", "BENCH_START_SETTLE": "0"}
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "startup.py")], env={**os.environ, **knobs},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for name in ("fault-injector", "empty filter"):
+        (row,) = table_rows(run.stdout, name)
+        live, cpu, rss = (float(cell.split(" / ")[1]) for cell in row[1:4])  # medians
+        assert live > 0 and cpu > 0 and rss > 10, row
+    assert re.search(r"- CPU to LIVE, run by run: [\d.]+ / [\d.]+ / [\d.]+x the empty filter's", run.stdout)
+    assert re.search(r"- RSS after 80 requests: [-+][\d.]+ / ", run.stdout)

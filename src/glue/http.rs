@@ -246,8 +246,8 @@ impl Request {
         let mut worker = worker.borrow_mut();
         let mut request = RequestInfo::new(&worker);
         worker.refresh();
-        let RootState { state, config, sampler, .. } = &mut *worker;
-        let (decision, source) = decide::decide(state, config, &mut request, sampler);
+        let RootState { state, index, config, sampler, .. } = &mut *worker;
+        let (decision, source) = decide::decide(state, index, config, &mut request, sampler);
         let detail = decision.detail();
         // Carried out, and counted as what it turned out to be.
         let (counted, action) = match decision {

@@ -11,6 +11,7 @@ use crate::delays::DelayQueue;
 use crate::notices::{Done, Message, Waits};
 use crate::observe::{self, Labelled, RuleCounts};
 use crate::outbound::Direction;
+use crate::matching::Index;
 use crate::policy::State;
 use crate::sampling::{identity_hash, Sampler};
 use crate::stats::{self, Stat, Tally};
@@ -27,6 +28,8 @@ pub struct RootState {
     pub config: Rc<Config>,
     /// The state last read from shared data.
     pub state: State,
+    /// `state`'s rules and bindings indexed, built with it in [`RootState::adopt`].
+    pub index: Index,
     /// The version stamp `state` was read at, when this root context has no queue for
     /// notices of writes (see [`RootState::refresh`]).
     version: Option<u64>,
@@ -114,6 +117,7 @@ impl RootState {
         RootState {
             config: Rc::new(Config::default()),
             state: State::default(),
+            index: Index::default(),
             version: None,
             queue: None,
             joined: false,
@@ -235,6 +239,7 @@ impl RootState {
     /// Takes `state` as the current one (this root context just wrote it, or read it).
     pub fn adopt(&mut self, state: State) {
         self.expires = state.next_expiry();
+        self.index = Index::of(&state);
         self.state = state;
         self.guarding = self.state.guard.is_some() && self.state.halted.is_none() && !self.state.is_idle();
         self.recount();

@@ -630,7 +630,7 @@ mod tests {
             r#"{"rules": [{"match": {"path": {"exact": "/reset"}}, "fault": {"reset": {}}},
                           {"match": {"path": {"exact": "/hang"}}, "fault": {"reset": {"after": "2s"}}},
                           {"match": {"path": {"exact": "/cut"}}, "fault": {"truncate": {"after_bytes": 10}}},
-                          {"match": {"path": {"exact": "/slow"}}, "fault": {"throttle": {"bytes_per_second": 1000}}},
+                          {"match": {"path": {"exact": "/slow"}}, "fault": {"throttle": {"bytes_per_second": 1024}}},
                           {"match": {"path": {"exact": "/body"}}, "fault": {"body_change": {"corrupt": {"percentage": 5}}}},
                           {"match": {"path": {"exact": "/tail"}}, "fault": {"delay_shape": {"p50": "100ms", "p99": "2s"}}},
                           {"fault": {"delay": {"fixed": "5s"}, "abort": {"status": 503}}}]}"#,
@@ -639,7 +639,7 @@ mod tests {
         assert_eq!(run(&s, &c, &mut Req::new("/reset")), Decision::Reset);
         assert_eq!(run(&s, &c, &mut Req::new("/hang")), Decision::HoldThen(Millis(2000), Then::Reset));
         assert_eq!(run(&s, &c, &mut Req::new("/cut")), Decision::OnResponse(OnResponse::Truncate(Truncate { after_bytes: 10 })));
-        assert!(matches!(run(&s, &c, &mut Req::new("/slow")), Decision::OnResponse(OnResponse::Throttle(t)) if t.bytes_per_second() == 1000));
+        assert!(matches!(run(&s, &c, &mut Req::new("/slow")), Decision::OnResponse(OnResponse::Throttle(t)) if t.bytes_per_second() == 1024));
         assert_eq!(run(&s, &c, &mut Req::new("/body")), Decision::OnResponse(OnResponse::BodyChange(BodyChange::Corrupt { ppm: 50_000 })));
         assert!(matches!(run(&s, &c, &mut Req::new("/tail")), Decision::Hold(Millis(ms)) if ms > 0));
         let headers = vec![(INJECTED.to_string(), "slowFailure".to_string())];

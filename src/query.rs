@@ -116,7 +116,7 @@ const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
 const TTL_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`30s`, `5m`)";
 const RETRIES_ACCEPTED: &str = "a whole number of failed attempts from 0 to 10000";
 const BYTES_ACCEPTED: &str = "a whole number of bytes from 0 to 1099511627776 (1 TiB)";
-const RATE_ACCEPTED: &str = "a whole number of bytes per second from 1 to 1073741824 (1 GiB/s), such as 102400";
+const RATE_ACCEPTED: &str = "a multiple of 1024 bytes per second (Envoy's fault filter paces in whole KiB/s) from 1024 to 1073741824 (1 GiB/s), such as 102400";
 const PERCENTILE_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`100ms`, `2s`)";
 const CORRUPT_ACCEPTED: &str = "a share of bytes in percent above 0 and at most 100 (`5`, `0.5`)";
 
@@ -189,7 +189,7 @@ impl Call {
                     call.after_bytes = Some(n.ok_or_else(|| bad(BYTES_ACCEPTED))?);
                 }
                 "bytesPerSecond" => {
-                    let n = value.parse::<u64>().ok().filter(|n| (1..=crate::throttle::MAX_BYTES_PER_SECOND).contains(n));
+                    let n = value.parse::<u64>().ok().filter(|n| crate::throttle::Throttle::try_from(crate::throttle::ThrottleSpec { bytes_per_second: *n }).is_ok());
                     call.bytes_per_second = Some(n.ok_or_else(|| bad(RATE_ACCEPTED))?);
                 }
                 "p50" | "p99" => {

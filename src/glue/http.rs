@@ -14,6 +14,7 @@ use crate::outbound::Direction;
 use crate::retries::Attempt;
 use crate::rules::RequestView;
 use crate::stats::Stat;
+use crate::throttle::{ENVOY_FAULT_HEADERS, RATE_HEADER};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType, Status, StreamType};
@@ -146,8 +147,6 @@ pub struct Request {
     held_then: bool,
     /// A fault on the response body, once the response headers allowed it.
     body: Option<BodyFault>,
-    /// When a throttled body held now is due to be released.
-    throttled_until: Option<u64>,
     /// When a cut response's stream is due to be reset by the worker's timer.
     reset_due: Option<u64>,
     /// When a request the filter left alone started, while a guard counts such requests.
@@ -168,7 +167,6 @@ impl Request {
             head: false,
             held_then: false,
             body: None,
-            throttled_until: None,
             reset_due: None,
             guarded_since: None,
         }
@@ -217,6 +215,11 @@ impl Request {
         let mut worker = worker.borrow_mut();
         let mut request = RequestInfo::new(&worker);
         worker.refresh();
+        if worker.config.envoy_fault_filter {
+            for name in ENVOY_FAULT_HEADERS {
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+            }
+        }
         let RootState { state, config, sampler, .. } = &mut *worker;
         let (decision, source) = decide::decide(state, config, &mut request, sampler);
         let detail = decision.detail();
@@ -254,6 +257,11 @@ impl Request {
                     Attempt::Pass => (Stat::RequestsPassed, Action::Continue),
                 }
             }
+            // Without Envoy's fault filter after this one nothing would pace the body.
+            Decision::OnResponse(OnResponse::Throttle(_)) if !worker.config.envoy_fault_filter => {
+                worker.count(Stat::ThrottlesUnpaced, 1);
+                (Stat::RequestsPassed, Action::Continue)
+            }
             Decision::OnResponse(fault) => {
                 let stat = match fault {
                     OnResponse::Delay(_) => Stat::DelaysInjected,
@@ -262,6 +270,9 @@ impl Request {
                     OnResponse::Throttle(_) => Stat::ThrottlesInjected,
                     OnResponse::BodyChange(_) => Stat::BodiesChanged,
                 };
+                if let OnResponse::Throttle(rate) = fault {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, RATE_HEADER, Some(&rate.kib_per_second().to_string()));
+                }
                 if matches!(fault, OnResponse::Truncate(_) | OnResponse::BodyChange(_)) {
                     self.head = request.method() == "HEAD";
                 }
@@ -360,9 +371,9 @@ impl HttpContext for Request {
                 }
                 let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("responseRewrite"));
             }
-            Some(OnResponse::Throttle(rate)) => {
+            // Envoy's fault filter, after this one, paces the body.
+            Some(OnResponse::Throttle(_)) => {
                 let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("throttle"));
-                self.body = Some(BodyFault::Pace { pacer: crate::throttle::Pacer::new(rate), reported: 0 });
             }
             Some(OnResponse::Truncate(cut)) => {
                 if self.body_left_alone(end_of_stream) {
@@ -400,18 +411,14 @@ impl HttpContext for Request {
         let Some(fault) = self.body.as_mut() else { return Action::Continue };
         let worker = Rc::clone(&self.worker);
         let mut worker = worker.borrow_mut();
-        let released = worker.take_released(self.id);
-        let now = now_ms();
-        let step = fault.on_piece(body_size, end_of_stream, now, released);
-        if let Some(due) = self.throttled_until.take() {
-            worker.throttled.cancel(self.id, due);
-        }
+        let step = fault.on_piece(body_size, end_of_stream);
         match step {
             Step::Continue => Action::Continue,
             Step::ContinueThenReset | Step::HoldThenReset => {
                 // On the timer, not now: a reset in this callback would drop the bytes just
                 // let through, which the HTTP/2 codec has not written yet.
                 if self.reset_due.is_none() {
+                    let now = now_ms();
                     let due = now + CUT_RESET_MS;
                     worker.resets.hold(self.id, due);
                     worker.arm(due, now, self.id);
@@ -422,12 +429,6 @@ impl HttpContext for Request {
                 } else {
                     Action::Continue
                 }
-            }
-            Step::HoldUntil(due) => {
-                worker.throttled.hold(self.id, due);
-                worker.arm(due, now, self.id);
-                self.throttled_until = Some(due);
-                Action::Pause
             }
         }
     }
@@ -460,8 +461,6 @@ impl HttpContext for Request {
                 }
                 Action::Pause
             }
-            // Trailers wait behind a held body, which the timer releases with them.
-            _ if self.throttled_until.is_some() => Action::Pause,
             _ => Action::Continue,
         }
     }
@@ -485,14 +484,8 @@ impl Drop for Request {
             return;
         }
         let Ok(mut worker) = self.worker.try_borrow_mut() else { return };
-        if self.body.is_some() {
-            worker.take_released(self.id);
-            if let Some(due) = self.throttled_until {
-                worker.throttled.cancel(self.id, due);
-            }
-            if let Some(due) = self.reset_due {
-                worker.resets.cancel(self.id, due);
-            }
+        if let Some(due) = self.reset_due {
+            worker.resets.cancel(self.id, due);
         }
         if self.held_then {
             worker.take_then(self.id);

@@ -65,7 +65,7 @@ impl RootContext for Root {
                 let _ = hostcalls::resume_http_request();
             }
         }
-        for id in due.responses.iter().chain(&due.throttled) {
+        for id in &due.responses {
             if hostcalls::set_effective_context(*id).is_ok() {
                 let _ = hostcalls::resume_http_response();
             }
@@ -88,7 +88,7 @@ impl RootContext for Root {
         // Envoy starts the next period when this returns, and forwarding a burst of released
         // requests takes milliseconds: measured from the tick's start, the next ones would be
         // late by as long.
-        let quiet = due.requests.is_empty() && due.responses.is_empty() && due.then.is_empty() && due.throttled.is_empty();
+        let quiet = due.requests.is_empty() && due.responses.is_empty() && due.then.is_empty();
         let now = if quiet { now } else { now_ms() };
         self.worker.borrow().rearm(due.next, now);
     }

@@ -46,10 +46,6 @@ pub struct RootState {
     pub response_delays: DelayQueue,
     /// What held requests get instead of going on (a reset, a slow failure's answer).
     pub then: Vec<(u32, Then)>,
-    /// Throttled response bodies held until their release.
-    pub throttled: DelayQueue,
-    /// Throttled responses the timer released since their last body piece.
-    pub released: Vec<u32>,
     /// Cut responses whose stream is reset at the next tick.
     pub resets: DelayQueue,
     root_id: u32,
@@ -80,8 +76,6 @@ pub struct Due {
     pub responses: Vec<u32>,
     /// Held requests that get something else than going on.
     pub then: Vec<(u32, Then)>,
-    /// Throttled response bodies to release.
-    pub throttled: Vec<u32>,
     /// Cut responses to reset.
     pub resets: Vec<u32>,
     /// Control calls whose wait ended without every acknowledgement.
@@ -110,8 +104,6 @@ impl RootState {
             delays: DelayQueue::default(),
             response_delays: DelayQueue::default(),
             then: Vec::new(),
-            throttled: DelayQueue::default(),
-            released: Vec::new(),
             resets: DelayQueue::default(),
             root_id,
             armed_until: None,
@@ -417,8 +409,6 @@ impl RootState {
             }
             None => true,
         });
-        let throttled = self.throttled.take_due(now);
-        self.released.extend(throttled.iter().copied());
         let resets = self.resets.take_due(now);
         if self.flush_due.is_some_and(|due| due <= now) {
             self.flush();
@@ -429,25 +419,17 @@ impl RootState {
             self.response_delays.next_due(),
             self.flush_due,
             self.waits.next_deadline(),
-            self.throttled.next_due(),
             self.resets.next_due(),
         ];
         let next = due.into_iter().flatten().min();
         self.armed_until = next;
-        Due { requests, responses, then, throttled, resets, unconfirmed, next }
+        Due { requests, responses, then, resets, unconfirmed, next }
     }
 
     /// What held request `id` gets when due, if not going on; forgotten once taken.
     pub fn take_then(&mut self, id: u32) -> Option<Then> {
         let at = self.then.iter().position(|(held, _)| *held == id)?;
         Some(self.then.swap_remove(at).1)
-    }
-
-    /// Whether the timer released throttled response `id` since its last body piece;
-    /// forgotten once asked.
-    pub fn take_released(&mut self, id: u32) -> bool {
-        let at = self.released.iter().position(|released| *released == id);
-        at.map(|at| self.released.swap_remove(at)).is_some()
     }
 
     /// Sets the timer's next period, from `now`.

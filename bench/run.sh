@@ -4,7 +4,8 @@
 # prints the results and writes BENCHMARKS.md) and bench/instructions.py (instructions per
 # request under callgrind, added to BENCHMARKS.md). Takes about 10 minutes with the
 # defaults; the knobs (BENCH_ROUNDS, BENCH_SECONDS, ...) are described at the top of
-# bench/bench.py. `bench/run.sh instructions` runs only the second.
+# bench/bench.py. `bench/run.sh instructions` runs only the second; `bench/run.sh delays`
+# only bench/delays.py (held requests side by side with Envoy's fault filter, ~3 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,10 @@ main all
 apt_install wrk nginx nghttp2-client valgrind
 ./build.sh
 ./build.sh --example empty_filter
+if [[ "${1:-}" == delays ]]; then
+    shift
+    exec .venv/bin/python bench/delays.py "$@"
+fi
 if [[ "${1:-}" == instructions ]]; then
     shift
     exec .venv/bin/python bench/instructions.py "$@"

@@ -4,9 +4,10 @@
 use super::body::{self, BodyFault, Step};
 use super::reply;
 use super::root_state::RootState;
-use super::{control_route, now_ms, shared};
+use super::{control_route, now_ms, now_ns, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
 use crate::body_change;
+use crate::delays::MS;
 use crate::decide::{self, Answered, Decision, OnResponse, Source, Then, DIRECTION, INJECTED};
 use crate::duration::Millis;
 use crate::net;
@@ -132,7 +133,7 @@ const CUT_RESET_MS: u64 = 30;
 pub struct Request {
     id: u32,
     worker: Rc<RefCell<RootState>>,
-    /// When this request (or its response) is due to be released, while it is held (or was).
+    /// When this request (or its response) is due to be released (ns), while it is held (or was).
     held_until: Option<u64>,
     /// Whether what is held is the response.
     holding_response: bool,
@@ -147,7 +148,7 @@ pub struct Request {
     held_then: bool,
     /// A fault on the response body, once the response headers allowed it.
     body: Option<BodyFault>,
-    /// When a cut response's stream is due to be reset by the worker's timer.
+    /// When a cut response's stream is due to be reset by the worker's timer (ns).
     reset_due: Option<u64>,
     /// When a request the filter left alone started, while a guard counts such requests.
     guarded_since: Option<u64>,
@@ -197,8 +198,8 @@ impl Request {
 
     /// Holds the request (or, with `response`, its response) for `delay`.
     fn hold(&mut self, worker: &mut RootState, delay: Millis, response: bool) {
-        let now = now_ms();
-        let due = now + delay.0;
+        let now = now_ns();
+        let due = now + delay.0.saturating_mul(MS);
         if response {
             worker.response_delays.hold(self.id, due);
         } else {
@@ -418,8 +419,8 @@ impl HttpContext for Request {
                 // On the timer, not now: a reset in this callback would drop the bytes just
                 // let through, which the HTTP/2 codec has not written yet.
                 if self.reset_due.is_none() {
-                    let now = now_ms();
-                    let due = now + CUT_RESET_MS;
+                    let now = now_ns();
+                    let due = now + CUT_RESET_MS * MS;
                     worker.resets.hold(self.id, due);
                     worker.arm(due, now, self.id);
                     self.reset_due = Some(due);
@@ -453,8 +454,8 @@ impl HttpContext for Request {
                 if self.reset_due.is_none() {
                     let worker = Rc::clone(&self.worker);
                     let mut worker = worker.borrow_mut();
-                    let now = now_ms();
-                    let due = now + CUT_RESET_MS;
+                    let now = now_ns();
+                    let due = now + CUT_RESET_MS * MS;
                     worker.resets.hold(self.id, due);
                     worker.arm(due, now, self.id);
                     self.reset_due = Some(due);

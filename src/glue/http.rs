@@ -302,9 +302,13 @@ impl Request {
         if source != Source::Nothing {
             worker.observe(source, counted, detail);
         }
-        // Only a request under a guard pays for the clock now and the response's status later.
+        // Only a request under a guard pays for the clock now and the response's status later,
+        // and only one the guard watches: an unrelated failing path does not halt the faults.
         if worker.guarding && matches!(counted, Stat::RequestsPassed | Stat::ProbesPassed) {
-            self.guarded_since = Some(now_ms());
+            let watched = worker.state.guard.as_ref().is_some_and(|g| g.watches(source, &mut request));
+            if watched {
+                self.guarded_since = Some(now_ms());
+            }
         }
         action
     }

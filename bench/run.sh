@@ -5,7 +5,8 @@
 # request under callgrind, added to BENCHMARKS.md). Takes about 10 minutes with the
 # defaults; the knobs (BENCH_ROUNDS, BENCH_SECONDS, ...) are described at the top of
 # bench/bench.py. `bench/run.sh instructions` runs only the second; `bench/run.sh delays`
-# only bench/delays.py (held requests side by side with Envoy's fault filter, ~3 minutes).
+# only bench/delays.py (held requests side by side with Envoy's fault filter, ~10 minutes);
+# `bench/run.sh throttle` only bench/throttle.py (throttled downloads, likewise, ~6 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,9 +16,10 @@ main all
 apt_install wrk nginx nghttp2-client valgrind
 ./build.sh
 ./build.sh --example empty_filter
-if [[ "${1:-}" == delays ]]; then
+if [[ "${1:-}" == delays || "${1:-}" == throttle ]]; then
+    script="bench/$1.py"
     shift
-    exec .venv/bin/python bench/delays.py "$@"
+    exec .venv/bin/python "$script" "$@"
 fi
 if [[ "${1:-}" == instructions ]]; then
     shift

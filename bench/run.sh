@@ -5,8 +5,8 @@
 # request under callgrind, added to BENCHMARKS.md). Takes about 10 minutes with the
 # defaults; the knobs (BENCH_ROUNDS, BENCH_SECONDS, ...) are described at the top of
 # bench/bench.py. `bench/run.sh instructions` runs only the second; `bench/run.sh delays`
-# only bench/delays.py (held requests side by side with Envoy's fault filter, ~10 minutes);
-# `bench/run.sh throttle` only bench/throttle.py (throttled downloads, likewise, ~6 minutes).
+# only bench/delays.py (held requests side by side with Envoy's fault filter, ~2 minutes);
+# `bench/run.sh throttle` only bench/throttle.py (throttled downloads, likewise, ~12 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

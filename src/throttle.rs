@@ -86,7 +86,7 @@ impl TryFrom<ThrottleSpec> for Throttle {
     type Error = ThrottleError;
 
     fn try_from(spec: ThrottleSpec) -> Result<Throttle, ThrottleError> {
-        if (KIB..=MAX_BYTES_PER_SECOND).contains(&spec.bytes_per_second) && spec.bytes_per_second % KIB == 0 {
+        if (KIB..=MAX_BYTES_PER_SECOND).contains(&spec.bytes_per_second) && spec.bytes_per_second.is_multiple_of(KIB) {
             Ok(Throttle { bytes_per_second: spec.bytes_per_second })
         } else {
             Err(ThrottleError(spec.bytes_per_second))

@@ -99,7 +99,7 @@ impl RootContext for Root {
             // milliseconds: what fell due meanwhile goes now rather than a period later. A
             // few rounds at most, so a flood of holds cannot keep the worker here.
             now = now_ns();
-            if round == MAX_ROUNDS || !next.is_some_and(|next| next <= now) {
+            if round == MAX_ROUNDS || next.is_none_or(|next| next > now) {
                 self.worker.borrow().rearm(next, now);
                 return;
             }

@@ -5,7 +5,10 @@
 # request under callgrind, added to BENCHMARKS.md). Takes about 17 minutes with the
 # defaults; the knobs (BENCH_ROUNDS, BENCH_SECONDS, ...) are described at the top of
 # bench/bench.py. `bench/run.sh instructions` runs only the second; `bench/run.sh startup`
-# runs bench/startup.py instead (start-up time, CPU and memory against the empty filter).
+# runs bench/startup.py instead (start-up time, CPU and memory against the empty filter);
+# `bench/run.sh delays` only bench/delays.py (held requests side by side with Envoy's fault
+# filter, ~2 minutes); `bench/run.sh throttle` only bench/throttle.py (throttled downloads,
+# likewise, ~12 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +18,11 @@ main all
 apt_install wrk nginx nghttp2-client valgrind
 ./build.sh
 ./build.sh --example empty_filter
+if [[ "${1:-}" == delays || "${1:-}" == throttle ]]; then
+    script="bench/$1.py"
+    shift
+    exec .venv/bin/python "$script" "$@"
+fi
 if [[ "${1:-}" == instructions ]]; then
     shift
     exec .venv/bin/python bench/instructions.py "$@"

@@ -109,6 +109,11 @@ pub struct Config {
     /// The proxies in front of this listener whose `X-Forwarded-For` entries are trusted,
     /// as Envoy's `xff_num_trusted_hops`; 0 (the default): the client is the TCP peer.
     pub xff_num_trusted_hops: u32,
+    /// Envoy's fault filter (`envoy.filters.http.fault` with `response_rate_limit` of
+    /// `header_limit`) follows this one on the listener: it paces throttled bodies, and
+    /// every request loses the `x-envoy-fault-*` headers its client sent. Off, throttles
+    /// are refused.
+    pub envoy_fault_filter: bool,
 }
 
 const DEFAULT_BODY: &str = "fault-injector: simple response\n";
@@ -135,6 +140,7 @@ impl Default for Config {
             pass_probes: true,
             direction: Direction::Inbound,
             xff_num_trusted_hops: 0,
+            envoy_fault_filter: false,
         }
     }
 }
@@ -203,6 +209,7 @@ struct ConfigSpec {
     direction: Option<Direction>,
     guard: Option<Guard>,
     xff_num_trusted_hops: Option<Whole>,
+    envoy_fault_filter: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]
@@ -294,6 +301,10 @@ impl TryFrom<ConfigSpec> for Config {
             config.version = Some(version);
         }
         config.start = start(spec.policy, spec.clients, spec.rules, spec.guard)?;
+        config.envoy_fault_filter = spec.envoy_fault_filter.unwrap_or(false);
+        if let Some(at) = config.start.throttle_at().filter(|_| !config.envoy_fault_filter) {
+            return Err(ConfigError(Invalid::at(at, crate::throttle::NO_FAULT_FILTER)));
+        }
         let response = spec.simple_response;
         if let Some(Whole(status)) = response.status {
             if !(200..=599).contains(&status) {
@@ -430,6 +441,22 @@ mod tests {
 
     fn error_of(text: &str) -> String {
         Config::parse(text.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_throttle_needs_envoys_fault_filter_after_this_one() {
+        let rule = r#""rules": [{"match": {"path": {"prefix": "/a"}}, "fault": {"abort": {"status": 503}}}, {"fault": {"throttle": {"bytes_per_second": 102400}}}]"#;
+        assert_eq!(
+            error_of(&format!("{{{rule}}}")),
+            format!("invalid plugin configuration: rules[1].fault.throttle: {}", crate::throttle::NO_FAULT_FILTER)
+        );
+        let policy = r#""policy": {"policy": "throttleResponse", "percentage": 5}"#;
+        assert!(error_of(&format!("{{{policy}}}")).starts_with("invalid plugin configuration: policy: a throttle needs Envoy's fault filter"));
+        for text in [format!("{{{rule}, \"envoy_fault_filter\": true}}"), format!("{{{policy}, \"envoy_fault_filter\": true}}")] {
+            assert!(Config::parse(text.as_bytes()).unwrap().envoy_fault_filter, "{text}");
+        }
+        assert!(!Config::default().envoy_fault_filter);
+        assert!(error_of(r#"{"envoy_fault_filter": "yes"}"#).contains("envoy_fault_filter"), "{}", error_of(r#"{"envoy_fault_filter": "yes"}"#));
     }
 
     #[test]

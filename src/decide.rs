@@ -507,7 +507,7 @@ mod tests {
     fn a_body_fault_applies_only_to_an_answer_with_a_body() {
         let body_faults = [
             OnResponse::Truncate(Truncate { after_bytes: 10 }),
-            OnResponse::Throttle(Throttle::try_from(crate::throttle::ThrottleSpec { bytes_per_second: 1000 }).unwrap()),
+            OnResponse::Throttle(Throttle::try_from(crate::throttle::ThrottleSpec { bytes_per_second: 1024 }).unwrap()),
             OnResponse::BodyChange(BodyChange::Corrupt { ppm: 10_000 }),
         ];
         for fault in &body_faults {
@@ -672,7 +672,7 @@ mod tests {
             r#"{"rules": [{"match": {"path": {"exact": "/reset"}}, "fault": {"reset": {}}},
                           {"match": {"path": {"exact": "/hang"}}, "fault": {"reset": {"after": "2s"}}},
                           {"match": {"path": {"exact": "/cut"}}, "fault": {"truncate": {"after_bytes": 10}}},
-                          {"match": {"path": {"exact": "/slow"}}, "fault": {"throttle": {"bytes_per_second": 1000}}},
+                          {"match": {"path": {"exact": "/slow"}}, "fault": {"throttle": {"bytes_per_second": 1024}}},
                           {"match": {"path": {"exact": "/body"}}, "fault": {"body_change": {"corrupt": {"percentage": 5}}}},
                           {"match": {"path": {"exact": "/tail"}}, "fault": {"delay_shape": {"p50": "100ms", "p99": "2s"}}},
                           {"fault": {"delay": {"fixed": "5s"}, "abort": {"status": 503}}}]}"#,
@@ -681,7 +681,7 @@ mod tests {
         assert_eq!(run(&s, &c, &mut Req::new("/reset")), Decision::Reset);
         assert_eq!(run(&s, &c, &mut Req::new("/hang")), Decision::HoldThen(Millis(2000), Then::Reset));
         assert_eq!(run(&s, &c, &mut Req::new("/cut")), Decision::OnResponse(OnResponse::Truncate(Truncate { after_bytes: 10 })));
-        assert!(matches!(run(&s, &c, &mut Req::new("/slow")), Decision::OnResponse(OnResponse::Throttle(t)) if t.bytes_per_second() == 1000));
+        assert!(matches!(run(&s, &c, &mut Req::new("/slow")), Decision::OnResponse(OnResponse::Throttle(t)) if t.bytes_per_second() == 1024));
         assert_eq!(run(&s, &c, &mut Req::new("/body")), Decision::OnResponse(OnResponse::BodyChange(BodyChange::Corrupt { ppm: 50_000 })));
         assert!(matches!(run(&s, &c, &mut Req::new("/tail")), Decision::Hold(Millis(ms)) if ms > 0));
         let headers = vec![(INJECTED.to_string(), "slowFailure".to_string())];

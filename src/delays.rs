@@ -1,27 +1,42 @@
-//! The requests a worker is holding, ordered by when each is due to be released.
+//! The requests a worker is holding, ordered by when each is due to be released, and the
+//! period its tick timer is set to.
+//!
+//! Times are nanoseconds of Envoy's clock. In whole milliseconds, a request held at 100.9
+//! for 200 ms was due at 300 and released 199.1 ms after it came, and a timer re-armed from
+//! a truncated clock fired late by up to a millisecond, every time it was re-armed.
 
 use std::collections::BTreeSet;
 
-/// Held requests by `(due time in ms, context id)`; one per worker, driven by its tick timer.
+/// One millisecond in nanoseconds.
+pub const MS: u64 = 1_000_000;
+
+/// The tick period (whole milliseconds, Envoy's unit) that fires the timer at `next_ns` or
+/// just after it, never before, counted from `now_ns`; 0 (off) when nothing is due. A
+/// deadline already passed gets the shortest period, 1 ms.
+pub fn tick_period_ms(next_ns: Option<u64>, now_ns: u64) -> u64 {
+    next_ns.map_or(0, |next| next.saturating_sub(now_ns).div_ceil(MS).max(1))
+}
+
+/// Held requests by `(due time in ns, context id)`; one per worker, driven by its tick timer.
 #[derive(Debug, Default)]
 pub struct DelayQueue {
     held: BTreeSet<(u64, u32)>,
 }
 
 impl DelayQueue {
-    /// Holds context `id` until `due_ms`.
-    pub fn hold(&mut self, id: u32, due_ms: u64) {
-        self.held.insert((due_ms, id));
+    /// Holds context `id` until `due_ns`.
+    pub fn hold(&mut self, id: u32, due_ns: u64) {
+        self.held.insert((due_ns, id));
     }
 
     /// Forgets a held context (its client hung up); true if it was held.
-    pub fn cancel(&mut self, id: u32, due_ms: u64) -> bool {
-        self.held.remove(&(due_ms, id))
+    pub fn cancel(&mut self, id: u32, due_ns: u64) -> bool {
+        self.held.remove(&(due_ns, id))
     }
 
-    /// Takes every context due at `now_ms`, earliest first.
-    pub fn take_due(&mut self, now_ms: u64) -> Vec<u32> {
-        let later = self.held.split_off(&(now_ms.saturating_add(1), 0));
+    /// Takes every context due at `now_ns`, earliest first: none before its time.
+    pub fn take_due(&mut self, now_ns: u64) -> Vec<u32> {
+        let later = self.held.split_off(&(now_ns.saturating_add(1), 0));
         let due = std::mem::replace(&mut self.held, later);
         due.into_iter().map(|(_, id)| id).collect()
     }
@@ -60,6 +75,21 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(q.take_due(1000), vec![1]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_timer_never_fires_before_the_next_deadline() {
+        assert_eq!(tick_period_ms(None, 5), 0);
+        // Held at 100.9 ms for 200 ms: due at 300.9, the timer set for exactly 200 ms.
+        assert_eq!(tick_period_ms(Some(300_900_000), 100_900_000), 200);
+        // 0.3 ms left: 1 ms, not 0 (off) and not a release 0.3 ms early.
+        assert_eq!(tick_period_ms(Some(300_900_000), 300_600_000), 1);
+        assert_eq!(tick_period_ms(Some(300_900_000), 299_800_000), 2);
+        assert_eq!(tick_period_ms(Some(300_900_000), 301_000_000), 1, "already due");
+        let mut q = DelayQueue::default();
+        q.hold(1, 300_900_000);
+        assert_eq!(q.take_due(300_899_999), Vec::<u32>::new(), "not a nanosecond early");
+        assert_eq!(q.take_due(300_900_000), vec![1]);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!   so it stays exact and cheap).
 //!
 //! Only requests the filter left alone are counted; the glue never records a faulted one.
+//! And only the requests the guard watches ([`Guard::watches`]): those its `match` takes
+//! or, without one, those a fault in force could have applied to, so unrelated failing
+//! paths never halt the faults.
 //! Each worker sums what it saw since its last stats flush ([`Seen`]) and, at the flush,
 //! adds it into the window all workers share ([`Window`], per-second buckets kept in shared
 //! data), which it then evaluates.
@@ -16,7 +19,9 @@
 //! module kilobytes; shares are kept in parts per million and shown without float
 //! formatting.
 
+use crate::decide::Source;
 use crate::duration::{self, Millis};
+use crate::rules::{Match, RequestView};
 use crate::share::{Ppm, FULL};
 use crate::values::not_accepted;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -39,8 +44,11 @@ pub struct Condition {
 
 /// A validated guard, as written in the plugin configuration or a policy document:
 /// `{"upstream_failures": {"above": 5, "window": "30s", "min_requests": 50}}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Guard {
+    /// The requests it watches, in the rules' match grammar; `None`: those a fault in force
+    /// could apply to.
+    pub watched: Option<Match>,
     /// Halt when real upstream failures pass a share.
     pub upstream_failures: Option<Condition>,
     /// Halt when real responses slower than the threshold pass a share.
@@ -68,6 +76,7 @@ impl<'de> Deserialize<'de> for Shown {
 
 const FAILURES: &str = "upstream_failures";
 const SLOW: &str = "slow_responses";
+const MATCH: &str = "match";
 const KEYS: [&str; 4] = ["above", "window", "min_requests", "slower_than"];
 
 /// How a key of a condition reads: its default, what is accepted, and its reader.
@@ -116,11 +125,23 @@ impl TryFrom<Shown> for Guard {
     type Error = String;
     fn try_from(source: Shown) -> Result<Guard, String> {
         let value = &*source.0;
-        let known = |o: &&serde_json::Map<String, Value>| !o.is_empty() && o.keys().all(|k| k == FAILURES || k == SLOW);
-        let Some(object) = value.as_object().filter(known) else {
-            return Err(not_accepted(value, "an object of upstream_failures, slow_responses or both"));
+        let known = |o: &&serde_json::Map<String, Value>| {
+            (o.contains_key(FAILURES) || o.contains_key(SLOW)) && o.keys().all(|k| k == FAILURES || k == SLOW || k == MATCH)
         };
-        let mut guard = Guard { upstream_failures: None, slow_responses: None, source: source.clone() };
+        let Some(object) = value.as_object().filter(known) else {
+            return Err(not_accepted(value, "an object of upstream_failures, slow_responses or both, and optionally match"));
+        };
+        // Read from bytes as the rules' matches are, which adds no code: deserialized from
+        // a Value, the match grammar cost the module 13 KB.
+        let watched = match object.get(MATCH) {
+            Some(given) => {
+                let bytes = serde_json::to_vec(given).map_err(|e| e.to_string())?;
+                let read = crate::values::read::<Match>(&bytes, crate::values::UnknownKeys::InMessage);
+                Some(read.map_err(|e| if e.path == "$" { format!("{MATCH}: {}", e.message) } else { format!("{MATCH}.{e}") })?)
+            }
+            None => None,
+        };
+        let mut guard = Guard { watched, upstream_failures: None, slow_responses: None, source: source.clone() };
         for (name, slow) in [(FAILURES, false), (SLOW, true)] {
             let Some(given) = object.get(name) else { continue };
             let read = condition(given, slow).map_err(|e| format!("{name}: {e}"))?;
@@ -144,6 +165,18 @@ impl Serialize for Guard {
     /// As written, as [`crate::values::Pattern`] keeps its source.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.source.serialize(serializer)
+    }
+}
+
+impl Guard {
+    /// Whether a request the filter left alone counts for this guard: one its `match`
+    /// takes or, without one, one a fault in force could have applied to (`source`: a
+    /// rule matched it, sampled out, or a query policy applies to its client).
+    pub fn watches(&self, source: Source, request: &mut dyn RequestView) -> bool {
+        match &self.watched {
+            Some(watched) => watched.matches(request),
+            None => matches!(source, Source::Rule(_) | Source::Policy),
+        }
     }
 }
 
@@ -414,6 +447,45 @@ mod tests {
         }
     }
 
+    /// A request with only a path.
+    struct Path(&'static str);
+
+    impl RequestView for Path {
+        fn path(&mut self) -> String {
+            self.0.into()
+        }
+        fn method(&mut self) -> String {
+            "GET".into()
+        }
+        fn header(&mut self, _: &str) -> Option<String> {
+            None
+        }
+        fn client(&mut self) -> Option<std::net::IpAddr> {
+            None
+        }
+        fn destination(&mut self) -> Option<std::net::IpAddr> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_guard_watches_what_its_match_takes_or_what_a_fault_could_touch() {
+        let unmatched = ten_percent();
+        assert_eq!(unmatched.watched, None);
+        for (source, watched) in [(Source::Rule(0), true), (Source::Policy, true), (Source::Nothing, false), (Source::Header, false)] {
+            assert_eq!(unmatched.watches(source, &mut Path("/anything")), watched, "{source:?}");
+        }
+        let checkout = guard(r#"{"upstream_failures": {"above": 5}, "match": {"path": {"prefix": "/checkout"}}}"#).unwrap();
+        assert!(checkout.watches(Source::Nothing, &mut Path("/checkout/pay")), "its match, whatever the faults");
+        assert!(!checkout.watches(Source::Rule(0), &mut Path("/health")));
+        assert!(!checkout.watches(Source::Policy, &mut Path("/health")));
+        let both = guard(r#"{"upstream_failures": {"above": 5}, "match": {"path": {"regex": "/(checkout|pay)(/.*)?"}}}"#).unwrap();
+        assert!(both.watches(Source::Nothing, &mut Path("/pay")) && both.watches(Source::Nothing, &mut Path("/checkout/1")));
+        assert!(!both.watches(Source::Rule(0), &mut Path("/payments")));
+        let shown = serde_json::to_string(&checkout).unwrap();
+        assert!(shown.contains(r#""match":{"path":{"prefix":"/checkout"}}"#), "{shown}");
+    }
+
     #[test]
     fn bad_guards_say_what_is_wrong_and_what_is_accepted() {
         for (json, message) in [
@@ -431,6 +503,9 @@ mod tests {
             (r#"{"upstream_failures": {"above": 5, "slower_than": "1s"}}"#, "expected an object of above, window, min_requests"),
             (r#"{"slow_responses": {"slower_than": "fast", "above": 5}}"#, "slow_responses: slower_than: \"fast\" is not accepted; expected seconds"),
             (r#"{"slow_responses": {"above": 5}}"#, "slow_responses: slower_than: needed"),
+            (r#"{"match": {"path": {"prefix": "/a"}}}"#, "is not accepted; expected an object of upstream_failures, slow_responses or both, and optionally match"),
+            (r#"{"upstream_failures": {"above": 5}, "match": {"route": "/a"}}"#, "match: unknown field `route`"),
+            (r#"{"upstream_failures": {"above": 5}, "match": {"method": "get"}}"#, "match.method: \"get\" is not accepted; expected a method in capitals"),
         ] {
             let error = guard(json).unwrap_err();
             assert!(error.contains(message), "{json}: {error}");

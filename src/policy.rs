@@ -274,6 +274,20 @@ pub struct State {
 }
 
 impl State {
+    /// Where a throttle is in force, as a document's JSON path (`rules[0].fault.throttle`,
+    /// `policy`, `clients[1]`); `None` when none is. A throttle needs Envoy's fault filter
+    /// after this one ([`crate::throttle`]).
+    pub fn throttle_at(&self) -> Option<String> {
+        let throttles = |p: &Policy| p.kind == PolicyKind::ThrottleResponse;
+        if let Some(i) = self.rules.iter().position(|r| matches!(r.fault, Fault::Throttle(_))) {
+            return Some(format!("rules[{i}].fault.throttle"));
+        }
+        if throttles(&self.default) {
+            return Some("policy".into());
+        }
+        self.bindings.iter().position(|b| throttles(&b.policy)).map(|i| format!("clients[{i}]"))
+    }
+
     /// The policy for a client: the narrowest binding that holds its address, else the default.
     pub fn policy_for(&self, client: Option<IpAddr>) -> &Policy {
         client

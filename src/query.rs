@@ -240,7 +240,7 @@ impl Call {
                     call.after_bytes = Some(n.ok_or_else(|| bad(crate::truncate::AFTER_BYTES_ACCEPTED))?);
                 }
                 "bytesPerSecond" => {
-                    let n = whole_number::<u64>(value).filter(|n| (1..=crate::throttle::MAX_BYTES_PER_SECOND).contains(n));
+                    let n = whole_number::<u64>(value).filter(|n| crate::throttle::Throttle::try_from(crate::throttle::ThrottleSpec { bytes_per_second: *n }).is_ok());
                     call.bytes_per_second = Some(n.ok_or_else(|| bad(crate::throttle::ACCEPTED))?);
                 }
                 "p50" | "p99" => {

@@ -916,7 +916,7 @@ mod tests {
             (r#"{"fault": {"delay": {"fixed": "1s"}, "abort": {"status": 503}, "reset": {}}}"#, "rules[0].fault: give one of"),
             (r#"{"fault": {"truncate": {"after_bytes": -1}}}"#, "rules[0].fault.truncate: after_bytes: -1 is not accepted"),
             (r#"{"fault": {"throttle": {"bytes_per_second": 0}}}"#, "rules[0].fault.throttle: bytes_per_second: 0 is not accepted"),
-            (r#"{"fault": {"throttle": {"bytes_per_second": "1"}}}"#, "rules[0].fault.throttle: bytes_per_second: \"1\" is a string; expected a number: a whole number of bytes per second from 1"),
+            (r#"{"fault": {"throttle": {"bytes_per_second": "1"}}}"#, "rules[0].fault.throttle: bytes_per_second: \"1\" is a string; expected a number: a multiple of 1024 bytes per second"),
             (r#"{"fault": {"truncate": {"after_bytes": 1099511627777}}}"#, "rules[0].fault.truncate: after_bytes: 1099511627777 is not accepted; expected a whole number of bytes from 0 to 1099511627776 (1 TiB)"),
             (r#"{"fault": {"abort": {"status": "503"}}}"#, "rules[0].fault.abort.status: \"503\" is a string; expected a number: an HTTP status"),
             (r#"{"fault": {"abort": {"status": 18446744073709551616}}}"#, "rules[0].fault.abort.status: 18446744073709551616 is not accepted"),

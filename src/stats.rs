@@ -44,6 +44,7 @@ metrics! {
     SlowFailuresInjected = false "slow_failures_injected", "Requests held, then answered with an abort (a delay and an abort in one rule, slowFailure).";
     TruncationsInjected = false "truncations_injected", "Requests whose response is cut mid-body, then reset (truncate, truncateResponse).";
     ThrottlesInjected = false "throttles_injected", "Requests whose response body is released at a rate (throttle, throttleResponse).";
+    ThrottlesUnpaced = false "throttles_unpaced", "Requests a throttle chose on a listener without Envoy's fault filter after this one (no envoy_fault_filter in its configuration): passed untouched, counted as requests_passed.";
     BodiesChanged = false "bodies_changed", "Requests whose response body is replaced or corrupted (body_change, replaceBody, corruptBody).";
     GuardTrips = false "guard_trips", "Times a guard condition tripped and halted injection.";
     RequestsRewritten = false "requests_rewritten", "Requests changed before going upstream (request_rewrite, requestRewrite).";

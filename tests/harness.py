@@ -473,6 +473,17 @@ BUFFER_FILTER = {
     },
 }
 
+# Envoy's fault filter as the shipped configurations put it after fault-injector (with
+# `"envoy_fault_filter": true` in its configuration): no fault of its own, it paces the
+# responses fault-injector throttles, at the rate of the header fault-injector sets.
+FAULT_FILTER = {
+    "name": "envoy.filters.http.fault",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+        "response_rate_limit": {"header_limit": {}, "percentage": {"numerator": 100, "denominator": "HUNDRED"}},
+    },
+}
+
 _ROUTER = {
     "name": "envoy.filters.http.router",
     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from harness import in_parallel, request, wait_for
+from harness import ListenerSpec, in_parallel, request, wait_for
 
 
 @pytest.fixture
@@ -231,3 +231,52 @@ def test_delays_past_max_active_delays_pass_untouched_and_are_counted(start_envo
     assert m["requests_passed"] == 5
     for s in socks:
         s.close()
+
+
+def held_listener(name, policy, measure, log):
+    """A listener of its own (own VM, own policy) whose access log gives, per request, how long
+    Envoy saw it held: `measure` is one of Envoy's access-log durations."""
+    access_log = {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": str(log),
+            "log_format": {"text_format_source": {"inline_string": f"{measure}\n"}},
+        },
+    }
+    config = {"policy": {**policy, "percentage": 100}}
+    return ListenerSpec(config, name=name, vm_id=f"held_{name}", hcm_options={"access_log": [access_log]})
+
+
+def test_held_requests_are_never_released_early(start_envoy, tmp_path):
+    # 300 requests each, sent over 150 ms so that they start all through the millisecond
+    # and are held at once: with the due time in whole milliseconds, a request that came at
+    # 100.9 ms was due at 300 and let go 199.1 ms after it came.
+    logs = {name: tmp_path / f"{name}.log" for name in ("delay", "slow", "reset")}
+    envoy = start_envoy(listeners=[
+        held_listener("delay", {"policy": "delayResponse", "timeout": "200ms"}, "%COMMON_DURATION(DS_RX_END:US_TX_BEG:us)%", logs["delay"]),
+        held_listener("slow", {"policy": "slowFailure", "timeout": "200ms", "status": 503}, "%COMMON_DURATION(DS_RX_END:DS_TX_BEG:us)%", logs["slow"]),
+        # A reset sends nothing: whole milliseconds from the first byte received.
+        held_listener("reset", {"policy": "resetStream", "after": "200ms"}, "%DURATION%", logs["reset"]),
+    ])
+    for port in envoy.ports:
+        socks = []
+        for i in range(300):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(f"GET /held{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            socks.append(s)
+            time.sleep(0.0005)
+        for s in socks:
+            s.settimeout(10)
+            try:
+                s.recv(1024)
+            except ConnectionError:
+                pass  # the reset
+            s.close()
+    envoy.stop()  # which writes the access logs out
+    held = {name: sorted(int(v) for v in log.read_text().split()) for name, log in logs.items()}
+    assert [len(v) for v in held.values()] == [300, 300, 300]
+    assert held["delay"][0] >= 200_000 and held["slow"][0] >= 200_000, (held["delay"][:3], held["slow"][:3])
+    assert held["reset"][0] >= 200, held["reset"][:3]
+    # Late only by what a loaded machine adds (the precision is measured in bench/delays.py).
+    assert held["delay"][149] < 300_000 and held["slow"][149] < 300_000

@@ -30,11 +30,11 @@ def burst(envoy, count, connections=8, prefix="/guarded"):
     return responses
 
 
-def traffic_until_halted(envoy, timeout):
+def traffic_until_halted(envoy, timeout, prefix="/guarded"):
     """Sends bursts until GET /injector shows `halted`; returns it and the time it took."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        burst(envoy, 40)
+        burst(envoy, 40, prefix=prefix)
         state = envoy.policy()
         if "halted" in state:
             return state, time.monotonic() - start
@@ -165,3 +165,24 @@ def test_a_guard_in_a_document_and_bad_guards_are_refused(envoy):
     bad = envoy.control(document={"guard": {"upstream_failures": {"above": 5, "window": "1500ms"}}}, method="GET")
     assert bad.status == 400
     assert "guard" in bad.text and "window" in bad.text and "whole seconds" in bad.text
+
+
+def test_a_guard_watches_only_what_its_faults_or_its_match_cover(envoy, upstream):
+    # Faults on /checkout only: an unrelated path the upstream fails does not halt them.
+    checkout = {"match": {"path": {"prefix": "/checkout"}}, "fault": {"abort": {"status": 503}}, "percentage": 20}
+    envoy.policy(document={"rules": [checkout], "guard": FAILURES}, method="GET")
+    upstream.behave(fail_percent=100)
+    failed = burst(envoy, 300, prefix="/other")
+    assert {r.status for r in failed} == {500}
+    time.sleep(3 * FLUSH_S)
+    assert "halted" not in envoy.policy()
+    # The requests the rule matches and samples out still count: their failures halt it.
+    traffic_until_halted(envoy, timeout=WINDOW_S + 5, prefix="/checkout")
+    # With a match of its own, the guard watches /pay, which no rule faults, and not /checkout.
+    guard = {**FAILURES, "match": {"path": {"prefix": "/pay"}}}
+    assert envoy.policy(document={"rules": [checkout], "guard": guard}, method="GET")["guard"] == guard
+    burst(envoy, 300, prefix="/checkout")
+    time.sleep(3 * FLUSH_S)
+    assert "halted" not in envoy.policy()
+    traffic_until_halted(envoy, timeout=WINDOW_S + 5, prefix="/pay")
+    assert envoy.metrics()["guard_trips"] == 2

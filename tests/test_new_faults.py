@@ -10,6 +10,7 @@ HTTP/2 requests go through curl (`--http2-prior-knowledge`), so the client's own
 
 from __future__ import annotations
 
+import functools
 import http.client
 import subprocess
 import threading
@@ -18,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from harness import FAULT_FILTER, ListenerSpec
 
 # Every way a request is counted; their sum is requests_seen (docs/counters.md).
 OUTCOMES = (
@@ -29,8 +32,11 @@ H1_RESET_EXITS = (52, 56)  # curl: empty reply / failure receiving data
 H2_RESET_EXITS = (92, 16)  # curl: HTTP/2 stream not closed cleanly / HTTP/2 framing error
 
 
+@functools.lru_cache(maxsize=8)
 def pattern(n: int) -> bytes:
-    return bytes(i % 251 for i in range(n))
+    # Cached: made in Python, a MiB takes the upstream ~0.1 s, which 50 clients at once
+    # would wait for in turn.
+    return (bytes(range(251)) * (n // 251 + 1))[:n]
 
 
 class _BodyHandler(BaseHTTPRequestHandler):
@@ -76,7 +82,10 @@ def bodies():
 
 @pytest.fixture
 def envoy(start_envoy, bodies):
-    return start_envoy(upstream_port=bodies.port)
+    """Envoy's fault filter after fault-injector, as the shipped configurations have it:
+    it paces the bodies fault-injector throttles."""
+    spec = ListenerSpec({"envoy_fault_filter": True}, http_filters_after=[FAULT_FILTER])
+    return start_envoy(listeners=[spec], upstream_port=bodies.port)
 
 
 def rules(envoy, *faults: dict) -> None:
@@ -204,32 +213,69 @@ def test_truncate_sends_the_head_and_part_of_the_body_then_resets(envoy, http2):
     no_wasm_failure(envoy)
 
 
-def test_throttle_paces_the_body_and_leaves_others_alone(envoy):
+MIB = 1 << 20
+
+
+def test_throttle_holds_its_rate_on_a_large_body_and_no_client_drives_it(envoy, bodies):
+    # 5 MiB at 2 MiB/s: 2.5 s. Before Envoy's fault filter paced it, the filter held the
+    # body and released it whole, and such a body was cut short (HTTP/1.1) or passed
+    # unthrottled (HTTP/2).
     rules(envoy,
-          {"match": {"headers": [{"name": "x-sampled-out", "present": True}]}, "fault": {"throttle": {"bytes_per_second": 102400}}, "percentage": 0},
-          on("/bytes/512000", {"throttle": {"bytes_per_second": 102400}}))
-    with ThreadPoolExecutor(3) as pool:
-        runs = [pool.submit(curl, envoy, "/bytes/512000", http2) for http2 in (False, True)]
-        sampled_out = pool.submit(curl, envoy, "/bytes/512000", False, "-H", "x-sampled-out: 1")
-        results = [r.result() for r in runs]
-        out = sampled_out.result()
-    for code, status, size, elapsed, body in results:
-        assert (code, status, size) == (0, 200, 512000) and body == pattern(512000)
-        assert 4.0 <= elapsed <= 7.0, elapsed
-    assert out[:3] == (0, 200, 512000) and out[3] < 1.0, out[:4]
+          {"match": {"headers": [{"name": "x-sampled-out", "present": True}]}, "fault": {"throttle": {"bytes_per_second": 1024}}, "percentage": 0},
+          on(f"/bytes/{5 * MIB}", {"throttle": {"bytes_per_second": 2 * MIB}}))
+    size = 5 * MIB
+    with ThreadPoolExecutor(4) as pool:
+        runs = [pool.submit(curl, envoy, f"/bytes/{size}", False),
+                # Nor does a client escape it by asking Envoy's fault filter for a share of 0%.
+                pool.submit(curl, envoy, f"/bytes/{size}", True, "-H", "x-envoy-fault-throughput-response-percentage: 0")]
+        # A client asking Envoy's fault filter for 1 KiB/s itself is not heard: the filter
+        # removes its header and sets its own.
+        asked = pool.submit(curl, envoy, f"/bytes/{size}", False, "-H", "x-envoy-fault-throughput-response: 1")
+        # Sampled out by the first rule: no throttle, and its own header is removed too.
+        out = pool.submit(curl, envoy, "/bytes/512000", False, "-H", "x-sampled-out: 1", "-H", "x-envoy-fault-throughput-response: 1")
+        results = [r.result() for r in [*runs, asked]]
+        out = out.result()
+    for code, status, got, elapsed, body in results:
+        assert (code, status, got) == (0, 200, size) and body == pattern(size)
+        assert 2.5 * 0.9 <= elapsed <= 2.5 * 1.25, elapsed
+    assert out[:3] == (0, 200, 512000) and out[3] < 2.0, out[:4]  # 1 KiB/s would take 500 s
+    assert bodies.count == 4, "the upstream saw each request once"
     envoy.policy("policy=throttleResponse&bytesPerSecond=51200&percentage=100")
-    code, status, size, elapsed, _ = curl(envoy, "/bytes/102400")
-    assert (code, status, size) == (0, 200, 102400) and 1.5 <= elapsed <= 3.5, elapsed
+    code, status, got, elapsed, _ = curl(envoy, "/bytes/102400")
+    assert (code, status, got) == (0, 200, 102400) and 1.8 <= elapsed <= 2.6, elapsed
     m = counted(envoy)
-    assert m["throttles_injected"] == 3 and m["requests_passed"] == 1
+    assert m["throttles_injected"] == 4 and m["requests_passed"] == 1
     no_wasm_failure(envoy)
 
 
+def test_fifty_throttled_clients_each_get_the_rate(envoy, bodies):
+    # 50 clients at once, 1 MiB each at 512 KiB/s: each takes 2 s, none passes at full speed.
+    rules(envoy, on("/bytes/", {"throttle": {"bytes_per_second": 512 * 1024}}))
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(lambda _: get(envoy, f"/bytes/{MIB}", 30), range(50)))
+    times = sorted(elapsed for *_, elapsed in results)
+    assert all(status == 200 and body == pattern(MIB) for status, _, body, _ in results)
+    assert 2.0 * 0.9 <= times[0] and times[-1] <= 2.0 * 1.5, (times[0], times[-1])
+    assert bodies.count == 50
+    assert counted(envoy)["throttles_injected"] == 50
+
+
+def test_a_throttle_needs_envoys_fault_filter(start_envoy, bodies):
+    plain = start_envoy(upstream_port=bodies.port)
+    answer = plain.control(document={"rules": [on("/", {"throttle": {"bytes_per_second": 102400}})]}, method="GET")
+    assert answer.status == 400
+    assert "rules[0].fault.throttle: a throttle needs Envoy's fault filter" in answer.text, answer.text
+    answer = plain.control("policy=throttleResponse&percentage=100")
+    assert answer.status == 400 and "policy: a throttle needs Envoy's fault filter" in answer.text, answer.text
+    assert plain.policy()["rules"] == []
+    assert plain.metrics()["policy_changes"] == 0
+
+
 def test_throttled_responses_do_not_stall_other_traffic(envoy):
-    # 64 KiB at 8 KiB/s: each held about 6 s, longer than the unthrottled requests take.
-    rules(envoy, on("/bytes/65536", {"throttle": {"bytes_per_second": 8192}}))
+    # 32 KiB at 8 KiB/s: each held about 4 s, longer than the unthrottled requests take.
+    rules(envoy, on("/bytes/32768", {"throttle": {"bytes_per_second": 8192}}))
     with ThreadPoolExecutor(200) as pool:
-        throttled = [pool.submit(get, envoy, "/bytes/65536", 30) for _ in range(200)]
+        throttled = [pool.submit(get, envoy, "/bytes/32768", 30) for _ in range(200)]
         time.sleep(1.0)  # all 200 are held now
         assert not any(f.done() for f in throttled)
         # On 4 kept-alive connections, which Envoy spreads over its workers (and their
@@ -240,7 +286,7 @@ def test_throttled_responses_do_not_stall_other_traffic(envoy):
         results = [f.result() for f in throttled]
     p99 = latencies[197]
     assert p99 < 0.050, latencies[-5:]
-    assert all(status == 200 and body == pattern(65536) and elapsed >= 5.0 for status, _, body, elapsed in results)
+    assert all(status == 200 and body == pattern(32768) and elapsed >= 3.0 for status, _, body, elapsed in results)
     m = counted(envoy)
     assert m["throttles_injected"] == 200 and m["requests_passed"] == 200
     no_wasm_failure(envoy)

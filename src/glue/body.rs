@@ -1,11 +1,10 @@
-//! The upstream's response body under a fault: cut then reset, paced, replaced or
-//! corrupted, piece by piece as Envoy hands it over. The host calls here go straight to
+//! The upstream's response body under a fault: cut then reset, replaced or corrupted,
+//! piece by piece as Envoy hands it over. The host calls here go straight to
 //! the ABI: the SDK's wrappers panic on any status but Ok (which kills the VM), and a
 //! stream Envoy has already ended answers otherwise.
 
 use crate::body_change::{BodyChange, Corrupter};
 use crate::sampling::Sampler;
-use crate::throttle::{Pace, Pacer};
 use crate::truncate::{Cut, Cutter};
 use proxy_wasm::types::{BufferType, Status, StreamType};
 
@@ -49,22 +48,12 @@ pub enum Step {
     ContinueThenReset,
     /// Hold what is in hand (it carries the end), and reset the stream on the timer.
     HoldThenReset,
-    /// Hold until this time (ms), then release everything held.
-    HoldUntil(u64),
 }
 
 /// One response's body fault.
 pub enum BodyFault {
     /// Cut after some bytes, then reset.
     Cut(Cutter),
-    /// Released at a rate. `reported` is the size Envoy last reported while it held the
-    /// body: while held, it reports everything buffered, not the new piece.
-    Pace {
-        /// The pacing model.
-        pacer: Pacer,
-        /// Bytes Envoy reported at the last hold; 0 when nothing is held.
-        reported: u64,
-    },
     /// Replaced: the first piece carries the new body, later ones are emptied.
     Replace {
         /// The new body.
@@ -76,14 +65,6 @@ pub enum BodyFault {
     Corrupt(Corrupter, Sampler),
 }
 
-/// The piece size a paced body is counted in: Envoy's socket reads are 16 KiB.
-const READ_SIZE: u64 = 16 * 1024;
-
-/// The most a throttle holds before it lets go regardless: Envoy resets a stream whose
-/// held body passes its buffer limit (1 MiB by default), and a paused Wasm filter holds
-/// without backpressure.
-pub const MAX_HELD: u64 = 768 * 1024;
-
 impl BodyFault {
     /// The fault for a body change; `seed` starts the corrupter's random numbers.
     pub fn changing(change: BodyChange, seed: u64) -> BodyFault {
@@ -93,9 +74,8 @@ impl BodyFault {
         }
     }
 
-    /// A piece of `size` bytes is in hand at `now_ms` (for a paced body, `size` counts what
-    /// Envoy holds too); `released` when the worker's timer let the held body go since.
-    pub fn on_piece(&mut self, size: usize, end_of_stream: bool, now_ms: u64, released: bool) -> Step {
+    /// A piece of `size` bytes is in hand.
+    pub fn on_piece(&mut self, size: usize, end_of_stream: bool) -> Step {
         match self {
             BodyFault::Cut(cutter) => match cutter.on_body(size, end_of_stream) {
                 Cut::Pass => Step::Continue,
@@ -106,32 +86,6 @@ impl BodyFault {
                 }
                 Cut::ResetNow => Step::HoldThenReset,
             },
-            BodyFault::Pace { pacer, reported } => {
-                if released {
-                    pacer.released();
-                    *reported = 0;
-                }
-                // Fed as pieces of at most a socket read's size, which is how an upstream
-                // at the rate would have arrived: a fast upstream's whole body can come as
-                // one piece, and the pacer lets the client be one piece ahead.
-                let mut grown = (size as u64).saturating_sub(*reported);
-                let mut pace = pacer.on_chunk(grown.min(READ_SIZE), now_ms);
-                while grown > READ_SIZE {
-                    grown -= READ_SIZE;
-                    pace = pacer.on_chunk(grown.min(READ_SIZE), now_ms);
-                }
-                match pace {
-                    Pace::HoldUntil(due) if pacer.held_bytes() <= MAX_HELD => {
-                        *reported = size as u64;
-                        Step::HoldUntil(due)
-                    }
-                    _ => {
-                        pacer.released();
-                        *reported = 0;
-                        Step::Continue
-                    }
-                }
-            }
             BodyFault::Replace { body, first } => {
                 set_piece(size, crate::body_change::replaced_piece(body, *first));
                 *first = false;

@@ -105,7 +105,14 @@ pub fn reset(worker: &mut RootState, context: u32, query: &str) -> Action {
 /// empties the bounded-retry table.
 fn write(worker: &mut RootState, context: u32, what: &str, fresh: bool, change: &dyn Fn(&State) -> Result<State, String>) -> Action {
     let now = now_ms();
-    let resumed = |state: &State| change(state).map(|next| State { halted: None, ..next });
+    let paced = worker.config.envoy_fault_filter;
+    let resumed = |state: &State| {
+        let next = change(state)?;
+        match next.throttle_at().filter(|_| !paced) {
+            Some(at) => Err(format!("{at}: {}", crate::throttle::NO_FAULT_FILTER)),
+            None => Ok(State { halted: None, ..next }),
+        }
+    };
     match shared::update(&|state, origin| resumed(state).map(|next| Some((next, origin.clone())))) {
         Ok(Some((state, origin))) => {
             shared::forget_guard_window(now);

@@ -4,10 +4,11 @@
 use super::body::{self, BodyFault, Step};
 use super::reply;
 use super::root_state::{Deferred, RootState};
-use super::{control_route, now_ms, shared};
+use super::{control_route, now_ms, now_ns, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
 use crate::control::Caller;
 use crate::control_page;
+use crate::delays::MS;
 use crate::decide::{self, Answered, Decision, OnResponse, Source, Then, DIRECTION, INJECTED};
 use crate::duration::Millis;
 use crate::net;
@@ -15,6 +16,7 @@ use crate::outbound::Direction;
 use crate::retries::Attempt;
 use crate::rules::RequestView;
 use crate::stats::Stat;
+use crate::throttle::{ENVOY_FAULT_HEADERS, RATE_HEADER};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType, Status, StreamType};
@@ -146,7 +148,7 @@ const CUT_RESET_MS: u64 = 30;
 pub struct Request {
     id: u32,
     worker: Rc<RefCell<RootState>>,
-    /// When this request (or its response) is due to be released, while it is held (or was).
+    /// When this request (or its response) is due to be released (ns), while it is held (or was).
     held_until: Option<u64>,
     /// Whether what is held is the response.
     holding_response: bool,
@@ -166,9 +168,7 @@ pub struct Request {
     rewritten: bool,
     /// A fault on the response body, once the response headers allowed it.
     body: Option<BodyFault>,
-    /// When a throttled body held now is due to be released.
-    throttled_until: Option<u64>,
-    /// When a cut response's stream is due to be reset by the worker's timer.
+    /// When a cut response's stream is due to be reset by the worker's timer (ns).
     reset_due: Option<u64>,
     /// When a request the filter left alone started, while a guard counts such requests.
     guarded_since: Option<u64>,
@@ -190,7 +190,6 @@ impl Request {
             held_then: false,
             rewritten: false,
             body: None,
-            throttled_until: None,
             reset_due: None,
             guarded_since: None,
         }
@@ -228,8 +227,8 @@ impl Request {
 
     /// Holds the request (or, with `response`, its response) for `delay`.
     fn hold(&mut self, worker: &mut RootState, delay: Millis, response: bool) {
-        let now = now_ms();
-        let due = now + delay.0;
+        let now = now_ns();
+        let due = now + delay.0.saturating_mul(MS);
         if response {
             worker.response_delays.hold(self.id, due);
         } else {
@@ -246,6 +245,11 @@ impl Request {
         let mut worker = worker.borrow_mut();
         let mut request = RequestInfo::new(&worker);
         worker.refresh();
+        if worker.config.envoy_fault_filter {
+            for name in ENVOY_FAULT_HEADERS {
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+            }
+        }
         let RootState { state, index, config, sampler, .. } = &mut *worker;
         let (decision, source) = decide::decide(state, index, config, &mut request, sampler);
         let detail = decision.detail();
@@ -283,6 +287,11 @@ impl Request {
                     Attempt::Pass => (Stat::RequestsPassed, Action::Continue),
                 }
             }
+            // Without Envoy's fault filter after this one nothing would pace the body.
+            Decision::OnResponse(OnResponse::Throttle(_)) if !worker.config.envoy_fault_filter => {
+                worker.count(Stat::ThrottlesUnpaced, 1);
+                (Stat::RequestsPassed, Action::Continue)
+            }
             Decision::OnResponse(fault) => {
                 let stat = match fault {
                     OnResponse::Delay(_) => Stat::DelaysInjected,
@@ -291,6 +300,9 @@ impl Request {
                     OnResponse::Throttle(_) => Stat::ThrottlesInjected,
                     OnResponse::BodyChange(_) => Stat::BodiesChanged,
                 };
+                if let OnResponse::Throttle(rate) = fault {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, RATE_HEADER, Some(&rate.kib_per_second().to_string()));
+                }
                 if fault.on_body() {
                     // Counted, labelled and logged when the answer shows it has a body.
                     self.method = request.method();
@@ -342,9 +354,13 @@ impl Request {
         if source != Source::Nothing {
             worker.observe(source, counted, detail);
         }
-        // Only a request under a guard pays for the clock now and the response's status later.
+        // Only a request under a guard pays for the clock now and the response's status later,
+        // and only one the guard watches: an unrelated failing path does not halt the faults.
         if worker.guarding && matches!(counted, Stat::RequestsPassed | Stat::ProbesPassed) {
-            self.guarded_since = Some(now_ms());
+            let watched = worker.state.guard.as_ref().is_some_and(|g| g.watches(source, &mut request));
+            if watched {
+                self.guarded_since = Some(now_ms());
+            }
         }
         action
     }
@@ -423,9 +439,9 @@ impl HttpContext for Request {
                 }
                 let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("responseRewrite"));
             }
-            Some(OnResponse::Throttle(rate)) => {
+            // Envoy's fault filter, after this one, paces the body.
+            Some(OnResponse::Throttle(_)) => {
                 let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("throttle"));
-                self.body = Some(BodyFault::Pace { pacer: crate::throttle::Pacer::new(rate), reported: 0 });
             }
             Some(OnResponse::Truncate(cut)) => {
                 let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("truncate"));
@@ -457,19 +473,15 @@ impl HttpContext for Request {
         let Some(fault) = self.body.as_mut() else { return Action::Continue };
         let worker = Rc::clone(&self.worker);
         let mut worker = worker.borrow_mut();
-        let released = worker.take_released(self.id);
-        let now = now_ms();
-        let step = fault.on_piece(body_size, end_of_stream, now, released);
-        if let Some(due) = self.throttled_until.take() {
-            worker.throttled.cancel(self.id, due);
-        }
+        let step = fault.on_piece(body_size, end_of_stream);
         match step {
             Step::Continue => Action::Continue,
             Step::ContinueThenReset | Step::HoldThenReset => {
                 // On the timer, not now: a reset in this callback would drop the bytes just
                 // let through, which the HTTP/2 codec has not written yet.
                 if self.reset_due.is_none() {
-                    let due = now + CUT_RESET_MS;
+                    let now = now_ns();
+                    let due = now + CUT_RESET_MS * MS;
                     worker.resets.hold(self.id, due);
                     worker.arm(due, now, self.id);
                     self.reset_due = Some(due);
@@ -479,12 +491,6 @@ impl HttpContext for Request {
                 } else {
                     Action::Continue
                 }
-            }
-            Step::HoldUntil(due) => {
-                worker.throttled.hold(self.id, due);
-                worker.arm(due, now, self.id);
-                self.throttled_until = Some(due);
-                Action::Pause
             }
         }
     }
@@ -509,16 +515,14 @@ impl HttpContext for Request {
                 if self.reset_due.is_none() {
                     let worker = Rc::clone(&self.worker);
                     let mut worker = worker.borrow_mut();
-                    let now = now_ms();
-                    let due = now + CUT_RESET_MS;
+                    let now = now_ns();
+                    let due = now + CUT_RESET_MS * MS;
                     worker.resets.hold(self.id, due);
                     worker.arm(due, now, self.id);
                     self.reset_due = Some(due);
                 }
                 Action::Pause
             }
-            // Trailers wait behind a held body, which the timer releases with them.
-            _ if self.throttled_until.is_some() => Action::Pause,
             _ => Action::Continue,
         }
     }
@@ -558,14 +562,8 @@ impl Drop for Request {
             return;
         }
         let Ok(mut worker) = self.worker.try_borrow_mut() else { return };
-        if self.body.is_some() {
-            worker.take_released(self.id);
-            if let Some(due) = self.throttled_until {
-                worker.throttled.cancel(self.id, due);
-            }
-            if let Some(due) = self.reset_due {
-                worker.resets.cancel(self.id, due);
-            }
+        if let Some(due) = self.reset_due {
+            worker.resets.cancel(self.id, due);
         }
         if self.held_then {
             worker.take_then(self.id);

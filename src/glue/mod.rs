@@ -24,10 +24,15 @@ proxy_wasm::main! {{
 
 /// Envoy's clock, in milliseconds since the epoch.
 fn now_ms() -> u64 {
+    now_ns() / crate::delays::MS
+}
+
+/// Envoy's clock, in nanoseconds since the epoch: what the timer of held requests runs on.
+fn now_ns() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 extern "C" {

@@ -5,8 +5,8 @@
 use super::body;
 use super::http::Request;
 use super::notices;
-use super::root_state::RootState;
-use super::now_ms;
+use super::root_state::{Due, RootState};
+use super::now_ns;
 use super::reply;
 use crate::config::Config;
 use crate::decide::Then;
@@ -16,6 +16,40 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, StreamType};
 use std::cell::RefCell;
 use std::rc::Rc;
+
+/// The most times one tick takes what fell due while it released the last.
+const MAX_ROUNDS: u32 = 4;
+
+/// Carries out what a tick found due. Resuming can run other filters at once; the worker
+/// is not borrowed meanwhile.
+fn release(due: Due) {
+    due.unconfirmed.into_iter().for_each(notices::answer);
+    for id in &due.requests {
+        if hostcalls::set_effective_context(*id).is_ok() {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
+    for id in &due.responses {
+        if hostcalls::set_effective_context(*id).is_ok() {
+            let _ = hostcalls::resume_http_response();
+        }
+    }
+    for (id, then) in &due.then {
+        if hostcalls::set_effective_context(*id).is_ok() {
+            match then {
+                Then::Reset => body::reset(StreamType::HttpRequest),
+                Then::Fail(answer) => {
+                    reply::send(answer);
+                }
+            }
+        }
+    }
+    for id in &due.resets {
+        if hostcalls::set_effective_context(*id).is_ok() {
+            body::reset(StreamType::HttpResponse);
+        }
+    }
+}
 
 /// The root context.
 pub struct Root {
@@ -56,41 +90,20 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let now = now_ms();
-        let due = self.worker.borrow_mut().tick(now);
-        due.unconfirmed.into_iter().for_each(notices::answer);
-        // Resuming can run other filters at once; the worker is not borrowed meanwhile.
-        for id in &due.requests {
-            if hostcalls::set_effective_context(*id).is_ok() {
-                let _ = hostcalls::resume_http_request();
+        let mut now = now_ns();
+        for round in 1.. {
+            let due = self.worker.borrow_mut().tick(now);
+            let next = due.next;
+            release(due);
+            // Envoy starts the next period when this returns, and releasing a burst takes
+            // milliseconds: what fell due meanwhile goes now rather than a period later. A
+            // few rounds at most, so a flood of holds cannot keep the worker here.
+            now = now_ns();
+            if round == MAX_ROUNDS || next.is_none_or(|next| next > now) {
+                self.worker.borrow().rearm(next, now);
+                return;
             }
         }
-        for id in due.responses.iter().chain(&due.throttled) {
-            if hostcalls::set_effective_context(*id).is_ok() {
-                let _ = hostcalls::resume_http_response();
-            }
-        }
-        for (id, then) in &due.then {
-            if hostcalls::set_effective_context(*id).is_ok() {
-                match then {
-                    Then::Reset => body::reset(StreamType::HttpRequest),
-                    Then::Fail(answer) => {
-                        reply::send(answer);
-                    }
-                }
-            }
-        }
-        for id in &due.resets {
-            if hostcalls::set_effective_context(*id).is_ok() {
-                body::reset(StreamType::HttpResponse);
-            }
-        }
-        // Envoy starts the next period when this returns, and forwarding a burst of released
-        // requests takes milliseconds: measured from the tick's start, the next ones would be
-        // late by as long.
-        let quiet = due.requests.is_empty() && due.responses.is_empty() && due.then.is_empty() && due.throttled.is_empty();
-        let now = if quiet { now } else { now_ms() };
-        self.worker.borrow().rearm(due.next, now);
     }
 
     fn on_queue_ready(&mut self, _queue_id: u32) {

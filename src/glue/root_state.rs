@@ -3,11 +3,11 @@
 //! on the notices roster, the requests it holds and the counts it has not handed over.
 
 use super::notices::{self, Answer, ACK_DEADLINE_MS};
-use super::{now_ms, shared};
+use super::{now_ms, now_ns, shared};
 use crate::config::Config;
 use crate::decide::{Detail, Source, Then};
 use crate::guard::{self, Seen, Shown, Window};
-use crate::delays::DelayQueue;
+use crate::delays::{self, DelayQueue, MS};
 use crate::notices::{Done, Message, Waits};
 use crate::observe::{self, Labelled, RuleCounts};
 use crate::outbound::Direction;
@@ -49,10 +49,6 @@ pub struct RootState {
     pub response_delays: DelayQueue,
     /// What held requests get instead of going on (a reset, a slow failure's answer).
     pub then: Vec<(u32, Then)>,
-    /// Throttled response bodies held until their release.
-    pub throttled: DelayQueue,
-    /// Throttled responses the timer released since their last body piece.
-    pub released: Vec<u32>,
     /// Cut responses whose stream is reset at the next tick.
     pub resets: DelayQueue,
     root_id: u32,
@@ -60,7 +56,7 @@ pub struct RootState {
     metrics: Vec<u32>,
     /// Counter increments not handed to Envoy yet.
     unflushed: Tally,
-    /// When the tick hands `unflushed` over; `None` while it is not scheduled.
+    /// When the tick hands `unflushed` over (ns); `None` while it is not scheduled.
     flush_due: Option<u64>,
     /// Labelled counter increments not handed to Envoy yet.
     labelled: Labelled,
@@ -96,13 +92,11 @@ pub struct Due {
     pub responses: Vec<u32>,
     /// Held requests that get something else than going on.
     pub then: Vec<(u32, Then)>,
-    /// Throttled response bodies to release.
-    pub throttled: Vec<u32>,
     /// Cut responses to reset.
     pub resets: Vec<u32>,
     /// Control calls whose wait ended without every acknowledgement.
     pub unconfirmed: Vec<Done<Answer>>,
-    /// When the timer should fire next.
+    /// When the timer should fire next (ns).
     pub next: Option<u64>,
 }
 
@@ -127,8 +121,6 @@ impl RootState {
             delays: DelayQueue::default(),
             response_delays: DelayQueue::default(),
             then: Vec::new(),
-            throttled: DelayQueue::default(),
-            released: Vec::new(),
             resets: DelayQueue::default(),
             root_id,
             armed_until: None,
@@ -328,10 +320,10 @@ impl RootState {
         if self.queue.is_none() {
             return notices::unconfirmed(&answer, awaiting.len());
         }
-        let now = now_ms();
-        let deadline = now + ACK_DEADLINE_MS;
+        let now = now_ns();
+        let deadline = now / MS + ACK_DEADLINE_MS;
         self.waits.hold(seq, context, awaiting, deadline, answer);
-        self.arm(deadline, now, context);
+        self.arm(deadline * MS, now, context);
         Action::Pause
     }
 
@@ -365,8 +357,8 @@ impl RootState {
     /// counting, with its id, as [`RootState::arm`] needs.
     pub fn flush_soon(&mut self, current_context: u32) {
         if self.flush_due.is_none() && (!self.unflushed.is_empty() || self.seen[0] > 0) {
-            let now = now_ms();
-            let due = now + self.config.stats_flush.0;
+            let now = now_ns();
+            let due = now + self.config.stats_flush.0 * MS;
             self.flush_due = Some(due);
             self.arm(due, now, current_context);
         }
@@ -443,20 +435,21 @@ impl RootState {
         self.metrics.get(stat as usize).and_then(|id| hostcalls::get_metric(*id).ok())
     }
 
-    /// Makes sure the tick timer fires by `due_ms`. The timer belongs to the root context.
-    pub fn arm(&mut self, due_ms: u64, now: u64, current_context: u32) {
-        if self.armed_until.is_some_and(|armed| armed <= due_ms) {
+    /// Makes sure the tick timer fires by `due_ns` (not before it), counted from `now` (ns).
+    /// The timer belongs to the root context.
+    pub fn arm(&mut self, due_ns: u64, now: u64, current_context: u32) {
+        if self.armed_until.is_some_and(|armed| armed <= due_ns) {
             return;
         }
-        self.armed_until = Some(due_ms);
+        self.armed_until = Some(due_ns);
         let _ = hostcalls::set_effective_context(self.root_id);
-        let _ = hostcalls::set_tick_period(Duration::from_millis(due_ms.saturating_sub(now).max(1)));
+        let _ = hostcalls::set_tick_period(Duration::from_millis(delays::tick_period_ms(Some(due_ns), now)));
         if current_context != self.root_id {
             let _ = hostcalls::set_effective_context(current_context);
         }
     }
 
-    /// Takes what is due at `now` from the timer's point of view: held requests and
+    /// Takes what is due at `now` (ns) from the timer's point of view: held requests and
     /// responses, the counts to hand over, control calls whose wait ended.
     pub fn tick(&mut self, now: u64) -> Due {
         let mut requests = self.delays.take_due(now);
@@ -470,24 +463,21 @@ impl RootState {
             }
             None => true,
         });
-        let throttled = self.throttled.take_due(now);
-        self.released.extend(throttled.iter().copied());
         let resets = self.resets.take_due(now);
         if self.flush_due.is_some_and(|due| due <= now) {
             self.flush();
         }
-        let unconfirmed = self.waits.expired(now);
+        let unconfirmed = self.waits.expired(now / MS);
         let due = [
             self.delays.next_due(),
             self.response_delays.next_due(),
             self.flush_due,
-            self.waits.next_deadline(),
-            self.throttled.next_due(),
+            self.waits.next_deadline().map(|ms| ms * MS),
             self.resets.next_due(),
         ];
         let next = due.into_iter().flatten().min();
         self.armed_until = next;
-        Due { requests, responses, then, throttled, resets, unconfirmed, next }
+        Due { requests, responses, then, resets, unconfirmed, next }
     }
 
     /// What held request `id` gets when due, if not going on; forgotten once taken.
@@ -496,17 +486,9 @@ impl RootState {
         Some(self.then.swap_remove(at).1)
     }
 
-    /// Whether the timer released throttled response `id` since its last body piece;
-    /// forgotten once asked.
-    pub fn take_released(&mut self, id: u32) -> bool {
-        let at = self.released.iter().position(|released| *released == id);
-        at.map(|at| self.released.swap_remove(at)).is_some()
-    }
-
-    /// Sets the timer's next period, from `now`.
+    /// Sets the timer's next period, from `now` (ns), to fire at `next` (ns) or just after.
     pub fn rearm(&self, next: Option<u64>, now: u64) {
-        let period = next.map_or(0, |n| n.saturating_sub(now).max(1));
         let _ = hostcalls::set_effective_context(self.root_id);
-        let _ = hostcalls::set_tick_period(Duration::from_millis(period));
+        let _ = hostcalls::set_tick_period(Duration::from_millis(delays::tick_period_ms(next, now)));
     }
 }

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from harness import ListenerSpec, request, wait_for
+from harness import FAULT_FILTER, ListenerSpec, request, wait_for
 
 
 def test_a_ttl_never_brings_back_an_earlier_fault(envoy):
@@ -108,7 +108,7 @@ def answers():
 BODY_FAULTS = {
     "t": ({"truncate": {"after_bytes": 10}}, "truncations_injected", "truncate"),
     "b": ({"body_change": {"replace": {"body": "changed"}}}, "bodies_changed", "bodyChange"),
-    "r": ({"throttle": {"bytes_per_second": 100000}}, "throttles_injected", "throttle"),
+    "r": ({"throttle": {"bytes_per_second": 102400}}, "throttles_injected", "throttle"),
 }
 
 
@@ -117,7 +117,9 @@ def test_a_body_fault_is_told_only_when_the_answer_has_a_body(start_envoy, answe
     text = {"text_format_source": {"inline_string": "%REQ(:METHOD)% %REQ(:PATH)% %FILTER_STATE(wasm.fault_injector:PLAIN)%\n"}}
     file_log = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
     hcm = {"access_log": [{"name": "text", "typed_config": {"@type": file_log, "path": str(log), "log_format": text}}]}
-    envoy = start_envoy(listeners=[ListenerSpec(plugin_config={"stats_flush": "100ms"}, hcm_options=hcm)], upstream_port=answers.server_address[1])
+    # The throttle as shipped: Envoy's fault filter after this one paces what it chooses.
+    spec = ListenerSpec(plugin_config={"stats_flush": "100ms", "envoy_fault_filter": True}, hcm_options=hcm, http_filters_after=[FAULT_FILTER])
+    envoy = start_envoy(listeners=[spec], upstream_port=answers.server_address[1])
     rules = [{"name": name, "match": {"path": {"prefix": f"/{name}/"}}, "fault": fault} for name, (fault, _, _) in BODY_FAULTS.items()]
     envoy.policy(document={"rules": rules}, method="GET")
     sent = 0

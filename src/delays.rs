@@ -41,6 +41,12 @@ impl DelayQueue {
         due.into_iter().map(|(_, id)| id).collect()
     }
 
+    /// Whether a held context is due at `now_ns`: the cheap question asked at the end of
+    /// every request while something is held, before taking anything.
+    pub fn any_due(&self, now_ns: u64) -> bool {
+        self.next_due().is_some_and(|due| due <= now_ns)
+    }
+
     /// When the next held context is due.
     pub fn next_due(&self) -> Option<u64> {
         self.held.first().map(|(due, _)| *due)
@@ -90,6 +96,18 @@ mod tests {
         q.hold(1, 300_900_000);
         assert_eq!(q.take_due(300_899_999), Vec::<u32>::new(), "not a nanosecond early");
         assert_eq!(q.take_due(300_900_000), vec![1]);
+    }
+
+    #[test]
+    fn a_context_is_due_only_from_its_time_on() {
+        let mut q = DelayQueue::default();
+        assert!(!q.any_due(u64::MAX), "nothing held");
+        q.hold(1, 300_900_000);
+        q.hold(2, 400_000_000);
+        assert!(!q.any_due(300_899_999));
+        assert!(q.any_due(300_900_000));
+        assert_eq!(q.take_due(300_900_000), vec![1]);
+        assert!(!q.any_due(399_999_999));
     }
 
     #[test]

@@ -500,6 +500,7 @@ impl HttpContext for Request {
     /// `response.code_details` (who answered, or why Envoy did) is read only for the rest:
     /// most requests pay one property read, not two.
     fn on_log(&mut self) {
+        super::root::release_due(&self.worker, self.id);
         let Some(since) = self.guarded_since else { return };
         let property = |name| hostcalls::get_property(vec!["response", name]).ok().flatten().unwrap_or_default();
         let status = net::parse_integer_property(&property("code")).and_then(|code| u64::try_from(code).ok()).unwrap_or(0);

@@ -480,6 +480,16 @@ impl RootState {
         Due { requests, responses, then, resets, unconfirmed, next }
     }
 
+    /// Whether a held request or response is due at `now` (ns).
+    pub fn holds_due(&self, now: u64) -> bool {
+        self.delays.any_due(now) || self.response_delays.any_due(now)
+    }
+
+    /// Whether this worker holds a request or a response.
+    pub fn holds_any(&self) -> bool {
+        self.delays.next_due().is_some() || self.response_delays.next_due().is_some()
+    }
+
     /// What held request `id` gets when due, if not going on; forgotten once taken.
     pub fn take_then(&mut self, id: u32) -> Option<Then> {
         let at = self.then.iter().position(|(held, _)| *held == id)?;

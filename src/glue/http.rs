@@ -479,13 +479,7 @@ impl HttpContext for Request {
             Step::ContinueThenReset | Step::HoldThenReset => {
                 // On the timer, not now: a reset in this callback would drop the bytes just
                 // let through, which the HTTP/2 codec has not written yet.
-                if self.reset_due.is_none() {
-                    let now = now_ns();
-                    let due = now + CUT_RESET_MS * MS;
-                    worker.resets.hold(self.id, due);
-                    worker.arm(due, now, self.id);
-                    self.reset_due = Some(due);
-                }
+                self.reset_soon(&mut worker);
                 if matches!(step, Step::HoldThenReset) {
                     Action::Pause
                 } else {
@@ -513,15 +507,8 @@ impl HttpContext for Request {
         let Some(fault) = self.body.as_mut() else { return Action::Continue };
         match fault.on_trailers() {
             Step::HoldThenReset => {
-                if self.reset_due.is_none() {
-                    let worker = Rc::clone(&self.worker);
-                    let mut worker = worker.borrow_mut();
-                    let now = now_ns();
-                    let due = now + CUT_RESET_MS * MS;
-                    worker.resets.hold(self.id, due);
-                    worker.arm(due, now, self.id);
-                    self.reset_due = Some(due);
-                }
+                let worker = Rc::clone(&self.worker);
+                self.reset_soon(&mut worker.borrow_mut());
                 Action::Pause
             }
             _ => Action::Continue,
@@ -530,6 +517,17 @@ impl HttpContext for Request {
 }
 
 impl Request {
+    /// Has the worker's timer reset this response's stream shortly after now, once.
+    fn reset_soon(&mut self, worker: &mut RootState) {
+        if self.reset_due.is_none() {
+            let now = now_ns();
+            let due = now + CUT_RESET_MS * MS;
+            worker.resets.hold(self.id, due);
+            worker.arm(due, now, self.id);
+            self.reset_due = Some(due);
+        }
+    }
+
     /// Whether the fault on the response body applies to this answer (see
     /// [`OnResponse::applies`]).
     fn body_fault_applies(&self, end_of_stream: bool) -> bool {

@@ -1,4 +1,4 @@
-//! Hashes the control page's inline script and style (src/control_page.html) for its
+//! Hashes the control page's inline script and style (src/control/page.html) for its
 //! Content-Security-Policy, so the policy allows exactly the page's own code and the
 //! page stays one static file: `CONTROL_PAGE_SCRIPT_SHA256` and `CONTROL_PAGE_STYLE_SHA256`
 //! hold the base64 SHA-256 that CSP's `'sha256-...'` sources name.
@@ -7,7 +7,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use std::error::Error;
 
-const PAGE: &str = "src/control_page.html";
+const PAGE: &str = "src/control/page.html";
 
 /// The text between the page's one `<tag>` and its `</tag>`.
 fn inline<'a>(page: &'a str, tag: &str) -> Result<&'a str, String> {

@@ -2,15 +2,15 @@
 //! once at configure time into typed values, refused whole with the key that is wrong. Its
 //! start policy is a policy document's three fields, `rules`, `policy` and `clients`.
 
-use crate::document::{Document, Params};
-use crate::duration::{self, Millis};
+use crate::model::document::{Document, Params};
+use crate::model::duration::{self, Millis};
 use crate::guard::Guard;
-use crate::net::{self, Cidr};
-use crate::outbound::Direction;
-use crate::policy::{Canned, State};
-use crate::retries::{self, Limits};
-use crate::rules::RuleSpec;
-use crate::values::{self, from_value, not_accepted, HeaderName, Invalid, Object, Text, UnknownKeys};
+use crate::model::net::{self, Cidr};
+use crate::model::outbound::Direction;
+use crate::model::policy::{Canned, State};
+use crate::faults::retries::{self, Limits};
+use crate::model::rules::RuleSpec;
+use crate::model::values::{self, from_value, not_accepted, HeaderName, Invalid, Object, Text, UnknownKeys};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 
@@ -303,7 +303,7 @@ impl TryFrom<ConfigSpec> for Config {
         config.start = start(spec.policy, spec.clients, spec.rules, spec.guard)?;
         config.envoy_fault_filter = spec.envoy_fault_filter.unwrap_or(false);
         if let Some(at) = config.start.throttle_at().filter(|_| !config.envoy_fault_filter) {
-            return Err(ConfigError(Invalid::at(at, crate::throttle::NO_FAULT_FILTER)));
+            return Err(ConfigError(Invalid::at(at, crate::faults::throttle::NO_FAULT_FILTER)));
         }
         let response = spec.simple_response;
         if let Some(Whole(status)) = response.status {
@@ -436,8 +436,8 @@ fn is_filter_state_key(key: &str) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::percentage::Percentage;
-    use crate::policy::PolicyKind;
+    use crate::model::percentage::Percentage;
+    use crate::model::policy::PolicyKind;
 
     fn error_of(text: &str) -> String {
         Config::parse(text.as_bytes()).unwrap_err().to_string()
@@ -448,7 +448,7 @@ mod tests {
         let rule = r#""rules": [{"match": {"path": {"prefix": "/a"}}, "fault": {"abort": {"status": 503}}}, {"fault": {"throttle": {"bytes_per_second": 102400}}}]"#;
         assert_eq!(
             error_of(&format!("{{{rule}}}")),
-            format!("invalid plugin configuration: rules[1].fault.throttle: {}", crate::throttle::NO_FAULT_FILTER)
+            format!("invalid plugin configuration: rules[1].fault.throttle: {}", crate::faults::throttle::NO_FAULT_FILTER)
         );
         let policy = r#""policy": {"policy": "throttleResponse", "percentage": 5}"#;
         assert!(error_of(&format!("{{{policy}}}")).starts_with("invalid plugin configuration: policy: a throttle needs Envoy's fault filter"));

@@ -4,22 +4,22 @@
 //! else the client's policy, else the default. A kubelet probe passes whatever would have
 //! applied. The glue only carries the [`Decision`] out and counts it.
 
-use crate::body_change::BodyChange;
+use crate::faults::body_change::BodyChange;
 use crate::config::Config;
-use crate::control;
-use crate::duration::Millis;
-use crate::grpc;
-use crate::header_faults::{self, Asked};
-use crate::matching::Index;
-use crate::percentage::Percentage;
-use crate::outbound::Direction;
-use crate::policy::State;
-use crate::rules::{Fault, RequestView};
-use crate::request_rewrite::RequestRewrite;
-use crate::sampling::{identity_hash, in_share, Sampler};
-use crate::throttle::Throttle;
-use crate::truncate::Truncate;
-use crate::values::HttpStatus;
+use crate::control::access as control;
+use crate::model::duration::Millis;
+use crate::faults::grpc;
+use crate::faults::header_faults::{self, Asked};
+use crate::model::matching::Index;
+use crate::model::percentage::Percentage;
+use crate::model::outbound::Direction;
+use crate::model::policy::State;
+use crate::model::rules::{Fault, RequestView};
+use crate::faults::request_rewrite::RequestRewrite;
+use crate::model::sampling::{identity_hash, in_share, Sampler};
+use crate::faults::throttle::Throttle;
+use crate::faults::truncate::Truncate;
+use crate::model::values::HttpStatus;
 
 /// The header every injected fault carries, naming the fault.
 pub const INJECTED: &str = "x-fault-injected";
@@ -116,7 +116,7 @@ impl OnResponse {
     /// headers ended the stream or not: a body fault leaves an answer without a body alone
     /// (HEAD, 1xx, 204, 205, 304, headers that end the stream), and then it was not injected.
     pub fn applies(&self, method: &str, status: u16, headers_end_stream: bool) -> bool {
-        !self.on_body() || crate::body_change::left_alone(method, status, headers_end_stream).is_none()
+        !self.on_body() || crate::faults::body_change::left_alone(method, status, headers_end_stream).is_none()
     }
 }
 
@@ -485,7 +485,7 @@ mod tests {
     }
 
     fn state(document: &str) -> State {
-        crate::document::parse(document.as_bytes(), 0).unwrap()
+        crate::model::document::parse(document.as_bytes(), 0).unwrap()
     }
 
     fn run(state: &State, config: &Config, request: &mut Req) -> Decision {
@@ -507,7 +507,7 @@ mod tests {
     fn a_body_fault_applies_only_to_an_answer_with_a_body() {
         let body_faults = [
             OnResponse::Truncate(Truncate { after_bytes: 10 }),
-            OnResponse::Throttle(Throttle::try_from(crate::throttle::ThrottleSpec { bytes_per_second: 1024 }).unwrap()),
+            OnResponse::Throttle(Throttle::try_from(crate::faults::throttle::ThrottleSpec { bytes_per_second: 1024 }).unwrap()),
             OnResponse::BodyChange(BodyChange::Corrupt { ppm: 10_000 }),
         ];
         for fault in &body_faults {

@@ -20,10 +20,10 @@
 //! formatting.
 
 use crate::decide::Source;
-use crate::duration::{self, Millis};
-use crate::rules::{Match, RequestView};
-use crate::share::{Ppm, FULL};
-use crate::values::not_accepted;
+use crate::model::duration::{self, Millis};
+use crate::model::rules::{Match, RequestView};
+use crate::model::share::{Ppm, FULL};
+use crate::model::values::not_accepted;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use std::rc::Rc;
@@ -136,7 +136,7 @@ impl TryFrom<Shown> for Guard {
         let watched = match object.get(MATCH) {
             Some(given) => {
                 let bytes = serde_json::to_vec(given).map_err(|e| e.to_string())?;
-                let read = crate::values::read::<Match>(&bytes, crate::values::UnknownKeys::InMessage);
+                let read = crate::model::values::read::<Match>(&bytes, crate::model::values::UnknownKeys::InMessage);
                 Some(read.map_err(|e| if e.path == "$" { format!("{MATCH}: {}", e.message) } else { format!("{MATCH}.{e}") })?)
             }
             None => None,
@@ -162,7 +162,7 @@ impl<'de> Deserialize<'de> for Guard {
 }
 
 impl Serialize for Guard {
-    /// As written, as [`crate::values::Pattern`] keeps its source.
+    /// As written, as [`crate::model::values::Pattern`] keeps its source.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.source.serialize(serializer)
     }

@@ -4,9 +4,9 @@
 //! counts `GET /injector` shows.
 
 use crate::decide::{Detail, Source};
-use crate::outbound::Direction;
-use crate::rules::Rule;
-use crate::sampling::identity_hash;
+use crate::model::outbound::Direction;
+use crate::model::rules::Rule;
+use crate::model::sampling::identity_hash;
 use crate::stats::Stat;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,7 +31,7 @@ pub fn kind(stat: Stat) -> Option<&'static str> {
         Stat::TruncationsInjected => "truncate",
         Stat::ThrottlesInjected => "throttle",
         Stat::BodiesChanged => "bodyChange",
-        Stat::RequestsRewritten => crate::request_rewrite::NAME,
+        Stat::RequestsRewritten => crate::faults::request_rewrite::NAME,
         _ => return None,
     })
 }
@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn rules_go_by_name_else_index() {
-        let state = crate::document::parse(br#"{"rules": [{"name": "checkout", "fault": {"abort": {"status": 503}}}, {"fault": {"abort": {"status": 500}}}]}"#, 0).unwrap();
+        let state = crate::model::document::parse(br#"{"rules": [{"name": "checkout", "fault": {"abort": {"status": 503}}}, {"fault": {"abort": {"status": 500}}}]}"#, 0).unwrap();
         assert_eq!(rule_label(Source::Rule(0), &state.rules), "checkout");
         assert_eq!(rule_label(Source::Rule(1), &state.rules), "1");
         assert_eq!(rule_label(Source::Header, &state.rules), "header");
@@ -312,7 +312,7 @@ mod tests {
         let mut labelled = Labelled::default();
         let mut defined = 0u32;
         for round in 0..2000 {
-            let rules = crate::document::parse(format!(r#"{{"rules": [{{"name": "r{round}", "fault": {{"abort": {{"status": 503}}}}}}]}}"#).as_bytes(), 0).unwrap().rules;
+            let rules = crate::model::document::parse(format!(r#"{{"rules": [{{"name": "r{round}", "fault": {{"abort": {{"status": 503}}}}}}]}}"#).as_bytes(), 0).unwrap().rules;
             labelled.retire(|rule| in_force(rule, &rules));
             let rule = rule_label(Source::Rule(0), &rules);
             labelled.add(counter_name(Direction::Inbound, "abort", &rule, Some(503)), &rule, |_| {
@@ -323,7 +323,7 @@ mod tests {
         }
         assert_eq!((defined, labelled.len()), (2000, 1));
         // A name that comes back takes its id again: Envoy is not asked to define it twice.
-        let back = crate::document::parse(br#"{"rules": [{"name": "r7", "fault": {"abort": {"status": 503}}}]}"#, 0).unwrap().rules;
+        let back = crate::model::document::parse(br#"{"rules": [{"name": "r7", "fault": {"abort": {"status": 503}}}]}"#, 0).unwrap().rules;
         labelled.retire(|rule| in_force(rule, &back));
         assert!(labelled.is_empty());
         labelled.add(counter_name(Direction::Inbound, "abort", "r7", Some(503)), "r7", |_| {
@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(defined, 2000, "defined again");
         assert_eq!(labelled.take().collect::<Vec<_>>(), [(8, 1)]);
         // Unnamed rules go by index; header faults and the query policy are always in force.
-        let unnamed = crate::document::parse(br#"{"rules": [{"name": "r7", "fault": {"abort": {"status": 503}}}, {"fault": {"abort": {"status": 500}}}]}"#, 0).unwrap().rules;
+        let unnamed = crate::model::document::parse(br#"{"rules": [{"name": "r7", "fault": {"abort": {"status": 503}}}, {"fault": {"abort": {"status": 500}}}]}"#, 0).unwrap().rules;
         assert!(in_force("1", &unnamed) && in_force("r7", &unnamed) && !in_force("0", &unnamed) && !in_force("2", &unnamed));
         assert!(in_force("header", &[]) && in_force("policy", &[]));
     }
@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn the_view_shows_counts_of_these_rules_only() {
-        let state = crate::document::parse(br#"{"rules": [{"name": "a", "fault": {"abort": {"status": 503}}}, {"fault": {"abort": {"status": 500}}}]}"#, 0).unwrap();
+        let state = crate::model::document::parse(br#"{"rules": [{"name": "a", "fault": {"abort": {"status": 503}}}, {"fault": {"abort": {"status": 500}}}]}"#, 0).unwrap();
         let mut counts = RuleCounts { rules: rules_id(&state.rules), counts: Vec::new() };
         counts.note(0, true, 42);
         let shown = view(&counts, &state.rules);

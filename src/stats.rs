@@ -1,7 +1,7 @@
 //! Every counter and gauge the filter keeps, declared in one place under one prefix.
 //! Envoy shows them as `wasmcustom.fault_injector.<name>` in `/stats` and `/stats/prometheus`.
 
-use crate::outbound::Direction;
+use crate::model::outbound::Direction;
 use std::cell::Cell;
 
 /// A metric: its kind and its full name.

@@ -3,9 +3,9 @@
 //! the ABI: the SDK's wrappers panic on any status but Ok (which kills the VM), and a
 //! stream Envoy has already ended answers otherwise.
 
-use crate::body_change::{BodyChange, Corrupter};
-use crate::sampling::Sampler;
-use crate::truncate::{Cut, Cutter};
+use crate::faults::body_change::{BodyChange, Corrupter};
+use crate::model::sampling::Sampler;
+use crate::faults::truncate::{Cut, Cutter};
 use proxy_wasm::types::{BufferType, Status, StreamType};
 
 extern "C" {
@@ -87,7 +87,7 @@ impl BodyFault {
                 Cut::ResetNow => Step::HoldThenReset,
             },
             BodyFault::Replace { body, first } => {
-                set_piece(size, crate::body_change::replaced_piece(body, *first));
+                set_piece(size, crate::faults::body_change::replaced_piece(body, *first));
                 *first = false;
                 Step::Continue
             }

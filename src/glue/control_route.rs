@@ -5,15 +5,15 @@
 use super::reply;
 use super::root_state::RootState;
 use super::{now_ms, shared};
-use crate::control::{self, Caller, Refusal};
-use crate::control_page;
-use crate::document::{self, Document};
+use crate::control::access::{self, Caller, Refusal};
+use crate::control::page;
+use crate::model::document::{self, Document};
 use crate::observe;
-use crate::outbound;
-use crate::policy::State;
-use crate::stored::Origin;
-use crate::query::{percent_decode, Call};
-use crate::net::NoClient;
+use crate::model::outbound;
+use crate::model::policy::State;
+use crate::model::stored::Origin;
+use crate::control::query::{percent_decode, Call};
+use crate::model::net::NoClient;
 use crate::stats::Stat;
 use proxy_wasm::types::Action;
 use std::net::IpAddr;
@@ -22,10 +22,10 @@ use std::rc::Rc;
 /// Turns the call away (with its refusal answered) unless the client, the page it came
 /// from, its token and its method may use the route.
 pub fn admit(worker: &RootState, client: Result<IpAddr, NoClient>, caller: &Caller) -> Result<(), Action> {
-    control::admit(&worker.config.control, client, caller).map_err(|refusal| {
+    access::admit(&worker.config.control, client, caller).map_err(|refusal| {
         let extra = match refusal {
             Refusal::Unauthorized => vec![("www-authenticate", "Bearer")],
-            Refusal::MethodNotAllowed => vec![("allow", control::ALLOW)],
+            Refusal::MethodNotAllowed => vec![("allow", access::ALLOW)],
             _ => vec![],
         };
         refuse(worker, refusal.status(), refusal.message(), extra)
@@ -36,8 +36,8 @@ pub fn admit(worker: &RootState, client: Result<IpAddr, NoClient>, caller: &Call
 /// without the token, which the page's own calls carry.
 pub fn page(worker: &RootState, client: Result<IpAddr, NoClient>, caller: &Caller) -> Action {
     let without_token = Caller { authorization: None, ..*caller };
-    match control_page::admit(control::admit(&worker.config.control, client, &without_token)) {
-        Ok(()) => reply::http(200, control_page::HEADERS.to_vec(), &control_page::page(worker.config.control.post_documents)),
+    match page::admit(access::admit(&worker.config.control, client, &without_token)) {
+        Ok(()) => reply::http(200, page::HEADERS.to_vec(), &page::page(worker.config.control.post_documents)),
         Err(refusal) => refuse(worker, refusal.status(), refusal.message(), vec![]),
     }
 }
@@ -109,7 +109,7 @@ fn write(worker: &mut RootState, context: u32, what: &str, fresh: bool, change: 
     let resumed = |state: &State| {
         let next = change(state)?;
         match next.throttle_at().filter(|_| !paced) {
-            Some(at) => Err(format!("{at}: {}", crate::throttle::NO_FAULT_FILTER)),
+            Some(at) => Err(format!("{at}: {}", crate::faults::throttle::NO_FAULT_FILTER)),
             None => Ok(State { halted: None, ..next }),
         }
     };

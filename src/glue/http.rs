@@ -6,17 +6,17 @@ use super::reply;
 use super::root_state::{Deferred, RootState};
 use super::{control_route, now_ms, now_ns, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
-use crate::control::Caller;
-use crate::control_page;
+use crate::control::access::Caller;
+use crate::control::page;
 use crate::delays::MS;
 use crate::decide::{self, Answered, Decision, OnResponse, Source, Then, DIRECTION, INJECTED};
-use crate::duration::Millis;
-use crate::net;
-use crate::outbound::Direction;
-use crate::retries::Attempt;
-use crate::rules::RequestView;
+use crate::model::duration::Millis;
+use crate::model::net;
+use crate::model::outbound::Direction;
+use crate::faults::retries::Attempt;
+use crate::model::rules::RequestView;
 use crate::stats::Stat;
-use crate::throttle::{ENVOY_FAULT_HEADERS, RATE_HEADER};
+use crate::faults::throttle::{ENVOY_FAULT_HEADERS, RATE_HEADER};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType, Status, StreamType};
@@ -205,7 +205,7 @@ impl Request {
         let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
         let caller = Caller::from_headers(&method, &headers);
         let accept = headers.iter().find(|(name, _)| name == "accept").map(|(_, v)| v.as_str());
-        if control_page::wanted(&method, &query, accept) {
+        if page::wanted(&method, &query, accept) {
             return control_route::page(worker, client, &caller);
         }
         if let Err(refused) = control_route::admit(worker, client, &caller) {
@@ -401,7 +401,7 @@ impl HttpContext for Request {
             self.counted();
         }
         if self.rewritten {
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some(crate::request_rewrite::NAME));
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some(crate::faults::request_rewrite::NAME));
         }
         if (self.held_until.is_some() || self.on_response.is_some() || self.rewritten) && self.worker.borrow().config.direction == Direction::Outbound {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, DIRECTION, Some("outbound"));
@@ -446,8 +446,8 @@ impl HttpContext for Request {
             Some(OnResponse::Truncate(cut)) => {
                 let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, INJECTED, Some("truncate"));
                 let length = hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-length").ok().flatten();
-                let cut = crate::truncate::within(cut, length.and_then(|l| l.parse().ok()));
-                self.body = Some(BodyFault::Cut(crate::truncate::Cutter::new(cut)));
+                let cut = crate::faults::truncate::within(cut, length.and_then(|l| l.parse().ok()));
+                self.body = Some(BodyFault::Cut(crate::faults::truncate::Cutter::new(cut)));
             }
             Some(OnResponse::BodyChange(change)) => {
                 let edits = change.header_edits();

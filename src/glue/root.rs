@@ -10,7 +10,7 @@ use super::now_ns;
 use super::reply;
 use crate::config::Config;
 use crate::decide::Then;
-use crate::stored::Origin;
+use crate::model::stored::Origin;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, StreamType};

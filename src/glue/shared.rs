@@ -3,9 +3,9 @@
 //! plugins share one namespace.
 
 use crate::guard::Window;
-use crate::policy::State;
-use crate::stored::{Origin, Stored};
-use crate::retries::{self, Attempt, Limits, Shard};
+use crate::model::policy::State;
+use crate::model::stored::{Origin, Stored};
+use crate::faults::retries::{self, Attempt, Limits, Shard};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 

@@ -1,13 +1,13 @@
 //! The control route's page (docs/control-page.md): `GET /injector` from a browser answers
-//! one static HTML page (`src/control_page.html`) that shows the state and changes it with
+//! one static HTML page (`src/control/page.html`) that shows the state and changes it with
 //! the calls curl makes; every other caller keeps getting the JSON it always got. Which of
 //! the two a call gets is decided here, from its `Accept`.
 
-use crate::control::Refusal;
+use crate::control::access::Refusal;
 use std::borrow::Cow;
 
 /// The page, as written.
-const PAGE: &str = include_str!("control_page.html");
+const PAGE: &str = include_str!("page.html");
 
 /// Where the page says whether the listener takes POSTed documents, which its JSON does
 /// not tell: the page shows its document text area only where it does.
@@ -118,8 +118,8 @@ pub fn admit(admitted: Result<(), Refusal>) -> Result<(), Refusal> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::control;
-    use crate::net::NoClient;
+    use crate::control::access as control;
+    use crate::model::net::NoClient;
 
     const CHROMIUM: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7";
     const FIREFOX: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";

@@ -5,13 +5,13 @@
 //! (`{"status": 503, "percentage": 5}`), read by the query's own parser, so the query and
 //! the document never disagree.
 
-use crate::duration::Millis;
+use crate::model::duration::Millis;
 use crate::guard::{Guard, Shown};
-use crate::net::Cidr;
-use crate::policy::{Policy, State, MAX_CLIENTS};
-use crate::query::Call;
-use crate::rules::{Rule, RuleSpec, MAX_RULES};
-use crate::values::{self, from_value, Invalid, Object, UnknownKeys};
+use crate::model::net::Cidr;
+use crate::model::policy::{Policy, State, MAX_CLIENTS};
+use crate::control::query::Call;
+use crate::model::rules::{Rule, RuleSpec, MAX_RULES};
+use crate::model::values::{self, from_value, Invalid, Object, UnknownKeys};
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -117,7 +117,7 @@ impl Params {
         pairs.push(("status".into(), number(policy.status.into())));
         pairs.push(("boundedRetries".into(), number(policy.retries.into())));
         // The new faults' own parameters, shown only with their fault so earlier views stay.
-        use crate::policy::{self as p, PolicyKind as K};
+        use crate::model::policy::{self as p, PolicyKind as K};
         match policy.kind {
             K::ResetStream => pairs.push(("after".into(), Param::Text(policy.after.unwrap_or_default().to_string()))),
             K::TruncateResponse => pairs.push(("afterBytes".into(), number(policy.after_bytes.unwrap_or(p::DEFAULT_AFTER_BYTES)))),
@@ -129,7 +129,7 @@ impl Params {
                 pairs.push(("p99".into(), Param::Text(policy.p99.unwrap_or(p::DEFAULT_P99).to_string())));
             }
             K::CorruptBody => {
-                let ppm = crate::share::Ppm(policy.corrupt.unwrap_or(p::DEFAULT_CORRUPT_PPM));
+                let ppm = crate::model::share::Ppm(policy.corrupt.unwrap_or(p::DEFAULT_CORRUPT_PPM));
                 pairs.push(("corrupt".into(), serde_json::Number::from_f64(ppm.percent()).map_or_else(|| number(0), Param::Number)));
             }
             K::RequestRewrite => {
@@ -254,9 +254,9 @@ impl Document {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::policy::PolicyKind;
-    use crate::rules::Fault;
-    use crate::values::HttpStatus;
+    use crate::model::policy::PolicyKind;
+    use crate::model::rules::Fault;
+    use crate::model::values::HttpStatus;
 
     fn shown(state: &State, now_ms: u64) -> String {
         serde_json::to_string(&Document::of(state, now_ms)).unwrap()

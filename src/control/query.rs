@@ -1,12 +1,12 @@
 //! The control call: `/injector?status=500&percentage=100&ip=10.1.2.3` parsed into a typed
 //! change, and applied to a policy state all at once or not at all.
 
-use crate::duration::{self, Millis};
-use crate::net::{self, Cidr};
-use crate::outbound::{self, Destination};
-use crate::percentage::{self, Percentage};
-use crate::policy::{Expiry, PolicyKind, State, KIND_NAMES, MAX_CLIENTS};
-use crate::request_rewrite::{self, RequestRewrite};
+use crate::model::duration::{self, Millis};
+use crate::model::net::{self, Cidr};
+use crate::model::outbound::{self, Destination};
+use crate::model::percentage::{self, Percentage};
+use crate::model::policy::{Expiry, PolicyKind, State, KIND_NAMES, MAX_CLIENTS};
+use crate::faults::request_rewrite::{self, RequestRewrite};
 use std::fmt;
 
 /// The parameters the control route accepts.
@@ -69,7 +69,7 @@ impl fmt::Display for ControlError {
             }
             ControlError::Binding(a, b) => write!(f, "'{a}' and '{b}' name different bindings; give one"),
             ControlError::TooManyRules => {
-                write!(f, "at most {} rules, destination bindings included; remove one with host=H&reset", crate::rules::MAX_RULES)
+                write!(f, "at most {} rules, destination bindings included; remove one with host=H&reset", crate::model::rules::MAX_RULES)
             }
             ControlError::Shape(reason) => write!(f, "longTailDelay: {reason}"),
             ControlError::Rewrite => write!(f, "requestRewrite: give at least one of path, method, setHeaders, removeHeaders, query"),
@@ -236,12 +236,12 @@ impl Call {
                 }
                 "after" => call.after = Some(duration::parse(value).ok_or_else(|| bad(duration::ACCEPTED))?),
                 "afterBytes" => {
-                    let n = whole_number::<u64>(value).filter(|n| *n <= crate::truncate::MAX_AFTER_BYTES);
-                    call.after_bytes = Some(n.ok_or_else(|| bad(crate::truncate::AFTER_BYTES_ACCEPTED))?);
+                    let n = whole_number::<u64>(value).filter(|n| *n <= crate::faults::truncate::MAX_AFTER_BYTES);
+                    call.after_bytes = Some(n.ok_or_else(|| bad(crate::faults::truncate::AFTER_BYTES_ACCEPTED))?);
                 }
                 "bytesPerSecond" => {
-                    let n = whole_number::<u64>(value).filter(|n| crate::throttle::Throttle::try_from(crate::throttle::ThrottleSpec { bytes_per_second: *n }).is_ok());
-                    call.bytes_per_second = Some(n.ok_or_else(|| bad(crate::throttle::ACCEPTED))?);
+                    let n = whole_number::<u64>(value).filter(|n| crate::faults::throttle::Throttle::try_from(crate::faults::throttle::ThrottleSpec { bytes_per_second: *n }).is_ok());
+                    call.bytes_per_second = Some(n.ok_or_else(|| bad(crate::faults::throttle::ACCEPTED))?);
                 }
                 "p50" | "p99" => {
                     let ms = duration::parse(value).filter(|t| t.0 > 0).ok_or_else(|| bad(PERCENTILE_ACCEPTED))?;
@@ -360,7 +360,7 @@ impl Call {
     }
 
     /// Sets the values the call gives on `policy`.
-    pub fn set_values(&self, policy: &mut crate::policy::Policy) {
+    pub fn set_values(&self, policy: &mut crate::model::policy::Policy) {
         if let Some(kind) = self.kind {
             policy.kind = kind;
         }
@@ -421,7 +421,7 @@ pub fn percent_decode(text: &str) -> Result<String, ControlError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::policy::Policy;
+    use crate::model::policy::Policy;
 
     fn apply(state: &State, query: &str) -> Result<State, ControlError> {
         Call::parse_query(query)?.apply(state, &State::default(), 0)
@@ -488,12 +488,12 @@ mod tests {
         let s = apply(&s, "method=POST").unwrap();
         let rewrite = s.default.rewrite.clone().unwrap();
         assert_eq!((rewrite.path.as_deref(), rewrite.method.as_deref()), (Some("/x"), Some("POST")));
-        assert!(matches!(s.default.fault(&crate::policy::Canned { status: 200, headers: vec![], body: String::new() }), Some(crate::rules::Fault::RequestRewrite(_))));
+        assert!(matches!(s.default.fault(&crate::model::policy::Canned { status: 200, headers: vec![], body: String::new() }), Some(crate::model::rules::Fault::RequestRewrite(_))));
         let message = apply(&State::default(), "policy=requestRewrite").unwrap_err().to_string();
         assert_eq!(message, "requestRewrite: give at least one of path, method, setHeaders, removeHeaders, query");
         let message = Call::parse_query("policy=requestRewrite&method=get").unwrap_err().to_string();
         assert!(message.starts_with("method: 'get' is not accepted; expected a method in capitals"), "{message}");
-        let shown = crate::document::Document::of(&s, 0).policy;
+        let shown = crate::model::document::Document::of(&s, 0).policy;
         assert_eq!((shown.get("path").as_deref(), shown.get("method").as_deref()), (Some("/x"), Some("POST")));
         assert_eq!(shown.get("setHeaders").as_deref(), Some("x-a:1"));
     }
@@ -588,7 +588,7 @@ mod tests {
         assert!(Call::parse_query("afterBytes=1099511627776").is_ok());
         let query = Call::parse_query("afterBytes=1099511627777").unwrap_err().to_string();
         let doc = br#"{"rules": [{"fault": {"truncate": {"after_bytes": 1099511627777}}}]}"#;
-        let document = crate::document::parse(doc, 0).unwrap_err().to_string();
+        let document = crate::model::document::parse(doc, 0).unwrap_err().to_string();
         let accepted = "expected a whole number of bytes from 0 to 1099511627776 (1 TiB)";
         assert!(query.ends_with(accepted) && document.ends_with(accepted), "{query} / {document}");
     }
@@ -624,7 +624,7 @@ mod tests {
         let s = at(&State::default(), "status=500&percentage=100", 0);
         let mut s = at(&s, "timeout=1&ttl=30s", 1000);
         assert_eq!(s.default.kind, PolicyKind::Delay);
-        assert_eq!(crate::document::Document::of(&s, 11_000).policy.get("ttl").as_deref(), Some("20s"));
+        assert_eq!(crate::model::document::Document::of(&s, 11_000).policy.get("ttl").as_deref(), Some("20s"));
         s.settle(31_000);
         // The delay ends; the abort from before it does not come back.
         assert_eq!((s.default.kind, s.default_expiry), (PolicyKind::None, None));
@@ -633,7 +633,7 @@ mod tests {
         let s = at(&s, "status=503&percentage=100&ttl=3s", 0);
         let mut s = at(&s, "policy=none", 1000);
         assert_eq!((s.default.kind, s.default_expiry), (PolicyKind::None, None));
-        assert_eq!(crate::document::Document::of(&s, 1000).policy.get("ttl"), None);
+        assert_eq!(crate::model::document::Document::of(&s, 1000).policy.get("ttl"), None);
         s.settle(5000);
         assert_eq!(s.default.kind, PolicyKind::None);
         // A write without ttl keeps its fault past the earlier TTL, and inherits none.

@@ -39,13 +39,13 @@ pub struct RequestRewrite {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     /// Headers set, replacing any of the same name; names lowercase.
-    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "crate::values::pairs::serialize")]
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "crate::model::values::pairs::serialize")]
     pub set_headers: Vec<(String, String)>,
     /// Headers removed; names lowercase.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remove_headers: Vec<String>,
     /// Query parameters set, replacing any of the same name, percent-encoded when applied.
-    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "crate::values::pairs::serialize")]
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "crate::model::values::pairs::serialize")]
     pub query: Vec<(String, String)>,
 }
 
@@ -90,13 +90,13 @@ impl TryFrom<RequestRewriteSpec> for RequestRewrite {
 
 impl<'de> Deserialize<'de> for RequestRewrite {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let spec: RequestRewriteSpec = crate::values::object(deserializer)?;
+        let spec: RequestRewriteSpec = crate::model::values::object(deserializer)?;
         RequestRewrite::try_from(spec).map_err(serde::de::Error::custom)
     }
 }
 
 fn refused(key: &str, value: &str, accepted: &str) -> String {
-    format!("{key}: {} is not accepted; expected {accepted}", crate::values::shown(&value.into()))
+    format!("{key}: {} is not accepted; expected {accepted}", crate::model::values::shown(&value.into()))
 }
 
 fn checked_path(path: &str) -> Option<String> {
@@ -111,7 +111,7 @@ fn checked_method(method: &str) -> Option<String> {
 
 /// A header name the fault may set or remove, lowercase.
 fn header_name(name: &str) -> Option<String> {
-    let name = crate::values::HeaderName::new(name)?.as_str().to_string();
+    let name = crate::model::values::HeaderName::new(name)?.as_str().to_string();
     let framing = name == "content-length" || name == "transfer-encoding";
     (!name.starts_with(':') && !framing).then_some(name)
 }

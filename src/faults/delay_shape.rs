@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration::{self, Millis, MAX_MILLIS};
+use crate::model::duration::{self, Millis, MAX_MILLIS};
 
 /// The percentiles a shape is given in, as written in a policy document: durations in the
 /// control API's form (`250ms`, `2s`, `0.1`). `p50` and `p99` are required.
@@ -244,7 +244,7 @@ fn standard_normal_quantile(p: f64) -> f64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::sampling::Sampler;
+    use crate::model::sampling::Sampler;
     use statrs::distribution::{ContinuousCDF, Normal};
 
     fn shape(json: &str) -> Result<DelayShape, String> {

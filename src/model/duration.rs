@@ -4,7 +4,7 @@
 //! (`timeout=0.25`, the seed's form) nor fractions (`1.5s`); decimals are read in whole
 //! numbers, so no float parsing is linked in.
 
-use crate::values::{from_value, not_accepted};
+use crate::model::values::{from_value, not_accepted};
 use serde::{Serialize, Serializer};
 use std::fmt;
 
@@ -31,7 +31,7 @@ impl TryFrom<&serde_json::Value> for Millis {
     fn try_from(value: &serde_json::Value) -> Result<Millis, String> {
         let text = match value {
             serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => crate::values::number_text(n),
+            serde_json::Value::Number(n) => crate::model::values::number_text(n),
             _ => String::new(),
         };
         parse(&text).ok_or_else(|| not_accepted(value, ACCEPTED))

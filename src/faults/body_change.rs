@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::share::{self, Ppm, FULL as FULL_PPM};
+use crate::model::share::{self, Ppm, FULL as FULL_PPM};
 
 /// How a body change is written in a policy document:
 /// `{"replace": {"body": "oops", "content_type": "text/plain"}}` or
@@ -244,7 +244,7 @@ impl Corrupter {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::sampling::Sampler;
+    use crate::model::sampling::Sampler;
 
     fn change(json: &str) -> Result<BodyChange, String> {
         serde_json::from_str::<BodyChange>(json).map_err(|e| e.to_string())

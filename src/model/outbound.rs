@@ -5,12 +5,12 @@
 //! `?host=payments&status=503` (or `?dest=10.0.0.0/8&...`) on the control route is the
 //! client binding's twin, stored as the outbound rule for that one destination.
 
-use crate::body_change::BodyChange;
-use crate::net::Cidr;
-use crate::policy::{Canned, Policy, PolicyKind, State};
-use crate::query::{Call, ControlError};
-use crate::rules::{Fault, Match, Rule, MAX_RULES};
-use crate::values::{from_value, not_accepted, Pattern};
+use crate::faults::body_change::BodyChange;
+use crate::model::net::Cidr;
+use crate::model::policy::{Canned, Policy, PolicyKind, State};
+use crate::control::query::{Call, ControlError};
+use crate::model::rules::{Fault, Match, Rule, MAX_RULES};
+use crate::model::values::{from_value, not_accepted, Pattern};
 use serde::{Serialize, Serializer};
 
 /// Which side of the app a listener (or a rule) is on. Read through `serde_json::Value`
@@ -192,9 +192,9 @@ pub fn apply(call: &Call, destination: &Destination, canned: &Canned, state: &St
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::duration::Millis;
-    use crate::percentage::Percentage;
-    use crate::values::HttpStatus;
+    use crate::model::duration::Millis;
+    use crate::model::percentage::Percentage;
+    use crate::model::values::HttpStatus;
 
     fn host(json: &str) -> HostMatch {
         serde_json::from_str(json).unwrap()
@@ -226,10 +226,10 @@ mod tests {
             assert!(serde_json::from_str::<HostMatch>(bad).is_err(), "{bad}");
         }
         let doc = br#"{"rules": [{"direction": "outbound", "match": {"host": {"exact": 7}}, "fault": {"abort": {"status": 503}}}]}"#;
-        let message = crate::document::parse(doc, 0).unwrap_err().to_string();
+        let message = crate::model::document::parse(doc, 0).unwrap_err().to_string();
         assert!(message.starts_with("rules[0].match.host: exact: 7 is a number; expected a string"), "{message}");
         let doc = br#"{"rules": [{"direction": "sideways", "fault": {"abort": {"status": 503}}}]}"#;
-        let message = crate::document::parse(doc, 0).unwrap_err().to_string();
+        let message = crate::model::document::parse(doc, 0).unwrap_err().to_string();
         assert!(message.starts_with("rules[0].direction: "), "{message}");
         assert!(message.contains(r#""inbound" or "outbound""#), "{message}");
     }

@@ -1,6 +1,6 @@
 //! The share of requests sampled, kept in parts per million so sampling needs no floats.
 
-use crate::values::{from_value, not_accepted};
+use crate::model::values::{from_value, not_accepted};
 use serde::{Serialize, Serializer};
 
 /// One hundred percent, in parts per million.
@@ -19,7 +19,7 @@ impl Percentage {
 
     /// Parses `0`..`100` with an optional fraction; finer than `0.0001` is rounded.
     pub fn parse(text: &str) -> Option<Percentage> {
-        let value = crate::duration::parse_decimal(text.trim())?;
+        let value = crate::model::duration::parse_decimal(text.trim())?;
         if (value.whole, value.fraction) > (100, 0) {
             return None;
         }
@@ -49,7 +49,7 @@ impl Serialize for Percentage {
 impl TryFrom<&serde_json::Value> for Percentage {
     type Error = String;
     fn try_from(value: &serde_json::Value) -> Result<Percentage, String> {
-        let text = value.as_number().map(crate::values::number_text).unwrap_or_default();
+        let text = value.as_number().map(crate::model::values::number_text).unwrap_or_default();
         Percentage::parse(&text).ok_or_else(|| not_accepted(value, ACCEPTED))
     }
 }

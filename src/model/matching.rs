@@ -6,9 +6,9 @@
 //! binding in `State::bindings` that holds the client, as `State::policy_for`); the tests
 //! compare them on random states.
 
-use crate::outbound::Direction;
-use crate::policy::{Policy, State};
-use crate::rules::{self, PathMatch, RequestView, Rule};
+use crate::model::outbound::Direction;
+use crate::model::policy::{Policy, State};
+use crate::model::rules::{self, PathMatch, RequestView, Rule};
 use fnv::FnvHashMap;
 use std::net::IpAddr;
 
@@ -104,7 +104,7 @@ struct ClientIndex {
 }
 
 impl ClientIndex {
-    fn of(ranges: impl Iterator<Item = crate::net::Cidr>) -> ClientIndex {
+    fn of(ranges: impl Iterator<Item = crate::model::net::Cidr>) -> ClientIndex {
         let mut index = ClientIndex::default();
         for (at, range) in ranges.enumerate() {
             let key = key(range.network(), range.prefix());
@@ -139,8 +139,8 @@ fn key(ip: IpAddr, prefix: u8) -> (bool, u8, u128) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::net::Cidr;
-    use crate::policy::PolicyKind;
+    use crate::model::net::Cidr;
+    use crate::model::policy::PolicyKind;
     use proptest::prelude::*;
 
     /// A request as the rules read it; counts the path reads.
@@ -175,7 +175,7 @@ mod tests {
     }
 
     fn rules(texts: &[String]) -> Vec<Rule> {
-        crate::document::parse(format!(r#"{{"rules": [{}]}}"#, texts.join(",")).as_bytes(), 0).unwrap().rules
+        crate::model::document::parse(format!(r#"{{"rules": [{}]}}"#, texts.join(",")).as_bytes(), 0).unwrap().rules
     }
 
     fn at(found: Option<(usize, &Rule)>) -> Option<usize> {
@@ -286,7 +286,7 @@ mod tests {
                     if sorted {
                         state.bind(r, policy);
                     } else {
-                        state.bindings.push(crate::policy::Binding { clients: *r, policy, expiry: None });
+                        state.bindings.push(crate::model::policy::Binding { clients: *r, policy, expiry: None });
                     }
                 }
             }

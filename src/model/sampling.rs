@@ -1,8 +1,8 @@
 //! The one place where the percentage roll happens, so every fault kind is sampled alike
 //! and tests can force 0% or 100%.
 
-use crate::delay_shape::EvenSpread;
-use crate::percentage::{Percentage, FULL};
+use crate::faults::delay_shape::EvenSpread;
+use crate::model::percentage::{Percentage, FULL};
 use fnv::FnvHasher;
 use std::hash::Hasher;
 

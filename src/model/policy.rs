@@ -2,17 +2,17 @@
 //! parameters edit it. The shared state keeps it with serde's derived form (`"kind":
 //! "StatusResponse"`, `"percentage": 500000`), which every earlier build wrote too.
 
-use crate::body_change::BodyChange;
-use crate::delay_shape::DelayShape;
-use crate::duration::{self, Millis};
+use crate::faults::body_change::BodyChange;
+use crate::faults::delay_shape::DelayShape;
+use crate::model::duration::{self, Millis};
 use crate::guard::{Guard, Shown};
-use crate::net::Cidr;
-use crate::percentage::{self, Percentage};
-use crate::request_rewrite::RequestRewrite;
-use crate::rules::{AbortPart, DelayPart, Fault, Rule};
-use crate::throttle::{Throttle, ThrottleSpec};
-use crate::truncate::Truncate;
-use crate::values::HttpStatus;
+use crate::model::net::Cidr;
+use crate::model::percentage::{self, Percentage};
+use crate::faults::request_rewrite::RequestRewrite;
+use crate::model::rules::{AbortPart, DelayPart, Fault, Rule};
+use crate::faults::throttle::{Throttle, ThrottleSpec};
+use crate::faults::truncate::Truncate;
+use crate::model::values::HttpStatus;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -74,7 +74,7 @@ impl PolicyKind {
             "longTailDelay" => PolicyKind::LongTailDelay,
             "corruptBody" => PolicyKind::CorruptBody,
             "replaceBody" => PolicyKind::ReplaceBody,
-            crate::request_rewrite::NAME => PolicyKind::RequestRewrite,
+            crate::faults::request_rewrite::NAME => PolicyKind::RequestRewrite,
             _ => return None,
         })
     }
@@ -94,7 +94,7 @@ impl PolicyKind {
             PolicyKind::LongTailDelay => "longTailDelay",
             PolicyKind::CorruptBody => "corruptBody",
             PolicyKind::ReplaceBody => "replaceBody",
-            PolicyKind::RequestRewrite => crate::request_rewrite::NAME,
+            PolicyKind::RequestRewrite => crate::faults::request_rewrite::NAME,
         }
     }
 }
@@ -219,12 +219,12 @@ impl Policy {
     }
 
     /// `throttleResponse`'s rate, refused when out of range.
-    pub fn throttle(&self) -> Result<Throttle, crate::throttle::ThrottleError> {
+    pub fn throttle(&self) -> Result<Throttle, crate::faults::throttle::ThrottleError> {
         Throttle::try_from(ThrottleSpec { bytes_per_second: self.bytes_per_second.unwrap_or(DEFAULT_BYTES_PER_SECOND) })
     }
 
     /// `longTailDelay`'s shape, refused unless p99 is longer than p50.
-    pub fn shape(&self) -> Result<DelayShape, crate::delay_shape::ShapeError> {
+    pub fn shape(&self) -> Result<DelayShape, crate::faults::delay_shape::ShapeError> {
         DelayShape::through(self.p50.unwrap_or(DEFAULT_P50), self.p99.unwrap_or(DEFAULT_P99))
     }
 }
@@ -276,7 +276,7 @@ pub struct State {
 impl State {
     /// Where a throttle is in force, as a document's JSON path (`rules[0].fault.throttle`,
     /// `policy`, `clients[1]`); `None` when none is. A throttle needs Envoy's fault filter
-    /// after this one ([`crate::throttle`]).
+    /// after this one ([`crate::faults::throttle`]).
     pub fn throttle_at(&self) -> Option<String> {
         let throttles = |p: &Policy| p.kind == PolicyKind::ThrottleResponse;
         if let Some(i) = self.rules.iter().position(|r| matches!(r.fault, Fault::Throttle(_))) {
@@ -414,7 +414,7 @@ mod tests {
     fn full_state() -> State {
         let text = br#"{"rules": [{"match": {"path": {"prefix": "/a"}}, "fault": {"abort": {"status": 503, "grpc_status": 14}}, "percentage": 12.5, "ttl": "5m"}],
             "policy": {"status": 500, "percentage": 50, "ttl": "1m"}, "clients": [{"ip": "10.0.0.0/8", "timeout": "250ms"}]}"#;
-        let mut state = crate::document::parse(text, 1000).unwrap();
+        let mut state = crate::model::document::parse(text, 1000).unwrap();
         *state.binding_expiry_mut(&Cidr::parse("10.0.0.0/8").unwrap()).unwrap() = Some(Expiry { until_ms: 9000 });
         state
     }

@@ -3,8 +3,8 @@
 //! every earlier build wrote, so that a new build reads the state an old one left.
 
 use crate::config::Config;
-use crate::policy::State;
-use crate::sampling::identity_hash;
+use crate::model::policy::State;
+use crate::model::sampling::identity_hash;
 use serde::{Deserialize, Serialize};
 
 /// Which plugin configuration the shared policy was last started from. A configuration
@@ -51,7 +51,7 @@ impl Stored {
     pub fn decode(bytes: &[u8]) -> Option<Stored> {
         // Through the same reader as the inputs: one copy of each type's deserializer in
         // the module instead of two.
-        crate::values::read(bytes, crate::values::UnknownKeys::InMessage).ok()
+        crate::model::values::read(bytes, crate::model::values::UnknownKeys::InMessage).ok()
     }
 }
 

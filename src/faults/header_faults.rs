@@ -2,8 +2,8 @@
 //! `x-envoy-fault-*`), for a service's own integration tests. Off unless the plugin
 //! configuration turns them on (`header_faults.enabled`).
 
-use crate::duration::Millis;
-use crate::percentage::{self, Percentage};
+use crate::model::duration::Millis;
+use crate::model::percentage::{self, Percentage};
 use std::fmt;
 
 /// Hold this request this many milliseconds.

@@ -1,6 +1,6 @@
 //! Client addresses and CIDR ranges: parsing Envoy's `source.address` and matching.
 
-use crate::values::{from_value, not_accepted};
+use crate::model::values::{from_value, not_accepted};
 use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 use std::fmt;

@@ -206,7 +206,7 @@ mod tests {
         let mut table = vec![Shard::default(); SHARDS as usize];
         let (mut gauge, mut evictions) = (0i64, 0u64);
         for n in 0..6000u64 {
-            let id = crate::sampling::identity_hash(&[&n.to_le_bytes()]);
+            let id = crate::model::sampling::identity_hash(&[&n.to_le_bytes()]);
             // Until the last thousand, identities retry up to twice, so passes (which free an
             // entry) and renewals mix with newcomers; the last thousand fill every shard.
             let tries = if n < 5000 { 1 + n % 3 } else { 1 };

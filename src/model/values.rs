@@ -347,7 +347,7 @@ macro_rules! from_object {
     ($domain:ty, $wire:ty) => {
         impl<'de> serde::Deserialize<'de> for $domain {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let wire: $wire = $crate::values::object(deserializer)?;
+                let wire: $wire = $crate::model::values::object(deserializer)?;
                 <$domain>::try_from(wire).map_err(serde::de::Error::custom)
             }
         }

@@ -1,7 +1,7 @@
 //! The control route's gatekeeping: which requests are control calls, and who may make them.
 
 use crate::config::Control;
-use crate::net::NoClient;
+use crate::model::net::NoClient;
 use subtle::ConstantTimeEq;
 use std::net::{IpAddr, Ipv6Addr};
 

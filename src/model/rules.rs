@@ -3,16 +3,16 @@
 //! (`ttl`). The first matching rule wins. The types read and write the document's own
 //! shape with serde; the shared state keeps rules in that shape too, with `until_ms`.
 
-use crate::body_change::BodyChange;
-use crate::delay_shape::DelayShape;
-use crate::duration::{self, Millis};
-use crate::net::Cidr;
-use crate::outbound::{Direction, HostMatch};
-use crate::percentage::Percentage;
-use crate::request_rewrite::RequestRewrite;
-use crate::throttle::Throttle;
-use crate::truncate::Truncate;
-use crate::values::{self, from_object, from_value, not_accepted, GrpcCode, HeaderName, HttpStatus, Pattern, Text};
+use crate::faults::body_change::BodyChange;
+use crate::faults::delay_shape::DelayShape;
+use crate::model::duration::{self, Millis};
+use crate::model::net::Cidr;
+use crate::model::outbound::{Direction, HostMatch};
+use crate::model::percentage::Percentage;
+use crate::faults::request_rewrite::RequestRewrite;
+use crate::faults::throttle::Throttle;
+use crate::faults::truncate::Truncate;
+use crate::model::values::{self, from_object, from_value, not_accepted, GrpcCode, HeaderName, HttpStatus, Pattern, Text};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
@@ -293,17 +293,17 @@ pub enum Fault {
         after: Millis,
     },
     /// The upstream's status, headers and first `after_bytes` body bytes reach the client,
-    /// then the stream is reset (see [`crate::truncate`]).
+    /// then the stream is reset (see [`crate::faults::truncate`]).
     Truncate(Truncate),
-    /// The upstream's body is released at about `bytes_per_second` (see [`crate::throttle`]).
+    /// The upstream's body is released at about `bytes_per_second` (see [`crate::faults::throttle`]).
     Throttle(Throttle),
     /// Held for a delay drawn from a distribution through the given percentiles, then
-    /// forwarded (see [`crate::delay_shape`]).
+    /// forwarded (see [`crate::faults::delay_shape`]).
     DelayShape(DelayShape),
     /// The upstream's body is replaced, or a share of its bytes corrupted (see
-    /// [`crate::body_change`]).
+    /// [`crate::faults::body_change`]).
     BodyChange(BodyChange),
-    /// The request is changed before it goes upstream (see [`crate::request_rewrite`]).
+    /// The request is changed before it goes upstream (see [`crate::faults::request_rewrite`]).
     RequestRewrite(RequestRewrite),
     /// A slow failure: held for `delay`, then answered with `abort`; written as
     /// `{"delay": {...}, "abort": {...}}`, one sampling decision for both.
@@ -498,7 +498,7 @@ impl TryFrom<&serde_json::Value> for Truncate {
     type Error = String;
     fn try_from(value: &serde_json::Value) -> Result<Truncate, String> {
         let object = members(value, "after_bytes")?;
-        let after_bytes = whole(object, "after_bytes", crate::truncate::MAX_AFTER_BYTES, crate::truncate::AFTER_BYTES_ACCEPTED)?;
+        let after_bytes = whole(object, "after_bytes", crate::faults::truncate::MAX_AFTER_BYTES, crate::faults::truncate::AFTER_BYTES_ACCEPTED)?;
         Ok(Truncate { after_bytes })
     }
 }
@@ -507,8 +507,8 @@ impl TryFrom<&serde_json::Value> for Throttle {
     type Error = String;
     fn try_from(value: &serde_json::Value) -> Result<Throttle, String> {
         let object = members(value, "bytes_per_second")?;
-        let rate = whole(object, "bytes_per_second", u64::MAX, crate::throttle::ACCEPTED)?;
-        Throttle::try_from(crate::throttle::ThrottleSpec { bytes_per_second: rate }).map_err(|e| e.to_string())
+        let rate = whole(object, "bytes_per_second", u64::MAX, crate::faults::throttle::ACCEPTED)?;
+        Throttle::try_from(crate::faults::throttle::ThrottleSpec { bytes_per_second: rate }).map_err(|e| e.to_string())
     }
 }
 
@@ -524,7 +524,7 @@ impl TryFrom<&serde_json::Value> for DelayShape {
             })
         };
         let (p50, p99) = (text("p50").ok_or("needs 'p50'")?, text("p99").ok_or("needs 'p99'")?);
-        let spec = crate::delay_shape::ShapeSpec { p50, p90: text("p90"), p95: text("p95"), p99, p999: text("p99.9") };
+        let spec = crate::faults::delay_shape::ShapeSpec { p50, p90: text("p90"), p95: text("p95"), p99, p999: text("p99.9") };
         DelayShape::try_from(spec).map_err(|e| e.to_string())
     }
 }
@@ -532,7 +532,7 @@ impl TryFrom<&serde_json::Value> for DelayShape {
 impl TryFrom<&serde_json::Value> for BodyChange {
     type Error = String;
     fn try_from(value: &serde_json::Value) -> Result<BodyChange, String> {
-        use crate::body_change::{BodyChangeSpec, CorruptSpec, ReplaceSpec};
+        use crate::faults::body_change::{BodyChangeSpec, CorruptSpec, ReplaceSpec};
         let object = members(value, "replace, corrupt")?;
         let spec = match (object.get("replace"), object.get("corrupt")) {
             (Some(replace), None) => {
@@ -762,7 +762,7 @@ pub fn first_match<'a>(rules: &'a [Rule], direction: Direction, request: &mut dy
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::percentage::FULL;
+    use crate::model::percentage::FULL;
 
     #[derive(Default)]
     struct Req {
@@ -806,11 +806,11 @@ mod tests {
     }
 
     fn rule(text: &str) -> Rule {
-        crate::document::parse(document(text).as_bytes(), 1000).unwrap().rules.remove(0)
+        crate::model::document::parse(document(text).as_bytes(), 1000).unwrap().rules.remove(0)
     }
 
     fn err(text: &str) -> String {
-        crate::document::parse(document(text).as_bytes(), 1000).unwrap_err().to_string()
+        crate::model::document::parse(document(text).as_bytes(), 1000).unwrap_err().to_string()
     }
 
     #[test]

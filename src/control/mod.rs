@@ -1,0 +1,6 @@
+//! The control route, `/injector`: who may call it, the query parameters it reads, and the
+//! page it shows a browser.
+
+pub mod access;
+pub mod page;
+pub mod query;

@@ -10,7 +10,7 @@ use crate::model::outbound::Direction;
 use crate::model::policy::{Canned, State};
 use crate::faults::retries::{self, Limits};
 use crate::model::rules::RuleSpec;
-use crate::model::values::{self, from_value, not_accepted, HeaderName, Invalid, Object, Text, UnknownKeys};
+use crate::model::values::{self, from_given, Given, HeaderName, Invalid, Object, Text, UnknownKeys};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 
@@ -152,27 +152,29 @@ fn max_entries_per_shard(max_entries: u64) -> usize {
 /// A whole number (`max_active_delays`, `port`...), refused in the filter's words.
 struct Whole(u64);
 
-impl TryFrom<&serde_json::Value> for Whole {
+impl TryFrom<Given> for Whole {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Whole, String> {
-        value.as_u64().map(Whole).ok_or_else(|| not_accepted(value, "a whole number"))
+    fn try_from(given: Given) -> Result<Whole, String> {
+        given.as_u64().map(Whole).ok_or_else(|| given.refused("a whole number"))
     }
 }
-from_value!(Whole);
+from_given!(Whole);
 
-/// A `[name, value]` pair of strings (`simple_response.headers`).
+/// A `[name, value]` pair of strings (`simple_response.headers`), read as a list of
+/// strings, so a value of another type is refused at its own path (`headers[0][1]`).
+#[derive(Deserialize)]
+#[serde(try_from = "Vec<Text>")]
 struct Pair(String, String);
 
-impl TryFrom<&serde_json::Value> for Pair {
+impl TryFrom<Vec<Text>> for Pair {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Pair, String> {
-        match value.as_array().map(Vec::as_slice) {
-            Some([serde_json::Value::String(name), serde_json::Value::String(v)]) => Ok(Pair(name.clone(), v.clone())),
-            _ => Err(not_accepted(value, "a [name, value] pair of strings")),
+    fn try_from(texts: Vec<Text>) -> Result<Pair, String> {
+        match texts.as_slice() {
+            [Text(name), Text(value)] => Ok(Pair(name.clone(), value.clone())),
+            _ => Err(format!("{} is not accepted; expected a [name, value] pair of strings", serde_json::to_string(&texts).unwrap_or_default())),
         }
     }
 }
-from_value!(Pair);
 
 /// The start rules, `null` being none.
 struct Rules(Vec<RuleSpec>);
@@ -595,6 +597,24 @@ mod tests {
         ] {
             let message = error_of(text);
             assert!(message.contains(needle), "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_nested_bad_value_is_named_by_its_path() {
+        for (text, error) in [
+            (r#"{"simple_response": {"headers": [["x-a", "1"], ["x-b", 2]]}}"#, "simple_response.headers[1][1]: 2 is a number; expected a string"),
+            (r#"{"simple_response": {"headers": [["x-a", "1", "x"]]}}"#, r#"simple_response.headers[0]: ["x-a","1","x"] is not accepted; expected a [name, value] pair of strings"#),
+            (
+                r#"{"rules": [{"fault": {"abort": {"status": 503}}}, {"match": {"clients": ["10.0.0.0/8", "nope"]}, "fault": {"abort": {"status": 503}}}]}"#,
+                r#"rules[1].match.clients[1]: "nope" is not accepted; expected "#,
+            ),
+            (r#"{"rules": [{"fault": {"delay": {"fixed": "soon"}}}]}"#, r#"rules[0].fault.delay.fixed: "soon" is not accepted; expected seconds"#),
+            (r#"{"rules": [{"fault": {"abort": {"status": 503}}, "when": 1}]}"#, "rules[0]: unknown field `when`; accepted: name, direction, match"),
+            (r#"{"control": {"allowed_cidrs": ["10.0.0.0/8", null]}}"#, "control.allowed_cidrs[1]: null is not accepted; expected a string"),
+        ] {
+            let message = error_of(text);
+            assert!(message.starts_with(&format!("invalid plugin configuration: {error}")), "{text}: {message}");
         }
     }
 

@@ -11,7 +11,7 @@ use crate::model::net::Cidr;
 use crate::model::policy::{Policy, State, MAX_CLIENTS};
 use crate::control::query::Call;
 use crate::model::rules::{Rule, RuleSpec, MAX_RULES};
-use crate::model::values::{self, from_value, Invalid, Object, UnknownKeys};
+use crate::model::values::{self, from_given, Given, Invalid, Object, UnknownKeys};
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -35,11 +35,12 @@ pub struct Document {
     #[serde(default)]
     pub clients: Vec<Params>,
     /// Which plugin configuration the state started from: shown by `GET`, ignored when
-    /// sent, since a document cannot change it.
+    /// sent, since a document cannot change it; so any JSON is taken here, unchecked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration: Option<serde_json::Value>,
     /// Per-rule counts since the rules were set: shown by `GET` when there are rules,
-    /// ignored when sent, so that an answer can be sent back as it is.
+    /// ignored when sent, so that an answer can be sent back as it is; so any JSON is
+    /// taken here, unchecked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<serde_json::Value>,
     /// The stop conditions (`docs/stop-conditions.md`).
@@ -76,17 +77,17 @@ impl From<&str> for Param {
     }
 }
 
-impl TryFrom<&serde_json::Value> for Param {
+impl TryFrom<Given> for Param {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Param, String> {
-        match value {
-            serde_json::Value::String(s) => Ok(Param::Text(s.clone())),
-            serde_json::Value::Number(n) => Ok(Param::Number(n.clone())),
-            other => Err(format!("value: '{}' is not accepted; expected a string or a number", values::shown(other))),
+    fn try_from(given: Given) -> Result<Param, String> {
+        match given {
+            Given::Text(s) => Ok(Param::Text(s)),
+            Given::Number(n) => Ok(Param::Number(n)),
+            other => Err(format!("value: '{}' is not accepted; expected a string or a number", other.shown())),
         }
     }
 }
-from_value!(Param);
+from_given!(Param);
 
 impl Serialize for Param {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -10,11 +10,10 @@ use crate::model::net::Cidr;
 use crate::model::policy::{Canned, Policy, PolicyKind, State};
 use crate::control::query::{Call, ControlError};
 use crate::model::rules::{Fault, Match, Rule, MAX_RULES};
-use crate::model::values::{from_value, not_accepted, Pattern};
-use serde::{Serialize, Serializer};
+use crate::model::values::{from_given, from_object, Given, Pattern, Text};
+use serde::{Deserialize, Serialize, Serializer};
 
-/// Which side of the app a listener (or a rule) is on. Read through `serde_json::Value`
-/// rather than serde's derive, which makes a visitor of its own for each enum (module size).
+/// Which side of the app a listener (or a rule) is on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Direction {
     /// Requests that reach the app (the default, and every rule without `direction`).
@@ -37,17 +36,17 @@ impl Serialize for Direction {
     }
 }
 
-impl TryFrom<&serde_json::Value> for Direction {
+impl TryFrom<Given> for Direction {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Direction, String> {
-        match value.as_str() {
+    fn try_from(given: Given) -> Result<Direction, String> {
+        match given.as_str() {
             Some("inbound") => Ok(Direction::Inbound),
             Some("outbound") => Ok(Direction::Outbound),
-            _ => Err(not_accepted(value, "\"inbound\" or \"outbound\"")),
+            _ => Err(given.refused("\"inbound\" or \"outbound\"")),
         }
     }
 }
-from_value!(Direction);
+from_given!(Direction);
 
 /// How the destination host (`:authority` without its port, lowercase) is matched.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -61,24 +60,27 @@ pub enum HostMatch {
     Regex(Pattern),
 }
 
-/// Read through `serde_json::Value` rather than a derived wire struct (module size).
-impl TryFrom<&serde_json::Value> for HostMatch {
-    type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<HostMatch, String> {
-        const ONE: &str = "give exactly one of exact, suffix, regex";
-        let Some(object) = value.as_object() else { return Err(not_accepted(value, "an object such as {\"exact\": \"payments\"}")) };
-        let mut entries = object.iter();
-        let (Some((form, given)), None) = (entries.next(), entries.next()) else { return Err(ONE.into()) };
-        let text = || given.as_str().map(str::to_ascii_lowercase).ok_or_else(|| format!("{form}: {}", not_accepted(given, "a string")));
-        match form.as_str() {
-            "exact" => Ok(HostMatch::Exact(text()?)),
-            "suffix" => Ok(HostMatch::Suffix(text()?)),
-            "regex" => Pattern::try_from(given).map(HostMatch::Regex).map_err(|e| format!("regex: {e}")),
-            _ => Err(ONE.into()),
+/// A host condition as written: one of its forms.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostSpec {
+    exact: Option<Text>,
+    suffix: Option<Text>,
+    regex: Option<Pattern>,
+}
+
+impl TryFrom<HostSpec> for HostMatch {
+    type Error = &'static str;
+    fn try_from(spec: HostSpec) -> Result<HostMatch, &'static str> {
+        match (spec.exact, spec.suffix, spec.regex) {
+            (Some(Text(h)), None, None) => Ok(HostMatch::Exact(h.to_ascii_lowercase())),
+            (None, Some(Text(s)), None) => Ok(HostMatch::Suffix(s.to_ascii_lowercase())),
+            (None, None, Some(r)) => Ok(HostMatch::Regex(r)),
+            _ => Err("give exactly one of exact, suffix, regex"),
         }
     }
 }
-from_value!(HostMatch);
+from_object!(HostMatch, HostSpec);
 
 impl HostMatch {
     /// True when `authority` (`payments:8080`, `[::1]:80`, `Payments`) names a matching host.
@@ -225,9 +227,19 @@ mod tests {
         for bad in [r#"{}"#, r#"{"exact": "a", "suffix": "b"}"#, r#"{"prefix": "a"}"#, r#"{"regex": "("}"#, r#""payments""#] {
             assert!(serde_json::from_str::<HostMatch>(bad).is_err(), "{bad}");
         }
-        let doc = br#"{"rules": [{"direction": "outbound", "match": {"host": {"exact": 7}}, "fault": {"abort": {"status": 503}}}]}"#;
-        let message = crate::model::document::parse(doc, 0).unwrap_err().to_string();
-        assert!(message.starts_with("rules[0].match.host: exact: 7 is a number; expected a string"), "{message}");
+        // The error names the path of the bad value inside the host condition.
+        for (host, error) in [
+            (r#"{"exact": 7}"#, "rules[1].match.host.exact: 7 is a number; expected a string"),
+            (r#"{"regex": "("}"#, r#"rules[1].match.host.regex: "(" is not accepted; expected a regular expression"#),
+            (r#"{"prefix": "a"}"#, "rules[1].match.host.prefix: unknown key; accepted: exact, suffix, regex"),
+            (r#"{"exact": "a", "suffix": "b"}"#, "rules[1].match.host: give exactly one of exact, suffix, regex"),
+            (r#""payments""#, r#"rules[1].match.host: "payments" is a string; expected an object"#),
+        ] {
+            let rule = format!(r#"{{"direction": "outbound", "match": {{"host": {host}}}, "fault": {{"abort": {{"status": 503}}}}}}"#);
+            let doc = format!(r#"{{"rules": [{{"fault": {{"abort": {{"status": 500}}}}}}, {rule}]}}"#);
+            let message = crate::model::document::parse(doc.as_bytes(), 0).unwrap_err().to_string();
+            assert!(message.starts_with(error), "{host}: {message}");
+        }
         let doc = br#"{"rules": [{"direction": "sideways", "fault": {"abort": {"status": 503}}}]}"#;
         let message = crate::model::document::parse(doc, 0).unwrap_err().to_string();
         assert!(message.starts_with("rules[0].direction: "), "{message}");

@@ -12,8 +12,8 @@ use crate::model::percentage::Percentage;
 use crate::faults::request_rewrite::RequestRewrite;
 use crate::faults::throttle::Throttle;
 use crate::faults::truncate::Truncate;
-use crate::model::values::{self, from_object, from_value, not_accepted, GrpcCode, HeaderName, HttpStatus, Pattern, Text};
-use serde::de::{self, MapAccess, Visitor};
+use crate::model::values::{self, from_given, from_object, not_accepted, Given, GrpcCode, HeaderName, HttpStatus, Pattern, Text};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 use std::marker::PhantomData;
@@ -122,16 +122,16 @@ from_object!(HeaderMatch, HeaderSpec);
 #[serde(transparent)]
 pub struct Method(String);
 
-impl TryFrom<&serde_json::Value> for Method {
+impl TryFrom<Given> for Method {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Method, String> {
-        match value.as_str() {
+    fn try_from(given: Given) -> Result<Method, String> {
+        match given.as_str() {
             Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) => Ok(Method(m.to_string())),
-            _ => Err(not_accepted(value, "a method in capitals, such as POST")),
+            _ => Err(given.refused("a method in capitals, such as POST")),
         }
     }
 }
-from_value!(Method);
+from_given!(Method);
 
 /// Which requests a rule is for; every condition given must hold, none given matches all.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
@@ -400,14 +400,14 @@ impl TryFrom<ResponseSpec> for Fault {
 /// Attempts that fail: 0 to 10000.
 struct Retries(u32);
 
-impl TryFrom<&serde_json::Value> for Retries {
+impl TryFrom<Given> for Retries {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Retries, String> {
-        let n = value.as_u64().filter(|n| *n <= 10_000);
-        n.map(|n| Retries(n as u32)).ok_or_else(|| not_accepted(value, "a whole number from 0 to 10000"))
+    fn try_from(given: Given) -> Result<Retries, String> {
+        let n = given.as_u64().filter(|n| *n <= 10_000);
+        n.map(|n| Retries(n as u32)).ok_or_else(|| given.refused("a whole number from 0 to 10000"))
     }
 }
-from_value!(Retries);
+from_given!(Retries);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -477,6 +477,17 @@ fn own(kind: &str, value: &serde_json::Value) -> Result<Fault, String> {
         "delay_shape" => Fault::DelayShape(DelayShape::try_from(value)?),
         _ => Fault::BodyChange(BodyChange::try_from(value)?),
     })
+}
+
+/// `own`'s fault read as its kind's value, so that an error's path ends at the kind.
+struct Own<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for Own<'_> {
+    type Value = Fault;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Fault, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        own(self.0, &value).map_err(de::Error::custom)
+    }
 }
 
 /// The object's members, each of them one of `known`.
@@ -596,11 +607,7 @@ impl<'de> Deserialize<'de> for Fault {
                         "response_rewrite" => map.next_value::<Body<ResponseRewriteSpec>>()?.0,
                         "reset" => map.next_value::<Body<ResetSpec>>()?.0,
                         "request_rewrite" => Fault::RequestRewrite(map.next_value()?),
-                        "truncate" | "throttle" | "delay_shape" | "body_change" => {
-                            let value = map.next_value::<serde_json::Value>()?;
-                            // The error's path ends at the kind (see values::read).
-                            own(&kind, &value).map_err(de::Error::custom)?
-                        }
+                        "truncate" | "throttle" | "delay_shape" | "body_change" => map.next_value_seed(Own(&kind))?,
                         _ => return Err(de::Error::custom(FAULTS)),
                     });
                 }
@@ -653,30 +660,30 @@ impl RuleName {
     }
 }
 
-impl TryFrom<&serde_json::Value> for RuleName {
+impl TryFrom<Given> for RuleName {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<RuleName, String> {
-        let Some(name) = value.as_str() else { return Err(not_accepted(value, "a string")) };
-        RuleName::new(name).ok_or_else(|| not_accepted(value, NAME_ACCEPTED))
+    fn try_from(given: Given) -> Result<RuleName, String> {
+        let Some(name) = given.as_str() else { return Err(given.refused("a string")) };
+        RuleName::new(name).ok_or_else(|| given.refused(NAME_ACCEPTED))
     }
 }
-from_value!(RuleName);
+from_given!(RuleName);
 
 /// A rule's `ttl`: a duration above 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Ttl(pub Millis);
 
-impl TryFrom<&serde_json::Value> for Ttl {
+impl TryFrom<Given> for Ttl {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Ttl, String> {
-        match Millis::try_from(value)? {
-            Millis(0) => Err(not_accepted(value, "a duration above 0")),
+    fn try_from(given: Given) -> Result<Ttl, String> {
+        match duration::read(&given)? {
+            Millis(0) => Err(given.refused("a duration above 0")),
             ttl => Ok(Ttl(ttl)),
         }
     }
 }
-from_value!(Ttl);
+from_given!(Ttl);
 
 /// A rule as the policy document writes it: `ttl` is the time it has left.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -47,6 +47,9 @@ pub struct RootState {
     pub delays: DelayQueue,
     /// The responses this worker holds (`response_delay` rules).
     pub response_delays: DelayQueue,
+    /// The requests this worker handed to Envoy's fault filter to hold, until they are due:
+    /// counted in `active_delays` meanwhile.
+    pub handed: DelayQueue,
     /// What held requests get instead of going on (a reset, a slow failure's answer).
     pub then: Vec<(u32, Then)>,
     /// Cut responses whose stream is reset at the next tick.
@@ -120,6 +123,7 @@ impl RootState {
             sampler: Sampler::new(seed),
             delays: DelayQueue::default(),
             response_delays: DelayQueue::default(),
+            handed: DelayQueue::default(),
             then: Vec::new(),
             resets: DelayQueue::default(),
             root_id,
@@ -454,7 +458,8 @@ impl RootState {
     pub fn tick(&mut self, now: u64) -> Due {
         let mut requests = self.delays.take_due(now);
         let responses = self.response_delays.take_due(now);
-        self.count(Stat::ActiveDelays, -((requests.len() + responses.len()) as i64));
+        let handed = self.handed.take_due(now);
+        self.count(Stat::ActiveDelays, -((requests.len() + responses.len() + handed.len()) as i64));
         let mut then = Vec::new();
         requests.retain(|id| match self.take_then(*id) {
             Some(t) => {
@@ -471,6 +476,7 @@ impl RootState {
         let due = [
             self.delays.next_due(),
             self.response_delays.next_due(),
+            self.handed.next_due(),
             self.flush_due,
             self.waits.next_deadline().map(|ms| ms * MS),
             self.resets.next_due(),

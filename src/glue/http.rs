@@ -262,7 +262,10 @@ impl Request {
     /// Hands the hold to Envoy's fault filter after this one (see [`delays`]): it holds
     /// the request `delay` on a timer of its own, as it holds its own delays, then with
     /// `then` aborts it, and this filter makes that answer its own (or resets it) on the
-    /// way back. The worker's queue keeps it in `active_delays` until it is due.
+    /// way back. It counts in `active_delays` until a tick of the worker finds it due or
+    /// the request ends: no timer is armed for it, since waking the worker at every due
+    /// time made Envoy's own timers fire earlier than they do for its own delays
+    /// (BENCHMARKS.md).
     fn hand_over(&mut self, worker: &mut RootState, delay: Millis, then: Option<Then>) {
         mark_for_envoy_fault_filter();
         if delay.0 > 0 {
@@ -277,7 +280,6 @@ impl Request {
         let now = now_ns();
         let due = now + delay.0.saturating_mul(MS);
         worker.handed.hold(self.id, due);
-        worker.arm(due, now, self.id);
         worker.count(Stat::ActiveDelays, 1);
         self.held_until = Some(due);
         self.handed = true;

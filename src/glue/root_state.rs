@@ -47,8 +47,8 @@ pub struct RootState {
     pub delays: DelayQueue,
     /// The responses this worker holds (`response_delay` rules).
     pub response_delays: DelayQueue,
-    /// The requests this worker handed to Envoy's fault filter to hold, until they are due:
-    /// counted in `active_delays` meanwhile.
+    /// The requests this worker handed to Envoy's fault filter to hold, counted in
+    /// `active_delays` until a tick finds them due or they end; they arm no timer.
     pub handed: DelayQueue,
     /// What held requests get instead of going on (a reset, a slow failure's answer).
     pub then: Vec<(u32, Then)>,
@@ -476,7 +476,6 @@ impl RootState {
         let due = [
             self.delays.next_due(),
             self.response_delays.next_due(),
-            self.handed.next_due(),
             self.flush_due,
             self.waits.next_deadline().map(|ms| ms * MS),
             self.resets.next_due(),

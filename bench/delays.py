@@ -3,8 +3,8 @@ Envoy (2 workers) and one run: BENCH_DELAY_COUNTS (500 and 1000) requests held
 BENCH_HOLD_MS (200 ms) at once, as a delay, as a slow failure (a delay, then an abort) and,
 for fault-injector, as a reset `after` the delay (Envoy's filter has no reset). Fault-injector
 runs both ways: holding requests on its own tick timer (no Envoy fault filter after it, as in
-an Istio mesh) and handing them to Envoy's fault filter after it (`"envoy_fault_filter":
-true`, as the shipped configurations).
+an Istio mesh, or the shipped configurations) and handing them to Envoy's fault filter after
+it (`"envoy_fault_filter": true` and `"envoy_fault_filter_delays": true`).
 
 Each round sends one burst per setup and count, the setups in an order that rotates from
 round to round, so both filters meet the same load on a shared machine. The time held is
@@ -61,7 +61,7 @@ def envoy_fault(abort: bool) -> dict:
 
 
 def ours(name: str, policy: dict, module: Path | None = None, handed: bool = False) -> dict:
-    config = {"policy": {**policy, "percentage": 100}, "envoy_fault_filter": handed}
+    config = {"policy": {**policy, "percentage": 100}, "envoy_fault_filter": handed, "envoy_fault_filter_delays": handed}
     return wasm_filter(f"delays_{name}", module or wasm_module_path(), json.dumps(config))
 
 

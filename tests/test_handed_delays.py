@@ -1,5 +1,6 @@
 """Delays handed to Envoy's fault filter: on a listener with Envoy's fault filter after
-fault-injector (`"envoy_fault_filter": true`, as shipped), fault-injector decides and counts
+fault-injector, configured as shipped, and `"envoy_fault_filter_delays": true` (with
+`"envoy_fault_filter": true`) in fault-injector's configuration, fault-injector decides and counts
 a delay, a slow failure or a reset `after` a delay, and Envoy's fault filter holds the
 request on its own timer (its `delays_injected` and `aborts_injected` counters say it did).
 A real Envoy with 2 workers, one module-wide Envoy reset before each test."""
@@ -12,7 +13,11 @@ import pytest
 
 from harness import FAULT_FILTER, ListenerSpec, request, wait_for
 
-REUSED_LISTENERS = [ListenerSpec({"envoy_fault_filter": True}, http_filters_after=[FAULT_FILTER])]
+HANDING = {"envoy_fault_filter": True, "envoy_fault_filter_delays": True}
+# The second as shipped: Envoy's fault filter after fault-injector paces throttles, and
+# fault-injector holds its delays itself.
+REUSED_LISTENERS = [ListenerSpec(HANDING, http_filters_after=[FAULT_FILTER]),
+                    ListenerSpec({"envoy_fault_filter": True}, http_filters_after=[FAULT_FILTER])]
 # What a client could send to drive Envoy's fault filter itself.
 CLIENT_FAULTS = {
     "x-fault-injector-envoy-fault": "1",
@@ -33,9 +38,10 @@ def upstream(reused_upstream):
 
 
 def envoys_faults(envoy) -> tuple[int, int]:
-    """(delays, aborts) Envoy's fault filter injected since the counters were reset."""
+    """(delays, aborts) Envoy's fault filters injected since the counters were reset."""
     s = envoy.stats("fault")
-    return s.get("http.ingress_http.fault.delays_injected", 0), s.get("http.ingress_http.fault.aborts_injected", 0)
+    return (sum(v for k, v in s.items() if k.endswith(".fault.delays_injected")),
+            sum(v for k, v in s.items() if k.endswith(".fault.aborts_injected")))
 
 
 def timed_get(envoy, path: str, headers: dict | None = None) -> tuple[http.client.HTTPResponse, bytes, float]:
@@ -109,3 +115,23 @@ def test_a_reset_after_a_delay_never_reaches_the_upstream(envoy, upstream):
     assert envoys_faults(envoy) == (1, 1)
     m = envoy.metrics()
     assert (m["requests_seen"], m["resets_injected"]) == (1, 1)
+
+
+def test_as_shipped_fault_injector_holds_its_delays_itself(envoy, upstream):
+    envoy.policy("policy=slowFailure&timeout=300ms&status=503&percentage=100")
+    answer = request(envoy.ports[1], "/slow")
+    assert answer.status == 503 and answer.headers["x-fault-injected"] == "slowFailure" and answer.elapsed >= 0.3
+    assert upstream.count == 0
+    assert envoys_faults(envoy) == (0, 0)
+
+
+def test_a_fault_filter_that_cannot_abort_is_named_in_the_log(start_envoy, upstream):
+    # Configured as before delays were handed over: it paces, and neither delays nor aborts.
+    pacer = {"name": "envoy.filters.http.fault", "typed_config": {
+        "@type": FAULT_FILTER["typed_config"]["@type"],
+        "response_rate_limit": FAULT_FILTER["typed_config"]["response_rate_limit"]}}
+    envoy = start_envoy(listeners=[ListenerSpec(HANDING, http_filters_after=[pacer])])
+    envoy.policy("policy=slowFailure&timeout=300ms&status=503&percentage=100")
+    answer = request(envoy.port, "/slow")
+    assert answer.status == 200 and "x-fault-injected" not in answer.headers
+    wait_for(lambda: "Envoy's fault filter did not abort a request handed to it (via_upstream)" in envoy.log_text(), timeout=5)

@@ -294,7 +294,7 @@ impl Request {
     fn envoy_answered(&mut self, then: Then, end_of_stream: bool) -> Option<Action> {
         let details = hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().unwrap_or_default();
         if !details.starts_with(delays::FAULT_ABORT_DETAILS.as_bytes()) {
-            log::warn!("fault-injector: Envoy's fault filter did not abort a request handed to it ({}); its configuration needs abort.header_abort (docs/configuration.md)", String::from_utf8_lossy(&details));
+            log::warn!("fault-injector: Envoy's fault filter did not abort a request handed to it ({}); it needs delay.header_delay and abort.header_abort, as in envoy/sidecar.yaml (docs/troubleshooting.md)", String::from_utf8_lossy(&details));
             return None;
         }
         let set = |name: &str, value: &str| {
@@ -326,10 +326,10 @@ impl Request {
         let mut worker = worker.borrow_mut();
         let mut request = RequestInfo::new(&worker);
         worker.refresh();
-        let handing = worker.config.envoy_fault_filter;
-        if handing {
+        if worker.config.envoy_fault_filter {
             let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, delays::MARK, None);
         }
+        let handing = worker.config.envoy_fault_filter_delays;
         let RootState { state, index, config, sampler, .. } = &mut *worker;
         let (decision, source) = decide::decide(state, index, config, &mut request, sampler);
         let detail = decision.detail();

@@ -440,7 +440,9 @@ impl RootState {
     }
 
     /// Makes sure the tick timer fires by `due_ns` (not before it), counted from `now` (ns).
-    /// The timer belongs to the root context.
+    /// The timer belongs to the root context. Envoy's `Wasm::setTickPeriod` disables the
+    /// running timer and starts a new one at once, so an earlier due re-arms it now, not at
+    /// its next tick.
     pub fn arm(&mut self, due_ns: u64, now: u64, current_context: u32) {
         if self.armed_until.is_some_and(|armed| armed <= due_ns) {
             return;

@@ -117,7 +117,7 @@ pub struct Config {
     /// Held requests (delays, slow failures, resets after a delay) are handed to Envoy's
     /// fault filter after this one, which holds them on its own timers, as precisely as its
     /// own delays and as early: Envoy's timers run on a clock that moves in kernel ticks,
-    /// so about a third of its holds end before their time, by up to a tick (4 ms at
+    /// so a third to a half of its holds end before their time, by up to a tick (4 ms at
     /// HZ=250). Off (the default), this filter holds them and never releases one early.
     /// Needs `envoy_fault_filter`.
     pub envoy_fault_filter_delays: bool,

@@ -9,9 +9,11 @@ import http.client
 import threading
 import time
 
+import grpc
 import pytest
 
 from harness import FAULT_FILTER, ListenerSpec, request, wait_for
+from test_grpc import HTTP2_UPSTREAM, METHOD, SERVICE, grpc_server  # noqa: F401 (fixture)
 
 HANDING = {"envoy_fault_filter": True, "envoy_fault_filter_delays": True}
 # The second as shipped: Envoy's fault filter after fault-injector paces throttles, and
@@ -115,6 +117,23 @@ def test_a_reset_after_a_delay_never_reaches_the_upstream(envoy, upstream):
     assert envoys_faults(envoy) == (1, 1)
     m = envoy.metrics()
     assert (m["requests_seen"], m["resets_injected"]) == (1, 1)
+
+
+def test_a_grpc_callers_slow_failure_gets_its_grpc_status(start_envoy, grpc_server):  # noqa: F811
+    envoy = start_envoy(listeners=[ListenerSpec(HANDING, http_filters_after=[FAULT_FILTER])], upstream_port=grpc_server,
+                        upstream_options=HTTP2_UPSTREAM)
+    envoy.policy(document={"rules": [{"fault": {"delay": {"fixed": "300ms"}, "abort": {"grpc_status": 8}}}]}, method="GET")
+    with grpc.insecure_channel(f"127.0.0.1:{envoy.port}") as channel:
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as raised:
+            channel.unary_unary(f"/{SERVICE}/{METHOD}")(b"hi", timeout=5)
+        elapsed = time.monotonic() - start
+    error = raised.value
+    metadata = dict(error.initial_metadata() or ()) | dict(error.trailing_metadata() or ())
+    assert (error.code(), error.details(), metadata.get("x-fault-injected")) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "fault filter abort", "slowFailure")
+    assert elapsed >= 0.29
+    assert envoys_faults(envoy) == (1, 1)
+    assert envoy.metrics()["slow_failures_injected"] == 1
 
 
 def test_as_shipped_fault_injector_holds_its_delays_itself(envoy, upstream):

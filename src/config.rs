@@ -109,10 +109,10 @@ pub struct Config {
     /// The proxies in front of this listener whose `X-Forwarded-For` entries are trusted,
     /// as Envoy's `xff_num_trusted_hops`; 0 (the default): the client is the TCP peer.
     pub xff_num_trusted_hops: u32,
-    /// Envoy's fault filter (`envoy.filters.http.fault` with `response_rate_limit` of
-    /// `header_limit`) follows this one on the listener: it paces throttled bodies, and
-    /// every request loses the `x-envoy-fault-*` headers its client sent. Off, throttles
-    /// are refused.
+    /// Envoy's fault filter (`envoy.filters.http.fault` acting on requests marked
+    /// `x-fault-injector-envoy-fault`, with `response_rate_limit` of `header_limit`)
+    /// follows this one on the listener: it paces throttled bodies, and every request loses
+    /// the mark its client sent (`delays::MARK`). Off, throttles are refused.
     pub envoy_fault_filter: bool,
     /// Held requests (delays, slow failures, resets after a delay) are handed to Envoy's
     /// fault filter after this one, which holds them on its own timers, as precisely as its

@@ -6,14 +6,14 @@
 //! a truncated clock fired late by up to a millisecond, every time it was re-armed.
 //!
 //! Where Envoy's fault filter follows this filter and the configuration says so
-//! (`envoy_fault_filter_delays`), a held request is handed to it instead: this filter sets [`DELAY_HEADER`] (and for a slow failure or a
-//! reset [`ABORT_HEADER`] or [`ABORT_GRPC_HEADER`]) with [`MARK`], and Envoy holds it on a
-//! timer of its own, as it holds its own delays. Only a request carrying [`MARK`] is
-//! faulted there (the fault filter's `headers` match), and this filter removes [`MARK`]
-//! from every request: one header removed per request instead of the seven
-//! `x-envoy-fault-*` a client could send ([`CLIENT_HEADERS`], removed only from the
-//! requests this filter marks). The queue then only tells when the hold ends, for the
-//! `active_delays` gauge.
+//! (`envoy_fault_filter_delays`), a held request is handed to it instead: this filter sets
+//! [`DELAY_HEADER`] (and for a slow failure or a reset [`ABORT_HEADER`] or
+//! [`ABORT_GRPC_HEADER`]) with [`MARK`], and Envoy holds it on a timer of its own, as it
+//! holds its own delays. Only a request carrying [`MARK`] is faulted there (the fault
+//! filter's `headers` match), and this filter removes [`MARK`] from every request: one
+//! header removed per request, where the seven `x-envoy-fault-*` a client could send
+//! ([`CLIENT_HEADERS`]) are removed only from the requests this filter marks. The queue
+//! then only tells when the hold ends, for the `active_delays` gauge.
 
 use std::collections::BTreeSet;
 

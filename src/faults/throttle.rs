@@ -26,7 +26,7 @@ pub const RATE_HEADER: &str = "x-envoy-fault-throughput-response";
 
 /// Why a throttle is refused on a listener whose configuration does not say Envoy's fault
 /// filter follows this one.
-pub const NO_FAULT_FILTER: &str = "a throttle needs Envoy's fault filter (envoy.filters.http.fault with response_rate_limit.header_limit) after this one on the listener, and \"envoy_fault_filter\": true in the plugin configuration (docs/new-faults.md, \"throttle\")";
+pub const NO_FAULT_FILTER: &str = "a throttle needs Envoy's fault filter (envoy.filters.http.fault with response_rate_limit.header_limit, acting on requests marked x-fault-injector-envoy-fault) after this one on the listener, and \"envoy_fault_filter\": true in the plugin configuration (docs/new-faults.md, \"throttle\")";
 
 /// A throttle as written in a policy document: `{"bytes_per_second": 102400}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -109,11 +109,18 @@ pub struct Config {
     /// The proxies in front of this listener whose `X-Forwarded-For` entries are trusted,
     /// as Envoy's `xff_num_trusted_hops`; 0 (the default): the client is the TCP peer.
     pub xff_num_trusted_hops: u32,
-    /// Envoy's fault filter (`envoy.filters.http.fault` with `response_rate_limit` of
-    /// `header_limit`) follows this one on the listener: it paces throttled bodies, and
-    /// every request loses the `x-envoy-fault-*` headers its client sent. Off, throttles
-    /// are refused.
+    /// Envoy's fault filter (`envoy.filters.http.fault` acting on requests marked
+    /// `x-fault-injector-envoy-fault`, with `response_rate_limit` of `header_limit`)
+    /// follows this one on the listener: it paces throttled bodies, and every request loses
+    /// the mark its client sent (`delays::MARK`). Off, throttles are refused.
     pub envoy_fault_filter: bool,
+    /// Held requests (delays, slow failures, resets after a delay) are handed to Envoy's
+    /// fault filter after this one, which holds them on its own timers, as precisely as its
+    /// own delays and as early: Envoy's timers run on a clock that moves in kernel ticks,
+    /// so a third to a half of its holds end before their time, by up to a tick (4 ms at
+    /// HZ=250). Off (the default), this filter holds them and never releases one early.
+    /// Needs `envoy_fault_filter`.
+    pub envoy_fault_filter_delays: bool,
 }
 
 const DEFAULT_BODY: &str = "fault-injector: simple response\n";
@@ -141,6 +148,7 @@ impl Default for Config {
             direction: Direction::Inbound,
             xff_num_trusted_hops: 0,
             envoy_fault_filter: false,
+            envoy_fault_filter_delays: false,
         }
     }
 }
@@ -212,6 +220,7 @@ struct ConfigSpec {
     guard: Option<Guard>,
     xff_num_trusted_hops: Option<Whole>,
     envoy_fault_filter: Option<bool>,
+    envoy_fault_filter_delays: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]
@@ -304,6 +313,10 @@ impl TryFrom<ConfigSpec> for Config {
         }
         config.start = start(spec.policy, spec.clients, spec.rules, spec.guard)?;
         config.envoy_fault_filter = spec.envoy_fault_filter.unwrap_or(false);
+        config.envoy_fault_filter_delays = spec.envoy_fault_filter_delays.unwrap_or(false);
+        if config.envoy_fault_filter_delays && !config.envoy_fault_filter {
+            return Err(bad("envoy_fault_filter_delays", "true", "false, or true with \"envoy_fault_filter\": true (Envoy's fault filter after this one holds the delays)"));
+        }
         if let Some(at) = config.start.throttle_at().filter(|_| !config.envoy_fault_filter) {
             return Err(ConfigError(Invalid::at(at, crate::faults::throttle::NO_FAULT_FILTER)));
         }
@@ -459,6 +472,18 @@ mod tests {
         }
         assert!(!Config::default().envoy_fault_filter);
         assert!(error_of(r#"{"envoy_fault_filter": "yes"}"#).contains("envoy_fault_filter"), "{}", error_of(r#"{"envoy_fault_filter": "yes"}"#));
+    }
+
+    #[test]
+    fn delays_go_to_envoys_fault_filter_only_where_it_follows() {
+        assert!(!Config::default().envoy_fault_filter_delays);
+        let both = Config::parse(br#"{"envoy_fault_filter": true, "envoy_fault_filter_delays": true}"#).unwrap();
+        assert!(both.envoy_fault_filter && both.envoy_fault_filter_delays);
+        assert!(!Config::parse(br#"{"envoy_fault_filter": true}"#).unwrap().envoy_fault_filter_delays);
+        assert_eq!(
+            error_of(r#"{"envoy_fault_filter_delays": true}"#),
+            "invalid plugin configuration: envoy_fault_filter_delays: 'true' is not accepted; expected false, or true with \"envoy_fault_filter\": true (Envoy's fault filter after this one holds the delays)"
+        );
     }
 
     #[test]

@@ -24,19 +24,9 @@ pub const KIB: u64 = 1024;
 /// The request header Envoy's fault filter reads the response rate from, in KiB/s.
 pub const RATE_HEADER: &str = "x-envoy-fault-throughput-response";
 
-/// The request headers Envoy's fault filter reads when it is configured as this filter
-/// needs it (a `response_rate_limit` of `header_limit`, nothing else): the rate and its
-/// share. Both are removed from every request on a listener with the fault filter after
-/// this one, before this filter adds its own, so a client neither slows its response nor
-/// escapes a throttle. Its other headers (`x-envoy-fault-abort-request`,
-/// `x-envoy-fault-delay-request`...) are read only with `header_abort` or `header_delay`,
-/// which that configuration leaves out; removing all seven cost every request 22k
-/// instructions (BENCHMARKS.md), 12% of what it costs Envoy.
-pub const ENVOY_FAULT_HEADERS: [&str; 2] = [RATE_HEADER, "x-envoy-fault-throughput-response-percentage"];
-
 /// Why a throttle is refused on a listener whose configuration does not say Envoy's fault
 /// filter follows this one.
-pub const NO_FAULT_FILTER: &str = "a throttle needs Envoy's fault filter (envoy.filters.http.fault with response_rate_limit.header_limit) after this one on the listener, and \"envoy_fault_filter\": true in the plugin configuration (docs/new-faults.md, \"throttle\")";
+pub const NO_FAULT_FILTER: &str = "a throttle needs Envoy's fault filter (envoy.filters.http.fault with response_rate_limit.header_limit, acting on requests marked x-fault-injector-envoy-fault) after this one on the listener, and \"envoy_fault_filter\": true in the plugin configuration (docs/new-faults.md, \"throttle\")";
 
 /// A throttle as written in a policy document: `{"bytes_per_second": 102400}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

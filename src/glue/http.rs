@@ -8,15 +8,15 @@ use super::{control_route, now_ms, now_ns, shared};
 use crate::config::MAX_FILTER_STATE_KEY;
 use crate::control::access::Caller;
 use crate::control::page;
-use crate::delays::MS;
-use crate::decide::{self, Answered, Decision, OnResponse, Source, Then, DIRECTION, INJECTED};
+use crate::delays::{self, MS};
+use crate::decide::{self, Answered, Decision, OnResponse, Reply, Source, Then, DIRECTION, INJECTED};
 use crate::model::duration::Millis;
 use crate::model::net;
 use crate::model::outbound::Direction;
 use crate::faults::retries::Attempt;
 use crate::model::rules::RequestView;
 use crate::stats::Stat;
-use crate::faults::throttle::{ENVOY_FAULT_HEADERS, RATE_HEADER};
+use crate::faults::throttle::RATE_HEADER;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType, Status, StreamType};
@@ -62,6 +62,19 @@ fn on_marked_connection(key: &str) -> bool {
 
 fn header(name: &str) -> Option<String> {
     hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+}
+
+fn set_request_header(name: &str, value: &str) {
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+}
+
+/// Has Envoy's fault filter after this one act on the request ([`delays::MARK`]), with
+/// none of the `x-envoy-fault-*` headers its client sent.
+fn mark_for_envoy_fault_filter() {
+    for name in delays::CLIENT_HEADERS {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+    }
+    set_request_header(delays::MARK, "1");
 }
 
 /// The client: the TCP peer, or with `trusted_hops` what trusted proxies forwarded
@@ -164,6 +177,10 @@ pub struct Request {
     deferred: Option<(Deferred, Stat)>,
     /// Whether a held request is answered or reset when due, instead of going on.
     held_then: bool,
+    /// Whether the hold was handed to Envoy's fault filter after this one.
+    handed: bool,
+    /// What a request handed over with an abort gets when that abort comes back.
+    envoy_then: Option<Then>,
     /// Whether the request was changed before going upstream, which its answer tells.
     rewritten: bool,
     /// A fault on the response body, once the response headers allowed it.
@@ -188,6 +205,8 @@ impl Request {
             method: String::new(),
             deferred: None,
             held_then: false,
+            handed: false,
+            envoy_then: None,
             rewritten: false,
             body: None,
             reset_due: None,
@@ -240,16 +259,77 @@ impl Request {
         self.holding_response = response;
     }
 
+    /// Hands the hold to Envoy's fault filter after this one (see [`delays`]): it holds
+    /// the request `delay` on a timer of its own, as it holds its own delays, then with
+    /// `then` aborts it, and this filter makes that answer its own (or resets it) on the
+    /// way back. It counts in `active_delays` until a tick of the worker finds it due or
+    /// the request ends: no timer is armed for it, since waking the worker at every due
+    /// time made Envoy's own timers fire earlier than they do for its own delays
+    /// (BENCHMARKS.md).
+    fn hand_over(&mut self, worker: &mut RootState, delay: Millis, then: Option<Then>) {
+        mark_for_envoy_fault_filter();
+        if delay.0 > 0 {
+            set_request_header(delays::DELAY_HEADER, &delay.0.to_string());
+        }
+        match &then {
+            Some(Then::Fail(Reply::Grpc { code, .. })) => set_request_header(delays::ABORT_GRPC_HEADER, &code.to_string()),
+            Some(Then::Fail(Reply::Http { status, .. })) => set_request_header(delays::ABORT_HEADER, &status.to_string()),
+            Some(Then::Reset) => set_request_header(delays::ABORT_HEADER, &delays::RESET_ABORT_STATUS.to_string()),
+            None => {}
+        }
+        let now = now_ns();
+        let due = now + delay.0.saturating_mul(MS);
+        worker.handed.hold(self.id, due);
+        worker.count(Stat::ActiveDelays, 1);
+        self.held_until = Some(due);
+        self.handed = true;
+        self.held_then = then.is_some();
+        self.envoy_then = then;
+    }
+
+    /// The answer to a request handed to Envoy's fault filter with an abort: the abort
+    /// becomes this filter's slow failure, or its stream is reset, so the upstream never saw
+    /// the request. Any other answer (a fault filter configured without `header_abort`) is
+    /// left alone. Returns the action when the answer goes no further.
+    fn envoy_answered(&mut self, then: Then, end_of_stream: bool) -> Option<Action> {
+        let details = hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().unwrap_or_default();
+        if !details.starts_with(delays::FAULT_ABORT_DETAILS.as_bytes()) {
+            log::warn!("fault-injector: Envoy's fault filter did not abort a request handed to it ({}); it needs delay.header_delay and abort.header_abort, as in envoy/sidecar.yaml (docs/troubleshooting.md)", String::from_utf8_lossy(&details));
+            return None;
+        }
+        let set = |name: &str, value: &str| {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+        };
+        match then {
+            Then::Reset => {
+                body::reset(StreamType::HttpResponse);
+                return Some(Action::Pause);
+            }
+            Then::Fail(Reply::Http { status, headers, body }) => {
+                set(":status", &status.to_string());
+                headers.iter().for_each(|(name, value)| set(name, value));
+                if !end_of_stream {
+                    set("content-length", &body.len().to_string());
+                    self.body = Some(BodyFault::Replace { body, first: true });
+                }
+            }
+            Then::Fail(Reply::Grpc { message, metadata, .. }) => {
+                set("grpc-message", &message);
+                metadata.iter().for_each(|(name, value)| set(name, value));
+            }
+        }
+        None
+    }
+
     fn request_headers(&mut self, end_of_stream: bool) -> Action {
         let worker = Rc::clone(&self.worker);
         let mut worker = worker.borrow_mut();
         let mut request = RequestInfo::new(&worker);
         worker.refresh();
         if worker.config.envoy_fault_filter {
-            for name in ENVOY_FAULT_HEADERS {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
-            }
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, delays::MARK, None);
         }
+        let handing = worker.config.envoy_fault_filter_delays;
         let RootState { state, index, config, sampler, .. } = &mut *worker;
         let (decision, source) = decide::decide(state, index, config, &mut request, sampler);
         let detail = decision.detail();
@@ -269,6 +349,10 @@ impl Request {
                     Answered::Refused => Stat::HeaderFaultsRefused,
                 };
                 (stat, reply::send(&answer))
+            }
+            Decision::Hold(delay) if handing => {
+                self.hand_over(&mut worker, delay, None);
+                (Stat::DelaysInjected, Action::Continue)
             }
             Decision::Hold(delay) => {
                 self.hold(&mut worker, delay, false);
@@ -301,7 +385,8 @@ impl Request {
                     OnResponse::BodyChange(_) => Stat::BodiesChanged,
                 };
                 if let OnResponse::Throttle(rate) = fault {
-                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, RATE_HEADER, Some(&rate.kib_per_second().to_string()));
+                    mark_for_envoy_fault_filter();
+                    set_request_header(RATE_HEADER, &rate.kib_per_second().to_string());
                 }
                 if fault.on_body() {
                     // Counted, labelled and logged when the answer shows it has a body.
@@ -341,10 +426,15 @@ impl Request {
                     Then::Reset => Stat::ResetsInjected,
                     Then::Fail(_) => Stat::SlowFailuresInjected,
                 };
-                self.hold(&mut worker, delay, false);
-                worker.then.push((self.id, then));
-                self.held_then = true;
-                (stat, Action::Pause)
+                if handing {
+                    self.hand_over(&mut worker, delay, Some(then));
+                    (stat, Action::Continue)
+                } else {
+                    self.hold(&mut worker, delay, false);
+                    worker.then.push((self.id, then));
+                    self.held_then = true;
+                    (stat, Action::Pause)
+                }
             }
         };
         worker.count(Stat::RequestsSeen, 1);
@@ -392,6 +482,9 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        if let Some(action) = self.envoy_then.take().and_then(|then| self.envoy_answered(then, end_of_stream)) {
+            return action;
+        }
         if self.deferred.is_some() && !self.body_fault_applies(end_of_stream) {
             // Not applied to this answer: nothing to count but a request that passed.
             self.on_response = None;
@@ -568,7 +661,13 @@ impl Drop for Request {
             worker.take_then(self.id);
         }
         if let Some(due) = self.held_until {
-            let queue = if self.holding_response { &mut worker.response_delays } else { &mut worker.delays };
+            let queue = if self.handed {
+                &mut worker.handed
+            } else if self.holding_response {
+                &mut worker.response_delays
+            } else {
+                &mut worker.delays
+            };
             if queue.cancel(self.id, due) {
                 worker.count(Stat::ActiveDelays, -1);
             }

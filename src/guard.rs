@@ -19,9 +19,8 @@
 //! module kilobytes; shares are kept in parts per million and shown without float
 //! formatting.
 
-use crate::decide::Source;
 use crate::model::duration::{self, Millis};
-use crate::model::rules::{Match, RequestView};
+use crate::model::rules::{Match, RequestView, Source};
 use crate::model::share::{Ppm, FULL};
 use crate::model::values::not_accepted;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

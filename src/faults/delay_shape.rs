@@ -12,7 +12,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::faults::Kind;
 use crate::model::duration::{self, Millis, MAX_MILLIS};
+use crate::model::values;
+use crate::stats::Stat;
 
 /// The percentiles a shape is given in, as written in a policy document: durations in the
 /// control API's form (`250ms`, `2s`, `0.1`). `p50` and `p99` are required.
@@ -20,18 +23,42 @@ use crate::model::duration::{self, Millis, MAX_MILLIS};
 #[serde(deny_unknown_fields)]
 pub struct ShapeSpec {
     /// The median.
-    pub p50: String,
+    pub p50: Written,
     /// The 90th percentile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p90: Option<String>,
+    pub p90: Option<Written>,
     /// The 95th percentile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p95: Option<String>,
+    pub p95: Option<Written>,
     /// The 99th percentile.
-    pub p99: String,
+    pub p99: Written,
     /// The 99.9th percentile.
     #[serde(default, rename = "p99.9", skip_serializing_if = "Option::is_none")]
-    pub p999: Option<String>,
+    pub p999: Option<Written>,
+}
+
+/// A percentile as written, a string or a number (seconds), read by the shape's own
+/// checks so that an error names the percentile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Written(pub String);
+
+impl TryFrom<&serde_json::Value> for Written {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<Written, String> {
+        Ok(Written(match value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => values::number_text(n),
+            other => values::shown(other),
+        }))
+    }
+}
+values::from_value!(Written);
+
+impl Kind for DelayShape {
+    const NAME: &'static str = "delay_shape";
+    const LABEL: &'static str = "delay";
+    const STAT: Stat = Stat::DelaysInjected;
 }
 
 /// Why a shape was refused.
@@ -140,7 +167,8 @@ impl TryFrom<ShapeSpec> for DelayShape {
             ("p95", 0.95, spec.p95),
             ("p99", 0.99, Some(spec.p99)),
             ("p99.9", 0.999, spec.p999),
-        ];
+        ]
+        .map(|(name, rank, text)| (name, rank, text.map(|Written(t)| t)));
         let mut given = Vec::with_capacity(named.len());
         for (name, rank, text) in named {
             if let Some(value) = text {
@@ -154,12 +182,12 @@ impl TryFrom<ShapeSpec> for DelayShape {
 
 impl From<DelayShape> for ShapeSpec {
     fn from(shape: DelayShape) -> ShapeSpec {
-        let text = |name: &str| shape.given.iter().find(|(n, _, _)| *n == name).map(|(_, _, ms)| ms.to_string());
+        let text = |name: &str| shape.given.iter().find(|(n, _, _)| *n == name).map(|(_, _, ms)| Written(ms.to_string()));
         ShapeSpec {
-            p50: text("p50").unwrap_or_default(),
+            p50: text("p50").unwrap_or(Written(String::new())),
             p90: text("p90"),
             p95: text("p95"),
-            p99: text("p99").unwrap_or_default(),
+            p99: text("p99").unwrap_or(Written(String::new())),
             p999: text("p99.9"),
         }
     }

@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+use crate::faults::Kind;
+use crate::stats::Stat;
 use serde::{Deserialize, Serialize};
 
 /// The fastest rate accepted, 1 GiB/s; anything faster throttles nothing a proxy carries.
@@ -43,8 +45,21 @@ pub const NO_FAULT_FILTER: &str = "a throttle needs Envoy's fault filter (envoy.
 #[serde(deny_unknown_fields)]
 pub struct ThrottleSpec {
     /// The rate, in bytes per second: a multiple of 1024 from 1 KiB/s to 1 GiB/s.
-    pub bytes_per_second: u64,
+    pub bytes_per_second: Rate,
 }
+
+/// A rate as written: any whole number, checked as a whole by [`Throttle`]'s `TryFrom`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Rate(pub u64);
+
+impl TryFrom<&serde_json::Value> for Rate {
+    type Error = String;
+    fn try_from(value: &serde_json::Value) -> Result<Rate, String> {
+        value.as_u64().map(Rate).ok_or_else(|| crate::model::values::number_expected(value, ACCEPTED))
+    }
+}
+crate::model::values::from_value!(Rate);
 
 /// Why a throttle rate was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +81,12 @@ pub struct Throttle {
     bytes_per_second: u64,
 }
 
+impl Kind for Throttle {
+    const NAME: &'static str = "throttle";
+    const LABEL: &'static str = "throttle";
+    const STAT: Stat = Stat::ThrottlesInjected;
+}
+
 impl Throttle {
     /// The rate in bytes per second.
     pub fn bytes_per_second(self) -> u64 {
@@ -82,17 +103,24 @@ impl TryFrom<ThrottleSpec> for Throttle {
     type Error = ThrottleError;
 
     fn try_from(spec: ThrottleSpec) -> Result<Throttle, ThrottleError> {
-        if (KIB..=MAX_BYTES_PER_SECOND).contains(&spec.bytes_per_second) && spec.bytes_per_second.is_multiple_of(KIB) {
-            Ok(Throttle { bytes_per_second: spec.bytes_per_second })
+        Throttle::at(spec.bytes_per_second.0)
+    }
+}
+
+impl Throttle {
+    /// A throttle at `bytes_per_second`, from the document or the query's `bytesPerSecond=`.
+    pub fn at(bytes_per_second: u64) -> Result<Throttle, ThrottleError> {
+        if (KIB..=MAX_BYTES_PER_SECOND).contains(&bytes_per_second) && bytes_per_second.is_multiple_of(KIB) {
+            Ok(Throttle { bytes_per_second })
         } else {
-            Err(ThrottleError(spec.bytes_per_second))
+            Err(ThrottleError(bytes_per_second))
         }
     }
 }
 
 impl From<Throttle> for ThrottleSpec {
     fn from(t: Throttle) -> ThrottleSpec {
-        ThrottleSpec { bytes_per_second: t.bytes_per_second }
+        ThrottleSpec { bytes_per_second: Rate(t.bytes_per_second) }
     }
 }
 
@@ -108,8 +136,9 @@ mod tests {
             (r#"{"bytes_per_second": 1000}"#, "1000 is not accepted"),
             (r#"{"bytes_per_second": 102401}"#, "102401 is not accepted"),
             (r#"{"bytes_per_second": 1073741825}"#, "1073741825 is not accepted"),
-            (r#"{"bytes_per_second": -1}"#, "invalid value: integer `-1`, expected u64"),
-            (r#"{"bytes_per_second": 1.5}"#, "invalid type: floating point `1.5`, expected u64"),
+            (r#"{"bytes_per_second": -1}"#, "-1 is not accepted; expected a multiple of 1024"),
+            (r#"{"bytes_per_second": 1.5}"#, "1.5 is not accepted; expected a multiple of 1024"),
+            (r#"{"bytes_per_second": "1"}"#, "\"1\" is a string; expected a number: a multiple of 1024"),
             (r#"{"rate": 1}"#, "unknown field `rate`, expected `bytes_per_second`"),
         ] {
             let error = serde_json::from_str::<Throttle>(json).unwrap_err().to_string();

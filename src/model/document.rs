@@ -9,7 +9,7 @@ use crate::model::duration::Millis;
 use crate::guard::{Guard, Shown};
 use crate::model::net::Cidr;
 use crate::model::policy::{Policy, State, MAX_CLIENTS};
-use crate::control::query::Call;
+use crate::model::change::Call;
 use crate::model::rules::{Rule, RuleSpec, MAX_RULES};
 use crate::model::values::{self, from_value, Invalid, Object, UnknownKeys};
 use serde::de::{MapAccess, Visitor};
@@ -255,7 +255,7 @@ impl Document {
 mod tests {
     use super::*;
     use crate::model::policy::PolicyKind;
-    use crate::model::rules::Fault;
+    use crate::faults::Fault;
     use crate::model::values::HttpStatus;
 
     fn shown(state: &State, now_ms: u64) -> String {
@@ -271,7 +271,7 @@ mod tests {
             "configuration": {"id": "0", "version": null}
         }"#;
         let state = parse(text, 1_000).unwrap();
-        assert_eq!(state.rules[0].fault, Fault::Abort { status: HttpStatus(503), grpc_status: None });
+        assert_eq!(state.rules[0].fault, Fault::Abort(crate::faults::abort::Abort::status(HttpStatus(503))));
         assert_eq!(state.rules[0].until_ms, Some(601_000));
         assert_eq!(state.default.kind, PolicyKind::Delay);
         assert_eq!(state.bindings.len(), 1);

@@ -9,8 +9,15 @@ use crate::guard::{Guard, Shown};
 use crate::model::net::Cidr;
 use crate::model::percentage::{self, Percentage};
 use crate::faults::request_rewrite::RequestRewrite;
-use crate::model::rules::{AbortPart, DelayPart, Fault, Rule};
-use crate::faults::throttle::{Throttle, ThrottleSpec};
+use crate::faults::abort::Abort;
+use crate::faults::bounded_retries::BoundedRetries;
+use crate::faults::delay::Delay;
+use crate::faults::reset::Reset;
+use crate::faults::response::Response;
+use crate::faults::slow_failure::SlowFailure;
+use crate::faults::Fault;
+use crate::model::rules::Rule;
+use crate::faults::throttle::Throttle;
 use crate::faults::truncate::Truncate;
 use crate::model::values::HttpStatus;
 use serde::{Deserialize, Serialize};
@@ -190,20 +197,17 @@ impl Policy {
         let status = HttpStatus(self.status);
         Some(match self.kind {
             PolicyKind::None => return None,
-            PolicyKind::Response => Fault::Response {
+            PolicyKind::Response => Fault::Response(Response {
                 status: HttpStatus(canned.status),
                 headers: canned.headers.clone(),
                 body: canned.body.clone(),
                 grpc_status: None,
-            },
-            PolicyKind::Delay => Fault::Delay { fixed: self.delay, jitter: Millis(0) },
-            PolicyKind::Abort => Fault::Abort { status, grpc_status: None },
-            PolicyKind::BoundedRetries => Fault::BoundedRetries { retries: self.retries, status },
-            PolicyKind::ResetStream => Fault::Reset { after: self.after.unwrap_or_default() },
-            PolicyKind::SlowFailure => Fault::SlowFailure {
-                delay: DelayPart { fixed: self.delay, jitter: Millis(0) },
-                abort: AbortPart { status, grpc_status: None },
-            },
+            }),
+            PolicyKind::Delay => Fault::Delay(Delay::fixed(self.delay)),
+            PolicyKind::Abort => Fault::Abort(Abort::status(status)),
+            PolicyKind::BoundedRetries => Fault::BoundedRetries(BoundedRetries { retries: self.retries, status }),
+            PolicyKind::ResetStream => Fault::Reset(Reset { after: self.after.unwrap_or_default() }),
+            PolicyKind::SlowFailure => Fault::SlowFailure(SlowFailure { delay: Delay::fixed(self.delay), abort: Abort::status(status) }),
             PolicyKind::TruncateResponse => {
                 Fault::Truncate(Truncate { after_bytes: self.after_bytes.unwrap_or(DEFAULT_AFTER_BYTES) })
             }
@@ -220,7 +224,7 @@ impl Policy {
 
     /// `throttleResponse`'s rate, refused when out of range.
     pub fn throttle(&self) -> Result<Throttle, crate::faults::throttle::ThrottleError> {
-        Throttle::try_from(ThrottleSpec { bytes_per_second: self.bytes_per_second.unwrap_or(DEFAULT_BYTES_PER_SECOND) })
+        Throttle::at(self.bytes_per_second.unwrap_or(DEFAULT_BYTES_PER_SECOND))
     }
 
     /// `longTailDelay`'s shape, refused unless p99 is longer than p50.
@@ -394,10 +398,10 @@ mod tests {
         let canned = Canned { status: 201, headers: vec![], body: "hi".into() };
         let policy = |kind| Policy { kind, ..Policy::default() }.fault(&canned);
         assert_eq!(policy(PolicyKind::None), None);
-        assert_eq!(policy(PolicyKind::Abort), Some(Fault::Abort { status: HttpStatus(503), grpc_status: None }));
-        assert_eq!(policy(PolicyKind::Delay), Some(Fault::Delay { fixed: Millis(10_000), jitter: Millis(0) }));
-        assert_eq!(policy(PolicyKind::BoundedRetries), Some(Fault::BoundedRetries { retries: 10, status: HttpStatus(503) }));
-        let response = Fault::Response { status: HttpStatus(201), headers: vec![], body: "hi".into(), grpc_status: None };
+        assert_eq!(policy(PolicyKind::Abort), Some(Fault::Abort(Abort::status(HttpStatus(503)))));
+        assert_eq!(policy(PolicyKind::Delay), Some(Fault::Delay(Delay::fixed(Millis(10_000)))));
+        assert_eq!(policy(PolicyKind::BoundedRetries), Some(Fault::BoundedRetries(BoundedRetries { retries: 10, status: HttpStatus(503) })));
+        let response = Fault::Response(Response { status: HttpStatus(201), headers: vec![], body: "hi".into(), grpc_status: None });
         assert_eq!(policy(PolicyKind::Response), Some(response));
     }
 

@@ -247,9 +247,11 @@ fn decide_fault(state: &State, index: &Index, config: &Config, request: &mut dyn
     }
     let client = if state.bindings.is_empty() { None } else { request.client() };
     let policy = index.policy_for(state, client);
-    match policy.fault(&config.simple_response) {
+    // The query policy is a rule without a match: its fault, sampled at its share, named
+    // by the policy's name.
+    match &policy.fault {
         None => (Decision::Pass, Source::Nothing),
-        Some(fault) => (by_fault(&fault, policy.percentage, config.sample_by.as_deref(), policy.kind.name(), request, sampler, config), Source::Policy),
+        Some(fault) => (by_fault(fault, policy.percentage(), config.sample_by.as_deref(), policy.name(), request, sampler, config), Source::Policy),
     }
 }
 
@@ -479,8 +481,11 @@ mod tests {
         crate::model::document::parse(document.as_bytes(), 0).unwrap()
     }
 
+    /// Decides on the state as a worker adopts it: with the configured canned response.
     fn run(state: &State, config: &Config, request: &mut Req) -> Decision {
-        decide(state, &Index::of(state), config, request, &mut Sampler::new(7)).0
+        let mut state = state.clone();
+        state.resolve(&config.simple_response);
+        decide(&state, &Index::of(&state), config, request, &mut Sampler::new(7)).0
     }
 
     fn injected(decision: &Decision) -> Option<(u16, String)> {

@@ -5,7 +5,7 @@
 use crate::faults::Fault;
 use crate::model::change::{Call, ControlError};
 use crate::model::outbound::{Destination, Direction, HostMatch};
-use crate::model::policy::{Canned, Policy, PolicyKind, State};
+use crate::model::policy::{Canned, Given, Seed, State};
 use crate::model::rules::{Match, Rule, MAX_RULES};
 use crate::faults::body_change::BodyChange;
 
@@ -17,32 +17,26 @@ fn matcher(destination: &Destination) -> Match {
     }
 }
 
-/// The policy an outbound rule's fault and percentage stand for, for a binding's values
-/// not given again to keep theirs; `base` gives what the fault does not say.
-fn policy_of(rule: &Rule, base: Policy) -> Option<Policy> {
-    let mut policy = Policy { percentage: rule.percentage, ..base };
+/// The query policy an outbound rule is, for a binding's values not given again to keep
+/// theirs; `base` (the default policy) gives the values its fault does not say. `None` for
+/// a fault no query policy says (a response delay or rewrite).
+fn seed_of(rule: &Rule, base: &Seed) -> Option<Seed> {
+    let mut given = Given { percentage: rule.percentage, ..base.given.clone() };
     match &rule.fault {
-        Fault::Abort(abort) => (policy.kind, policy.status) = (PolicyKind::Abort, abort.status.0),
-        Fault::Delay(delay) => (policy.kind, policy.delay) = (PolicyKind::Delay, delay.fixed),
-        Fault::BoundedRetries(b) => (policy.kind, policy.retries, policy.status) = (PolicyKind::BoundedRetries, b.retries, b.status.0),
-        Fault::Response(_) => policy.kind = PolicyKind::Response,
-        Fault::Reset(reset) => (policy.kind, policy.after) = (PolicyKind::ResetStream, Some(reset.after)),
-        Fault::SlowFailure(slow) => {
-            let (delay, abort) = (slow.delay, slow.abort);
-            (policy.kind, policy.delay, policy.status) = (PolicyKind::SlowFailure, delay.fixed, abort.status.0)
-        }
-        Fault::Truncate(t) => (policy.kind, policy.after_bytes) = (PolicyKind::TruncateResponse, Some(t.after_bytes)),
-        Fault::Throttle(t) => (policy.kind, policy.bytes_per_second) = (PolicyKind::ThrottleResponse, Some(t.bytes_per_second())),
-        Fault::DelayShape(shape) => {
-            (policy.kind, policy.p50, policy.p99) = (PolicyKind::LongTailDelay, Some(shape.at_rank(0.5)), Some(shape.at_rank(0.99)))
-        }
-        Fault::BodyChange(BodyChange::Corrupt { ppm }) => (policy.kind, policy.corrupt) = (PolicyKind::CorruptBody, Some(*ppm)),
-        Fault::BodyChange(BodyChange::Replace { .. }) => policy.kind = PolicyKind::ReplaceBody,
-        Fault::RequestRewrite(rewrite) => (policy.kind, policy.rewrite) = (PolicyKind::RequestRewrite, Some(rewrite.clone())),
-        // No query policy says these: a call keeps the fault, or replaces it whole.
+        Fault::Abort(abort) => given.status = abort.status.0,
+        Fault::Delay(delay) => given.delay = delay.fixed,
+        Fault::BoundedRetries(b) => (given.retries, given.status) = (b.retries, b.status.0),
+        Fault::Response(_) | Fault::BodyChange(BodyChange::Replace { .. }) => {}
+        Fault::Reset(reset) => given.after = Some(reset.after),
+        Fault::SlowFailure(slow) => (given.delay, given.status) = (slow.delay.fixed, slow.abort.status.0),
+        Fault::Truncate(t) => given.after_bytes = Some(t.after_bytes),
+        Fault::Throttle(t) => given.bytes_per_second = Some(t.bytes_per_second()),
+        Fault::DelayShape(shape) => (given.p50, given.p99) = (Some(shape.at_rank(0.5)), Some(shape.at_rank(0.99))),
+        Fault::BodyChange(BodyChange::Corrupt { ppm }) => given.corrupt = Some(*ppm),
+        Fault::RequestRewrite(rewrite) => given.rewrite = Some(rewrite.clone()),
         Fault::ResponseDelay(_) | Fault::ResponseRewrite(_) => return None,
     }
-    Some(policy)
+    Some(Seed { fault: Some(rule.fault.clone()), until_ms: None, given })
 }
 
 /// Applies a control call's change to the binding of `destination` (its outbound rule) in
@@ -60,22 +54,22 @@ pub fn apply(call: &Call, destination: &Destination, canned: &Canned, state: &St
         return Ok(next);
     }
     let kept = existing.filter(|_| !call.reset);
-    let (fault, percentage) = match kept.as_ref().map(|r| (r, policy_of(r, next.default.clone()))) {
+    // A write without `ttl` replaces the binding and its end: no end is inherited.
+    let until_ms = call.ttl.map(|ttl| now_ms.saturating_add(ttl.0));
+    let (fault, percentage) = match kept.as_ref().map(|r| (r, seed_of(r, &next.default))) {
         // A fault no query policy says (a response delay or rewrite) is kept unless the call
         // names another; only its share changes.
         Some((rule, None)) if call.kind.is_none() => (rule.fault.clone(), call.percentage.unwrap_or(rule.percentage)),
         kept => {
-            let mut policy = kept.and_then(|(_, p)| p).unwrap_or_else(|| next.default.clone());
-            call.set_values(&mut policy);
-            let Some(fault) = policy.fault(canned) else { return Ok(next) };
-            (fault, policy.percentage)
+            let mut seed = kept.and_then(|(_, s)| s).unwrap_or_else(|| Seed { until_ms: None, ..next.default.clone() });
+            call.edit(&mut seed, canned, until_ms)?;
+            let Some(fault) = seed.fault else { return Ok(next) };
+            (fault, seed.given.percentage)
         }
     };
     if next.rules.len() >= MAX_RULES {
         return Err(ControlError::TooManyRules);
     }
-    // A write without `ttl` replaces the binding and its end: no end is inherited.
-    let until_ms = call.ttl.map(|ttl| now_ms.saturating_add(ttl.0));
     let rule = Rule { name: None, direction: Direction::Outbound, matcher, fault, percentage, sample_by: None, until_ms };
     next.rules.insert(at.unwrap_or(0), rule);
     Ok(next)
@@ -108,7 +102,7 @@ mod tests {
         assert_eq!(r.matcher.host, Some(HostMatch::Exact("payments".into())));
         assert_eq!(r.fault, Fault::Abort(crate::faults::abort::Abort::status(HttpStatus(503))));
         assert_eq!(r.percentage, Percentage(1_000_000));
-        assert_eq!(s.default.kind, PolicyKind::None, "the default policy is the inbound one, untouched");
+        assert_eq!(s.default.name(), "none", "the default policy is the inbound one, untouched");
         // Values not given keep theirs; another destination is another rule, first.
         let s = call(&s, "host=payments&percentage=50", 0).unwrap();
         assert_eq!((s.rules.len(), s.rules[0].percentage), (1, Percentage(500_000)));

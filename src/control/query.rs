@@ -82,8 +82,7 @@ mod tests {
     use super::*;
     use crate::model::duration::Millis;
     use crate::model::percentage::Percentage;
-    use crate::model::policy::{PolicyKind, State, MAX_CLIENTS};
-    use crate::model::policy::Policy;
+    use crate::model::policy::{Given, Seed, State, MAX_CLIENTS};
 
     fn apply(state: &State, query: &str) -> Result<State, ControlError> {
         Call::parse_query(query)?.apply(state, &State::default(), 0)
@@ -93,42 +92,44 @@ mod tests {
     fn seed_calls_set_the_default_policy() {
         let s = State::default();
         let d = |q: &str| apply(&s, q).unwrap().default;
-        assert_eq!(d("policy=simpleResponse").kind, PolicyKind::Response);
-        assert_eq!(d("timeout=0.25").kind, PolicyKind::Delay);
-        assert_eq!(d("timeout=0.25").delay, Millis(250));
-        assert_eq!(d("timeout=2s").delay, Millis(2000));
-        assert_eq!(d("policy=timeoutTest").delay, Millis(10_000));
-        assert_eq!(d("status=404").kind, PolicyKind::Abort);
-        assert_eq!(d("status=404").status, 404);
-        assert_eq!(d("policy=statusResponse").status, 503);
-        assert_eq!(d("boundedRetries=3"), Policy { kind: PolicyKind::BoundedRetries, retries: 3, ..Policy::default() });
-        assert_eq!(d("boundedRetries=3&status=500").status, 500);
-        assert_eq!(d("policy=boundedRetries").retries, 10);
-        assert_eq!(d("percentage=12.5").percentage, Percentage(125_000));
-        assert_eq!(d("percentage=100").kind, PolicyKind::None);
+        assert_eq!(d("policy=simpleResponse").name(), "simpleResponse");
+        assert_eq!(d("timeout=0.25").name(), "delayResponse");
+        assert_eq!(d("timeout=0.25").given.delay, Millis(250));
+        assert_eq!(d("timeout=2s").given.delay, Millis(2000));
+        assert_eq!(d("policy=timeoutTest").given.delay, Millis(10_000));
+        assert_eq!(d("status=404").name(), "statusResponse");
+        assert_eq!(d("status=404").given.status, 404);
+        assert_eq!(d("policy=statusResponse").given.status, 503);
+        let given = Given { retries: 3, ..Given::default() };
+        let fault = Seed::build("boundedRetries", &given, &crate::model::policy::Canned::default()).unwrap();
+        assert_eq!(d("boundedRetries=3"), Seed { fault, until_ms: None, given });
+        assert_eq!(d("boundedRetries=3&status=500").given.status, 500);
+        assert_eq!(d("policy=boundedRetries").given.retries, 10);
+        assert_eq!(d("percentage=12.5").percentage(), Percentage(125_000));
+        assert_eq!(d("percentage=100").name(), "none");
     }
 
     #[test]
     fn values_not_given_keep_theirs() {
         let s = apply(&State::default(), "timeout=2&percentage=50").unwrap();
         let s = apply(&s, "status=500").unwrap();
-        assert_eq!(s.default.kind, PolicyKind::Abort);
-        assert_eq!(s.default.percentage, Percentage(500_000));
+        assert_eq!(s.default.name(), "statusResponse");
+        assert_eq!(s.default.percentage(), Percentage(500_000));
         let s = apply(&s, "policy=delayResponse").unwrap();
-        assert_eq!(s.default.delay, Millis(2000));
-        assert_eq!(apply(&s, "policy=none").unwrap().default.kind, PolicyKind::None);
+        assert_eq!(s.default.given.delay, Millis(2000));
+        assert_eq!(apply(&s, "policy=none").unwrap().default.name(), "none");
     }
 
     #[test]
     fn ip_edits_a_binding_that_starts_from_the_default() {
         let s = apply(&State::default(), "percentage=30").unwrap();
         let s = apply(&s, "status=500&percentage=100&ip=10.1.2.3").unwrap();
-        assert_eq!(s.default.kind, PolicyKind::None);
+        assert_eq!(s.default.name(), "none");
         let ip = Some("10.1.2.3".parse().unwrap());
-        assert_eq!(s.policy_for(ip).status, 500);
-        assert_eq!(s.policy_for(ip).percentage, Percentage(1_000_000));
+        assert_eq!(s.policy_for(ip).given.status, 500);
+        assert_eq!(s.policy_for(ip).percentage(), Percentage(1_000_000));
         let s = apply(&s, "ip=10.1.2.3&timeout=1").unwrap();
-        assert_eq!(s.policy_for(ip).kind, PolicyKind::Delay);
+        assert_eq!(s.policy_for(ip).name(), "delayResponse");
         assert_eq!(s.bindings.len(), 1);
         let s = apply(&s, "ip=10.1.2.3&reset").unwrap();
         assert!(s.bindings.is_empty());
@@ -139,18 +140,18 @@ mod tests {
         let s = apply(&State::default(), "status=500&ip=10.0.0.0/8").unwrap();
         let s = apply(&s, "status=418").unwrap();
         assert_eq!(apply(&s, "reset").unwrap(), State::default());
-        assert_eq!(apply(&s, "reset&status=502").unwrap().default.status, 502);
+        assert_eq!(apply(&s, "reset&status=502").unwrap().default.given.status, 502);
     }
 
     #[test]
     fn request_rewrite_is_a_query_policy_kept_part_by_part() {
         let s = apply(&State::default(), "policy=requestRewrite&path=/x&setHeaders=x-a:1&percentage=100").unwrap();
-        let rewrite = s.default.rewrite.clone().unwrap();
+        let rewrite = s.default.given.rewrite.clone().unwrap();
         assert_eq!((rewrite.path.as_deref(), rewrite.set_headers.len()), (Some("/x"), 1));
         let s = apply(&s, "method=POST").unwrap();
-        let rewrite = s.default.rewrite.clone().unwrap();
+        let rewrite = s.default.given.rewrite.clone().unwrap();
         assert_eq!((rewrite.path.as_deref(), rewrite.method.as_deref()), (Some("/x"), Some("POST")));
-        assert!(matches!(s.default.fault(&crate::model::policy::Canned { status: 200, headers: vec![], body: String::new() }), Some(crate::faults::Fault::RequestRewrite(_))));
+        assert!(matches!(s.default.fault, Some(crate::faults::Fault::RequestRewrite(_))));
         let message = apply(&State::default(), "policy=requestRewrite").unwrap_err().to_string();
         assert_eq!(message, "requestRewrite: give at least one of path, method, setHeaders, removeHeaders, query");
         let message = Call::parse_query("policy=requestRewrite&method=get").unwrap_err().to_string();
@@ -204,7 +205,7 @@ mod tests {
     #[test]
     fn an_hour_is_written_1h() {
         let s = apply(&State::default(), "timeout=1h").unwrap();
-        assert_eq!(s.default.delay, Millis(3_600_000));
+        assert_eq!(s.default.given.delay, Millis(3_600_000));
         assert_eq!(Call::parse_query("status=500&ttl=1h").unwrap().ttl, Some(Millis(3_600_000)));
         assert!(Call::parse_query("timeout=2h").unwrap_err().to_string().contains("`h`, from 0 to 1h"));
     }
@@ -259,7 +260,7 @@ mod tests {
     fn new_fault_parameters_are_kept_and_checked() {
         let s = apply(&State::default(), "policy=truncateResponse&afterBytes=10").unwrap();
         let s = apply(&s, "policy=longTailDelay&p50=200ms&p99=3s").unwrap();
-        assert_eq!((s.default.after_bytes, s.default.p50, s.default.p99), (Some(10), Some(Millis(200)), Some(Millis(3000))));
+        assert_eq!((s.default.given.after_bytes, s.default.given.p50, s.default.given.p99), (Some(10), Some(Millis(200)), Some(Millis(3000))));
         let message = apply(&s, "p50=3s").unwrap_err().to_string();
         assert_eq!(message, "longTailDelay: p99 must be longer than p50; percentiles rise with their rank");
         // A p50 that does not fit is fine while another fault is in force.
@@ -270,7 +271,7 @@ mod tests {
     #[test]
     fn corrupt_rounds_alike_in_the_query_and_in_a_document() {
         for share in ["0.00005", "12.34565", "100"] {
-            let query = apply(&State::default(), &format!("policy=corruptBody&corrupt={share}")).unwrap().default.corrupt;
+            let query = apply(&State::default(), &format!("policy=corruptBody&corrupt={share}")).unwrap().default.given.corrupt;
             let doc = format!(r#"{{"rules": [{{"fault": {{"body_change": {{"corrupt": {{"percentage": {share}}}}}}}}}]}}"#);
             let rule = crate::model::document::parse(doc.as_bytes(), 0).unwrap().rules.remove(0);
             let ppm = match rule.fault {
@@ -290,7 +291,7 @@ mod tests {
     #[test]
     fn percent_decoding_and_empty_pieces() {
         let call = Call::parse_query("&policy=%73tatusResponse&&").unwrap();
-        assert_eq!(call.kind, Some(PolicyKind::Abort));
+        assert_eq!(call.kind, Some("statusResponse"));
         assert!(!Call::parse_query("").unwrap().changes_anything());
     }
 
@@ -299,24 +300,24 @@ mod tests {
         let at = |s: &State, q: &str, now| Call::parse_query(q).unwrap().apply(s, &State::default(), now).unwrap();
         let s = at(&State::default(), "status=500&percentage=100", 0);
         let mut s = at(&s, "timeout=1&ttl=30s", 1000);
-        assert_eq!(s.default.kind, PolicyKind::Delay);
+        assert_eq!(s.default.name(), "delayResponse");
         assert_eq!(crate::model::document::Document::of(&s, 11_000).policy.get("ttl").as_deref(), Some("20s"));
         s.settle(31_000);
         // The delay ends; the abort from before it does not come back.
-        assert_eq!((s.default.kind, s.default_expiry), (PolicyKind::None, None));
+        assert_eq!((s.default.name(), s.default.until_ms), ("none", None));
         // The issue's case: a later write without ttl replaces the fault and its TTL.
         let s = at(&State::default(), "status=500", 0);
         let s = at(&s, "status=503&percentage=100&ttl=3s", 0);
         let mut s = at(&s, "policy=none", 1000);
-        assert_eq!((s.default.kind, s.default_expiry), (PolicyKind::None, None));
+        assert_eq!((s.default.name(), s.default.until_ms), ("none", None));
         assert_eq!(crate::model::document::Document::of(&s, 1000).policy.get("ttl"), None);
         s.settle(5000);
-        assert_eq!(s.default.kind, PolicyKind::None);
+        assert_eq!(s.default.name(), "none");
         // A write without ttl keeps its fault past the earlier TTL, and inherits none.
         let s = at(&State::default(), "status=503&ttl=3s", 0);
         let mut s = at(&s, "status=500", 1000);
         s.settle(5000);
-        assert_eq!((s.default.kind, s.default.status), (PolicyKind::Abort, 500));
+        assert_eq!((s.default.name(), s.default.given.status), ("statusResponse", 500));
         // Bindings: one given with ttl goes away; a later write without ttl stays.
         let s = at(&State::default(), "ip=10.0.0.1&status=418", 0);
         let mut s = at(&s, "ip=10.0.0.1&status=502&ttl=1", 0);
@@ -325,7 +326,7 @@ mod tests {
         let s = at(&State::default(), "ip=10.0.0.1&status=418&ttl=1", 0);
         let mut s = at(&s, "ip=10.0.0.1&status=502", 500);
         s.settle(2000);
-        assert_eq!(s.policy_for(Some("10.0.0.1".parse().unwrap())).status, 502);
+        assert_eq!(s.policy_for(Some("10.0.0.1".parse().unwrap())).given.status, 502);
         assert!(Call::parse_query("ttl=0").is_err());
         assert!(Call::parse_query("ttl=2h").unwrap_err().to_string().contains("ttl: '2h'"));
     }

@@ -8,8 +8,9 @@ use crate::model::duration::{self, Millis};
 use crate::model::net::{self, Cidr};
 use crate::model::outbound::{self, Destination};
 use crate::model::percentage::{self, Percentage};
-use crate::model::policy::{Expiry, PolicyKind, State, KIND_NAMES, MAX_CLIENTS};
+use crate::model::policy::{policy_name, Canned, Given, Seed, State, Unbuilt, KIND_NAMES, MAX_CLIENTS};
 use crate::faults::request_rewrite::{self, RequestRewrite};
+use crate::model::values::{HttpStatus, STATUS_ACCEPTED};
 use std::fmt;
 
 /// The parameters the control route accepts.
@@ -103,7 +104,7 @@ pub struct Call {
     /// Start over first: the configured start for the default, no binding for a client.
     pub reset: bool,
     /// `policy=`.
-    pub kind: Option<PolicyKind>,
+    pub kind: Option<&'static str>,
     /// `timeout=`.
     pub delay: Option<Millis>,
     /// `status=`.
@@ -131,7 +132,6 @@ pub struct Call {
     pub rewrite: Option<RequestRewrite>,
 }
 
-const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
 const TTL_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`30s`, `5m`, `1h`)";
 const RETRIES_ACCEPTED: &str = "a whole number of failed attempts from 0 to 10000";
 const PERCENTILE_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`100ms`, `2s`)";
@@ -179,11 +179,11 @@ impl Call {
             seen.push(name);
             let bad = |accepted| ControlError::BadValue { parameter: name, value: value.to_string(), accepted };
             match name {
-                "policy" => call.kind = Some(PolicyKind::parse(value).ok_or_else(|| bad(KIND_NAMES))?),
+                "policy" => call.kind = Some(policy_name(value).ok_or_else(|| bad(KIND_NAMES))?),
                 "timeout" => call.delay = Some(duration::parse(value).ok_or_else(|| bad(duration::ACCEPTED))?),
                 "status" => {
-                    let status = whole_number::<u16>(value).filter(|s| (200..=599).contains(s));
-                    call.status = Some(status.ok_or_else(|| bad(STATUS_ACCEPTED))?);
+                    let status = whole_number::<u64>(value).and_then(HttpStatus::new);
+                    call.status = Some(status.ok_or_else(|| bad(STATUS_ACCEPTED))?.0);
                 }
                 "boundedRetries" => {
                     let n = whole_number::<u32>(value).filter(|n| *n <= 10_000);
@@ -239,13 +239,13 @@ impl Call {
 
     /// The fault named by the values given when `policy` is not: `timeout` delays,
     /// `boundedRetries` fails attempts (with `status` as their status), `status` alone aborts.
-    fn implied_kind(&self) -> Result<Option<PolicyKind>, ControlError> {
+    fn implied_kind(&self) -> Result<Option<&'static str>, ControlError> {
         Ok(match (self.delay, self.retries, self.status) {
             (Some(_), Some(_), _) => return Err(ControlError::Conflict("timeout", "boundedRetries")),
             (Some(_), None, Some(_)) => return Err(ControlError::Conflict("timeout", "status")),
-            (Some(_), None, None) => Some(PolicyKind::Delay),
-            (None, Some(_), _) => Some(PolicyKind::BoundedRetries),
-            (None, None, Some(_)) => Some(PolicyKind::Abort),
+            (Some(_), None, None) => policy_name("delayResponse"),
+            (None, Some(_), _) => policy_name("boundedRetries"),
+            (None, None, Some(_)) => policy_name("statusResponse"),
             (None, None, None) => None,
         })
     }
@@ -279,57 +279,57 @@ impl Call {
 
     /// Applies the call to `state` at `now_ms`, returning the new state; `start` is what
     /// `reset` returns to. The edited policy's end is the call's `ttl`, or none: a write
-    /// replaces the fault and its TTL, and inherits no TTL it did not give.
+    /// replaces the fault and its TTL, and inherits no TTL it did not give. Policies that
+    /// answer with the canned response get the default one here (see [`State::resolve`]).
     pub fn apply(&self, state: &State, start: &State, now_ms: u64) -> Result<State, ControlError> {
         let mut next = state.clone();
         next.settle(now_ms);
-        let expiry = self.ttl.map(|t| Expiry { until_ms: now_ms.saturating_add(t.0) });
+        let until_ms = self.ttl.map(|t| now_ms.saturating_add(t.0));
+        let canned = Canned::default();
         match &self.ip {
             None => {
                 if self.reset {
                     next = start.clone();
                 }
-                self.set_values(&mut next.default);
-                next.default_expiry = expiry;
+                self.edit(&mut next.default, &canned, until_ms)?;
             }
             Some(clients) => {
                 if self.reset {
                     next.unbind(clients);
                 }
                 if self.has_values() {
-                    if let Some(policy) = next.binding_mut(clients) {
-                        self.set_values(policy);
+                    if let Some(seed) = next.binding_mut(clients) {
+                        self.edit(seed, &canned, until_ms)?;
                     } else if next.bindings.len() >= MAX_CLIENTS {
                         return Err(ControlError::TooManyClients);
                     } else {
-                        let mut policy = next.default.clone();
-                        self.set_values(&mut policy);
-                        next.bind(clients, policy);
+                        let mut seed = next.default.clone();
+                        self.edit(&mut seed, &canned, until_ms)?;
+                        next.bind(clients, seed);
                     }
                 }
-                if let (Some(slot), true) = (next.binding_expiry_mut(clients), self.has_values()) {
-                    *slot = expiry;
-                }
             }
-        }
-        let edited = match &self.ip {
-            None => Some(&next.default),
-            Some(clients) => next.policy_of(clients),
-        };
-        if let Some(policy) = edited.filter(|p| p.kind == PolicyKind::LongTailDelay) {
-            policy.shape().map_err(|e| ControlError::Shape(e.to_string()))?;
-        }
-        if edited.is_some_and(|p| p.kind == PolicyKind::RequestRewrite && p.rewrite.is_none()) {
-            return Err(ControlError::Rewrite);
         }
         Ok(next)
     }
 
+    /// Edits `seed` with the call's values: the fault named (`policy=`, or implied by the
+    /// values given, or the one in force) is built again from the values as they now are,
+    /// and ends at `until_ms`.
+    pub fn edit(&self, seed: &mut Seed, canned: &Canned, until_ms: Option<u64>) -> Result<(), ControlError> {
+        self.set_values(&mut seed.given);
+        let name = self.kind.unwrap_or(seed.name());
+        seed.fault = Seed::build(name, &seed.given, canned).map_err(|e| match e {
+            Unbuilt::Shape(e) => ControlError::Shape(e.to_string()),
+            Unbuilt::Rewrite => ControlError::Rewrite,
+            Unbuilt::Throttle(e) => ControlError::BadValue { parameter: "bytesPerSecond", value: e.0.to_string(), accepted: crate::faults::throttle::ACCEPTED },
+        })?;
+        seed.until_ms = until_ms;
+        Ok(())
+    }
+
     /// Sets the values the call gives on `policy`.
-    pub fn set_values(&self, policy: &mut crate::model::policy::Policy) {
-        if let Some(kind) = self.kind {
-            policy.kind = kind;
-        }
+    fn set_values(&self, policy: &mut Given) {
         if let Some(delay) = self.delay {
             policy.delay = delay;
         }

@@ -369,7 +369,8 @@ macro_rules! from_value {
 }
 pub(crate) use from_value;
 
-const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
+/// What an HTTP status accepts, for error messages.
+pub const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
 const GRPC_ACCEPTED: &str = "a gRPC status code from 0 to 16";
 const HEADER_ACCEPTED: &str = "a header name (letters, digits, '-', '_')";
 const PATTERN_ACCEPTED: &str = "a regular expression (RE2-like syntax, up to 512 bytes)";
@@ -381,11 +382,18 @@ const MAX_PATTERN_LEN: usize = 512;
 #[serde(transparent)]
 pub struct HttpStatus(pub u16);
 
+impl HttpStatus {
+    /// The status, if the filter may answer with it: the one place the range is checked,
+    /// for the document, the query, the configuration and the `x-fault-abort-status` header.
+    pub fn new(status: u64) -> Option<HttpStatus> {
+        u16::try_from(status).ok().filter(|s| (200..=599).contains(s)).map(HttpStatus)
+    }
+}
+
 impl TryFrom<&serde_json::Value> for HttpStatus {
     type Error = String;
     fn try_from(value: &serde_json::Value) -> Result<HttpStatus, String> {
-        let status = value.as_u64().filter(|s| (200..=599).contains(s));
-        status.map(|s| HttpStatus(s as u16)).ok_or_else(|| number_expected(value, STATUS_ACCEPTED))
+        value.as_u64().and_then(HttpStatus::new).ok_or_else(|| number_expected(value, STATUS_ACCEPTED))
     }
 }
 from_value!(HttpStatus);

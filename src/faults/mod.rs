@@ -165,3 +165,29 @@ impl<'de> Deserialize<'de> for Fault {
         deserializer.deserialize_map(OneFault)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_is_listed_once_and_says_what_it_counts() {
+        for (i, name) in NAMES.iter().enumerate() {
+            assert!(!NAMES[..i].contains(name), "{name}");
+        }
+        // The message docs/policy-document.md shows, from the one list.
+        let message = serde_json::from_str::<Fault>(r#"{"nap": {}}"#).unwrap_err().to_string();
+        let listed = "give one of delay, abort, response, bounded_retries, response_delay, response_rewrite, request_rewrite, reset, truncate, throttle, delay_shape, body_change; or delay and abort together (a slow failure)";
+        assert!(message.starts_with(listed), "{message}");
+        let slow: Fault = serde_json::from_str(r#"{"abort": {"status": 503}, "delay": {"fixed": "1s"}}"#).unwrap();
+        assert_eq!((slow.label(), slow.stat()), ("slowFailure", Stat::SlowFailuresInjected));
+        let written = serde_json::to_string(&slow).unwrap();
+        assert_eq!(serde_json::from_str::<Fault>(&written).unwrap(), slow, "{written}");
+        let retries: Fault = serde_json::from_str(r#"{"bounded_retries": {"retries": 2}}"#).unwrap();
+        assert_eq!((retries.label(), retries.stat()), ("boundedRetries", Stat::RetriesInjected));
+        assert_eq!(label_of(Stat::DelaysInjected), Some("delay"));
+        assert_eq!(label_of(Stat::RequestsRewritten), Some("requestRewrite"));
+        assert_eq!(label_of(Stat::RequestsSeen), None);
+    }
+}

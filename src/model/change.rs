@@ -9,7 +9,7 @@ use crate::model::net::{self, Cidr};
 use crate::model::outbound::{self, Destination};
 use crate::model::percentage::{self, Percentage};
 use crate::model::policy::{policy_name, Canned, Given, Seed, State, Unbuilt, KIND_NAMES, MAX_CLIENTS};
-use crate::faults::request_rewrite::{self, RequestRewrite};
+use crate::faults::request_rewrite::RequestRewrite;
 use crate::model::values::{HttpStatus, STATUS_ACCEPTED};
 use std::fmt;
 
@@ -151,28 +151,9 @@ impl Call {
         let mut call = Call::default();
         let mut seen: Vec<&'static str> = Vec::new();
         for (key, value) in pairs {
-            let name = match key {
-                "policy" => "policy",
-                "timeout" => "timeout",
-                "status" => "status",
-                "boundedRetries" => "boundedRetries",
-                "percentage" => "percentage",
-                "ip" => "ip",
-                "host" => "host",
-                "dest" => "dest",
-                "reset" => "reset",
-                "ttl" => "ttl",
-                "after" => "after",
-                "afterBytes" => "afterBytes",
-                "bytesPerSecond" => "bytesPerSecond",
-                "p50" => "p50",
-                "p99" => "p99",
-                "corrupt" => "corrupt",
-                other => match request_rewrite::PARAMETERS.iter().find(|p| **p == other) {
-                    Some(name) => name,
-                    None => return Err(ControlError::UnknownParameter(other.to_string())),
-                },
-            };
+            // The parameter's one spelling, from the list the errors show.
+            let known = PARAMETERS.split("; ").next().unwrap_or_default().split(", ").find(|p| *p == key);
+            let Some(name) = known else { return Err(ControlError::UnknownParameter(key.to_string())) };
             if seen.contains(&name) {
                 return Err(ControlError::Repeated(name));
             }
@@ -261,20 +242,11 @@ impl Call {
         self.reset && self.ip.is_none() && self.destination.is_none()
     }
 
-    /// True when the call sets a policy value.
+    /// True when the call sets a policy value: anything but which policy it edits
+    /// (`ip`, `host`, `dest`), `reset` and `ttl`.
     pub fn has_values(&self) -> bool {
-        self.kind.is_some()
-            || self.delay.is_some()
-            || self.status.is_some()
-            || self.retries.is_some()
-            || self.percentage.is_some()
-            || self.after.is_some()
-            || self.after_bytes.is_some()
-            || self.bytes_per_second.is_some()
-            || self.p50.is_some()
-            || self.p99.is_some()
-            || self.corrupt.is_some()
-            || self.rewrite.is_some()
+        let edits_only = Call { ip: self.ip, destination: self.destination.clone(), reset: self.reset, ttl: self.ttl, ..Call::default() };
+        *self != edits_only
     }
 
     /// Applies the call to `state` at `now_ms`, returning the new state; `start` is what

@@ -5,7 +5,7 @@
 use crate::faults::Fault;
 use crate::model::change::{Call, ControlError};
 use crate::model::outbound::{Destination, Direction, HostMatch};
-use crate::model::policy::{Canned, Given, Seed, State};
+use crate::model::policy::{Canned, Settings, Seed, State};
 use crate::model::rules::{Match, Rule, MAX_RULES};
 use crate::faults::body_change::BodyChange;
 
@@ -21,7 +21,7 @@ fn matcher(destination: &Destination) -> Match {
 /// theirs; `base` (the default policy) gives the values its fault does not say. `None` for
 /// a fault no query policy says (a response delay or rewrite).
 fn seed_of(rule: &Rule, base: &Seed) -> Option<Seed> {
-    let mut given = Given { percentage: rule.percentage, ..base.given.clone() };
+    let mut given = Settings { percentage: rule.percentage, ..base.given.clone() };
     match &rule.fault {
         Fault::Abort(abort) => given.status = abort.status.0,
         Fault::Delay(delay) => given.delay = delay.fixed,

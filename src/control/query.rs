@@ -82,7 +82,7 @@ mod tests {
     use super::*;
     use crate::model::duration::Millis;
     use crate::model::percentage::Percentage;
-    use crate::model::policy::{Given, Seed, State, MAX_CLIENTS};
+    use crate::model::policy::{Settings, Seed, State, MAX_CLIENTS};
 
     fn apply(state: &State, query: &str) -> Result<State, ControlError> {
         Call::parse_query(query)?.apply(state, &State::default(), 0)
@@ -100,7 +100,7 @@ mod tests {
         assert_eq!(d("status=404").name(), "statusResponse");
         assert_eq!(d("status=404").given.status, 404);
         assert_eq!(d("policy=statusResponse").given.status, 503);
-        let given = Given { retries: 3, ..Given::default() };
+        let given = Settings { retries: 3, ..Settings::default() };
         let fault = Seed::build("boundedRetries", &given, &crate::model::policy::Canned::default()).unwrap();
         assert_eq!(d("boundedRetries=3"), Seed { fault, until_ms: None, given });
         assert_eq!(d("boundedRetries=3&status=500").given.status, 500);

@@ -4,7 +4,7 @@
 //! table that counts the attempts is [`crate::faults::retries`].
 
 use crate::faults::Kind;
-use crate::model::values::{from_object, from_value, not_accepted, HttpStatus};
+use crate::model::values::{from_object, HttpStatus};
 use crate::stats::Stat;
 use serde::{Deserialize, Serialize};
 
@@ -26,30 +26,22 @@ impl Kind for BoundedRetries {
     const STAT: Stat = Stat::RetriesInjected;
 }
 
-/// Attempts that fail: 0 to 10000.
-pub struct Retries(u32);
-
-impl TryFrom<&serde_json::Value> for Retries {
-    type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Retries, String> {
-        let n = value.as_u64().filter(|n| *n <= u64::from(MAX_RETRIES));
-        n.map(|n| Retries(n as u32)).ok_or_else(|| not_accepted(value, "a whole number from 0 to 10000"))
-    }
-}
-from_value!(Retries);
 
 /// Bounded retries as written; the status defaults to 503.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BoundedRetriesSpec {
-    retries: Retries,
+    retries: u32,
     status: Option<HttpStatus>,
 }
 
 impl TryFrom<BoundedRetriesSpec> for BoundedRetries {
-    type Error = &'static str;
-    fn try_from(spec: BoundedRetriesSpec) -> Result<BoundedRetries, &'static str> {
-        Ok(BoundedRetries { retries: spec.retries.0, status: spec.status.unwrap_or(HttpStatus(503)) })
+    type Error = String;
+    fn try_from(spec: BoundedRetriesSpec) -> Result<BoundedRetries, String> {
+        if spec.retries > MAX_RETRIES {
+            return Err(format!("retries: {} is not accepted; expected a whole number from 0 to {MAX_RETRIES}", spec.retries));
+        }
+        Ok(BoundedRetries { retries: spec.retries, status: spec.status.unwrap_or(HttpStatus(503)) })
     }
 }
 from_object!(BoundedRetries, BoundedRetriesSpec);

@@ -13,8 +13,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::faults::Kind;
-use crate::model::duration::{self, Millis, MAX_MILLIS};
-use crate::model::values;
+use crate::model::duration::{Millis, MAX_MILLIS};
 use crate::stats::Stat;
 
 /// The percentiles a shape is given in, as written in a policy document: durations in the
@@ -23,37 +22,19 @@ use crate::stats::Stat;
 #[serde(deny_unknown_fields)]
 pub struct ShapeSpec {
     /// The median.
-    pub p50: Written,
+    pub p50: Millis,
     /// The 90th percentile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p90: Option<Written>,
+    pub p90: Option<Millis>,
     /// The 95th percentile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p95: Option<Written>,
+    pub p95: Option<Millis>,
     /// The 99th percentile.
-    pub p99: Written,
+    pub p99: Millis,
     /// The 99.9th percentile.
     #[serde(default, rename = "p99.9", skip_serializing_if = "Option::is_none")]
-    pub p999: Option<Written>,
+    pub p999: Option<Millis>,
 }
-
-/// A percentile as written, a string or a number (seconds), read by the shape's own
-/// checks so that an error names the percentile.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct Written(pub String);
-
-impl TryFrom<&serde_json::Value> for Written {
-    type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Written, String> {
-        Ok(Written(match value {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => values::number_text(n),
-            other => values::shown(other),
-        }))
-    }
-}
-values::from_value!(Written);
 
 impl Kind for DelayShape {
     const NAME: &'static str = "delay_shape";
@@ -64,13 +45,6 @@ impl Kind for DelayShape {
 /// Why a shape was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShapeError {
-    /// A percentile's duration did not parse or is over an hour.
-    BadDuration {
-        /// Which percentile (`p50`).
-        name: &'static str,
-        /// What was written.
-        value: String,
-    },
     /// A percentile is zero; a log-normal has no zero.
     Zero {
         /// Which percentile.
@@ -88,9 +62,6 @@ pub enum ShapeError {
 impl fmt::Display for ShapeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ShapeError::BadDuration { name, value } => {
-                write!(f, "{name}: {value:?} is not accepted; give {}", duration::ACCEPTED)
-            }
             ShapeError::Zero { name } => write!(f, "{name}: must be above 0 (a duration such as 1ms)"),
             ShapeError::NotIncreasing { lower, upper } => {
                 write!(f, "{upper} must be longer than {lower}; percentiles rise with their rank")
@@ -167,29 +138,15 @@ impl TryFrom<ShapeSpec> for DelayShape {
             ("p95", 0.95, spec.p95),
             ("p99", 0.99, Some(spec.p99)),
             ("p99.9", 0.999, spec.p999),
-        ]
-        .map(|(name, rank, text)| (name, rank, text.map(|Written(t)| t)));
-        let mut given = Vec::with_capacity(named.len());
-        for (name, rank, text) in named {
-            if let Some(value) = text {
-                let ms = duration::parse(&value).ok_or(ShapeError::BadDuration { name, value })?;
-                given.push((name, rank, ms));
-            }
-        }
-        DelayShape::fit(given)
+        ];
+        DelayShape::fit(named.into_iter().filter_map(|(name, rank, ms)| Some((name, rank, ms?))).collect())
     }
 }
 
 impl From<DelayShape> for ShapeSpec {
     fn from(shape: DelayShape) -> ShapeSpec {
-        let text = |name: &str| shape.given.iter().find(|(n, _, _)| *n == name).map(|(_, _, ms)| Written(ms.to_string()));
-        ShapeSpec {
-            p50: text("p50").unwrap_or(Written(String::new())),
-            p90: text("p90"),
-            p95: text("p95"),
-            p99: text("p99").unwrap_or(Written(String::new())),
-            p999: text("p99.9"),
-        }
+        let at = |name: &str| shape.given.iter().find(|(n, _, _)| *n == name).map(|(_, _, ms)| *ms);
+        ShapeSpec { p50: at("p50").unwrap_or_default(), p90: at("p90"), p95: at("p95"), p99: at("p99").unwrap_or_default(), p999: at("p99.9") }
     }
 }
 
@@ -386,8 +343,8 @@ mod tests {
             (r#"{"p50": "1s", "p99": "1s"}"#, "p99 must be longer than p50"),
             (r#"{"p50": "100ms", "p90": "3s", "p99": "2s"}"#, "p99 must be longer than p90"),
             (r#"{"p50": "0", "p99": "2s"}"#, "p50: must be above 0"),
-            (r#"{"p50": "100ms", "p99": "2h"}"#, "p99: \"2h\" is not accepted; give seconds"),
-            (r#"{"p50": "100ms", "p99": "61m"}"#, "p99: \"61m\" is not accepted"),
+            (r#"{"p50": "100ms", "p99": "2h"}"#, "\"2h\" is not accepted; expected seconds"),
+            (r#"{"p50": "100ms", "p99": "61m"}"#, "\"61m\" is not accepted"),
             (r#"{"p50": "100ms"}"#, "missing field `p99`"),
             (r#"{"p50": "100ms", "p99": "2s", "p75": "1s"}"#, "unknown field `p75`, expected one of `p50`, `p90`, `p95`, `p99`, `p99.9`"),
         ] {

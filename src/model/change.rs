@@ -8,7 +8,7 @@ use crate::model::duration::{self, Millis};
 use crate::model::net::{self, Cidr};
 use crate::model::outbound::{self, Destination};
 use crate::model::percentage::{self, Percentage};
-use crate::model::policy::{policy_name, Canned, Given, Seed, State, Unbuilt, KIND_NAMES, MAX_CLIENTS};
+use crate::model::policy::{policy_name, Canned, Settings, Seed, State, Unbuilt, KIND_NAMES, MAX_CLIENTS};
 use crate::faults::request_rewrite::RequestRewrite;
 use crate::model::values::{HttpStatus, STATUS_ACCEPTED};
 use std::fmt;
@@ -301,7 +301,7 @@ impl Call {
     }
 
     /// Sets the values the call gives on `policy`.
-    fn set_values(&self, policy: &mut Given) {
+    fn set_values(&self, policy: &mut Settings) {
         if let Some(delay) = self.delay {
             policy.delay = delay;
         }

@@ -140,7 +140,7 @@ fn key(ip: IpAddr, prefix: u8) -> (bool, u8, u128) {
 mod tests {
     use super::*;
     use crate::model::net::Cidr;
-    use crate::model::policy::{Canned, Given, Seed};
+    use crate::model::policy::{Canned, Settings, Seed};
     use proptest::prelude::*;
 
     /// A request as the rules read it; counts the path reads.
@@ -221,7 +221,7 @@ mod tests {
     fn bound(ranges: &[&str]) -> State {
         let mut state = State::default();
         for (i, range) in ranges.iter().enumerate() {
-            let given = Given { status: 500 + i as u16, ..Given::default() };
+            let given = Settings { status: 500 + i as u16, ..Settings::default() };
             let policy = Seed { fault: Seed::build("statusResponse", &given, &Canned::default()).unwrap(), until_ms: None, given };
             state.bind(&Cidr::parse(range).unwrap(), policy);
         }
@@ -283,7 +283,7 @@ mod tests {
             let mut state = State::default();
             for (i, r) in ranges.iter().enumerate() {
                 if state.policy_of(r).is_none() {
-                    let given = Given { retries: i as u32, ..Given::default() };
+                    let given = Settings { retries: i as u32, ..Settings::default() };
                     let policy = Seed { fault: Seed::build("statusResponse", &given, &Canned::default()).unwrap(), until_ms: None, given };
                     if sorted {
                         state.bind(r, policy);

@@ -85,7 +85,7 @@ pub const DEFAULT_CORRUPT_PPM: u32 = 10_000;
 /// The seed's parameters as last given, kept while another fault (or none) is in force so
 /// that `policy=delayResponse` reuses the last `timeout`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Given {
+pub struct Settings {
     /// The share of requests (or, for bounded retries, of request identities) sampled.
     pub percentage: Percentage,
     /// `timeout`: how long a delayed request is held.
@@ -111,9 +111,9 @@ pub struct Given {
     pub rewrite: Option<RequestRewrite>,
 }
 
-impl Default for Given {
+impl Default for Settings {
     fn default() -> Self {
-        Given {
+        Settings {
             percentage: Percentage::DEFAULT,
             delay: Millis(10_000),
             status: 503,
@@ -166,7 +166,7 @@ pub struct Seed {
     /// When it ends by itself (`ttl`), in milliseconds since the epoch.
     pub until_ms: Option<u64>,
     /// The parameters as last given.
-    pub given: Given,
+    pub given: Settings,
 }
 
 impl Seed {
@@ -198,7 +198,7 @@ impl Seed {
 
     /// The fault the policy `name` (one of [`NAMES`]) injects with the values `given`;
     /// `canned` is `simpleResponse`'s answer and `replaceBody`'s body.
-    pub fn build(name: &str, given: &Given, canned: &Canned) -> Result<Option<Fault>, Unbuilt> {
+    pub fn build(name: &str, given: &Settings, canned: &Canned) -> Result<Option<Fault>, Unbuilt> {
         let status = HttpStatus(given.status);
         Ok(Some(match name {
             SIMPLE_RESPONSE => Fault::Response(Response {
@@ -342,7 +342,7 @@ mod tests {
     use super::*;
 
     fn abort(status: u16) -> Seed {
-        let given = Given { status, ..Given::default() };
+        let given = Settings { status, ..Settings::default() };
         Seed { fault: Seed::build(STATUS_RESPONSE, &given, &Canned::default()).unwrap(), until_ms: None, given }
     }
 
@@ -378,7 +378,7 @@ mod tests {
     #[test]
     fn each_policy_is_one_fault_named_as_it_was_asked() {
         let canned = Canned { status: 201, headers: vec![], body: "hi".into() };
-        let given = Given::default();
+        let given = Settings::default();
         let fault = |name| Seed::build(name, &given, &canned).unwrap();
         assert_eq!(fault("none"), None);
         assert_eq!(fault("statusResponse"), Some(Fault::Abort(Abort::status(HttpStatus(503)))));
@@ -401,6 +401,6 @@ mod tests {
         state.default.fault = Seed::build("simpleResponse", &state.default.given, &Canned::default()).unwrap();
         let canned = Canned { status: 418, headers: vec![("content-type".into(), "text/plain".into())], body: "teapot".into() };
         state.resolve(&canned);
-        assert_eq!(state.default.fault, Seed::build("simpleResponse", &Given::default(), &canned).unwrap());
+        assert_eq!(state.default.fault, Seed::build("simpleResponse", &Settings::default(), &canned).unwrap());
     }
 }

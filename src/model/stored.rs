@@ -12,7 +12,7 @@ use crate::guard::{Guard, Shown};
 use crate::model::duration::{self, Millis};
 use crate::model::net::Cidr;
 use crate::model::percentage::{self, Percentage};
-use crate::model::policy::{policy_name, Binding, Canned, Given, Seed, State};
+use crate::model::policy::{policy_name, Binding, Canned, Settings, Seed, State};
 use crate::model::rules::Rule;
 use crate::model::sampling::identity_hash;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -158,7 +158,7 @@ impl StoredPolicy {
             first.make_ascii_lowercase();
         }
         let name = policy_name(&kind).filter(|n| *n == kind)?;
-        let given = Given {
+        let given = Settings {
             percentage: self.percentage,
             delay: self.delay,
             status: self.status,

@@ -10,7 +10,7 @@ use crate::model::outbound::Direction;
 use crate::model::policy::{Canned, State};
 use crate::faults::retries::{self, Limits};
 use crate::model::rules::RuleSpec;
-use crate::model::values::{self, from_given, Given, HeaderName, Invalid, Object, Text, UnknownKeys};
+use crate::model::values::{self, from_given, Given, HeaderName, HttpStatus, Invalid, Object, Text, UnknownKeys};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 
@@ -322,15 +322,14 @@ impl TryFrom<ConfigSpec> for Config {
         }
         let response = spec.simple_response;
         if let Some(Whole(status)) = response.status {
-            if !(200..=599).contains(&status) {
-                return Err(bad("simple_response.status", &status.to_string(), "an HTTP status from 200 to 599"));
-            }
-            config.simple_response.status = status as u16;
+            let status = HttpStatus::new(status).ok_or_else(|| bad("simple_response.status", &status.to_string(), values::STATUS_ACCEPTED))?;
+            config.simple_response.status = status.0;
         }
         config.simple_response.headers = response.headers.into_iter().map(|Pair(k, v)| (k, v)).collect();
         if let Some(Text(body)) = response.body {
             config.simple_response.body = body;
         }
+        config.start.resolve(&config.simple_response);
         config.control = control(spec.control)?;
         // Outbound, the app's calls to a dependency's own /injector go to the dependency.
         config.control.enabled &= config.direction == Direction::Inbound;
@@ -452,7 +451,6 @@ fn is_filter_state_key(key: &str) -> bool {
 mod tests {
     use super::*;
     use crate::model::percentage::Percentage;
-    use crate::model::policy::PolicyKind;
 
     fn error_of(text: &str) -> String {
         Config::parse(text.as_bytes()).unwrap_err().to_string()
@@ -531,10 +529,10 @@ mod tests {
             "stats_flush": "2s",
             "xff_num_trusted_hops": 2
         }"#).unwrap();
-        assert_eq!(config.start.default.kind, PolicyKind::Abort);
-        assert_eq!(config.start.default.percentage, Percentage(125_000));
+        assert_eq!(config.start.default.name(), "statusResponse");
+        assert_eq!(config.start.default.percentage(), Percentage(125_000));
         let client = config.start.policy_for(Some("10.1.1.1".parse().unwrap()));
-        assert_eq!((client.kind, client.delay, client.status), (PolicyKind::Delay, Millis(250), 500));
+        assert_eq!((client.name(), client.given.delay, client.given.status), ("delayResponse", Millis(250), 500));
         assert_eq!(config.simple_response.headers, vec![("x-a".to_string(), "b".to_string())]);
         assert!(!config.control.enabled);
         assert_eq!(config.control.token.as_deref(), Some("s3cret"));

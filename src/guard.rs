@@ -19,9 +19,8 @@
 //! to be shown and stored as written, then `TryFrom` into what it means; shares are kept
 //! in parts per million and shown without float formatting.
 
-use crate::decide::Source;
 use crate::model::duration::{self, Millis};
-use crate::model::rules::{Match, RequestView};
+use crate::model::rules::{Match, RequestView, Source};
 use crate::model::share::{Ppm, FULL};
 use crate::model::values::{self, from_given, from_object, Given};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

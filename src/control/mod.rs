@@ -2,5 +2,6 @@
 //! page it shows a browser.
 
 pub mod access;
+pub mod destination;
 pub mod page;
 pub mod query;

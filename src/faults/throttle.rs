@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+use crate::faults::Kind;
+use crate::stats::Stat;
 use serde::{Deserialize, Serialize};
 
 /// The fastest rate accepted, 1 GiB/s; anything faster throttles nothing a proxy carries.
@@ -36,6 +38,7 @@ pub struct ThrottleSpec {
     pub bytes_per_second: u64,
 }
 
+
 /// Why a throttle rate was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThrottleError(pub u64);
@@ -56,6 +59,12 @@ pub struct Throttle {
     bytes_per_second: u64,
 }
 
+impl Kind for Throttle {
+    const NAME: &'static str = "throttle";
+    const LABEL: &'static str = "throttle";
+    const STAT: Stat = Stat::ThrottlesInjected;
+}
+
 impl Throttle {
     /// The rate in bytes per second.
     pub fn bytes_per_second(self) -> u64 {
@@ -72,10 +81,17 @@ impl TryFrom<ThrottleSpec> for Throttle {
     type Error = ThrottleError;
 
     fn try_from(spec: ThrottleSpec) -> Result<Throttle, ThrottleError> {
-        if (KIB..=MAX_BYTES_PER_SECOND).contains(&spec.bytes_per_second) && spec.bytes_per_second.is_multiple_of(KIB) {
-            Ok(Throttle { bytes_per_second: spec.bytes_per_second })
+        Throttle::at(spec.bytes_per_second)
+    }
+}
+
+impl Throttle {
+    /// A throttle at `bytes_per_second`, from the document or the query's `bytesPerSecond=`.
+    pub fn at(bytes_per_second: u64) -> Result<Throttle, ThrottleError> {
+        if (KIB..=MAX_BYTES_PER_SECOND).contains(&bytes_per_second) && bytes_per_second.is_multiple_of(KIB) {
+            Ok(Throttle { bytes_per_second })
         } else {
-            Err(ThrottleError(spec.bytes_per_second))
+            Err(ThrottleError(bytes_per_second))
         }
     }
 }

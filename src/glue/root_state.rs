@@ -233,7 +233,8 @@ impl RootState {
     }
 
     /// Takes `state` as the current one (this root context just wrote it, or read it).
-    pub fn adopt(&mut self, state: State) {
+    pub fn adopt(&mut self, mut state: State) {
+        state.resolve(&self.config.simple_response);
         self.expires = state.next_expiry();
         self.index = Index::of(&state);
         self.state = state;

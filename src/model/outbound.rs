@@ -5,11 +5,7 @@
 //! `?host=payments&status=503` (or `?dest=10.0.0.0/8&...`) on the control route is the
 //! client binding's twin, stored as the outbound rule for that one destination.
 
-use crate::faults::body_change::BodyChange;
 use crate::model::net::Cidr;
-use crate::model::policy::{Canned, Policy, PolicyKind, State};
-use crate::control::query::{Call, ControlError};
-use crate::model::rules::{Fault, Match, Rule, MAX_RULES};
 use crate::model::values::{from_given, from_object, Given, Pattern, Text};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -125,78 +121,12 @@ impl Destination {
         ok.then(|| Destination::Host(text.to_ascii_lowercase()))
     }
 
-    /// The match of the rule this destination's binding is.
-    fn matcher(&self) -> Match {
-        match self {
-            Destination::Host(h) => Match { host: Some(HostMatch::Exact(h.clone())), ..Match::default() },
-            Destination::Addresses(c) => Match { destinations: vec![*c], ..Match::default() },
-        }
-    }
-}
-
-/// The policy an outbound rule's fault and percentage stand for, for a binding's values
-/// not given again to keep theirs; `base` gives what the fault does not say.
-fn policy_of(rule: &Rule, base: Policy) -> Policy {
-    let mut policy = Policy { percentage: rule.percentage, ..base };
-    match &rule.fault {
-        Fault::Abort { status, .. } => (policy.kind, policy.status) = (PolicyKind::Abort, status.0),
-        Fault::Delay { fixed, .. } => (policy.kind, policy.delay) = (PolicyKind::Delay, *fixed),
-        Fault::BoundedRetries { retries, status } => {
-            (policy.kind, policy.retries, policy.status) = (PolicyKind::BoundedRetries, *retries, status.0)
-        }
-        Fault::Response { .. } => policy.kind = PolicyKind::Response,
-        Fault::Reset { after } => (policy.kind, policy.after) = (PolicyKind::ResetStream, Some(*after)),
-        Fault::SlowFailure { delay, abort } => {
-            (policy.kind, policy.delay, policy.status) = (PolicyKind::SlowFailure, delay.fixed, abort.status.0)
-        }
-        Fault::Truncate(t) => (policy.kind, policy.after_bytes) = (PolicyKind::TruncateResponse, Some(t.after_bytes)),
-        Fault::Throttle(t) => (policy.kind, policy.bytes_per_second) = (PolicyKind::ThrottleResponse, Some(t.bytes_per_second())),
-        Fault::DelayShape(shape) => {
-            (policy.kind, policy.p50, policy.p99) = (PolicyKind::LongTailDelay, Some(shape.at_rank(0.5)), Some(shape.at_rank(0.99)))
-        }
-        Fault::BodyChange(BodyChange::Corrupt { ppm }) => (policy.kind, policy.corrupt) = (PolicyKind::CorruptBody, Some(*ppm)),
-        Fault::BodyChange(BodyChange::Replace { .. }) => policy.kind = PolicyKind::ReplaceBody,
-        Fault::RequestRewrite(rewrite) => (policy.kind, policy.rewrite) = (PolicyKind::RequestRewrite, Some(rewrite.clone())),
-        Fault::ResponseDelay { .. } | Fault::ResponseRewrite { .. } => {}
-    }
-    policy
-}
-
-/// Applies a control call's change to the binding of `destination` (its outbound rule) in
-/// `state` at `now_ms`: `reset` drops it first; values edit its policy, which starts from
-/// the default policy's values as a client binding's does; `ttl` ends it by itself. A
-/// binding whose policy becomes `none` is removed. `canned` is `simpleResponse`'s answer.
-pub fn apply(call: &Call, destination: &Destination, canned: &Canned, state: &State, now_ms: u64) -> Result<State, ControlError> {
-    let mut next = state.clone();
-    next.settle(now_ms);
-    let matcher = destination.matcher();
-    let at = next.rules.iter().position(|r| r.direction == Direction::Outbound && r.matcher == matcher);
-    let existing = at.map(|i| next.rules.remove(i));
-    if !call.has_values() {
-        // `reset` alone: the binding is gone.
-        return Ok(next);
-    }
-    let kept = existing.filter(|_| !call.reset);
-    let mut policy = kept.as_ref().map_or_else(|| next.default.clone(), |r| policy_of(r, next.default.clone()));
-    call.set_values(&mut policy);
-    let Some(fault) = policy.fault(canned) else { return Ok(next) };
-    if next.rules.len() >= MAX_RULES {
-        return Err(ControlError::TooManyRules);
-    }
-    // A write without `ttl` replaces the binding and its end: no end is inherited.
-    let until_ms = call.ttl.map(|ttl| now_ms.saturating_add(ttl.0));
-    let rule = Rule { name: None, direction: Direction::Outbound, matcher, fault, percentage: policy.percentage, sample_by: None, until_ms };
-    next.rules.insert(at.unwrap_or(0), rule);
-    Ok(next)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::model::duration::Millis;
-    use crate::model::percentage::Percentage;
-    use crate::model::values::HttpStatus;
 
     fn host(json: &str) -> HostMatch {
         serde_json::from_str(json).unwrap()
@@ -244,66 +174,5 @@ mod tests {
         let message = crate::model::document::parse(doc, 0).unwrap_err().to_string();
         assert!(message.starts_with("rules[0].direction: "), "{message}");
         assert!(message.contains(r#""inbound" or "outbound""#), "{message}");
-    }
-
-    fn call(state: &State, query: &str, now_ms: u64) -> Result<State, ControlError> {
-        let canned = Canned { status: 200, headers: vec![], body: "canned".into() };
-        let call = Call::parse_query(query)?;
-        match &call.destination {
-            Some(d) => apply(&call, d, &canned, state, now_ms),
-            None => call.apply(state, &State::default(), now_ms),
-        }
-    }
-
-    #[test]
-    fn a_destination_binding_is_an_outbound_rule() {
-        let s = call(&State::default(), "host=Payments&status=503&percentage=100", 0).unwrap();
-        assert_eq!(s.rules.len(), 1);
-        let r = &s.rules[0];
-        assert_eq!(r.direction, Direction::Outbound);
-        assert_eq!(r.matcher.host, Some(HostMatch::Exact("payments".into())));
-        assert_eq!(r.fault, Fault::Abort { status: HttpStatus(503), grpc_status: None });
-        assert_eq!(r.percentage, Percentage(1_000_000));
-        assert_eq!(s.default.kind, PolicyKind::None, "the default policy is the inbound one, untouched");
-        // Values not given keep theirs; another destination is another rule, first.
-        let s = call(&s, "host=payments&percentage=50", 0).unwrap();
-        assert_eq!((s.rules.len(), s.rules[0].percentage), (1, Percentage(500_000)));
-        assert_eq!(s.rules[0].fault, Fault::Abort { status: HttpStatus(503), grpc_status: None });
-        let s = call(&s, "dest=10.0.0.0/8&timeout=250ms", 0).unwrap();
-        assert_eq!(s.rules.len(), 2);
-        assert_eq!(s.rules[0].matcher.destinations, vec![Cidr::parse("10.0.0.0/8").unwrap()]);
-        assert_eq!(s.rules[0].fault, Fault::Delay { fixed: Millis(250), jitter: Millis(0) });
-        // Reset removes one binding; policy=none too.
-        let s = call(&s, "host=payments&reset", 0).unwrap();
-        assert_eq!(s.rules.len(), 1);
-        let s = call(&s, "dest=10.0.0.0/8&policy=none", 0).unwrap();
-        assert!(s.rules.is_empty());
-    }
-
-    #[test]
-    fn a_destination_binding_with_ttl_ends_by_itself() {
-        let mut s = call(&State::default(), "host=catalog&timeout=1s&percentage=100&ttl=30s", 1000).unwrap();
-        assert_eq!(s.rules[0].until_ms, Some(31_000));
-        s.settle(31_000);
-        assert!(s.rules.is_empty());
-        // A later write without ttl replaces the binding and inherits no end.
-        let s = call(&State::default(), "host=catalog&timeout=1s&percentage=100&ttl=30s", 1000).unwrap();
-        let mut s = call(&s, "host=catalog&status=503", 2000).unwrap();
-        assert_eq!(s.rules[0].until_ms, None);
-        s.settle(31_000);
-        assert_eq!(s.rules.len(), 1);
-    }
-
-    #[test]
-    fn bad_destinations_are_refused() {
-        for (query, needle) in [
-            ("host=pay:80&status=503", "host: 'pay:80'"),
-            ("dest=10.0.0.0/40&status=503", "dest: '10.0.0.0/40'"),
-            ("host=a&dest=10.0.0.1&status=503", "'host' and 'dest'"),
-            ("host=a&ip=10.0.0.1&status=503", "'ip' and 'host'"),
-        ] {
-            let message = call(&State::default(), query, 0).unwrap_err().to_string();
-            assert!(message.contains(needle), "{query}: {message}");
-        }
     }
 }

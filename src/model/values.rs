@@ -411,7 +411,8 @@ macro_rules! from_given {
 }
 pub(crate) use from_given;
 
-const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
+/// What an HTTP status accepts, for error messages.
+pub const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
 const GRPC_ACCEPTED: &str = "a gRPC status code from 0 to 16";
 const HEADER_ACCEPTED: &str = "a header name (letters, digits, '-', '_')";
 const PATTERN_ACCEPTED: &str = "a regular expression (RE2-like syntax, up to 512 bytes)";
@@ -423,11 +424,18 @@ const MAX_PATTERN_LEN: usize = 512;
 #[serde(transparent)]
 pub struct HttpStatus(pub u16);
 
+impl HttpStatus {
+    /// The status, if the filter may answer with it: the one place the range is checked,
+    /// for the document, the query, the configuration and the `x-fault-abort-status` header.
+    pub fn new(status: u64) -> Option<HttpStatus> {
+        u16::try_from(status).ok().filter(|s| (200..=599).contains(s)).map(HttpStatus)
+    }
+}
+
 impl TryFrom<Given> for HttpStatus {
     type Error = String;
     fn try_from(given: Given) -> Result<HttpStatus, String> {
-        let status = given.as_u64().filter(|s| (200..=599).contains(s));
-        status.map(|s| HttpStatus(s as u16)).ok_or_else(|| given.number_expected(STATUS_ACCEPTED))
+        given.as_u64().and_then(HttpStatus::new).ok_or_else(|| given.number_expected(STATUS_ACCEPTED))
     }
 }
 from_given!(HttpStatus);
@@ -664,7 +672,7 @@ mod tests {
             (format!("{{\n  \"rules\": [{{{abort}}}],\n  \"policy\": {{\"percentage\": true}}\n}}"), "policy.percentage: value: 'true' is not accepted; expected a string or a number"),
             (format!(r#"{{"rules": [{{{abort}, "match": {{"path": {{"exakt": "/a"}}}}}}]}}"#), "rules[0].match.path.exakt: unknown key; accepted: exact, prefix, regex"),
             (format!(r#"{{"rules": [{{{abort}, "ttl": 0}}]}}"#), "rules[0].ttl: 0 is not accepted; expected a duration above 0"),
-            (r#"{"rules": [{"fault": {"truncate": {"after_bytes": "x"}}}]}"#.to_string(), "rules[0].fault.truncate: after_bytes: \"x\" is a string; expected a number"),
+            (r#"{"rules": [{"fault": {"truncate": {"after_bytes": "x"}}}]}"#.to_string(), "rules[0].fault.truncate.after_bytes: \"x\" is a string; expected a whole number"),
             (format!(r#"{{"rules": [{{{abort}, "match": {{"clients": ["10.0.0.0/8", 7]}}}}]}}"#), "rules[0].match.clients[1]: 7 is a number; expected a string"),
         ] {
             let message = crate::model::document::parse(text.as_bytes(), 0).unwrap_err().to_string();

@@ -102,7 +102,7 @@ impl<'de> Deserialize<'de> for RequestRewrite {
 }
 
 fn refused(key: &str, value: &str, accepted: &str) -> String {
-    format!("{key}: {} is not accepted; expected {accepted}", crate::model::values::shown(&value.into()))
+    format!("{key}: {} is not accepted; expected {accepted}", crate::model::values::Given::Text(value.into()).shown())
 }
 
 fn checked_path(path: &str) -> Option<String> {

@@ -151,17 +151,7 @@ fn plain_words(message: &str) -> String {
     message.to_string()
 }
 
-/// A value as JSON, cut after 64 characters, for error messages: a huge value gets a short
-/// answer. A whole number too large for 64 bits is written whole (`18446744073709551616`,
-/// not `1.8446744073709552e+19`), as it was most likely written.
-pub fn shown(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::Number(n) => shown_text(number_text(n)),
-        other => shown_text(other.to_string()),
-    }
-}
-
-/// `text` cut after 64 characters.
+/// `text` cut after 64 characters, for error messages: a huge value gets a short answer.
 pub fn shown_text(mut text: String) -> String {
     if let Some((cut, _)) = text.char_indices().nth(64) {
         text.truncate(cut);
@@ -179,26 +169,6 @@ pub fn number_text(number: &serde_json::Number) -> String {
         Some(f) if number.is_f64() => f.to_string(),
         _ => number.to_string(),
     }
-}
-
-/// The refusal of `value`, as [`Given::refused`] words it.
-pub fn not_accepted(value: &serde_json::Value, accepted: &str) -> String {
-    Given::from(value).refused(accepted)
-}
-
-/// A list's or an object's type, as an error names it.
-fn kind_of(value: &serde_json::Value) -> Option<&'static str> {
-    match value {
-        serde_json::Value::Array(_) => Some("a list"),
-        serde_json::Value::Object(_) => Some("an object"),
-        other => Given::from(other).kind(),
-    }
-}
-
-/// The refusal of `value` where a number is expected, as [`Given::number_expected`]
-/// words it.
-pub fn number_expected(value: &serde_json::Value, accepted: &str) -> String {
-    Given::from(value).number_expected(accepted)
 }
 
 /// Reads a JSON object, and only an object, as `T`: serde's derived structs also take a
@@ -318,18 +288,6 @@ impl<'de> Deserialize<'de> for Given {
     }
 }
 
-impl From<&serde_json::Value> for Given {
-    fn from(value: &serde_json::Value) -> Given {
-        match value {
-            serde_json::Value::Null => Given::Null,
-            serde_json::Value::Bool(b) => Given::Bool(*b),
-            serde_json::Value::Number(n) => Given::Number(n.clone()),
-            serde_json::Value::String(s) => Given::Text(s.clone()),
-            other => Given::Other(other.clone()),
-        }
-    }
-}
-
 impl Given {
     /// The string, if it is one.
     pub fn as_str(&self) -> Option<&str> {
@@ -355,15 +313,17 @@ impl Given {
         }
     }
 
-    /// The value as JSON, cut after 64 characters (see [`shown`]).
+    /// The value as JSON, cut after 64 characters, for error messages. A whole number too
+    /// large for 64 bits is written whole (`18446744073709551616`, not
+    /// `1.8446744073709552e+19`), as it was most likely written.
     pub fn shown(&self) -> String {
-        match self {
-            Given::Null => shown_text("null".into()),
-            Given::Bool(b) => shown_text(b.to_string()),
-            Given::Number(n) => shown_text(number_text(n)),
-            Given::Text(s) => shown_text(serde_json::to_string(s).unwrap_or_default()),
-            Given::Other(value) => shown(value),
-        }
+        shown_text(match self {
+            Given::Null => "null".into(),
+            Given::Bool(b) => b.to_string(),
+            Given::Number(n) => number_text(n),
+            Given::Text(s) => serde_json::to_string(s).unwrap_or_default(),
+            Given::Other(value) => value.to_string(),
+        })
     }
 
     /// Its JSON type, as an error names it; `None` for null, which says it itself.
@@ -373,7 +333,7 @@ impl Given {
             Given::Bool(_) => Some("a boolean"),
             Given::Number(_) => Some("a number"),
             Given::Text(_) => Some("a string"),
-            Given::Other(value) => kind_of(value),
+            Given::Other(value) => Some(if value.is_array() { "a list" } else { "an object" }),
         }
     }
 
@@ -691,21 +651,28 @@ mod tests {
         assert!(Pattern::new("(a*)*b").unwrap().matches("aab"));
     }
 
+    /// One JSON value, read as a value type reads it.
+    fn given(json: &str) -> Given {
+        serde_json::from_str(json).unwrap()
+    }
+
     #[test]
     fn a_bad_pattern_says_the_engines_reason() {
-        let value = serde_json::json!("a(");
         assert_eq!(
-            Pattern::try_from(Given::from(&value)).err().as_deref(),
+            Pattern::try_from(given(r#""a(""#)).err().as_deref(),
             Some("\"a(\" is not accepted; expected a regular expression (RE2-like syntax, up to 512 bytes): found open group without closing ')'")
         );
     }
 
     #[test]
     fn a_value_of_another_type_says_its_type() {
-        let status = |v: serde_json::Value| HttpStatus::try_from(Given::from(&v)).err();
-        assert_eq!(status(serde_json::json!("503")).as_deref(), Some("\"503\" is a string; expected a number: an HTTP status from 200 to 599"));
-        assert_eq!(status(serde_json::json!(true)).as_deref(), Some("true is a boolean; expected a number: an HTTP status from 200 to 599"));
-        assert_eq!(status(serde_json::json!(700)).as_deref(), Some("700 is not accepted; expected an HTTP status from 200 to 599"));
+        let status = |json: &str| HttpStatus::try_from(given(json)).err();
+        assert_eq!(status(r#""503""#).as_deref(), Some("\"503\" is a string; expected a number: an HTTP status from 200 to 599"));
+        assert_eq!(status("true").as_deref(), Some("true is a boolean; expected a number: an HTTP status from 200 to 599"));
+        assert_eq!(status("700").as_deref(), Some("700 is not accepted; expected an HTTP status from 200 to 599"));
+        assert_eq!(status("null").as_deref(), Some("null is not accepted; expected a number: an HTTP status from 200 to 599"));
+        assert_eq!(status(r#"[503, {"a": 1}]"#).as_deref(), Some(r#"[503,{"a":1}] is a list; expected a number: an HTTP status from 200 to 599"#));
+        assert_eq!(Text::try_from(given(r#"{"a": 1}"#)).err().as_deref(), Some(r#"{"a":1} is an object; expected a string"#));
         assert_eq!(plain_words("invalid type: string \"5\", expected u64"), "\"5\" is a string; expected a whole number");
         assert_eq!(plain_words("invalid type: integer `5`, expected a string"), "5 is a number; expected a string");
         assert_eq!(plain_words("invalid value: integer `5`, expected a duration"), "5 is not accepted; expected a duration");
@@ -713,15 +680,16 @@ mod tests {
 
     #[test]
     fn a_whole_number_past_64_bits_is_shown_whole() {
-        let big: serde_json::Value = serde_json::from_str("18446744073709551616").unwrap();
-        assert_eq!(shown(&big), "18446744073709551616");
-        assert_eq!(number_expected(&big, "x"), "18446744073709551616 is not accepted; expected x");
-        assert_eq!(shown(&serde_json::json!(12.5)), "12.5");
+        let big = given("18446744073709551616");
+        assert_eq!(big.shown(), "18446744073709551616");
+        assert_eq!(big.number_expected("x"), "18446744073709551616 is not accepted; expected x");
+        assert_eq!(given("12.5").shown(), "12.5");
+        assert_eq!(given("1.25e1").number().as_deref(), Some("12.5"));
     }
 
     #[test]
     fn long_values_are_cut() {
-        let long = serde_json::Value::String("x".repeat(500));
-        assert!(shown(&long).len() < 80 && shown(&long).ends_with("..."));
+        let long = Given::Text("x".repeat(500)).shown();
+        assert!(long.len() < 80 && long.ends_with("..."));
     }
 }

@@ -9,7 +9,7 @@ use super::root_state::{Deferred, RootState};
 use super::{control_route, now_ms, now_ns, shared};
 use crate::config::{Config, MAX_FILTER_STATE_KEY};
 use crate::control::access::Caller;
-use crate::control::page;
+use crate::control::{page, route};
 use crate::decide::{self, Attempt, Detail, Reply, Source, Then};
 use crate::delays::DelayQueue;
 use crate::exchange::{Carried, Exchange, Flow, Host, Phase, Queue, Side, Worker};
@@ -278,18 +278,11 @@ impl Request {
         if let Err(refused) = control_route::admit(worker, client, &caller) {
             return refused;
         }
-        match method.as_str() {
-            "POST" if worker.config.control.post_documents && !end_of_stream => {
-                // The document is in the body, which Envoy hands over only once the headers
-                // went on, to the buffer filter that holds them from the router (README).
-                self.exchange.phase = Phase::Control { post: Some(query) };
-                Action::Continue
-            }
-            "POST" if !worker.config.control.post_documents => control_route::post_refused(worker),
-            "POST" => control_route::document(worker, self.id, &query, b""),
-            "DELETE" => control_route::reset(worker, self.id, &query),
-            _ => control_route::query(worker, self.id, &query),
+        let call = route::call(&method, &query, worker.config.control.post_documents, end_of_stream);
+        if call == route::Call::AwaitBody {
+            self.exchange.phase = Phase::Control { post: Some(query.clone()) };
         }
+        control_route::carry(worker, self.id, call)
     }
 
     fn request_headers(&mut self, end_of_stream: bool) -> Action {
@@ -339,7 +332,7 @@ impl HttpContext for Request {
             return Action::Pause;
         }
         let body = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, usize::MAX).ok().flatten().unwrap_or_default();
-        let action = control_route::document(&mut self.worker.borrow_mut(), self.id, query, &body);
+        let action = control_route::carry(&mut self.worker.borrow_mut(), self.id, route::with_body(query, &body));
         self.counted();
         action
     }

@@ -24,7 +24,7 @@ use crate::stats::Stat;
 /// How long after a cut the stream is reset: long enough for the codec to write what the
 /// cut let through. With 5 ms, an HTTP/2 client whose whole short body came in one piece
 /// with its end got the reset before the response headers; with 30 ms it gets them.
-pub const CUT_RESET_MS: u64 = 30;
+const CUT_RESET_MS: u64 = 30;
 
 /// Which side of the stream: its request or its response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -560,6 +560,8 @@ mod tests {
         replies: Vec<Reply>,
         resets: Vec<Side>,
         piece: Vec<u8>,
+        /// How many calls were made.
+        calls: usize,
     }
 
     impl FakeHost {
@@ -570,10 +572,12 @@ mod tests {
 
     impl Host for FakeHost {
         fn header(&mut self, side: Side, name: &str) -> Option<String> {
+            self.calls += 1;
             let map = if side == Side::Request { &self.request } else { &self.response };
             map.get(name).cloned()
         }
         fn set_header(&mut self, side: Side, name: &str, value: Option<&str>) {
+            self.calls += 1;
             let map = if side == Side::Request { &mut self.request } else { &mut self.response };
             match value {
                 Some(value) => map.insert(name.into(), value.into()),
@@ -581,15 +585,19 @@ mod tests {
             };
         }
         fn send_reply(&mut self, reply: &Reply) {
+            self.calls += 1;
             self.replies.push(reply.clone());
         }
         fn reset(&mut self, side: Side) {
+            self.calls += 1;
             self.resets.push(side);
         }
         fn body(&mut self, max: usize) -> Vec<u8> {
+            self.calls += 1;
             self.piece.iter().copied().take(max).collect()
         }
         fn set_body(&mut self, size: usize, bytes: &[u8]) {
+            self.calls += 1;
             assert_eq!(size, self.piece.len(), "the whole piece in hand is replaced");
             self.piece = bytes.to_vec();
         }
@@ -706,6 +714,8 @@ mod tests {
         assert!(worker.told.is_empty(), "nothing touched it: no trace");
         answered(&mut host, "200");
         assert_eq!(exchange.on_response_headers(&mut host, &mut worker, false), Flow::Continue);
+        assert_eq!(exchange.on_response_body(&mut host, &mut worker, 10, true), Flow::Continue);
+        assert_eq!(host.calls, 0, "a passing request costs the stream no host call");
         assert_eq!(host.response.len(), 1);
         assert!(!exchange.holds_anything());
     }

@@ -15,6 +15,7 @@ use crate::delays::DelayQueue;
 use crate::exchange::{Carried, Exchange, Flow, Host, Phase, Queue, Side, Worker};
 use crate::faults::retries::Counted;
 use crate::faults::throttle::ENVOY_FAULT_HEADERS;
+use crate::guard;
 use crate::model::net;
 use crate::model::rules::RequestView;
 use crate::stats::Stat;
@@ -354,15 +355,14 @@ impl HttpContext for Request {
     }
 
     /// A request the filter left alone under a guard: whether the upstream failed it and how
-    /// long it took. A final status from 1 to 499 is no failure whoever answered, so
-    /// `response.code_details` (who answered, or why Envoy did) is read only for the rest:
-    /// most requests pay one property read, not two.
+    /// long it took. `response.code_details` (who answered, or why Envoy did) is read only
+    /// where the status leaves it open ([`guard::needs_details`]).
     fn on_log(&mut self) {
         super::root::release_due(&self.worker, self.id);
         let Some(since) = self.exchange.watched_since() else { return };
         let property = |name| hostcalls::get_property(vec!["response", name]).ok().flatten().unwrap_or_default();
         let status = net::parse_integer_property(&property("code")).and_then(|code| u64::try_from(code).ok()).unwrap_or(0);
-        let details = if (1..500).contains(&status) { Vec::new() } else { property("code_details") };
+        let details = if guard::needs_details(status) { property("code_details") } else { Vec::new() };
         self.worker.borrow_mut().saw(status, std::str::from_utf8(&details).unwrap_or(""), since, now_ms());
         self.counted();
     }

@@ -2,9 +2,12 @@
 //! (and a `POST`'s body), before anyone is asked whether it may. `GET` with no query reads
 //! the state, `GET ?document=<url-encoded JSON>` and `POST` replace it with a policy
 //! document, `GET ?resume` resumes what a guard halted, `DELETE` resets, and any other
-//! query edits with the parameters of [`crate::control::query`].
+//! query edits with the parameters of [`crate::control::query`]. A write resumes what a
+//! guard halted, and is refused if it sets a throttle no fault filter can pace ([`written`]).
 
 use crate::control::query::percent_decode;
+use crate::faults::throttle::NO_FAULT_FILTER;
+use crate::model::policy::State;
 
 /// Why a `POST` is refused where the listener cannot hold its body back from the router.
 pub const POST_REFUSED: &str = "POST needs control.post_documents and Envoy's buffer filter after this one (docs/policy-document.md, \"POST needs a buffer\"); or send the document as GET ?document=<url-encoded JSON>";
@@ -61,9 +64,34 @@ pub fn with_body<'a>(query: &str, body: &[u8]) -> Call<'a> {
     }
 }
 
+/// The state a control call writes, `next` as its call made it: every write resumes
+/// injection a guard halted. Refused where `next` has a throttle and `paced` is false: no
+/// Envoy fault filter follows this one to pace it.
+pub fn written(next: State, paced: bool) -> Result<State, String> {
+    match next.throttle_at().filter(|_| !paced) {
+        Some(at) => Err(format!("{at}: {NO_FAULT_FILTER}")),
+        None => Ok(State { halted: None, ..next }),
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::guard::Shown;
+    use crate::model::document;
+    use std::rc::Rc;
+
+    #[test]
+    fn a_write_resumes_and_needs_a_pacer_for_a_throttle() {
+        let throttle = document::parse(br#"{"rules": [{"fault": {"throttle": {"bytes_per_second": 1024}}}]}"#, 0).unwrap();
+        let halted = State { halted: Some(Shown(Rc::new(serde_json::json!({"tripped": "errors"})))), ..throttle.clone() };
+        assert_eq!(written(halted, true), Ok(throttle.clone()));
+        let refused = written(throttle, false).unwrap_err();
+        assert_eq!(refused, format!("rules[0].fault.throttle: {NO_FAULT_FILTER}"));
+        let abort = document::parse(br#"{"policy": {"status": 503}}"#, 0).unwrap();
+        assert_eq!(written(abort.clone(), false), Ok(abort));
+    }
 
     #[test]
     fn each_method_and_query_asks_its_call() {

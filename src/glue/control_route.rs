@@ -13,7 +13,7 @@ use crate::model::outbound;
 use crate::model::policy::State;
 use crate::model::stored::Origin;
 use crate::control::query;
-use crate::control::route::Call;
+use crate::control::route::{self, Call};
 use crate::model::net::NoClient;
 use crate::stats::Stat;
 use proxy_wasm::types::Action;
@@ -97,13 +97,7 @@ fn document(worker: &mut RootState, context: u32, body: &[u8]) -> Action {
 fn write(worker: &mut RootState, context: u32, what: &str, fresh: bool, change: &dyn Fn(&State) -> Result<State, String>) -> Action {
     let now = now_ms();
     let paced = worker.config.envoy_fault_filter;
-    let resumed = |state: &State| {
-        let next = change(state)?;
-        match next.throttle_at().filter(|_| !paced) {
-            Some(at) => Err(format!("{at}: {}", crate::faults::throttle::NO_FAULT_FILTER)),
-            None => Ok(State { halted: None, ..next }),
-        }
-    };
+    let resumed = |state: &State| route::written(change(state)?, paced);
     match shared::update(&|state, origin| resumed(state).map(|next| Some((next, origin.clone())))) {
         Ok(Some((state, origin))) => {
             shared::forget_guard_window(now);

@@ -146,11 +146,8 @@ pub enum Phase<N> {
     Awaiting {
         /// The fault.
         fault: OnResponse,
-        /// For a fault on the body: how its request was observed and what it is counted as
-        /// once the answer shows a body.
-        noted: Option<(N, Stat)>,
-        /// Whether the request was a `HEAD`.
-        head: bool,
+        /// For a fault on the body, what is told once the answer shows a body.
+        on_body: Option<OnBody<N>>,
     },
     /// Its response headers are held until `due_ns`.
     HeldResponse {
@@ -164,6 +161,16 @@ pub enum Phase<N> {
         /// When the stream of a cut response is due to be reset (ns), once scheduled.
         reset_due: Option<u64>,
     },
+}
+
+/// A fault on the response body, until its answer shows whether it has a body.
+pub struct OnBody<N> {
+    /// How its request was observed.
+    noted: N,
+    /// What it is counted as if applied.
+    counted: Stat,
+    /// Whether the request was a `HEAD`, whose answer has no body.
+    head: bool,
 }
 
 /// What a body fault asks after a piece.
@@ -308,13 +315,13 @@ impl<N> Exchange<N> {
                 }
                 // Counted, labelled and logged when the answer shows it has a body.
                 let head = host.header(Side::Request, ":method").is_some_and(|m| m.eq_ignore_ascii_case("HEAD"));
-                let noted = Some((worker.note(source, detail), stat));
-                self.phase = Phase::Awaiting { fault, noted, head };
+                let on_body = Some(OnBody { noted: worker.note(source, detail), counted: stat, head });
+                self.phase = Phase::Awaiting { fault, on_body };
                 worker.count(Stat::RequestsSeen, 1);
                 return Carried::Done(Flow::Continue);
             }
             (Decision::OnResponse(fault), Counted::Now(stat, None)) => {
-                self.phase = Phase::Awaiting { fault, noted: None, head: false };
+                self.phase = Phase::Awaiting { fault, on_body: None };
                 (stat, Flow::Continue)
             }
             (Decision::Reset, Counted::Now(stat, _)) => {
@@ -389,15 +396,15 @@ impl<N> Exchange<N> {
                 }
                 Flow::Continue
             }
-            Phase::Awaiting { fault, noted, head } => {
-                if let Some((noted, stat)) = noted {
+            Phase::Awaiting { fault, on_body } => {
+                if let Some(OnBody { noted, counted, head }) = on_body {
                     let status = host.header(Side::Response, ":status").and_then(|s| s.parse().ok()).unwrap_or(200);
                     if !respond::applies(&fault, Answer { head, status, end_of_stream }) {
                         // Not applied to this answer: nothing to count but a request that passed.
                         worker.count(Stat::RequestsPassed, 1);
                         return Flow::Continue;
                     }
-                    worker.applied(&noted, stat);
+                    worker.applied(&noted, counted);
                 }
                 if outbound(worker) {
                     host.set_header(Side::Response, DIRECTION, Some("outbound"));
@@ -500,7 +507,7 @@ impl<N> Exchange<N> {
 
     /// Whether [`Exchange::end`] has anything to do with the worker.
     pub fn holds_anything(&self) -> bool {
-        matches!(self.phase, Phase::HeldRequest { .. } | Phase::HeldResponse { .. } | Phase::Body { reset_due: Some(_), .. } | Phase::Awaiting { noted: Some(_), .. })
+        matches!(self.phase, Phase::HeldRequest { .. } | Phase::HeldResponse { .. } | Phase::Body { reset_due: Some(_), .. } | Phase::Awaiting { on_body: Some(_), .. })
     }
 
     /// The request is gone (done, or its client hung up while held): what the worker still
@@ -508,7 +515,7 @@ impl<N> Exchange<N> {
     /// answer came for counts as a request that passed.
     pub fn end<W: Worker<Noted = N>>(&mut self, worker: &mut W) {
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Awaiting { noted: Some(_), .. } => worker.count(Stat::RequestsPassed, 1),
+            Phase::Awaiting { on_body: Some(_), .. } => worker.count(Stat::RequestsPassed, 1),
             Phase::HeldRequest { due_ns, then } => {
                 if then {
                     worker.forget_then();

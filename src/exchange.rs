@@ -419,10 +419,12 @@ impl<N> Exchange<N> {
     }
 
     /// Applies `fault` to the answer whose headers are in hand.
+    /// The tag comes after the fault's own header edits, where the answers always had it.
     fn answer(&mut self, host: &mut impl Host, worker: &mut impl Worker, fault: OnResponse) -> Flow {
-        host.set_header(Side::Response, INJECTED, Some(respond::label(&fault)));
+        let label = respond::label(&fault);
         match fault {
             OnResponse::Delay(delay) => {
+                host.set_header(Side::Response, INJECTED, Some(label));
                 // Counted as a delay when the request chose it; past the limit it goes on.
                 if delays::room_for_one_more(worker.gauge(Stat::ActiveDelays), worker.config().max_active_delays) {
                     let due_ns = hold(worker, Queue::Responses, delay.0);
@@ -430,6 +432,7 @@ impl<N> Exchange<N> {
                     return Flow::Pause;
                 }
                 worker.count(Stat::DelaysOverflow, 1);
+                return Flow::Continue;
             }
             OnResponse::Rewrite { status, add, remove } => {
                 if let Some(status) = status {
@@ -464,6 +467,7 @@ impl<N> Exchange<N> {
                 self.phase = Phase::Body { fault: BodyFault::changing(change, seed), reset_due: None };
             }
         }
+        host.set_header(Side::Response, INJECTED, Some(label));
         Flow::Continue
     }
 
@@ -569,6 +573,8 @@ mod tests {
         piece: Vec<u8>,
         /// How many calls were made.
         calls: usize,
+        /// The response headers set or removed, in order.
+        written: Vec<String>,
     }
 
     impl FakeHost {
@@ -585,6 +591,9 @@ mod tests {
         }
         fn set_header(&mut self, side: Side, name: &str, value: Option<&str>) {
             self.calls += 1;
+            if side == Side::Response {
+                self.written.push(name.into());
+            }
             let map = if side == Side::Request { &mut self.request } else { &mut self.response };
             match value {
                 Some(value) => map.insert(name.into(), value.into()),
@@ -859,6 +868,8 @@ mod tests {
         exchange.on_response_headers(&mut host, &mut worker, false);
         let response: Vec<_> = host.response.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         assert_eq!(response, [":status: 500", "x-a: 1", "x-fault-direction: outbound", "x-fault-injected: responseRewrite"]);
+        // In the order the answers always had (docs/policy-document.md shows it).
+        assert_eq!(host.written, [DIRECTION, ":status", "etag", "x-a", INJECTED]);
         assert_eq!(worker.counted(), ["RequestsSeen=1", "ResponsesRewritten=1"]);
     }
 
@@ -954,6 +965,7 @@ mod tests {
         exchange.on_response_headers(&mut host, &mut worker, false);
         let response: Vec<_> = host.response.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         assert_eq!(response, [":status: 200", "content-length: 3", "content-type: text/plain", "x-fault-injected: bodyChange"]);
+        assert_eq!(host.written, ["content-encoding", "etag", "content-md5", "content-length", "content-type", INJECTED], "the tag last");
         host.piece = b"01234".to_vec();
         exchange.on_response_body(&mut host, &mut worker, 5, false);
         assert_eq!(host.piece, b"new");

@@ -1,7 +1,10 @@
 """How exactly fault-injector holds requests, side by side with Envoy's fault filter in one
 Envoy (2 workers) and one run: BENCH_DELAY_COUNTS (500 and 1000) requests held
 BENCH_HOLD_MS (200 ms) at once, as a delay, as a slow failure (a delay, then an abort) and,
-for fault-injector, as a reset `after` the delay (Envoy's filter has no reset).
+for fault-injector, as a reset `after` the delay (Envoy's filter has no reset). Fault-injector
+runs both ways: holding requests on its own tick timer (no Envoy fault filter after it, as in
+an Istio mesh, or the shipped configurations) and handing them to Envoy's fault filter after
+it (`"envoy_fault_filter": true` and `"envoy_fault_filter_delays": true`).
 
 Each round sends one burst per setup and count, the setups in an order that rotates from
 round to round, so both filters meet the same load on a shared machine. The time held is
@@ -35,7 +38,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import bench  # noqa: E402
 from bench import UNLIMITED, LISTENER_OPTIONS, percentile, say, start_nginx, stop_nginx, wasm_filter  # noqa: E402
-from harness import Envoy, ListenerSpec, wasm_module_path  # noqa: E402
+from harness import FAULT_FILTER, Envoy, ListenerSpec, wasm_module_path  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 HOLD_MS = int(os.environ.get("BENCH_HOLD_MS", "200"))
@@ -57,24 +60,37 @@ def envoy_fault(abort: bool) -> dict:
     return {"name": "envoy.filters.http.fault", "typed_config": config}
 
 
-def ours(name: str, policy: dict, module: Path | None = None) -> dict:
-    return wasm_filter(f"delays_{name}", module or wasm_module_path(), json.dumps({"policy": {**policy, "percentage": 100}}))
+def ours(name: str, policy: dict, module: Path | None = None, handed: bool = False) -> dict:
+    config = {"policy": {**policy, "percentage": 100}, "envoy_fault_filter": handed, "envoy_fault_filter_delays": handed}
+    return wasm_filter(f"delays_{name}", module or wasm_module_path(), json.dumps(config))
+
+
+def handed(name: str, policy: dict) -> list[dict]:
+    """Fault-injector handing its holds to Envoy's fault filter after it."""
+    return [ours(name, policy, handed=True), FAULT_FILTER]
+
+
+DELAY = {"policy": "delayResponse", "timeout": f"{HOLD_MS}ms"}
+SLOW = {"policy": "slowFailure", "timeout": f"{HOLD_MS}ms", "status": 503}
+RESET = {"policy": "resetStream", "after": f"{HOLD_MS}ms"}
 
 
 # (key, title, filters, what the log measures)
 SETUPS = [
-    ("delay-ours", "fault-injector, delay", [ours("delay", {"policy": "delayResponse", "timeout": f"{HOLD_MS}ms"})], UPSTREAM),
+    ("delay-ours", "fault-injector on its tick, delay", [ours("delay", DELAY)], UPSTREAM),
+    ("delay-handed", "fault-injector handing to Envoy's, delay", handed("delay_handed", DELAY), UPSTREAM),
     ("delay-envoy", "Envoy's fault filter, delay", [envoy_fault(False)], UPSTREAM),
-    ("slow-ours", "fault-injector, slow failure", [ours("slow", {"policy": "slowFailure", "timeout": f"{HOLD_MS}ms", "status": 503})], ANSWER),
+    ("slow-ours", "fault-injector on its tick, slow failure", [ours("slow", SLOW)], ANSWER),
+    ("slow-handed", "fault-injector handing to Envoy's, slow failure", handed("slow_handed", SLOW), ANSWER),
     ("slow-envoy", "Envoy's fault filter, delay + abort", [envoy_fault(True)], ANSWER),
-    ("reset-ours", "fault-injector, reset after", [ours("reset", {"policy": "resetStream", "after": f"{HOLD_MS}ms"})], "%DURATION%"),
+    ("reset-ours", "fault-injector on its tick, reset after", [ours("reset", RESET)], "%DURATION%"),
+    ("reset-handed", "fault-injector handing to Envoy's, reset after", handed("reset_handed", RESET), "%DURATION%"),
 ]
 # Another build of the filter (an older commit's), delaying beside the others.
 BASELINE = os.environ.get("BENCH_BASELINE_WASM", "")
 if BASELINE:
     label = os.environ.get("BENCH_BASELINE_LABEL", "baseline build")
-    delay = {"policy": "delayResponse", "timeout": f"{HOLD_MS}ms"}
-    SETUPS.append(("delay-base", f"{label}, delay", [ours("base", delay, Path(BASELINE).resolve())], UPSTREAM))
+    SETUPS.append(("delay-base", f"{label}, delay", [ours("base", DELAY, Path(BASELINE).resolve())], UPSTREAM))
 
 
 def listener(key: str, filters: list[dict], measure: str, log: Path) -> ListenerSpec:

@@ -71,9 +71,9 @@ def main() -> int:
                               [bench.wasm_filter("bench_none", module, "{}", name="bench_same")]))
     setups.append(bench.Setup("4c", "fault-injector, no fault set, control route off",
                               [bench.wasm_filter("bench_none", module, '{"control": {"enabled": false}}', name="bench_off")]))
-    # As the shipped data listeners are since throttles are paced by Envoy's fault filter:
-    # every request loses the two x-envoy-fault-throughput-response* headers its client could
-    # send (two host calls), then passes Envoy's fault filter, which has no fault to apply.
+    # As the shipped data listeners are since Envoy's fault filter paces throttles and holds
+    # delays: every request loses the x-fault-injector-envoy-fault header that makes Envoy's
+    # fault filter act (one host call), then passes it, which finds no mark.
     paced = json.dumps({**json.loads(bench.data_listener_config()), "envoy_fault_filter": True})
     setups.append(bench.Setup("4f", "fault-injector, no fault set, Envoy's fault filter after it (as shipped)",
                               [bench.wasm_filter("bench_none", module, paced, name="bench_paced"), harness.FAULT_FILTER]))

@@ -117,7 +117,7 @@ def main() -> int:
                     for clients in CLIENTS:
                         order = list(setups) if r % 2 == 0 else list(reversed(setups))
                         for setup in order:
-                            extra = flags if setup.startswith("fault-injector") else [*flags, "-H", f"x-envoy-fault-throughput-response: {kib}"]
+                            extra = flags if setup.startswith("fault-injector") else [*flags, "-H", "x-fault-injector-envoy-fault: 1", "-H", f"x-envoy-fault-throughput-response: {kib}"]
                             before = bench.stat_value(envoy, "cluster.upstream.upstream_rq_total")
                             with ThreadPoolExecutor(clients) as pool:
                                 runs = list(pool.map(lambda _: curl(ports[setup], size, extra), range(clients)))

@@ -10,7 +10,7 @@ use crate::model::outbound::Direction;
 use crate::model::policy::{Canned, State};
 use crate::faults::retries::{self, Limits};
 use crate::model::rules::RuleSpec;
-use crate::model::values::{self, from_value, not_accepted, HeaderName, Invalid, Object, Text, UnknownKeys};
+use crate::model::values::{self, from_given, Given, HeaderName, HttpStatus, Invalid, Object, Text, UnknownKeys};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 
@@ -109,11 +109,18 @@ pub struct Config {
     /// The proxies in front of this listener whose `X-Forwarded-For` entries are trusted,
     /// as Envoy's `xff_num_trusted_hops`; 0 (the default): the client is the TCP peer.
     pub xff_num_trusted_hops: u32,
-    /// Envoy's fault filter (`envoy.filters.http.fault` with `response_rate_limit` of
-    /// `header_limit`) follows this one on the listener: it paces throttled bodies, and
-    /// every request loses the `x-envoy-fault-*` headers its client sent. Off, throttles
-    /// are refused.
+    /// Envoy's fault filter (`envoy.filters.http.fault` acting on requests marked
+    /// `x-fault-injector-envoy-fault`, with `response_rate_limit` of `header_limit`)
+    /// follows this one on the listener: it paces throttled bodies, and every request loses
+    /// the mark its client sent (`delays::MARK`). Off, throttles are refused.
     pub envoy_fault_filter: bool,
+    /// Held requests (delays, slow failures, resets after a delay) are handed to Envoy's
+    /// fault filter after this one, which holds them on its own timers, as precisely as its
+    /// own delays and as early: Envoy's timers run on a clock that moves in kernel ticks,
+    /// so a third to a half of its holds end before their time, by up to a tick (4 ms at
+    /// HZ=250). Off (the default), this filter holds them and never releases one early.
+    /// Needs `envoy_fault_filter`.
+    pub envoy_fault_filter_delays: bool,
 }
 
 const DEFAULT_BODY: &str = "fault-injector: simple response\n";
@@ -141,6 +148,7 @@ impl Default for Config {
             direction: Direction::Inbound,
             xff_num_trusted_hops: 0,
             envoy_fault_filter: false,
+            envoy_fault_filter_delays: false,
         }
     }
 }
@@ -152,27 +160,29 @@ fn max_entries_per_shard(max_entries: u64) -> usize {
 /// A whole number (`max_active_delays`, `port`...), refused in the filter's words.
 struct Whole(u64);
 
-impl TryFrom<&serde_json::Value> for Whole {
+impl TryFrom<Given> for Whole {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Whole, String> {
-        value.as_u64().map(Whole).ok_or_else(|| not_accepted(value, "a whole number"))
+    fn try_from(given: Given) -> Result<Whole, String> {
+        given.as_u64().map(Whole).ok_or_else(|| given.refused("a whole number"))
     }
 }
-from_value!(Whole);
+from_given!(Whole);
 
-/// A `[name, value]` pair of strings (`simple_response.headers`).
+/// A `[name, value]` pair of strings (`simple_response.headers`), read as a list of
+/// strings, so a value of another type is refused at its own path (`headers[0][1]`).
+#[derive(Deserialize)]
+#[serde(try_from = "Vec<Text>")]
 struct Pair(String, String);
 
-impl TryFrom<&serde_json::Value> for Pair {
+impl TryFrom<Vec<Text>> for Pair {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Pair, String> {
-        match value.as_array().map(Vec::as_slice) {
-            Some([serde_json::Value::String(name), serde_json::Value::String(v)]) => Ok(Pair(name.clone(), v.clone())),
-            _ => Err(not_accepted(value, "a [name, value] pair of strings")),
+    fn try_from(texts: Vec<Text>) -> Result<Pair, String> {
+        match texts.as_slice() {
+            [Text(name), Text(value)] => Ok(Pair(name.clone(), value.clone())),
+            _ => Err(format!("{} is not accepted; expected a [name, value] pair of strings", serde_json::to_string(&texts).unwrap_or_default())),
         }
     }
 }
-from_value!(Pair);
 
 /// The start rules, `null` being none.
 struct Rules(Vec<RuleSpec>);
@@ -210,6 +220,7 @@ struct ConfigSpec {
     guard: Option<Guard>,
     xff_num_trusted_hops: Option<Whole>,
     envoy_fault_filter: Option<bool>,
+    envoy_fault_filter_delays: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]
@@ -302,20 +313,23 @@ impl TryFrom<ConfigSpec> for Config {
         }
         config.start = start(spec.policy, spec.clients, spec.rules, spec.guard)?;
         config.envoy_fault_filter = spec.envoy_fault_filter.unwrap_or(false);
+        config.envoy_fault_filter_delays = spec.envoy_fault_filter_delays.unwrap_or(false);
+        if config.envoy_fault_filter_delays && !config.envoy_fault_filter {
+            return Err(bad("envoy_fault_filter_delays", "true", "false, or true with \"envoy_fault_filter\": true (Envoy's fault filter after this one holds the delays)"));
+        }
         if let Some(at) = config.start.throttle_at().filter(|_| !config.envoy_fault_filter) {
             return Err(ConfigError(Invalid::at(at, crate::faults::throttle::NO_FAULT_FILTER)));
         }
         let response = spec.simple_response;
         if let Some(Whole(status)) = response.status {
-            if !(200..=599).contains(&status) {
-                return Err(bad("simple_response.status", &status.to_string(), "an HTTP status from 200 to 599"));
-            }
-            config.simple_response.status = status as u16;
+            let status = HttpStatus::new(status).ok_or_else(|| bad("simple_response.status", &status.to_string(), values::STATUS_ACCEPTED))?;
+            config.simple_response.status = status.0;
         }
         config.simple_response.headers = response.headers.into_iter().map(|Pair(k, v)| (k, v)).collect();
         if let Some(Text(body)) = response.body {
             config.simple_response.body = body;
         }
+        config.start.resolve(&config.simple_response);
         config.control = control(spec.control)?;
         // Outbound, the app's calls to a dependency's own /injector go to the dependency.
         config.control.enabled &= config.direction == Direction::Inbound;
@@ -437,7 +451,6 @@ fn is_filter_state_key(key: &str) -> bool {
 mod tests {
     use super::*;
     use crate::model::percentage::Percentage;
-    use crate::model::policy::PolicyKind;
 
     fn error_of(text: &str) -> String {
         Config::parse(text.as_bytes()).unwrap_err().to_string()
@@ -457,6 +470,18 @@ mod tests {
         }
         assert!(!Config::default().envoy_fault_filter);
         assert!(error_of(r#"{"envoy_fault_filter": "yes"}"#).contains("envoy_fault_filter"), "{}", error_of(r#"{"envoy_fault_filter": "yes"}"#));
+    }
+
+    #[test]
+    fn delays_go_to_envoys_fault_filter_only_where_it_follows() {
+        assert!(!Config::default().envoy_fault_filter_delays);
+        let both = Config::parse(br#"{"envoy_fault_filter": true, "envoy_fault_filter_delays": true}"#).unwrap();
+        assert!(both.envoy_fault_filter && both.envoy_fault_filter_delays);
+        assert!(!Config::parse(br#"{"envoy_fault_filter": true}"#).unwrap().envoy_fault_filter_delays);
+        assert_eq!(
+            error_of(r#"{"envoy_fault_filter_delays": true}"#),
+            "invalid plugin configuration: envoy_fault_filter_delays: 'true' is not accepted; expected false, or true with \"envoy_fault_filter\": true (Envoy's fault filter after this one holds the delays)"
+        );
     }
 
     #[test]
@@ -504,10 +529,10 @@ mod tests {
             "stats_flush": "2s",
             "xff_num_trusted_hops": 2
         }"#).unwrap();
-        assert_eq!(config.start.default.kind, PolicyKind::Abort);
-        assert_eq!(config.start.default.percentage, Percentage(125_000));
+        assert_eq!(config.start.default.name(), "statusResponse");
+        assert_eq!(config.start.default.percentage(), Percentage(125_000));
         let client = config.start.policy_for(Some("10.1.1.1".parse().unwrap()));
-        assert_eq!((client.kind, client.delay, client.status), (PolicyKind::Delay, Millis(250), 500));
+        assert_eq!((client.name(), client.given.delay, client.given.status), ("delayResponse", Millis(250), 500));
         assert_eq!(config.simple_response.headers, vec![("x-a".to_string(), "b".to_string())]);
         assert!(!config.control.enabled);
         assert_eq!(config.control.token.as_deref(), Some("s3cret"));
@@ -595,6 +620,24 @@ mod tests {
         ] {
             let message = error_of(text);
             assert!(message.contains(needle), "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_nested_bad_value_is_named_by_its_path() {
+        for (text, error) in [
+            (r#"{"simple_response": {"headers": [["x-a", "1"], ["x-b", 2]]}}"#, "simple_response.headers[1][1]: 2 is a number; expected a string"),
+            (r#"{"simple_response": {"headers": [["x-a", "1", "x"]]}}"#, r#"simple_response.headers[0]: ["x-a","1","x"] is not accepted; expected a [name, value] pair of strings"#),
+            (
+                r#"{"rules": [{"fault": {"abort": {"status": 503}}}, {"match": {"clients": ["10.0.0.0/8", "nope"]}, "fault": {"abort": {"status": 503}}}]}"#,
+                r#"rules[1].match.clients[1]: "nope" is not accepted; expected "#,
+            ),
+            (r#"{"rules": [{"fault": {"delay": {"fixed": "soon"}}}]}"#, r#"rules[0].fault.delay.fixed: "soon" is not accepted; expected seconds"#),
+            (r#"{"rules": [{"fault": {"abort": {"status": 503}}, "when": 1}]}"#, "rules[0]: unknown field `when`; accepted: name, direction, match"),
+            (r#"{"control": {"allowed_cidrs": ["10.0.0.0/8", null]}}"#, "control.allowed_cidrs[1]: null is not accepted; expected a string"),
+        ] {
+            let message = error_of(text);
+            assert!(message.starts_with(&format!("invalid plugin configuration: {error}")), "{text}: {message}");
         }
     }
 

@@ -14,8 +14,15 @@ use crate::model::matching::Index;
 use crate::model::percentage::Percentage;
 use crate::model::outbound::Direction;
 use crate::model::policy::State;
-use crate::model::rules::{Fault, RequestView};
+use crate::faults::bounded_retries::BoundedRetries;
+use crate::faults::{Fault, Kind};
+pub use crate::model::rules::Source;
+use crate::model::rules::RequestView;
 use crate::faults::request_rewrite::RequestRewrite;
+use crate::faults::reset::Reset;
+use crate::faults::response::Response;
+use crate::faults::response_rewrite::ResponseRewrite;
+use crate::faults::slow_failure::SlowFailure;
 use crate::model::sampling::{identity_hash, in_share, Sampler};
 use crate::faults::throttle::Throttle;
 use crate::faults::truncate::Truncate;
@@ -172,20 +179,6 @@ pub struct Detail {
     pub delay_ms: Option<u64>,
 }
 
-/// Where a decision came from: what the access log and the counters name it by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// No fault applied: no rule matched and the policy is idle, or a control call.
-    Nothing,
-    /// The request's own `x-fault-*` headers.
-    Header,
-    /// The rule at this index in the state's rules (matched, even when sampled out).
-    Rule(usize),
-    /// The client's policy, or the default.
-    Policy,
-    /// A tripped guard: the request passed whatever would have applied.
-    Halted,
-}
 
 /// Decides for one request, given the state, the configuration and the sampler; says
 /// where the decision came from.
@@ -239,9 +232,11 @@ fn decide_fault(state: &State, index: &Index, config: &Config, request: &mut dyn
     }
     let client = if state.bindings.is_empty() { None } else { request.client() };
     let policy = index.policy_for(state, client);
-    match policy.fault(&config.simple_response) {
+    // The query policy is a rule without a match: its fault, sampled at its share, named
+    // by the policy's name.
+    match &policy.fault {
         None => (Decision::Pass, Source::Nothing),
-        Some(fault) => (by_fault(&fault, policy.percentage, config.sample_by.as_deref(), policy.kind.name(), request, sampler, config), Source::Policy),
+        Some(fault) => (by_fault(fault, policy.percentage(), config.sample_by.as_deref(), policy.name(), request, sampler, config), Source::Policy),
     }
 }
 
@@ -294,8 +289,8 @@ fn by_fault(
     sampler: &mut Sampler,
     config: &Config,
 ) -> Decision {
-    if let Fault::BoundedRetries { retries, status } = fault {
-        return bounded(*retries, *status, percentage, request);
+    if let Fault::BoundedRetries(b) = fault {
+        return bounded(b.retries, b.status, percentage, request);
     }
     let sampled = match sample_by.and_then(|name| request.header(name)) {
         Some(value) => in_share(identity_hash(&[value.as_bytes()]), percentage),
@@ -306,41 +301,39 @@ fn by_fault(
     }
     let or = |name: &'static str| if label.is_empty() { name } else { label };
     match fault {
-        Fault::Delay { fixed, jitter } => {
-            let extra = if jitter.0 == 0 { 0 } else { sampler.next_u64() % (jitter.0 + 1) };
-            hold(Millis(fixed.0 + extra), request, config)
-        }
-        Fault::Abort { status, grpc_status } => abort_reply(request, *status, grpc_status.map(|g| g.0), or("abort")),
-        Fault::Response { status, headers, body, grpc_status } => {
+        Fault::Delay(delay) => hold(delay.held(|| sampler.next_u64()), request, config),
+        Fault::Abort(abort) => abort_reply(request, abort.status, abort.grpc_status.map(|g| g.0), or(fault.label())),
+        Fault::Response(Response { status, headers, body, grpc_status }) => {
             let mut headers = headers.clone();
-            headers.push((INJECTED.into(), or("response").into()));
+            headers.push((INJECTED.into(), or(fault.label()).into()));
             let reply = match grpc_status {
                 Some(code) if is_grpc(request) => Reply::Grpc { code: code.0, message: body.clone(), metadata: headers },
                 _ => Reply::Http { status: status.0, headers, body: body.clone() },
             };
             Decision::Reply(Answered::Response, reply)
         }
-        Fault::ResponseDelay { fixed } => Decision::OnResponse(OnResponse::Delay(*fixed)),
-        Fault::ResponseRewrite { status, add_headers, remove_headers } => Decision::OnResponse(OnResponse::Rewrite {
+        Fault::ResponseDelay(delay) => Decision::OnResponse(OnResponse::Delay(delay.fixed)),
+        Fault::ResponseRewrite(ResponseRewrite { status, add_headers, remove_headers }) => Decision::OnResponse(OnResponse::Rewrite {
             status: status.map(|s| s.0),
             add: add_headers.clone(),
             remove: remove_headers.iter().map(|h| h.as_str().to_string()).collect(),
         }),
-        Fault::BoundedRetries { .. } => Decision::Pass,
-        Fault::Reset { after: Millis(0) } => Decision::Reset,
-        Fault::Reset { after } => hold_then(*after, Then::Reset, request, config),
+        Fault::BoundedRetries(_) => Decision::Pass,
+        Fault::Reset(Reset { after: Millis(0) }) => Decision::Reset,
+        Fault::Reset(Reset { after }) => hold_then(*after, Then::Reset, request, config),
         Fault::Truncate(cut) => Decision::OnResponse(OnResponse::Truncate(*cut)),
         Fault::Throttle(rate) => Decision::OnResponse(OnResponse::Throttle(*rate)),
         Fault::BodyChange(change) => Decision::OnResponse(OnResponse::BodyChange(change.clone())),
         Fault::DelayShape(shape) => hold(shape.draw(sampler.next_even()), request, config),
         Fault::RequestRewrite(rewrite) => Decision::Rewrite(rewrite.clone()),
-        Fault::SlowFailure { delay, abort } => {
-            let extra = if delay.jitter.0 == 0 { 0 } else { sampler.next_u64() % (delay.jitter.0 + 1) };
-            let reply = match abort_reply(request, abort.status, abort.grpc_status.map(|g| g.0), or("slowFailure")) {
+        // Envoy's fault filter's delay-then-abort: the delay's hold, then the abort's answer.
+        Fault::SlowFailure(SlowFailure { delay, abort }) => {
+            let held = delay.held(|| sampler.next_u64());
+            let reply = match abort_reply(request, abort.status, abort.grpc_status.map(|g| g.0), or(fault.label())) {
                 Decision::Reply(_, reply) => reply,
                 _ => return Decision::Pass,
             };
-            hold_then(Millis(delay.fixed.0 + extra), Then::Fail(reply), request, config)
+            hold_then(held, Then::Fail(reply), request, config)
         }
     }
 }
@@ -390,7 +383,7 @@ fn bounded(retries: u32, status: HttpStatus, percentage: Percentage, request: &m
         return Decision::Pass;
     }
     let body = format!("fault filter abort ({}, bounded retries)\n", status.0);
-    let reply = fail(request, status.0, None, "boundedRetries", &body, "fault filter abort (bounded retries)");
+    let reply = fail(request, status.0, None, <BoundedRetries as Kind>::LABEL, &body, "fault filter abort (bounded retries)");
     Decision::CountAttempt(Attempt { id, retries, reply })
 }
 
@@ -473,8 +466,11 @@ mod tests {
         crate::model::document::parse(document.as_bytes(), 0).unwrap()
     }
 
+    /// Decides on the state as a worker adopts it: with the configured canned response.
     fn run(state: &State, config: &Config, request: &mut Req) -> Decision {
-        decide(state, &Index::of(state), config, request, &mut Sampler::new(7)).0
+        let mut state = state.clone();
+        state.resolve(&config.simple_response);
+        decide(&state, &Index::of(&state), config, request, &mut Sampler::new(7)).0
     }
 
     fn injected(decision: &Decision) -> Option<(u16, String)> {

@@ -4,11 +4,49 @@
 //! Times are nanoseconds of Envoy's clock. In whole milliseconds, a request held at 100.9
 //! for 200 ms was due at 300 and released 199.1 ms after it came, and a timer re-armed from
 //! a truncated clock fired late by up to a millisecond, every time it was re-armed.
+//!
+//! Where Envoy's fault filter follows this filter and the configuration says so
+//! (`envoy_fault_filter_delays`), a held request is handed to it instead: this filter sets
+//! [`DELAY_HEADER`] (and for a slow failure or a reset [`ABORT_HEADER`] or
+//! [`ABORT_GRPC_HEADER`]) with [`MARK`], and Envoy holds it on a timer of its own, as it
+//! holds its own delays. Only a request carrying [`MARK`] is faulted there (the fault
+//! filter's `headers` match), and this filter removes [`MARK`] from every request: one
+//! header removed per request, where the seven `x-envoy-fault-*` a client could send
+//! ([`CLIENT_HEADERS`]) are removed only from the requests this filter marks. The queue
+//! then only tells when the hold ends, for the `active_delays` gauge.
 
 use std::collections::BTreeSet;
 
 /// One millisecond in nanoseconds.
 pub const MS: u64 = 1_000_000;
+
+/// The request header that makes Envoy's fault filter after this one act on a request
+/// (its `headers: [{name: x-fault-injector-envoy-fault, present_match: true}]`): set by
+/// this filter on the requests it hands over, removed from every other.
+pub const MARK: &str = "x-fault-injector-envoy-fault";
+/// Envoy's fault filter's delay, in whole milliseconds (`delay.header_delay`).
+pub const DELAY_HEADER: &str = "x-envoy-fault-delay-request";
+/// Envoy's fault filter's abort status, after the delay if any (`abort.header_abort`).
+pub const ABORT_HEADER: &str = "x-envoy-fault-abort-request";
+/// Envoy's fault filter's abort as a gRPC status, for a gRPC caller.
+pub const ABORT_GRPC_HEADER: &str = "x-envoy-fault-abort-grpc-request";
+/// Every request header Envoy's fault filter reads: removed from a request this filter
+/// marks, before it sets its own, so its client neither adds a fault nor escapes one.
+pub const CLIENT_HEADERS: [&str; 7] = [
+    DELAY_HEADER,
+    "x-envoy-fault-delay-request-percentage",
+    ABORT_HEADER,
+    ABORT_GRPC_HEADER,
+    "x-envoy-fault-abort-request-percentage",
+    "x-envoy-fault-throughput-response",
+    "x-envoy-fault-throughput-response-percentage",
+];
+/// The status Envoy's fault filter aborts a request with when this filter resets it on the
+/// way back: the abort only keeps the request from the upstream; its answer never leaves.
+pub const RESET_ABORT_STATUS: u16 = 503;
+/// Envoy's `response.code_details` for its fault filter's abort: the answer this filter
+/// turns into its own slow failure, or resets.
+pub const FAULT_ABORT_DETAILS: &str = "fault_filter_abort";
 
 /// Whether one more request or response may be held while `active` are held across the
 /// whole Envoy: fewer than `max_active_delays`. Past it, a delay passes untouched. Both

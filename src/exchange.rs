@@ -49,6 +49,8 @@ pub trait Host {
     fn body(&mut self, max: usize) -> Vec<u8>;
     /// Replaces the whole body piece in hand (`size` bytes) with `bytes`.
     fn set_body(&mut self, size: usize, bytes: &[u8]);
+    /// Envoy's `response.code_details`: who answered, or why Envoy did.
+    fn response_details(&mut self) -> String;
 }
 
 /// Which of the worker's timer queues.
@@ -60,6 +62,10 @@ pub enum Queue {
     Responses,
     /// Cut responses whose stream is reset when due.
     Resets,
+    /// Requests handed to Envoy's fault filter to hold: counted in `active_delays` until a
+    /// tick finds them due or they end, and no timer is armed for them (see
+    /// [`crate::delays`]).
+    Handed,
 }
 
 /// What the worker keeps for all its requests.
@@ -139,6 +145,15 @@ pub enum Phase<N> {
         due_ns: u64,
         /// Whether it is answered or reset when due.
         then: bool,
+    },
+    /// Handed to Envoy's fault filter after this one, which holds it until `due_ns` on a
+    /// timer of its own, then with `then` aborts it: that answer becomes this filter's own,
+    /// or is reset.
+    Handed {
+        /// When the hold ends (ns).
+        due_ns: u64,
+        /// What it gets instead of going on, if anything.
+        then: Option<Then>,
     },
     /// Changed before going upstream: its answer says so.
     Rewritten,
@@ -274,6 +289,7 @@ impl<N> Exchange<N> {
     /// counts it as what it turned out to be.
     pub fn on_request<W: Worker<Noted = N>>(&mut self, host: &mut impl Host, worker: &mut W, decision: Decision, source: Source) -> Carried {
         let paced = worker.config().envoy_fault_filter;
+        let handing = worker.config().envoy_fault_filter_delays;
         let detail = decision.detail();
         let counted = respond::counted(&decision, paced);
         let (counted, flow) = match (decision, counted) {
@@ -281,6 +297,14 @@ impl<N> Exchange<N> {
             (Decision::Reply(_, answer), Counted::Now(stat, _)) => {
                 host.send_reply(&answer);
                 (stat, Flow::Pause)
+            }
+            (Decision::Hold(delay), Counted::Now(stat, _)) if handing => {
+                self.hand_over(host, worker, delay.0, None);
+                (stat, Flow::Continue)
+            }
+            (Decision::HoldThen(delay, then), Counted::Now(stat, _)) if handing => {
+                self.hand_over(host, worker, delay.0, Some(then));
+                (stat, Flow::Continue)
             }
             (Decision::Hold(delay), Counted::Now(stat, _)) => {
                 let due_ns = hold(worker, Queue::Requests, delay.0);
@@ -311,6 +335,7 @@ impl<N> Exchange<N> {
             }
             (Decision::OnResponse(fault), Counted::OnAnswer(stat)) => {
                 if let OnResponse::Throttle(rate) = fault {
+                    mark_for_envoy_fault_filter(host);
                     host.set_header(Side::Request, RATE_HEADER, Some(&rate.kib_per_second().to_string()));
                 }
                 // Counted, labelled and logged when the answer shows it has a body.
@@ -374,6 +399,62 @@ impl<N> Exchange<N> {
         Carried::Done(flow)
     }
 
+    /// Hands the hold to Envoy's fault filter after this one (see [`crate::delays`]): it
+    /// holds the request `ms` on a timer of its own, as it holds its own delays, then with
+    /// `then` aborts it, and this filter makes that answer its own (or resets it) on the
+    /// way back. It counts in `active_delays` until a tick of the worker finds it due or
+    /// the request ends: no timer is armed for it, since waking the worker at every due
+    /// time made Envoy's own timers fire earlier than they do for its own delays
+    /// (BENCHMARKS.md).
+    fn hand_over(&mut self, host: &mut impl Host, worker: &mut impl Worker, ms: u64, then: Option<Then>) {
+        mark_for_envoy_fault_filter(host);
+        if ms > 0 {
+            host.set_header(Side::Request, delays::DELAY_HEADER, Some(&ms.to_string()));
+        }
+        let abort = match &then {
+            Some(Then::Fail(Reply::Grpc { code, .. })) => Some((delays::ABORT_GRPC_HEADER, u16::from(*code))),
+            Some(Then::Fail(Reply::Http { status, .. })) => Some((delays::ABORT_HEADER, *status)),
+            Some(Then::Reset) => Some((delays::ABORT_HEADER, delays::RESET_ABORT_STATUS)),
+            None => None,
+        };
+        if let Some((name, code)) = abort {
+            host.set_header(Side::Request, name, Some(&code.to_string()));
+        }
+        let due_ns = hold(worker, Queue::Handed, ms);
+        self.phase = Phase::Handed { due_ns, then };
+    }
+
+    /// The answer to a request handed to Envoy's fault filter with an abort: the abort
+    /// becomes this filter's slow failure, or its stream is reset, so the upstream never
+    /// saw the request. Any other answer (a fault filter configured without
+    /// `header_abort`) is left alone.
+    fn envoy_answered(&mut self, host: &mut impl Host, then: Then, end_of_stream: bool) -> Option<Flow> {
+        let details = host.response_details();
+        if !details.starts_with(delays::FAULT_ABORT_DETAILS) {
+            log::warn!("fault-injector: Envoy's fault filter did not abort a request handed to it ({details}); it needs delay.header_delay and abort.header_abort, as in envoy/sidecar.yaml (docs/troubleshooting.md)");
+            return None;
+        }
+        match then {
+            Then::Reset => {
+                host.reset(Side::Response);
+                return Some(Flow::Pause);
+            }
+            Then::Fail(Reply::Http { status, headers, body }) => {
+                host.set_header(Side::Response, ":status", Some(&status.to_string()));
+                headers.iter().for_each(|(name, value)| host.set_header(Side::Response, name, Some(value)));
+                if !end_of_stream {
+                    host.set_header(Side::Response, "content-length", Some(&body.len().to_string()));
+                    self.phase = Phase::Body { fault: BodyFault::Replace { body, first: true }, reset_due: None };
+                }
+            }
+            Then::Fail(Reply::Grpc { message, metadata, .. }) => {
+                host.set_header(Side::Response, "grpc-message", Some(&message));
+                metadata.iter().for_each(|(name, value)| host.set_header(Side::Response, name, Some(value)));
+            }
+        }
+        None
+    }
+
     /// The upstream's response headers arrived (`end_of_stream`: and ended the stream):
     /// tags the answer and applies the fault waiting for it, if it applies.
     pub fn on_response_headers<W: Worker<Noted = N>>(&mut self, host: &mut impl Host, worker: &mut W, end_of_stream: bool) -> Flow {
@@ -383,6 +464,21 @@ impl<N> Exchange<N> {
                 host.set_header(Side::Response, INJECTED, Some(request_rewrite::NAME));
                 if outbound(worker) {
                     host.set_header(Side::Response, DIRECTION, Some("outbound"));
+                }
+                Flow::Continue
+            }
+            Phase::Handed { due_ns, then } => {
+                // Its hold is over: the fault filter let it go on, or aborted it.
+                unhold(worker, Queue::Handed, due_ns);
+                let held_then = then.is_some();
+                if let Some(flow) = then.and_then(|then| self.envoy_answered(host, then, end_of_stream)) {
+                    return flow;
+                }
+                if outbound(worker) {
+                    host.set_header(Side::Response, DIRECTION, Some("outbound"));
+                }
+                if !held_then {
+                    host.set_header(Side::Response, INJECTED, Some("delay"));
                 }
                 Flow::Continue
             }
@@ -511,7 +607,7 @@ impl<N> Exchange<N> {
 
     /// Whether [`Exchange::end`] has anything to do with the worker.
     pub fn holds_anything(&self) -> bool {
-        matches!(self.phase, Phase::HeldRequest { .. } | Phase::HeldResponse { .. } | Phase::Body { reset_due: Some(_), .. } | Phase::Awaiting { on_body: Some(_), .. })
+        matches!(self.phase, Phase::HeldRequest { .. } | Phase::Handed { .. } | Phase::HeldResponse { .. } | Phase::Body { reset_due: Some(_), .. } | Phase::Awaiting { on_body: Some(_), .. })
     }
 
     /// The request is gone (done, or its client hung up while held): what the worker still
@@ -527,12 +623,22 @@ impl<N> Exchange<N> {
                 unhold(worker, Queue::Requests, due_ns);
             }
             Phase::HeldResponse { due_ns } => unhold(worker, Queue::Responses, due_ns),
+            Phase::Handed { due_ns, .. } => unhold(worker, Queue::Handed, due_ns),
             Phase::Body { reset_due: Some(due_ns), .. } => {
                 worker.cancel(Queue::Resets, due_ns);
             }
             _ => {}
         }
     }
+}
+
+/// Has Envoy's fault filter after this one act on the request ([`delays::MARK`]), with
+/// none of the `x-envoy-fault-*` headers its client sent.
+fn mark_for_envoy_fault_filter(host: &mut impl Host) {
+    for name in delays::CLIENT_HEADERS {
+        host.set_header(Side::Request, name, None);
+    }
+    host.set_header(Side::Request, delays::MARK, Some("1"));
 }
 
 /// Takes the current request (or its response) out of `queue` if still held there.
@@ -558,7 +664,7 @@ mod tests {
     use super::*;
     use crate::decide::Answered;
     use crate::faults::request_rewrite::RequestRewrite;
-    use crate::faults::throttle::{Throttle, ThrottleSpec};
+    use crate::faults::throttle::Throttle;
     use crate::faults::truncate::Truncate;
     use crate::model::duration::Millis;
     use std::collections::BTreeMap;
@@ -575,6 +681,8 @@ mod tests {
         calls: usize,
         /// The response headers set or removed, in order.
         written: Vec<String>,
+        /// What `response.code_details` says.
+        details: String,
     }
 
     impl FakeHost {
@@ -616,6 +724,10 @@ mod tests {
             self.calls += 1;
             assert_eq!(size, self.piece.len(), "the whole piece in hand is replaced");
             self.piece = bytes.to_vec();
+        }
+        fn response_details(&mut self) -> String {
+            self.calls += 1;
+            self.details.clone()
         }
     }
 
@@ -719,7 +831,7 @@ mod tests {
     }
 
     fn throttle() -> OnResponse {
-        OnResponse::Throttle(Throttle::try_from(ThrottleSpec { bytes_per_second: 2048 }).unwrap())
+        OnResponse::Throttle(Throttle::at(2048).unwrap())
     }
 
     #[test]
@@ -792,6 +904,58 @@ mod tests {
         on_request(&mut exchange, &mut host, &mut worker, Decision::HoldThen(Millis(10), Then::Reset));
         exchange.on_response_headers(&mut host, &mut worker, true);
         assert_eq!(host.get(INJECTED), None);
+    }
+
+    #[test]
+    fn a_delay_handed_to_envoys_fault_filter() {
+        let (mut host, mut worker, mut exchange) = (get("GET"), worker(), Exchange::default());
+        worker.config.envoy_fault_filter = true;
+        worker.config.envoy_fault_filter_delays = true;
+        host.request.insert(delays::ABORT_HEADER.into(), "500".into());
+        assert_eq!(on_request(&mut exchange, &mut host, &mut worker, Decision::Hold(Millis(250))), Carried::Done(Flow::Continue));
+        let request: Vec<_> = host.request.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        assert_eq!(request, [":method: GET", ":path: /a?b=1", "x-envoy-fault-delay-request: 250", "x-fault-injector-envoy-fault: 1"], "the client's abort is gone");
+        assert_eq!(worker.held, [(Queue::Handed, 1_250 * MS)]);
+        assert_eq!((worker.count_of(Stat::ActiveDelays), worker.count_of(Stat::DelaysInjected)), (1, 1));
+        answered(&mut host, "200");
+        assert_eq!(exchange.on_response_headers(&mut host, &mut worker, false), Flow::Continue);
+        assert_eq!(host.get(INJECTED), Some("delay"));
+        assert_eq!((worker.held.len(), worker.count_of(Stat::ActiveDelays)), (0, 0), "its hold is over");
+        exchange.end(&mut worker);
+        assert_eq!(worker.count_of(Stat::ActiveDelays), 0);
+    }
+
+    #[test]
+    fn a_slow_failure_handed_over_comes_back_as_its_own_answer() {
+        let (mut host, mut worker, mut exchange) = (get("GET"), worker(), Exchange::default());
+        worker.config.envoy_fault_filter = true;
+        worker.config.envoy_fault_filter_delays = true;
+        let reply = Reply::Http { status: 503, headers: vec![(INJECTED.into(), "slowFailure".into())], body: "fault filter abort\n".into() };
+        on_request(&mut exchange, &mut host, &mut worker, Decision::HoldThen(Millis(100), Then::Fail(reply)));
+        assert_eq!(host.request.get(delays::ABORT_HEADER).map(String::as_str), Some("503"));
+        assert_eq!(worker.then, None, "the fault filter aborts it, not the worker");
+        answered(&mut host, "503");
+        host.details = delays::FAULT_ABORT_DETAILS.into();
+        assert_eq!(exchange.on_response_headers(&mut host, &mut worker, false), Flow::Continue);
+        assert_eq!((host.get(INJECTED), host.get("content-length")), (Some("slowFailure"), Some("19")));
+        host.piece = b"fault filter abort".to_vec();
+        exchange.on_response_body(&mut host, &mut worker, 18, true);
+        assert_eq!(host.piece, b"fault filter abort\n");
+        // Another answer (a fault filter without header_abort) is left alone.
+        let mut exchange = Exchange::default();
+        on_request(&mut exchange, &mut host, &mut worker, Decision::HoldThen(Millis(100), Then::Reset));
+        host.details = "via_upstream".into();
+        host.response.clear();
+        answered(&mut host, "200");
+        assert_eq!(exchange.on_response_headers(&mut host, &mut worker, false), Flow::Continue);
+        assert!(host.resets.is_empty() && host.get(INJECTED).is_none());
+        // An aborted reset is reset.
+        let mut exchange = Exchange::default();
+        on_request(&mut exchange, &mut host, &mut worker, Decision::HoldThen(Millis(100), Then::Reset));
+        host.details = delays::FAULT_ABORT_DETAILS.into();
+        assert_eq!(exchange.on_response_headers(&mut host, &mut worker, false), Flow::Pause);
+        assert_eq!(host.resets, [Side::Response]);
+        assert_eq!(worker.count_of(Stat::ActiveDelays), 0);
     }
 
     #[test]

@@ -20,20 +20,7 @@ pub const HALTED: &str = "halted";
 /// The fault kind a request counted as `stat` got, as `x-fault-injected` names it; `None`
 /// for a request that passed or was refused.
 pub fn kind(stat: Stat) -> Option<&'static str> {
-    Some(match stat {
-        Stat::AbortsInjected => "abort",
-        Stat::ResponsesInjected => "response",
-        Stat::DelaysInjected => "delay",
-        Stat::RetriesInjected => "boundedRetries",
-        Stat::ResponsesRewritten => "responseRewrite",
-        Stat::ResetsInjected => "reset",
-        Stat::SlowFailuresInjected => "slowFailure",
-        Stat::TruncationsInjected => "truncate",
-        Stat::ThrottlesInjected => "throttle",
-        Stat::BodiesChanged => "bodyChange",
-        Stat::RequestsRewritten => crate::faults::request_rewrite::NAME,
-        _ => return None,
-    })
+    crate::faults::label_of(stat)
 }
 
 /// What the log and the counters call where a fault came from: a rule's name, else its

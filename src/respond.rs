@@ -4,6 +4,18 @@
 //! and which counter a decision bumps. [`crate::exchange`] carries them out.
 
 use crate::decide::{Answered, Decision, OnResponse, Then};
+use crate::faults::abort::Abort;
+use crate::faults::body_change::BodyChange;
+use crate::faults::delay::Delay;
+use crate::faults::request_rewrite::RequestRewrite;
+use crate::faults::reset::Reset;
+use crate::faults::response::Response;
+use crate::faults::response_delay::ResponseDelay;
+use crate::faults::response_rewrite::ResponseRewrite;
+use crate::faults::slow_failure;
+use crate::faults::throttle::Throttle;
+use crate::faults::truncate::Truncate;
+use crate::faults::Kind;
 use crate::stats::Stat;
 
 /// What the upstream's response headers show of its answer.
@@ -37,14 +49,16 @@ pub fn applies(fault: &OnResponse, answer: Answer) -> bool {
     !on_body(fault) || answer.has_body()
 }
 
-/// What `x-fault-injected` calls a fault on the response.
+/// What `x-fault-injected` calls a fault on the response: its kind's label, but for a
+/// response delay, which the header tells from a delay of the request (its counters and
+/// access log say `delay` for both).
 pub fn label(fault: &OnResponse) -> &'static str {
     match fault {
         OnResponse::Delay(_) => "responseDelay",
-        OnResponse::Rewrite { .. } => "responseRewrite",
-        OnResponse::Truncate(_) => "truncate",
-        OnResponse::Throttle(_) => "throttle",
-        OnResponse::BodyChange(_) => "bodyChange",
+        OnResponse::Rewrite { .. } => ResponseRewrite::LABEL,
+        OnResponse::Truncate(_) => Truncate::LABEL,
+        OnResponse::Throttle(_) => Throttle::LABEL,
+        OnResponse::BodyChange(_) => BodyChange::LABEL,
     }
 }
 
@@ -52,11 +66,11 @@ pub fn label(fault: &OnResponse) -> &'static str {
 /// delay counts as a delay when its request chose it, held or not).
 pub fn counter(fault: &OnResponse) -> Stat {
     match fault {
-        OnResponse::Delay(_) => Stat::DelaysInjected,
-        OnResponse::Rewrite { .. } => Stat::ResponsesRewritten,
-        OnResponse::Truncate(_) => Stat::TruncationsInjected,
-        OnResponse::Throttle(_) => Stat::ThrottlesInjected,
-        OnResponse::BodyChange(_) => Stat::BodiesChanged,
+        OnResponse::Delay(_) => ResponseDelay::STAT,
+        OnResponse::Rewrite { .. } => ResponseRewrite::STAT,
+        OnResponse::Truncate(_) => Truncate::STAT,
+        OnResponse::Throttle(_) => Throttle::STAT,
+        OnResponse::BodyChange(_) => BodyChange::STAT,
     }
 }
 
@@ -84,17 +98,17 @@ pub fn counted(decision: &Decision, paced: bool) -> Counted {
         Decision::Pass => now(Stat::RequestsPassed),
         Decision::Probe => now(Stat::ProbesPassed),
         Decision::Overflow => Counted::Now(Stat::RequestsPassed, Some(Stat::DelaysOverflow)),
-        Decision::Reply(Answered::Abort, _) => now(Stat::AbortsInjected),
-        Decision::Reply(Answered::Response, _) => now(Stat::ResponsesInjected),
+        Decision::Reply(Answered::Abort, _) => now(Abort::STAT),
+        Decision::Reply(Answered::Response, _) => now(Response::STAT),
         Decision::Reply(Answered::Refused, _) => now(Stat::HeaderFaultsRefused),
-        Decision::Hold(_) => now(Stat::DelaysInjected),
+        Decision::Hold(_) => now(Delay::STAT),
         Decision::CountAttempt(_) => Counted::ByAttempt,
         Decision::OnResponse(OnResponse::Throttle(_)) if !paced => Counted::Now(Stat::RequestsPassed, Some(Stat::ThrottlesUnpaced)),
         Decision::OnResponse(fault) if on_body(fault) => Counted::OnAnswer(counter(fault)),
         Decision::OnResponse(fault) => now(counter(fault)),
-        Decision::Reset | Decision::HoldThen(_, Then::Reset) => now(Stat::ResetsInjected),
-        Decision::HoldThen(_, Then::Fail(_)) => now(Stat::SlowFailuresInjected),
-        Decision::Rewrite(_) => now(Stat::RequestsRewritten),
+        Decision::Reset | Decision::HoldThen(_, Then::Reset) => now(Reset::STAT),
+        Decision::HoldThen(_, Then::Fail(_)) => now(slow_failure::STAT),
+        Decision::Rewrite(_) => now(RequestRewrite::STAT),
     }
 }
 
@@ -103,14 +117,10 @@ pub fn counted(decision: &Decision, paced: bool) -> Counted {
 mod tests {
     use super::*;
     use crate::decide::{Attempt, Reply};
-    use crate::faults::body_change::BodyChange;
-    use crate::faults::request_rewrite::RequestRewrite;
-    use crate::faults::throttle::{Throttle, ThrottleSpec};
-    use crate::faults::truncate::Truncate;
     use crate::model::duration::Millis;
 
     fn throttle() -> OnResponse {
-        OnResponse::Throttle(Throttle::try_from(ThrottleSpec { bytes_per_second: 1024 }).unwrap())
+        OnResponse::Throttle(Throttle::at(1024).unwrap())
     }
 
     fn rewrite() -> OnResponse {

@@ -474,13 +474,19 @@ BUFFER_FILTER = {
 }
 
 # Envoy's fault filter as the shipped configurations put it after fault-injector (with
-# `"envoy_fault_filter": true` in its configuration): no fault of its own, it paces the
-# responses fault-injector throttles, at the rate of the header fault-injector sets.
+# `"envoy_fault_filter": true` in its configuration): no fault of its own, and only for the
+# requests fault-injector marks (x-fault-injector-envoy-fault, which it removes from all
+# others): it paces the responses fault-injector throttles and holds, then maybe aborts, the
+# requests it delays, from the x-envoy-fault-* headers fault-injector sets.
+HUNDRED = {"numerator": 100, "denominator": "HUNDRED"}
 FAULT_FILTER = {
     "name": "envoy.filters.http.fault",
     "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
-        "response_rate_limit": {"header_limit": {}, "percentage": {"numerator": 100, "denominator": "HUNDRED"}},
+        "headers": [{"name": "x-fault-injector-envoy-fault", "present_match": True}],
+        "delay": {"header_delay": {}, "percentage": HUNDRED},
+        "abort": {"header_abort": {}, "percentage": HUNDRED},
+        "response_rate_limit": {"header_limit": {}, "percentage": HUNDRED},
     },
 }
 

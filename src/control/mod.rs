@@ -2,6 +2,7 @@
 //! query parameters it reads, and the page it shows a browser.
 
 pub mod access;
+pub mod destination;
 pub mod page;
 pub mod query;
 pub mod route;

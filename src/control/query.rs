@@ -1,147 +1,13 @@
-//! The control call: `/injector?status=500&percentage=100&ip=10.1.2.3` parsed into a typed
-//! change, and applied to a policy state all at once or not at all.
+//! The control call's query: `/injector?status=500&percentage=100&ip=10.1.2.3` split and
+//! percent-decoded into a [`Call`] (whose parameters [`crate::model::change`] reads), with
+//! the checks that only a query needs: parameters that stand alone, and calls that would
+//! change nothing.
 
-use crate::model::duration::{self, Millis};
-use crate::model::net::{self, Cidr};
-use crate::model::outbound::{self, Destination};
-use crate::model::percentage::{self, Percentage};
-use crate::model::policy::{Expiry, PolicyKind, State, KIND_NAMES, MAX_CLIENTS};
-use crate::faults::request_rewrite::{self, RequestRewrite};
-use std::fmt;
+pub use crate::model::change::{Call, ControlError, PARAMETERS};
+use crate::model::outbound::Destination;
 
-/// The parameters the control route accepts.
-pub const PARAMETERS: &str = "policy, timeout, status, boundedRetries, percentage, ip, host, dest, reset, ttl, after, afterBytes, bytesPerSecond, p50, p99, corrupt, path, method, setHeaders, removeHeaders, query; alone: resume, document";
-
-/// Why a control call (or a policy in plugin configuration) was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ControlError {
-    /// A parameter this API does not know.
-    UnknownParameter(String),
-    /// The same parameter twice in one call.
-    Repeated(&'static str),
-    /// A parameter whose value does not parse or is out of range.
-    BadValue {
-        /// The parameter.
-        parameter: &'static str,
-        /// What was given.
-        value: String,
-        /// What is accepted.
-        accepted: &'static str,
-    },
-    /// A parameter, or its value, that is not UTF-8 once percent-decoded.
-    NotUtf8,
-    /// Two parameters that ask for different faults.
-    Conflict(&'static str, &'static str),
-    /// A new binding past the cap.
-    TooManyClients,
-    /// A new destination binding past the cap on rules.
-    TooManyRules,
-    /// Two parameters that name different bindings (`ip`, `host`, `dest`).
-    Binding(&'static str, &'static str),
-    /// `longTailDelay` percentiles that do not rise (`p99` must be longer than `p50`).
-    Shape(String),
-    /// `requestRewrite` without anything to change.
-    Rewrite,
-    /// A parameter that stands alone (`resume`, `document`) given with another.
-    Alone(&'static str, String),
-    /// A parameter that changes nothing by itself (`ttl`, `ip`, `host`, `dest`) given
-    /// without a change; with what it needs.
-    Needs(&'static str, &'static str),
-}
-
-impl fmt::Display for ControlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ControlError::UnknownParameter(name) => {
-                write!(f, "unknown parameter '{}'; accepted: {PARAMETERS}", shown(name))
-            }
-            ControlError::Repeated(name) => write!(f, "parameter '{name}' is given more than once"),
-            ControlError::BadValue { parameter, value, accepted } => {
-                write!(f, "{parameter}: '{}' is not accepted; expected {accepted}", shown(value))
-            }
-            ControlError::NotUtf8 => write!(f, "the query is not UTF-8 once percent-decoded"),
-            ControlError::Conflict(a, b) => write!(
-                f,
-                "'{a}' and '{b}' ask for different faults; give one, or name the fault with 'policy'"
-            ),
-            ControlError::TooManyClients => {
-                write!(f, "ip: at most {MAX_CLIENTS} client bindings; remove one with ip=A&reset")
-            }
-            ControlError::Binding(a, b) => write!(f, "'{a}' and '{b}' name different bindings; give one"),
-            ControlError::TooManyRules => {
-                write!(f, "at most {} rules, destination bindings included; remove one with host=H&reset", crate::model::rules::MAX_RULES)
-            }
-            ControlError::Shape(reason) => write!(f, "longTailDelay: {reason}"),
-            ControlError::Rewrite => write!(f, "requestRewrite: give at least one of path, method, setHeaders, removeHeaders, query"),
-            ControlError::Alone(name, other) => {
-                write!(f, "'{name}' stands alone: give it without other parameters (here '{}')", shown(other))
-            }
-            ControlError::Needs(name, needs) => write!(f, "'{name}' alone changes nothing; {needs}"),
-        }
-    }
-}
-
-/// A value as echoed in an error: long ones are cut, so a huge query gets a short answer.
-fn shown(value: &str) -> String {
-    const MAX_CHARS: usize = 64;
-    match value.char_indices().nth(MAX_CHARS) {
-        Some((cut, _)) => format!("{}...", &value[..cut]),
-        None => value.to_string(),
-    }
-}
-
-/// One control call: which policy it edits and the values it sets. Unset values keep theirs.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Call {
-    /// The client range whose own policy is edited; the default policy when absent.
-    pub ip: Option<Cidr>,
-    /// `host=` or `dest=`: the destination whose binding (an outbound rule) is edited.
-    pub destination: Option<Destination>,
-    /// Start over first: the configured start for the default, no binding for a client.
-    pub reset: bool,
-    /// `policy=`.
-    pub kind: Option<PolicyKind>,
-    /// `timeout=`.
-    pub delay: Option<Millis>,
-    /// `status=`.
-    pub status: Option<u16>,
-    /// `boundedRetries=`.
-    pub retries: Option<u32>,
-    /// `percentage=`.
-    pub percentage: Option<Percentage>,
-    /// `ttl=`: the change reverts by itself after this long.
-    pub ttl: Option<Millis>,
-    /// `after=` (`resetStream`).
-    pub after: Option<Millis>,
-    /// `afterBytes=` (`truncateResponse`).
-    pub after_bytes: Option<u64>,
-    /// `bytesPerSecond=` (`throttleResponse`).
-    pub bytes_per_second: Option<u64>,
-    /// `p50=` (`longTailDelay`).
-    pub p50: Option<Millis>,
-    /// `p99=` (`longTailDelay`).
-    pub p99: Option<Millis>,
-    /// `corrupt=` (`corruptBody`), in parts per million.
-    pub corrupt: Option<u32>,
-    /// `path=`, `method=`, `setHeaders=`, `removeHeaders=`, `query=` (`requestRewrite`):
-    /// the parts given.
-    pub rewrite: Option<RequestRewrite>,
-}
-
-const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
-const TTL_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`30s`, `5m`, `1h`)";
-const RETRIES_ACCEPTED: &str = "a whole number of failed attempts from 0 to 10000";
 const TTL_NEEDS: &str = "give it with the change it ends (status=500&ttl=30s), or with reset";
 const BINDING_NEEDS: &str = "give it with the change to bind (status=500, policy=none, ...) or with reset";
-const PERCENTILE_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`100ms`, `2s`)";
-const CORRUPT_ACCEPTED: &str = "a share of bytes in percent above 0 and at most 100 (`5`, `0.5`)";
-
-/// A whole number written in its one form: digits only, no sign and no leading zero
-/// (`500`; not `+500` or `0500`, which `str::parse` takes).
-fn whole_number<T: std::str::FromStr>(text: &str) -> Option<T> {
-    let canonical = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
-    canonical.then(|| text.parse().ok()).flatten()
-}
 
 impl Call {
     /// Parses a query string (the part after `?`): `key=value` pairs joined by `&`.
@@ -179,213 +45,6 @@ impl Call {
         Ok(call)
     }
 
-    /// Builds a call from decoded `(parameter, value)` pairs: the query's, or a policy
-    /// object's in a policy document or the plugin configuration.
-    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Call, ControlError> {
-        let mut call = Call::default();
-        let mut seen: Vec<&'static str> = Vec::new();
-        for (key, value) in pairs {
-            let name = match key {
-                "policy" => "policy",
-                "timeout" => "timeout",
-                "status" => "status",
-                "boundedRetries" => "boundedRetries",
-                "percentage" => "percentage",
-                "ip" => "ip",
-                "host" => "host",
-                "dest" => "dest",
-                "reset" => "reset",
-                "ttl" => "ttl",
-                "after" => "after",
-                "afterBytes" => "afterBytes",
-                "bytesPerSecond" => "bytesPerSecond",
-                "p50" => "p50",
-                "p99" => "p99",
-                "corrupt" => "corrupt",
-                other => match request_rewrite::PARAMETERS.iter().find(|p| **p == other) {
-                    Some(name) => name,
-                    None => return Err(ControlError::UnknownParameter(other.to_string())),
-                },
-            };
-            if seen.contains(&name) {
-                return Err(ControlError::Repeated(name));
-            }
-            seen.push(name);
-            let bad = |accepted| ControlError::BadValue { parameter: name, value: value.to_string(), accepted };
-            match name {
-                "policy" => call.kind = Some(PolicyKind::parse(value).ok_or_else(|| bad(KIND_NAMES))?),
-                "timeout" => call.delay = Some(duration::parse(value).ok_or_else(|| bad(duration::ACCEPTED))?),
-                "status" => {
-                    let status = whole_number::<u16>(value).filter(|s| (200..=599).contains(s));
-                    call.status = Some(status.ok_or_else(|| bad(STATUS_ACCEPTED))?);
-                }
-                "boundedRetries" => {
-                    let n = whole_number::<u32>(value).filter(|n| *n <= 10_000);
-                    call.retries = Some(n.ok_or_else(|| bad(RETRIES_ACCEPTED))?);
-                }
-                "percentage" => {
-                    call.percentage = Some(Percentage::parse(value).ok_or_else(|| bad(percentage::ACCEPTED))?)
-                }
-                "ip" => call.ip = Some(Cidr::parse(value).ok_or_else(|| bad(net::ACCEPTED))?),
-                "host" | "dest" if call.destination.is_some() => return Err(ControlError::Binding("host", "dest")),
-                "host" => call.destination = Some(Destination::host(value).ok_or_else(|| bad(outbound::HOST_ACCEPTED))?),
-                "dest" => call.destination = Some(Destination::Addresses(Cidr::parse(value).ok_or_else(|| bad(net::ACCEPTED))?)),
-                "ttl" => {
-                    let ttl = duration::parse(value).filter(|t| t.0 > 0);
-                    call.ttl = Some(ttl.ok_or_else(|| bad(TTL_ACCEPTED))?);
-                }
-                "after" => call.after = Some(duration::parse(value).ok_or_else(|| bad(duration::ACCEPTED))?),
-                "afterBytes" => {
-                    let n = whole_number::<u64>(value).filter(|n| *n <= crate::faults::truncate::MAX_AFTER_BYTES);
-                    call.after_bytes = Some(n.ok_or_else(|| bad(crate::faults::truncate::AFTER_BYTES_ACCEPTED))?);
-                }
-                "bytesPerSecond" => {
-                    let n = whole_number::<u64>(value).filter(|n| crate::faults::throttle::Throttle::try_from(crate::faults::throttle::ThrottleSpec { bytes_per_second: *n }).is_ok());
-                    call.bytes_per_second = Some(n.ok_or_else(|| bad(crate::faults::throttle::ACCEPTED))?);
-                }
-                "p50" | "p99" => {
-                    let ms = duration::parse(value).filter(|t| t.0 > 0).ok_or_else(|| bad(PERCENTILE_ACCEPTED))?;
-                    *(if name == "p50" { &mut call.p50 } else { &mut call.p99 }) = Some(ms);
-                }
-                "corrupt" => {
-                    let share = Percentage::parse(value).filter(|p| p.0 > 0);
-                    call.corrupt = Some(share.ok_or_else(|| bad(CORRUPT_ACCEPTED))?.0);
-                }
-                _ if name != "reset" => call.rewrite.get_or_insert_default().set(name, value).map_err(bad)?,
-                _ => {
-                    if !value.is_empty() {
-                        return Err(bad("no value: 'reset', or 'ip=A&reset'"));
-                    }
-                    call.reset = true;
-                }
-            }
-        }
-        if call.kind.is_none() {
-            call.kind = call.implied_kind()?;
-        }
-        match (&call.ip, &call.destination) {
-            (Some(_), Some(Destination::Host(_))) => return Err(ControlError::Binding("ip", "host")),
-            (Some(_), Some(Destination::Addresses(_))) => return Err(ControlError::Binding("ip", "dest")),
-            _ => {}
-        }
-        Ok(call)
-    }
-
-    /// The fault named by the values given when `policy` is not: `timeout` delays,
-    /// `boundedRetries` fails attempts (with `status` as their status), `status` alone aborts.
-    fn implied_kind(&self) -> Result<Option<PolicyKind>, ControlError> {
-        Ok(match (self.delay, self.retries, self.status) {
-            (Some(_), Some(_), _) => return Err(ControlError::Conflict("timeout", "boundedRetries")),
-            (Some(_), None, Some(_)) => return Err(ControlError::Conflict("timeout", "status")),
-            (Some(_), None, None) => Some(PolicyKind::Delay),
-            (None, Some(_), _) => Some(PolicyKind::BoundedRetries),
-            (None, None, Some(_)) => Some(PolicyKind::Abort),
-            (None, None, None) => None,
-        })
-    }
-
-    /// True when the call edits something; a call without parameters only reads.
-    pub fn changes_anything(&self) -> bool {
-        self.reset || self.has_values()
-    }
-
-    /// True when the call starts the whole policy over (`reset` without `ip`, `host` or
-    /// `dest`): bounded retries then count afresh, as after `DELETE` or a new document.
-    pub fn starts_over(&self) -> bool {
-        self.reset && self.ip.is_none() && self.destination.is_none()
-    }
-
-    /// True when the call sets a policy value.
-    pub fn has_values(&self) -> bool {
-        self.kind.is_some()
-            || self.delay.is_some()
-            || self.status.is_some()
-            || self.retries.is_some()
-            || self.percentage.is_some()
-            || self.after.is_some()
-            || self.after_bytes.is_some()
-            || self.bytes_per_second.is_some()
-            || self.p50.is_some()
-            || self.p99.is_some()
-            || self.corrupt.is_some()
-            || self.rewrite.is_some()
-    }
-
-    /// Applies the call to `state` at `now_ms`, returning the new state; `start` is what
-    /// `reset` returns to. The edited policy's end is the call's `ttl`, or none: a write
-    /// replaces the fault and its TTL, and inherits no TTL it did not give.
-    pub fn apply(&self, state: &State, start: &State, now_ms: u64) -> Result<State, ControlError> {
-        let mut next = state.clone();
-        next.settle(now_ms);
-        let expiry = self.ttl.map(|t| Expiry { until_ms: now_ms.saturating_add(t.0) });
-        match &self.ip {
-            None => {
-                if self.reset {
-                    next = start.clone();
-                }
-                self.set_values(&mut next.default);
-                next.default_expiry = expiry;
-            }
-            Some(clients) => {
-                if self.reset {
-                    next.unbind(clients);
-                }
-                if self.has_values() {
-                    if let Some(policy) = next.binding_mut(clients) {
-                        self.set_values(policy);
-                    } else if next.bindings.len() >= MAX_CLIENTS {
-                        return Err(ControlError::TooManyClients);
-                    } else {
-                        let mut policy = next.default.clone();
-                        self.set_values(&mut policy);
-                        next.bind(clients, policy);
-                    }
-                }
-                if let (Some(slot), true) = (next.binding_expiry_mut(clients), self.has_values()) {
-                    *slot = expiry;
-                }
-            }
-        }
-        let edited = match &self.ip {
-            None => Some(&next.default),
-            Some(clients) => next.policy_of(clients),
-        };
-        if let Some(policy) = edited.filter(|p| p.kind == PolicyKind::LongTailDelay) {
-            policy.shape().map_err(|e| ControlError::Shape(e.to_string()))?;
-        }
-        if edited.is_some_and(|p| p.kind == PolicyKind::RequestRewrite && p.rewrite.is_none()) {
-            return Err(ControlError::Rewrite);
-        }
-        Ok(next)
-    }
-
-    /// Sets the values the call gives on `policy`.
-    pub fn set_values(&self, policy: &mut crate::model::policy::Policy) {
-        if let Some(kind) = self.kind {
-            policy.kind = kind;
-        }
-        if let Some(delay) = self.delay {
-            policy.delay = delay;
-        }
-        if let Some(status) = self.status {
-            policy.status = status;
-        }
-        if let Some(retries) = self.retries {
-            policy.retries = retries;
-        }
-        if let Some(percentage) = self.percentage {
-            policy.percentage = percentage;
-        }
-        policy.after = self.after.or(policy.after);
-        policy.after_bytes = self.after_bytes.or(policy.after_bytes);
-        policy.bytes_per_second = self.bytes_per_second.or(policy.bytes_per_second);
-        policy.p50 = self.p50.or(policy.p50);
-        policy.p99 = self.p99.or(policy.p99);
-        policy.corrupt = self.corrupt.or(policy.corrupt);
-        if let Some(change) = &self.rewrite {
-            policy.rewrite = Some(policy.rewrite.take().unwrap_or_default().with(change));
-        }
-    }
 }
 
 /// Decodes `%XX` escapes and `+` (a space in form encoding); refuses bad escapes and non-UTF-8.
@@ -421,7 +80,9 @@ pub fn percent_decode(text: &str) -> Result<String, ControlError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::model::policy::Policy;
+    use crate::model::duration::Millis;
+    use crate::model::percentage::Percentage;
+    use crate::model::policy::{Settings, Seed, State, MAX_CLIENTS};
 
     fn apply(state: &State, query: &str) -> Result<State, ControlError> {
         Call::parse_query(query)?.apply(state, &State::default(), 0)
@@ -431,42 +92,44 @@ mod tests {
     fn seed_calls_set_the_default_policy() {
         let s = State::default();
         let d = |q: &str| apply(&s, q).unwrap().default;
-        assert_eq!(d("policy=simpleResponse").kind, PolicyKind::Response);
-        assert_eq!(d("timeout=0.25").kind, PolicyKind::Delay);
-        assert_eq!(d("timeout=0.25").delay, Millis(250));
-        assert_eq!(d("timeout=2s").delay, Millis(2000));
-        assert_eq!(d("policy=timeoutTest").delay, Millis(10_000));
-        assert_eq!(d("status=404").kind, PolicyKind::Abort);
-        assert_eq!(d("status=404").status, 404);
-        assert_eq!(d("policy=statusResponse").status, 503);
-        assert_eq!(d("boundedRetries=3"), Policy { kind: PolicyKind::BoundedRetries, retries: 3, ..Policy::default() });
-        assert_eq!(d("boundedRetries=3&status=500").status, 500);
-        assert_eq!(d("policy=boundedRetries").retries, 10);
-        assert_eq!(d("percentage=12.5").percentage, Percentage(125_000));
-        assert_eq!(d("percentage=100").kind, PolicyKind::None);
+        assert_eq!(d("policy=simpleResponse").name(), "simpleResponse");
+        assert_eq!(d("timeout=0.25").name(), "delayResponse");
+        assert_eq!(d("timeout=0.25").given.delay, Millis(250));
+        assert_eq!(d("timeout=2s").given.delay, Millis(2000));
+        assert_eq!(d("policy=timeoutTest").given.delay, Millis(10_000));
+        assert_eq!(d("status=404").name(), "statusResponse");
+        assert_eq!(d("status=404").given.status, 404);
+        assert_eq!(d("policy=statusResponse").given.status, 503);
+        let given = Settings { retries: 3, ..Settings::default() };
+        let fault = Seed::build("boundedRetries", &given, &crate::model::policy::Canned::default()).unwrap();
+        assert_eq!(d("boundedRetries=3"), Seed { fault, until_ms: None, given });
+        assert_eq!(d("boundedRetries=3&status=500").given.status, 500);
+        assert_eq!(d("policy=boundedRetries").given.retries, 10);
+        assert_eq!(d("percentage=12.5").percentage(), Percentage(125_000));
+        assert_eq!(d("percentage=100").name(), "none");
     }
 
     #[test]
     fn values_not_given_keep_theirs() {
         let s = apply(&State::default(), "timeout=2&percentage=50").unwrap();
         let s = apply(&s, "status=500").unwrap();
-        assert_eq!(s.default.kind, PolicyKind::Abort);
-        assert_eq!(s.default.percentage, Percentage(500_000));
+        assert_eq!(s.default.name(), "statusResponse");
+        assert_eq!(s.default.percentage(), Percentage(500_000));
         let s = apply(&s, "policy=delayResponse").unwrap();
-        assert_eq!(s.default.delay, Millis(2000));
-        assert_eq!(apply(&s, "policy=none").unwrap().default.kind, PolicyKind::None);
+        assert_eq!(s.default.given.delay, Millis(2000));
+        assert_eq!(apply(&s, "policy=none").unwrap().default.name(), "none");
     }
 
     #[test]
     fn ip_edits_a_binding_that_starts_from_the_default() {
         let s = apply(&State::default(), "percentage=30").unwrap();
         let s = apply(&s, "status=500&percentage=100&ip=10.1.2.3").unwrap();
-        assert_eq!(s.default.kind, PolicyKind::None);
+        assert_eq!(s.default.name(), "none");
         let ip = Some("10.1.2.3".parse().unwrap());
-        assert_eq!(s.policy_for(ip).status, 500);
-        assert_eq!(s.policy_for(ip).percentage, Percentage(1_000_000));
+        assert_eq!(s.policy_for(ip).given.status, 500);
+        assert_eq!(s.policy_for(ip).percentage(), Percentage(1_000_000));
         let s = apply(&s, "ip=10.1.2.3&timeout=1").unwrap();
-        assert_eq!(s.policy_for(ip).kind, PolicyKind::Delay);
+        assert_eq!(s.policy_for(ip).name(), "delayResponse");
         assert_eq!(s.bindings.len(), 1);
         let s = apply(&s, "ip=10.1.2.3&reset").unwrap();
         assert!(s.bindings.is_empty());
@@ -477,18 +140,18 @@ mod tests {
         let s = apply(&State::default(), "status=500&ip=10.0.0.0/8").unwrap();
         let s = apply(&s, "status=418").unwrap();
         assert_eq!(apply(&s, "reset").unwrap(), State::default());
-        assert_eq!(apply(&s, "reset&status=502").unwrap().default.status, 502);
+        assert_eq!(apply(&s, "reset&status=502").unwrap().default.given.status, 502);
     }
 
     #[test]
     fn request_rewrite_is_a_query_policy_kept_part_by_part() {
         let s = apply(&State::default(), "policy=requestRewrite&path=/x&setHeaders=x-a:1&percentage=100").unwrap();
-        let rewrite = s.default.rewrite.clone().unwrap();
+        let rewrite = s.default.given.rewrite.clone().unwrap();
         assert_eq!((rewrite.path.as_deref(), rewrite.set_headers.len()), (Some("/x"), 1));
         let s = apply(&s, "method=POST").unwrap();
-        let rewrite = s.default.rewrite.clone().unwrap();
+        let rewrite = s.default.given.rewrite.clone().unwrap();
         assert_eq!((rewrite.path.as_deref(), rewrite.method.as_deref()), (Some("/x"), Some("POST")));
-        assert!(matches!(s.default.fault(&crate::model::policy::Canned { status: 200, headers: vec![], body: String::new() }), Some(crate::model::rules::Fault::RequestRewrite(_))));
+        assert!(matches!(s.default.fault, Some(crate::faults::Fault::RequestRewrite(_))));
         let message = apply(&State::default(), "policy=requestRewrite").unwrap_err().to_string();
         assert_eq!(message, "requestRewrite: give at least one of path, method, setHeaders, removeHeaders, query");
         let message = Call::parse_query("policy=requestRewrite&method=get").unwrap_err().to_string();
@@ -542,7 +205,7 @@ mod tests {
     #[test]
     fn an_hour_is_written_1h() {
         let s = apply(&State::default(), "timeout=1h").unwrap();
-        assert_eq!(s.default.delay, Millis(3_600_000));
+        assert_eq!(s.default.given.delay, Millis(3_600_000));
         assert_eq!(Call::parse_query("status=500&ttl=1h").unwrap().ttl, Some(Millis(3_600_000)));
         assert!(Call::parse_query("timeout=2h").unwrap_err().to_string().contains("`h`, from 0 to 1h"));
     }
@@ -597,12 +260,26 @@ mod tests {
     fn new_fault_parameters_are_kept_and_checked() {
         let s = apply(&State::default(), "policy=truncateResponse&afterBytes=10").unwrap();
         let s = apply(&s, "policy=longTailDelay&p50=200ms&p99=3s").unwrap();
-        assert_eq!((s.default.after_bytes, s.default.p50, s.default.p99), (Some(10), Some(Millis(200)), Some(Millis(3000))));
+        assert_eq!((s.default.given.after_bytes, s.default.given.p50, s.default.given.p99), (Some(10), Some(Millis(200)), Some(Millis(3000))));
         let message = apply(&s, "p50=3s").unwrap_err().to_string();
         assert_eq!(message, "longTailDelay: p99 must be longer than p50; percentiles rise with their rank");
         // A p50 that does not fit is fine while another fault is in force.
         assert!(apply(&s, "policy=resetStream&p50=3s").is_ok());
         assert!(apply(&apply(&s, "policy=resetStream&p50=3s").unwrap(), "policy=longTailDelay").is_err());
+    }
+
+    #[test]
+    fn corrupt_rounds_alike_in_the_query_and_in_a_document() {
+        for share in ["0.00005", "12.34565", "100"] {
+            let query = apply(&State::default(), &format!("policy=corruptBody&corrupt={share}")).unwrap().default.given.corrupt;
+            let doc = format!(r#"{{"rules": [{{"fault": {{"body_change": {{"corrupt": {{"percentage": {share}}}}}}}}}]}}"#);
+            let rule = crate::model::document::parse(doc.as_bytes(), 0).unwrap().rules.remove(0);
+            let ppm = match rule.fault {
+                crate::faults::Fault::BodyChange(crate::faults::body_change::BodyChange::Corrupt { ppm }) => Some(ppm),
+                _ => None,
+            };
+            assert_eq!(query, ppm, "{share}");
+        }
     }
 
     #[test]
@@ -614,7 +291,7 @@ mod tests {
     #[test]
     fn percent_decoding_and_empty_pieces() {
         let call = Call::parse_query("&policy=%73tatusResponse&&").unwrap();
-        assert_eq!(call.kind, Some(PolicyKind::Abort));
+        assert_eq!(call.kind, Some("statusResponse"));
         assert!(!Call::parse_query("").unwrap().changes_anything());
     }
 
@@ -623,24 +300,24 @@ mod tests {
         let at = |s: &State, q: &str, now| Call::parse_query(q).unwrap().apply(s, &State::default(), now).unwrap();
         let s = at(&State::default(), "status=500&percentage=100", 0);
         let mut s = at(&s, "timeout=1&ttl=30s", 1000);
-        assert_eq!(s.default.kind, PolicyKind::Delay);
+        assert_eq!(s.default.name(), "delayResponse");
         assert_eq!(crate::model::document::Document::of(&s, 11_000).policy.get("ttl").as_deref(), Some("20s"));
         s.settle(31_000);
         // The delay ends; the abort from before it does not come back.
-        assert_eq!((s.default.kind, s.default_expiry), (PolicyKind::None, None));
+        assert_eq!((s.default.name(), s.default.until_ms), ("none", None));
         // The issue's case: a later write without ttl replaces the fault and its TTL.
         let s = at(&State::default(), "status=500", 0);
         let s = at(&s, "status=503&percentage=100&ttl=3s", 0);
         let mut s = at(&s, "policy=none", 1000);
-        assert_eq!((s.default.kind, s.default_expiry), (PolicyKind::None, None));
+        assert_eq!((s.default.name(), s.default.until_ms), ("none", None));
         assert_eq!(crate::model::document::Document::of(&s, 1000).policy.get("ttl"), None);
         s.settle(5000);
-        assert_eq!(s.default.kind, PolicyKind::None);
+        assert_eq!(s.default.name(), "none");
         // A write without ttl keeps its fault past the earlier TTL, and inherits none.
         let s = at(&State::default(), "status=503&ttl=3s", 0);
         let mut s = at(&s, "status=500", 1000);
         s.settle(5000);
-        assert_eq!((s.default.kind, s.default.status), (PolicyKind::Abort, 500));
+        assert_eq!((s.default.name(), s.default.given.status), ("statusResponse", 500));
         // Bindings: one given with ttl goes away; a later write without ttl stays.
         let s = at(&State::default(), "ip=10.0.0.1&status=418", 0);
         let mut s = at(&s, "ip=10.0.0.1&status=502&ttl=1", 0);
@@ -649,7 +326,7 @@ mod tests {
         let s = at(&State::default(), "ip=10.0.0.1&status=418&ttl=1", 0);
         let mut s = at(&s, "ip=10.0.0.1&status=502", 500);
         s.settle(2000);
-        assert_eq!(s.policy_for(Some("10.0.0.1".parse().unwrap())).status, 502);
+        assert_eq!(s.policy_for(Some("10.0.0.1".parse().unwrap())).given.status, 502);
         assert!(Call::parse_query("ttl=0").is_err());
         assert!(Call::parse_query("ttl=2h").unwrap_err().to_string().contains("ttl: '2h'"));
     }
@@ -667,6 +344,7 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use super::*;
+    use crate::model::policy::State;
     use proptest::prelude::*;
 
     proptest! {

@@ -10,18 +10,23 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::share::{self, Ppm, FULL as FULL_PPM};
+use crate::faults::Kind;
+use crate::model::percentage::Percentage;
+use crate::model::share::{self, FULL as FULL_PPM};
+use crate::stats::Stat;
 
-/// How a body change is written in a policy document:
+/// How a body change is written in a policy document, with one of its two members:
 /// `{"replace": {"body": "oops", "content_type": "text/plain"}}` or
 /// `{"corrupt": {"percentage": 5}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum BodyChangeSpec {
+#[serde(deny_unknown_fields)]
+pub struct BodyChangeSpec {
     /// The body is replaced whole.
-    Replace(ReplaceSpec),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<ReplaceSpec>,
     /// A share of the body's bytes is changed, keeping its length.
-    Corrupt(CorruptSpec),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<CorruptSpec>,
 }
 
 /// The new body.
@@ -39,8 +44,9 @@ pub struct ReplaceSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorruptSpec {
-    /// The share of bytes changed, in percent, above 0 and at most 100.
-    pub percentage: f64,
+    /// The share of bytes changed, in percent, above 0 and at most 100; read as the
+    /// query's `corrupt=` is, so both round alike.
+    pub percentage: Percentage,
 }
 
 /// Why a body change was refused.
@@ -50,6 +56,8 @@ pub enum BodyChangeError {
     BadShare(f64),
     /// The content type is not a valid header value.
     BadContentType(String),
+    /// Both members, or neither.
+    NotOne,
 }
 
 impl fmt::Display for BodyChangeError {
@@ -64,6 +72,7 @@ impl fmt::Display for BodyChangeError {
                 f,
                 "replace.content_type: {t:?} is not accepted; give a header value of visible ASCII and spaces, such as \"text/plain\""
             ),
+            BodyChangeError::NotOne => write!(f, "give one of replace, corrupt"),
         }
     }
 }
@@ -92,8 +101,8 @@ impl TryFrom<BodyChangeSpec> for BodyChange {
     type Error = BodyChangeError;
 
     fn try_from(spec: BodyChangeSpec) -> Result<BodyChange, BodyChangeError> {
-        match spec {
-            BodyChangeSpec::Replace(ReplaceSpec { body, content_type }) => {
+        match (spec.replace, spec.corrupt) {
+            (Some(ReplaceSpec { body, content_type }), None) => {
                 if let Some(t) = &content_type {
                     if t.is_empty() || !t.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
                         return Err(BodyChangeError::BadContentType(t.clone()));
@@ -101,19 +110,34 @@ impl TryFrom<BodyChangeSpec> for BodyChange {
                 }
                 Ok(BodyChange::Replace { body, content_type })
             }
-            BodyChangeSpec::Corrupt(CorruptSpec { percentage }) => match Ppm::from_percent(percentage) {
-                Some(Ppm(ppm)) if ppm > 0 => Ok(BodyChange::Corrupt { ppm }),
-                _ => Err(BodyChangeError::BadShare(percentage)),
-            },
+            (None, Some(CorruptSpec { percentage })) => BodyChange::corrupt(percentage),
+            _ => Err(BodyChangeError::NotOne),
         }
     }
+}
+
+impl BodyChange {
+    /// Corrupting `share` of the bytes, from the document (`corrupt.percentage`) or the
+    /// query (`corrupt=`) alike; refused at 0.
+    pub fn corrupt(share: Percentage) -> Result<BodyChange, BodyChangeError> {
+        match share.0 {
+            0 => Err(BodyChangeError::BadShare(share.as_f64())),
+            ppm => Ok(BodyChange::Corrupt { ppm }),
+        }
+    }
+}
+
+impl Kind for BodyChange {
+    const NAME: &'static str = "body_change";
+    const LABEL: &'static str = "bodyChange";
+    const STAT: Stat = Stat::BodiesChanged;
 }
 
 impl From<BodyChange> for BodyChangeSpec {
     fn from(change: BodyChange) -> BodyChangeSpec {
         match change {
-            BodyChange::Replace { body, content_type } => BodyChangeSpec::Replace(ReplaceSpec { body, content_type }),
-            BodyChange::Corrupt { ppm } => BodyChangeSpec::Corrupt(CorruptSpec { percentage: Ppm(ppm).percent() }),
+            BodyChange::Replace { body, content_type } => BodyChangeSpec { replace: Some(ReplaceSpec { body, content_type }), corrupt: None },
+            BodyChange::Corrupt { ppm } => BodyChangeSpec { replace: None, corrupt: Some(CorruptSpec { percentage: Percentage(ppm) }) },
         }
     }
 }
@@ -288,13 +312,15 @@ mod tests {
     fn bad_changes_say_what_is_accepted() {
         for (json, message) in [
             (r#"{"corrupt": {"percentage": 0}}"#, "corrupt.percentage: 0 is not accepted; give the share of bytes"),
-            (r#"{"corrupt": {"percentage": 100.5}}"#, "from 0.0001 to 100"),
+            (r#"{"corrupt": {"percentage": 100.5}}"#, "100.5 is not accepted; expected a number from 0 to 100"),
             (r#"{"corrupt": {"percentage": -3}}"#, "-3 is not accepted"),
-            (r#"{"corrupt": {"percentage": "5"}}"#, "invalid type: string \"5\", expected f64"),
+            (r#"{"corrupt": {"percentage": "5"}}"#, "\"5\" is not accepted; expected a number"),
             (r#"{"corrupt": {"share": 5}}"#, "unknown field `share`, expected `percentage`"),
             (r#"{"replace": {"body": "x", "content_type": "a\nb"}}"#, "replace.content_type: \"a\\nb\" is not accepted"),
             (r#"{"replace": {"body": "x", "status": 200}}"#, "unknown field `status`, expected `body` or `content_type`"),
-            (r#"{"scramble": {}}"#, "unknown variant `scramble`, expected `replace` or `corrupt`"),
+            (r#"{"scramble": {}}"#, "unknown field `scramble`, expected `replace` or `corrupt`"),
+            (r#"{}"#, "give one of replace, corrupt"),
+            (r#"{"replace": {"body": "x"}, "corrupt": {"percentage": 5}}"#, "give one of replace, corrupt"),
         ] {
             let error = change(json).unwrap_err();
             assert!(error.contains(message), "{json}: {error}");

@@ -12,7 +12,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::duration::{self, Millis, MAX_MILLIS};
+use crate::faults::Kind;
+use crate::model::duration::{Millis, MAX_MILLIS};
+use crate::stats::Stat;
 
 /// The percentiles a shape is given in, as written in a policy document: durations in the
 /// control API's form (`250ms`, `2s`, `0.1`). `p50` and `p99` are required.
@@ -20,30 +22,29 @@ use crate::model::duration::{self, Millis, MAX_MILLIS};
 #[serde(deny_unknown_fields)]
 pub struct ShapeSpec {
     /// The median.
-    pub p50: String,
+    pub p50: Millis,
     /// The 90th percentile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p90: Option<String>,
+    pub p90: Option<Millis>,
     /// The 95th percentile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p95: Option<String>,
+    pub p95: Option<Millis>,
     /// The 99th percentile.
-    pub p99: String,
+    pub p99: Millis,
     /// The 99.9th percentile.
     #[serde(default, rename = "p99.9", skip_serializing_if = "Option::is_none")]
-    pub p999: Option<String>,
+    pub p999: Option<Millis>,
+}
+
+impl Kind for DelayShape {
+    const NAME: &'static str = "delay_shape";
+    const LABEL: &'static str = "delay";
+    const STAT: Stat = Stat::DelaysInjected;
 }
 
 /// Why a shape was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShapeError {
-    /// A percentile's duration did not parse or is over an hour.
-    BadDuration {
-        /// Which percentile (`p50`).
-        name: &'static str,
-        /// What was written.
-        value: String,
-    },
     /// A percentile is zero; a log-normal has no zero.
     Zero {
         /// Which percentile.
@@ -61,9 +62,6 @@ pub enum ShapeError {
 impl fmt::Display for ShapeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ShapeError::BadDuration { name, value } => {
-                write!(f, "{name}: {value:?} is not accepted; give {}", duration::ACCEPTED)
-            }
             ShapeError::Zero { name } => write!(f, "{name}: must be above 0 (a duration such as 1ms)"),
             ShapeError::NotIncreasing { lower, upper } => {
                 write!(f, "{upper} must be longer than {lower}; percentiles rise with their rank")
@@ -141,27 +139,14 @@ impl TryFrom<ShapeSpec> for DelayShape {
             ("p99", 0.99, Some(spec.p99)),
             ("p99.9", 0.999, spec.p999),
         ];
-        let mut given = Vec::with_capacity(named.len());
-        for (name, rank, text) in named {
-            if let Some(value) = text {
-                let ms = duration::parse(&value).ok_or(ShapeError::BadDuration { name, value })?;
-                given.push((name, rank, ms));
-            }
-        }
-        DelayShape::fit(given)
+        DelayShape::fit(named.into_iter().filter_map(|(name, rank, ms)| Some((name, rank, ms?))).collect())
     }
 }
 
 impl From<DelayShape> for ShapeSpec {
     fn from(shape: DelayShape) -> ShapeSpec {
-        let text = |name: &str| shape.given.iter().find(|(n, _, _)| *n == name).map(|(_, _, ms)| ms.to_string());
-        ShapeSpec {
-            p50: text("p50").unwrap_or_default(),
-            p90: text("p90"),
-            p95: text("p95"),
-            p99: text("p99").unwrap_or_default(),
-            p999: text("p99.9"),
-        }
+        let at = |name: &str| shape.given.iter().find(|(n, _, _)| *n == name).map(|(_, _, ms)| *ms);
+        ShapeSpec { p50: at("p50").unwrap_or_default(), p90: at("p90"), p95: at("p95"), p99: at("p99").unwrap_or_default(), p999: at("p99.9") }
     }
 }
 
@@ -358,8 +343,8 @@ mod tests {
             (r#"{"p50": "1s", "p99": "1s"}"#, "p99 must be longer than p50"),
             (r#"{"p50": "100ms", "p90": "3s", "p99": "2s"}"#, "p99 must be longer than p90"),
             (r#"{"p50": "0", "p99": "2s"}"#, "p50: must be above 0"),
-            (r#"{"p50": "100ms", "p99": "2h"}"#, "p99: \"2h\" is not accepted; give seconds"),
-            (r#"{"p50": "100ms", "p99": "61m"}"#, "p99: \"61m\" is not accepted"),
+            (r#"{"p50": "100ms", "p99": "2h"}"#, "\"2h\" is not accepted; expected seconds"),
+            (r#"{"p50": "100ms", "p99": "61m"}"#, "\"61m\" is not accepted"),
             (r#"{"p50": "100ms"}"#, "missing field `p99`"),
             (r#"{"p50": "100ms", "p99": "2s", "p75": "1s"}"#, "unknown field `p75`, expected one of `p50`, `p90`, `p95`, `p99`, `p99.9`"),
         ] {

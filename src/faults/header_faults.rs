@@ -4,6 +4,7 @@
 
 use crate::model::duration::Millis;
 use crate::model::percentage::{self, Percentage};
+use crate::model::values::{HttpStatus, STATUS_ACCEPTED};
 use std::fmt;
 
 /// Hold this request this many milliseconds.
@@ -60,8 +61,8 @@ pub fn read(delay: Option<&str>, abort: Option<&str>, share: Option<&str>, max_d
             Asked::Delay(Millis(ms.ok_or_else(|| error(DELAY, v, format!("whole milliseconds from 0 to {}", max_delay.0)))?))
         }
         (None, Some(v)) => {
-            let status = v.trim().parse::<u16>().ok().filter(|s| (200..=599).contains(s));
-            Asked::Abort(status.ok_or_else(|| error(ABORT, v, "an HTTP status from 200 to 599".into()))?)
+            let status = v.trim().parse::<u64>().ok().and_then(HttpStatus::new);
+            Asked::Abort(status.ok_or_else(|| error(ABORT, v, STATUS_ACCEPTED.into()))?.0)
         }
     };
     let share = match share {

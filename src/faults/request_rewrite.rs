@@ -88,6 +88,12 @@ impl TryFrom<RequestRewriteSpec> for RequestRewrite {
     }
 }
 
+impl crate::faults::Kind for RequestRewrite {
+    const NAME: &'static str = "request_rewrite";
+    const LABEL: &'static str = NAME;
+    const STAT: crate::stats::Stat = crate::stats::Stat::RequestsRewritten;
+}
+
 impl<'de> Deserialize<'de> for RequestRewrite {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let spec: RequestRewriteSpec = crate::model::values::object(deserializer)?;

@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+use crate::faults::Kind;
+use crate::stats::Stat;
 use serde::{Deserialize, Serialize};
 
 /// The fastest rate accepted, 1 GiB/s; anything faster throttles nothing a proxy carries.
@@ -24,19 +26,9 @@ pub const KIB: u64 = 1024;
 /// The request header Envoy's fault filter reads the response rate from, in KiB/s.
 pub const RATE_HEADER: &str = "x-envoy-fault-throughput-response";
 
-/// The request headers Envoy's fault filter reads when it is configured as this filter
-/// needs it (a `response_rate_limit` of `header_limit`, nothing else): the rate and its
-/// share. Both are removed from every request on a listener with the fault filter after
-/// this one, before this filter adds its own, so a client neither slows its response nor
-/// escapes a throttle. Its other headers (`x-envoy-fault-abort-request`,
-/// `x-envoy-fault-delay-request`...) are read only with `header_abort` or `header_delay`,
-/// which that configuration leaves out; removing all seven cost every request 22k
-/// instructions (BENCHMARKS.md), 12% of what it costs Envoy.
-pub const ENVOY_FAULT_HEADERS: [&str; 2] = [RATE_HEADER, "x-envoy-fault-throughput-response-percentage"];
-
 /// Why a throttle is refused on a listener whose configuration does not say Envoy's fault
 /// filter follows this one.
-pub const NO_FAULT_FILTER: &str = "a throttle needs Envoy's fault filter (envoy.filters.http.fault with response_rate_limit.header_limit) after this one on the listener, and \"envoy_fault_filter\": true in the plugin configuration (docs/new-faults.md, \"throttle\")";
+pub const NO_FAULT_FILTER: &str = "a throttle needs Envoy's fault filter (envoy.filters.http.fault with response_rate_limit.header_limit, acting on requests marked x-fault-injector-envoy-fault) after this one on the listener, and \"envoy_fault_filter\": true in the plugin configuration (docs/new-faults.md, \"throttle\")";
 
 /// A throttle as written in a policy document: `{"bytes_per_second": 102400}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +37,7 @@ pub struct ThrottleSpec {
     /// The rate, in bytes per second: a multiple of 1024 from 1 KiB/s to 1 GiB/s.
     pub bytes_per_second: u64,
 }
+
 
 /// Why a throttle rate was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +59,12 @@ pub struct Throttle {
     bytes_per_second: u64,
 }
 
+impl Kind for Throttle {
+    const NAME: &'static str = "throttle";
+    const LABEL: &'static str = "throttle";
+    const STAT: Stat = Stat::ThrottlesInjected;
+}
+
 impl Throttle {
     /// The rate in bytes per second.
     pub fn bytes_per_second(self) -> u64 {
@@ -82,10 +81,17 @@ impl TryFrom<ThrottleSpec> for Throttle {
     type Error = ThrottleError;
 
     fn try_from(spec: ThrottleSpec) -> Result<Throttle, ThrottleError> {
-        if (KIB..=MAX_BYTES_PER_SECOND).contains(&spec.bytes_per_second) && spec.bytes_per_second.is_multiple_of(KIB) {
-            Ok(Throttle { bytes_per_second: spec.bytes_per_second })
+        Throttle::at(spec.bytes_per_second)
+    }
+}
+
+impl Throttle {
+    /// A throttle at `bytes_per_second`, from the document or the query's `bytesPerSecond=`.
+    pub fn at(bytes_per_second: u64) -> Result<Throttle, ThrottleError> {
+        if (KIB..=MAX_BYTES_PER_SECOND).contains(&bytes_per_second) && bytes_per_second.is_multiple_of(KIB) {
+            Ok(Throttle { bytes_per_second })
         } else {
-            Err(ThrottleError(spec.bytes_per_second))
+            Err(ThrottleError(bytes_per_second))
         }
     }
 }

@@ -19,6 +19,9 @@
 //! A response with no body (the headers end the stream) has nothing to cut and is left
 //! alone; so are answers to HEAD and 1xx, 204, 205 and 304 (see `respond::Answer::has_body`).
 
+use crate::faults::Kind;
+use crate::model::values::from_object;
+use crate::stats::Stat;
 use serde::{Deserialize, Serialize};
 
 /// The most body bytes a cut lets through (1 TiB), in the query and in a document alike.
@@ -27,13 +30,36 @@ pub const MAX_AFTER_BYTES: u64 = 1 << 40;
 /// What `after_bytes` (`afterBytes=`) accepts, for error messages.
 pub const AFTER_BYTES_ACCEPTED: &str = "a whole number of bytes from 0 to 1099511627776 (1 TiB)";
 
-/// A cut as written in a policy document: `{"after_bytes": 1000}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A cut: `{"after_bytes": 1000}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Truncate {
     /// How many body bytes reach the client before the reset; 0 sends headers only.
     pub after_bytes: u64,
 }
+
+impl Kind for Truncate {
+    const NAME: &'static str = "truncate";
+    const LABEL: &'static str = "truncate";
+    const STAT: Stat = Stat::TruncationsInjected;
+}
+
+/// A cut as written in a policy document.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TruncateSpec {
+    after_bytes: u64,
+}
+
+impl TryFrom<TruncateSpec> for Truncate {
+    type Error = String;
+    fn try_from(spec: TruncateSpec) -> Result<Truncate, String> {
+        match spec.after_bytes {
+            n if n <= MAX_AFTER_BYTES => Ok(Truncate { after_bytes: n }),
+            n => Err(format!("after_bytes: {n} is not accepted; expected {AFTER_BYTES_ACCEPTED}")),
+        }
+    }
+}
+from_object!(Truncate, TruncateSpec);
 
 /// The cut for a body of `content_length` bytes, if the upstream said: one byte short of
 /// the end when the body is no longer than `after_bytes`. Withholding only the end is not
@@ -188,6 +214,7 @@ mod tests {
     fn bad_cuts_say_what_is_accepted() {
         for (json, message) in [
             (r#"{"after_bytes": -1}"#, "invalid value: integer `-1`, expected u64"),
+            (r#"{"after_bytes": 1099511627777}"#, "1099511627777 is not accepted"),
             (r#"{"after_bytes": "1k"}"#, "invalid type: string \"1k\", expected u64"),
             (r#"{"bytes": 1}"#, "unknown field `bytes`, expected `after_bytes`"),
             (r#"{}"#, "missing field `after_bytes`"),

@@ -9,7 +9,7 @@ use crate::control::access::{self, Caller, Refusal};
 use crate::control::page;
 use crate::model::document::{self, Document};
 use crate::observe;
-use crate::model::outbound;
+use crate::control::destination;
 use crate::model::policy::State;
 use crate::model::stored::Origin;
 use crate::control::query;
@@ -76,7 +76,7 @@ fn edit(worker: &mut RootState, context: u32, query: &str) -> Action {
     }
     let config = Rc::clone(&worker.config);
     let change = |state: &State| match &call.destination {
-        Some(destination) => outbound::apply(&call, destination, &config.simple_response, state, now),
+        Some(destination) => destination::apply(&call, destination, &config.simple_response, state, now),
         None => call.apply(state, &config.start, now),
     };
     write(worker, context, &format!("'{query}'"), call.starts_over(), &|state| change(state).map_err(|e| e.to_string()))

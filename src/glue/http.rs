@@ -11,10 +11,9 @@ use crate::config::{Config, MAX_FILTER_STATE_KEY};
 use crate::control::access::Caller;
 use crate::control::{page, route};
 use crate::decide::{self, Attempt, Detail, Reply, Source, Then};
-use crate::delays::DelayQueue;
+use crate::delays::{self, DelayQueue};
 use crate::exchange::{Carried, Exchange, Flow, Host, Phase, Queue, Side, Worker};
 use crate::faults::retries::Counted;
-use crate::faults::throttle::ENVOY_FAULT_HEADERS;
 use crate::guard;
 use crate::model::net;
 use crate::model::rules::RequestView;
@@ -173,6 +172,10 @@ impl Host for Stream {
     fn set_body(&mut self, size: usize, bytes: &[u8]) {
         body::set_piece(size, bytes);
     }
+    fn response_details(&mut self) -> String {
+        let details = hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().unwrap_or_default();
+        String::from_utf8_lossy(&details).into_owned()
+    }
 }
 
 /// The worker as one request sees it: `id` is the request's context, `request` what
@@ -189,6 +192,7 @@ impl OnWorker<'_> {
             Queue::Requests => &mut self.worker.delays,
             Queue::Responses => &mut self.worker.response_delays,
             Queue::Resets => &mut self.worker.resets,
+            Queue::Handed => &mut self.worker.handed,
         }
     }
 }
@@ -210,7 +214,9 @@ impl Worker for OnWorker<'_> {
     fn hold(&mut self, queue: Queue, due_ns: u64, now_ns: u64) {
         let id = self.id;
         self.queue(queue).hold(id, due_ns);
-        self.worker.arm(due_ns, now_ns, id);
+        if queue != Queue::Handed {
+            self.worker.arm(due_ns, now_ns, id);
+        }
     }
     fn cancel(&mut self, queue: Queue, due_ns: u64) -> bool {
         let id = self.id;
@@ -292,9 +298,7 @@ impl Request {
         let mut request = RequestInfo::new(&worker);
         worker.refresh();
         if worker.config.envoy_fault_filter {
-            for name in ENVOY_FAULT_HEADERS {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
-            }
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, delays::MARK, None);
         }
         let RootState { state, index, config, sampler, .. } = &mut *worker;
         let (decision, source) = decide::decide(state, index, config, &mut request, sampler);

@@ -47,6 +47,9 @@ pub struct RootState {
     pub delays: DelayQueue,
     /// The responses this worker holds (`response_delay` rules).
     pub response_delays: DelayQueue,
+    /// The requests this worker handed to Envoy's fault filter to hold, counted in
+    /// `active_delays` until a tick finds them due or they end; they arm no timer.
+    pub handed: DelayQueue,
     /// What held requests get instead of going on (a reset, a slow failure's answer).
     pub then: Vec<(u32, Then)>,
     /// Cut responses whose stream is reset at the next tick.
@@ -120,6 +123,7 @@ impl RootState {
             sampler: Sampler::new(seed),
             delays: DelayQueue::default(),
             response_delays: DelayQueue::default(),
+            handed: DelayQueue::default(),
             then: Vec::new(),
             resets: DelayQueue::default(),
             root_id,
@@ -229,7 +233,8 @@ impl RootState {
     }
 
     /// Takes `state` as the current one (this root context just wrote it, or read it).
-    pub fn adopt(&mut self, state: State) {
+    pub fn adopt(&mut self, mut state: State) {
+        state.resolve(&self.config.simple_response);
         self.expires = state.next_expiry();
         self.index = Index::of(&state);
         self.state = state;
@@ -436,7 +441,9 @@ impl RootState {
     }
 
     /// Makes sure the tick timer fires by `due_ns` (not before it), counted from `now` (ns).
-    /// The timer belongs to the root context.
+    /// The timer belongs to the root context. Envoy's `Wasm::setTickPeriod` disables the
+    /// running timer and starts a new one at once, so an earlier due re-arms it now, not at
+    /// its next tick.
     pub fn arm(&mut self, due_ns: u64, now: u64, current_context: u32) {
         if self.armed_until.is_some_and(|armed| armed <= due_ns) {
             return;
@@ -454,7 +461,8 @@ impl RootState {
     pub fn tick(&mut self, now: u64) -> Due {
         let mut requests = self.delays.take_due(now);
         let responses = self.response_delays.take_due(now);
-        self.count(Stat::ActiveDelays, -((requests.len() + responses.len()) as i64));
+        let handed = self.handed.take_due(now);
+        self.count(Stat::ActiveDelays, -((requests.len() + responses.len() + handed.len()) as i64));
         let mut then = Vec::new();
         requests.retain(|id| match self.take_then(*id) {
             Some(t) => {

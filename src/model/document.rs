@@ -8,10 +8,10 @@
 use crate::model::duration::Millis;
 use crate::guard::{Guard, Shown};
 use crate::model::net::Cidr;
-use crate::model::policy::{Policy, State, MAX_CLIENTS};
-use crate::control::query::Call;
+use crate::model::policy::{Seed, State, MAX_CLIENTS};
+use crate::model::change::Call;
 use crate::model::rules::{Rule, RuleSpec, MAX_RULES};
-use crate::model::values::{self, from_value, Invalid, Object, UnknownKeys};
+use crate::model::values::{self, from_given, Given, Invalid, Object, UnknownKeys};
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -35,11 +35,12 @@ pub struct Document {
     #[serde(default)]
     pub clients: Vec<Params>,
     /// Which plugin configuration the state started from: shown by `GET`, ignored when
-    /// sent, since a document cannot change it.
+    /// sent, since a document cannot change it; so any JSON is taken here, unchecked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration: Option<serde_json::Value>,
     /// Per-rule counts since the rules were set: shown by `GET` when there are rules,
-    /// ignored when sent, so that an answer can be sent back as it is.
+    /// ignored when sent, so that an answer can be sent back as it is; so any JSON is
+    /// taken here, unchecked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<serde_json::Value>,
     /// The stop conditions (`docs/stop-conditions.md`).
@@ -76,17 +77,17 @@ impl From<&str> for Param {
     }
 }
 
-impl TryFrom<&serde_json::Value> for Param {
+impl TryFrom<Given> for Param {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Param, String> {
-        match value {
-            serde_json::Value::String(s) => Ok(Param::Text(s.clone())),
-            serde_json::Value::Number(n) => Ok(Param::Number(n.clone())),
-            other => Err(format!("value: '{}' is not accepted; expected a string or a number", values::shown(other))),
+    fn try_from(given: Given) -> Result<Param, String> {
+        match given {
+            Given::Text(s) => Ok(Param::Text(s)),
+            Given::Number(n) => Ok(Param::Number(n)),
+            other => Err(format!("value: '{}' is not accepted; expected a string or a number", other.shown())),
         }
     }
 }
-from_value!(Param);
+from_given!(Param);
 
 impl Serialize for Param {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -102,37 +103,38 @@ impl Serialize for Param {
 pub struct Params(Vec<(String, Param)>);
 
 impl Params {
-    /// The parameters that show `policy`, for the range `ip` if it is a client's, with the
+    /// The parameters that show `seed`, for the range `ip` if it is a client's, with the
     /// time a `ttl` change has left.
-    pub fn of(policy: &Policy, ip: Option<&Cidr>, ttl: Option<Millis>) -> Params {
+    pub fn of(seed: &Seed, ip: Option<&Cidr>, ttl: Option<Millis>) -> Params {
+        let policy = &seed.given;
         let number = |n: u64| Param::Number(n.into());
         let percentage = serde_json::Number::from_f64(policy.percentage.as_f64()).map_or_else(|| number(0), Param::Number);
         let mut pairs = Vec::with_capacity(7);
         if let Some(ip) = ip {
             pairs.push(("ip".to_string(), Param::Text(ip.to_string())));
         }
-        pairs.push(("policy".into(), policy.kind.name().into()));
+        pairs.push(("policy".into(), seed.name().into()));
         pairs.push(("percentage".into(), percentage));
         pairs.push(("timeout".into(), Param::Text(policy.delay.to_string())));
         pairs.push(("status".into(), number(policy.status.into())));
         pairs.push(("boundedRetries".into(), number(policy.retries.into())));
         // The new faults' own parameters, shown only with their fault so earlier views stay.
-        use crate::model::policy::{self as p, PolicyKind as K};
-        match policy.kind {
-            K::ResetStream => pairs.push(("after".into(), Param::Text(policy.after.unwrap_or_default().to_string()))),
-            K::TruncateResponse => pairs.push(("afterBytes".into(), number(policy.after_bytes.unwrap_or(p::DEFAULT_AFTER_BYTES)))),
-            K::ThrottleResponse => {
+        use crate::model::policy as p;
+        match seed.name() {
+            "resetStream" => pairs.push(("after".into(), Param::Text(policy.after.unwrap_or_default().to_string()))),
+            "truncateResponse" => pairs.push(("afterBytes".into(), number(policy.after_bytes.unwrap_or(p::DEFAULT_AFTER_BYTES)))),
+            "throttleResponse" => {
                 pairs.push(("bytesPerSecond".into(), number(policy.bytes_per_second.unwrap_or(p::DEFAULT_BYTES_PER_SECOND))))
             }
-            K::LongTailDelay => {
+            "longTailDelay" => {
                 pairs.push(("p50".into(), Param::Text(policy.p50.unwrap_or(p::DEFAULT_P50).to_string())));
                 pairs.push(("p99".into(), Param::Text(policy.p99.unwrap_or(p::DEFAULT_P99).to_string())));
             }
-            K::CorruptBody => {
+            "corruptBody" => {
                 let ppm = crate::model::share::Ppm(policy.corrupt.unwrap_or(p::DEFAULT_CORRUPT_PPM));
                 pairs.push(("corrupt".into(), serde_json::Number::from_f64(ppm.percent()).map_or_else(|| number(0), Param::Number)));
             }
-            K::RequestRewrite => {
+            "requestRewrite" => {
                 let shown = policy.rewrite.iter().flat_map(|r| r.parameters());
                 pairs.extend(shown.map(|(name, text)| (name.to_string(), Param::Text(text))));
             }
@@ -237,10 +239,10 @@ impl Document {
     /// by themselves.
     pub fn of(state: &State, now_ms: u64) -> Document {
         let left = |until_ms: u64| Millis(until_ms.saturating_sub(now_ms));
-        let clients = state.bindings.iter().map(|b| Params::of(&b.policy, Some(&b.clients), b.expiry.map(|e| left(e.until_ms))));
+        let clients = state.bindings.iter().map(|b| Params::of(&b.seed, Some(&b.clients), b.seed.until_ms.map(left)));
         Document {
             rules: state.rules.iter().map(|r| r.spec(now_ms)).collect(),
-            policy: Params::of(&state.default, None, state.default_expiry.map(|e| left(e.until_ms))),
+            policy: Params::of(&state.default, None, state.default.until_ms.map(left)),
             clients: clients.collect(),
             configuration: None,
             counts: None,
@@ -254,8 +256,7 @@ impl Document {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::model::policy::PolicyKind;
-    use crate::model::rules::Fault;
+    use crate::faults::Fault;
     use crate::model::values::HttpStatus;
 
     fn shown(state: &State, now_ms: u64) -> String {
@@ -271,9 +272,9 @@ mod tests {
             "configuration": {"id": "0", "version": null}
         }"#;
         let state = parse(text, 1_000).unwrap();
-        assert_eq!(state.rules[0].fault, Fault::Abort { status: HttpStatus(503), grpc_status: None });
+        assert_eq!(state.rules[0].fault, Fault::Abort(crate::faults::abort::Abort::status(HttpStatus(503))));
         assert_eq!(state.rules[0].until_ms, Some(601_000));
-        assert_eq!(state.default.kind, PolicyKind::Delay);
+        assert_eq!(state.default.name(), "delayResponse");
         assert_eq!(state.bindings.len(), 1);
         let shown = shown(&state, 1_000);
         assert_eq!(parse(shown.as_bytes(), 1_000).unwrap(), state, "{shown}");

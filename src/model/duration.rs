@@ -4,7 +4,7 @@
 //! (`timeout=0.25`, the seed's form) nor fractions (`1.5s`); decimals are read in whole
 //! numbers, so no float parsing is linked in.
 
-use crate::model::values::{from_value, not_accepted};
+use crate::model::values::{from_given, Given};
 use serde::{Serialize, Serializer};
 use std::fmt;
 
@@ -26,18 +26,22 @@ impl Serialize for Millis {
     }
 }
 
-impl TryFrom<&serde_json::Value> for Millis {
+impl TryFrom<Given> for Millis {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Millis, String> {
-        let text = match value {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => crate::model::values::number_text(n),
-            _ => String::new(),
-        };
-        parse(&text).ok_or_else(|| not_accepted(value, ACCEPTED))
+    fn try_from(given: Given) -> Result<Millis, String> {
+        read(&given)
     }
 }
-from_value!(Millis);
+
+/// Reads a duration from a JSON string, or a number of seconds.
+pub fn read(given: &Given) -> Result<Millis, String> {
+    let read = match given {
+        Given::Text(s) => parse(s),
+        number => number.number().and_then(|n| parse(&n)),
+    };
+    read.ok_or_else(|| given.refused(ACCEPTED))
+}
+from_given!(Millis);
 
 /// The shared state's form of a duration: whole milliseconds, as it has always been stored.
 pub mod whole_ms {

@@ -7,7 +7,7 @@
 //! compare them on random states.
 
 use crate::model::outbound::Direction;
-use crate::model::policy::{Policy, State};
+use crate::model::policy::{Seed, State};
 use crate::model::rules::{self, PathMatch, RequestView, Rule};
 use fnv::FnvHashMap;
 use std::net::IpAddr;
@@ -33,14 +33,14 @@ impl Index {
 
     /// The policy for a client: the first binding of `state` that holds its address (the
     /// narrowest, as bindings are kept narrowest first), else the default.
-    pub fn policy_for<'a>(&self, state: &'a State, client: Option<IpAddr>) -> &'a Policy {
+    pub fn policy_for<'a>(&self, state: &'a State, client: Option<IpAddr>) -> &'a Seed {
         let found = if self.clients.len == state.bindings.len() {
             client.and_then(|ip| self.clients.first(ip)).and_then(|at| state.bindings.get(at))
         } else {
             // Not this state's index: the scan, rather than a wrong answer.
             client.and_then(|ip| state.bindings.iter().find(|b| b.clients.contains(ip)))
         };
-        found.map_or(&state.default, |b| &b.policy)
+        found.map_or(&state.default, |b| &b.seed)
     }
 }
 
@@ -140,7 +140,7 @@ fn key(ip: IpAddr, prefix: u8) -> (bool, u8, u128) {
 mod tests {
     use super::*;
     use crate::model::net::Cidr;
-    use crate::model::policy::PolicyKind;
+    use crate::model::policy::{Canned, Settings, Seed};
     use proptest::prelude::*;
 
     /// A request as the rules read it; counts the path reads.
@@ -221,7 +221,8 @@ mod tests {
     fn bound(ranges: &[&str]) -> State {
         let mut state = State::default();
         for (i, range) in ranges.iter().enumerate() {
-            let policy = Policy { kind: PolicyKind::Abort, status: 500 + i as u16, ..Policy::default() };
+            let given = Settings { status: 500 + i as u16, ..Settings::default() };
+            let policy = Seed { fault: Seed::build("statusResponse", &given, &Canned::default()).unwrap(), until_ms: None, given };
             state.bind(&Cidr::parse(range).unwrap(), policy);
         }
         state
@@ -231,16 +232,16 @@ mod tests {
     fn the_narrowest_binding_holds_the_client() {
         let state = bound(&["10.0.0.0/8", "10.1.0.0/16", "10.1.2.3", "::/0", "0.0.0.0/0"]);
         let index = Index::of(&state);
-        let status = |ip: &str| index.policy_for(&state, Some(ip.parse().unwrap())).status;
+        let status = |ip: &str| index.policy_for(&state, Some(ip.parse().unwrap())).given.status;
         assert_eq!(status("10.1.2.3"), 502);
         assert_eq!(status("10.1.2.4"), 501);
         assert_eq!(status("10.2.0.1"), 500);
         assert_eq!(status("11.0.0.1"), 504);
         assert_eq!(status("::1"), 503);
-        assert_eq!(index.policy_for(&state, None).kind, PolicyKind::None);
+        assert_eq!(index.policy_for(&state, None).name(), "none");
         // Another state than the index's: the scan answers.
         let other = bound(&["10.1.2.0/24"]);
-        assert_eq!(index.policy_for(&other, Some("10.1.2.3".parse().unwrap())).status, 500);
+        assert_eq!(index.policy_for(&other, Some("10.1.2.3".parse().unwrap())).given.status, 500);
     }
 
     /// Ranges and addresses from a small space, so that they often overlap.
@@ -282,11 +283,12 @@ mod tests {
             let mut state = State::default();
             for (i, r) in ranges.iter().enumerate() {
                 if state.policy_of(r).is_none() {
-                    let policy = Policy { kind: PolicyKind::Abort, retries: i as u32, ..Policy::default() };
+                    let given = Settings { retries: i as u32, ..Settings::default() };
+                    let policy = Seed { fault: Seed::build("statusResponse", &given, &Canned::default()).unwrap(), until_ms: None, given };
                     if sorted {
                         state.bind(r, policy);
                     } else {
-                        state.bindings.push(crate::model::policy::Binding { clients: *r, policy, expiry: None });
+                        state.bindings.push(crate::model::policy::Binding { clients: *r, seed: policy });
                     }
                 }
             }

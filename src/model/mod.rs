@@ -1,6 +1,7 @@
 //! The model: the policy document and its rules, the state the shared data holds, how a
 //! request is matched against them, and the validated values they are made of.
 
+pub mod change;
 pub mod document;
 pub mod duration;
 pub mod matching;

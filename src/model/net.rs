@@ -1,6 +1,6 @@
 //! Client addresses and CIDR ranges: parsing Envoy's `source.address` and matching.
 
-use crate::model::values::{from_value, not_accepted};
+use crate::model::values::{from_given, Given};
 use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 use std::fmt;
@@ -55,14 +55,14 @@ impl Serialize for Cidr {
     }
 }
 
-impl TryFrom<&serde_json::Value> for Cidr {
+impl TryFrom<Given> for Cidr {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Cidr, String> {
-        let Some(text) = value.as_str() else { return Err(not_accepted(value, "a string")) };
-        Cidr::parse(text).ok_or_else(|| not_accepted(value, ACCEPTED))
+    fn try_from(given: Given) -> Result<Cidr, String> {
+        let Some(text) = given.as_str() else { return Err(given.refused("a string")) };
+        Cidr::parse(text).ok_or_else(|| given.refused(ACCEPTED))
     }
 }
-from_value!(Cidr);
+from_given!(Cidr);
 
 /// The loopback ranges, the control route's default audience.
 pub fn loopback() -> Vec<Cidr> {

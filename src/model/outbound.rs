@@ -5,16 +5,11 @@
 //! `?host=payments&status=503` (or `?dest=10.0.0.0/8&...`) on the control route is the
 //! client binding's twin, stored as the outbound rule for that one destination.
 
-use crate::faults::body_change::BodyChange;
 use crate::model::net::Cidr;
-use crate::model::policy::{Canned, Policy, PolicyKind, State};
-use crate::control::query::{Call, ControlError};
-use crate::model::rules::{Fault, Match, Rule, MAX_RULES};
-use crate::model::values::{from_value, not_accepted, Pattern};
-use serde::{Serialize, Serializer};
+use crate::model::values::{from_given, from_object, Given, Pattern, Text};
+use serde::{Deserialize, Serialize, Serializer};
 
-/// Which side of the app a listener (or a rule) is on. Read through `serde_json::Value`
-/// rather than serde's derive, which makes a visitor of its own for each enum (module size).
+/// Which side of the app a listener (or a rule) is on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Direction {
     /// Requests that reach the app (the default, and every rule without `direction`).
@@ -37,17 +32,17 @@ impl Serialize for Direction {
     }
 }
 
-impl TryFrom<&serde_json::Value> for Direction {
+impl TryFrom<Given> for Direction {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Direction, String> {
-        match value.as_str() {
+    fn try_from(given: Given) -> Result<Direction, String> {
+        match given.as_str() {
             Some("inbound") => Ok(Direction::Inbound),
             Some("outbound") => Ok(Direction::Outbound),
-            _ => Err(not_accepted(value, "\"inbound\" or \"outbound\"")),
+            _ => Err(given.refused("\"inbound\" or \"outbound\"")),
         }
     }
 }
-from_value!(Direction);
+from_given!(Direction);
 
 /// How the destination host (`:authority` without its port, lowercase) is matched.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -61,24 +56,27 @@ pub enum HostMatch {
     Regex(Pattern),
 }
 
-/// Read through `serde_json::Value` rather than a derived wire struct (module size).
-impl TryFrom<&serde_json::Value> for HostMatch {
-    type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<HostMatch, String> {
-        const ONE: &str = "give exactly one of exact, suffix, regex";
-        let Some(object) = value.as_object() else { return Err(not_accepted(value, "an object such as {\"exact\": \"payments\"}")) };
-        let mut entries = object.iter();
-        let (Some((form, given)), None) = (entries.next(), entries.next()) else { return Err(ONE.into()) };
-        let text = || given.as_str().map(str::to_ascii_lowercase).ok_or_else(|| format!("{form}: {}", not_accepted(given, "a string")));
-        match form.as_str() {
-            "exact" => Ok(HostMatch::Exact(text()?)),
-            "suffix" => Ok(HostMatch::Suffix(text()?)),
-            "regex" => Pattern::try_from(given).map(HostMatch::Regex).map_err(|e| format!("regex: {e}")),
-            _ => Err(ONE.into()),
+/// A host condition as written: one of its forms.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostSpec {
+    exact: Option<Text>,
+    suffix: Option<Text>,
+    regex: Option<Pattern>,
+}
+
+impl TryFrom<HostSpec> for HostMatch {
+    type Error = &'static str;
+    fn try_from(spec: HostSpec) -> Result<HostMatch, &'static str> {
+        match (spec.exact, spec.suffix, spec.regex) {
+            (Some(Text(h)), None, None) => Ok(HostMatch::Exact(h.to_ascii_lowercase())),
+            (None, Some(Text(s)), None) => Ok(HostMatch::Suffix(s.to_ascii_lowercase())),
+            (None, None, Some(r)) => Ok(HostMatch::Regex(r)),
+            _ => Err("give exactly one of exact, suffix, regex"),
         }
     }
 }
-from_value!(HostMatch);
+from_object!(HostMatch, HostSpec);
 
 impl HostMatch {
     /// True when `authority` (`payments:8080`, `[::1]:80`, `Payments`) names a matching host.
@@ -123,78 +121,12 @@ impl Destination {
         ok.then(|| Destination::Host(text.to_ascii_lowercase()))
     }
 
-    /// The match of the rule this destination's binding is.
-    fn matcher(&self) -> Match {
-        match self {
-            Destination::Host(h) => Match { host: Some(HostMatch::Exact(h.clone())), ..Match::default() },
-            Destination::Addresses(c) => Match { destinations: vec![*c], ..Match::default() },
-        }
-    }
-}
-
-/// The policy an outbound rule's fault and percentage stand for, for a binding's values
-/// not given again to keep theirs; `base` gives what the fault does not say.
-fn policy_of(rule: &Rule, base: Policy) -> Policy {
-    let mut policy = Policy { percentage: rule.percentage, ..base };
-    match &rule.fault {
-        Fault::Abort { status, .. } => (policy.kind, policy.status) = (PolicyKind::Abort, status.0),
-        Fault::Delay { fixed, .. } => (policy.kind, policy.delay) = (PolicyKind::Delay, *fixed),
-        Fault::BoundedRetries { retries, status } => {
-            (policy.kind, policy.retries, policy.status) = (PolicyKind::BoundedRetries, *retries, status.0)
-        }
-        Fault::Response { .. } => policy.kind = PolicyKind::Response,
-        Fault::Reset { after } => (policy.kind, policy.after) = (PolicyKind::ResetStream, Some(*after)),
-        Fault::SlowFailure { delay, abort } => {
-            (policy.kind, policy.delay, policy.status) = (PolicyKind::SlowFailure, delay.fixed, abort.status.0)
-        }
-        Fault::Truncate(t) => (policy.kind, policy.after_bytes) = (PolicyKind::TruncateResponse, Some(t.after_bytes)),
-        Fault::Throttle(t) => (policy.kind, policy.bytes_per_second) = (PolicyKind::ThrottleResponse, Some(t.bytes_per_second())),
-        Fault::DelayShape(shape) => {
-            (policy.kind, policy.p50, policy.p99) = (PolicyKind::LongTailDelay, Some(shape.at_rank(0.5)), Some(shape.at_rank(0.99)))
-        }
-        Fault::BodyChange(BodyChange::Corrupt { ppm }) => (policy.kind, policy.corrupt) = (PolicyKind::CorruptBody, Some(*ppm)),
-        Fault::BodyChange(BodyChange::Replace { .. }) => policy.kind = PolicyKind::ReplaceBody,
-        Fault::RequestRewrite(rewrite) => (policy.kind, policy.rewrite) = (PolicyKind::RequestRewrite, Some(rewrite.clone())),
-        Fault::ResponseDelay { .. } | Fault::ResponseRewrite { .. } => {}
-    }
-    policy
-}
-
-/// Applies a control call's change to the binding of `destination` (its outbound rule) in
-/// `state` at `now_ms`: `reset` drops it first; values edit its policy, which starts from
-/// the default policy's values as a client binding's does; `ttl` ends it by itself. A
-/// binding whose policy becomes `none` is removed. `canned` is `simpleResponse`'s answer.
-pub fn apply(call: &Call, destination: &Destination, canned: &Canned, state: &State, now_ms: u64) -> Result<State, ControlError> {
-    let mut next = state.clone();
-    next.settle(now_ms);
-    let matcher = destination.matcher();
-    let at = next.rules.iter().position(|r| r.direction == Direction::Outbound && r.matcher == matcher);
-    let existing = at.map(|i| next.rules.remove(i));
-    if !call.has_values() {
-        // `reset` alone: the binding is gone.
-        return Ok(next);
-    }
-    let kept = existing.filter(|_| !call.reset);
-    let mut policy = kept.as_ref().map_or_else(|| next.default.clone(), |r| policy_of(r, next.default.clone()));
-    call.set_values(&mut policy);
-    let Some(fault) = policy.fault(canned) else { return Ok(next) };
-    if next.rules.len() >= MAX_RULES {
-        return Err(ControlError::TooManyRules);
-    }
-    // A write without `ttl` replaces the binding and its end: no end is inherited.
-    let until_ms = call.ttl.map(|ttl| now_ms.saturating_add(ttl.0));
-    let rule = Rule { name: None, direction: Direction::Outbound, matcher, fault, percentage: policy.percentage, sample_by: None, until_ms };
-    next.rules.insert(at.unwrap_or(0), rule);
-    Ok(next)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::model::duration::Millis;
-    use crate::model::percentage::Percentage;
-    use crate::model::values::HttpStatus;
 
     fn host(json: &str) -> HostMatch {
         serde_json::from_str(json).unwrap()
@@ -225,73 +157,22 @@ mod tests {
         for bad in [r#"{}"#, r#"{"exact": "a", "suffix": "b"}"#, r#"{"prefix": "a"}"#, r#"{"regex": "("}"#, r#""payments""#] {
             assert!(serde_json::from_str::<HostMatch>(bad).is_err(), "{bad}");
         }
-        let doc = br#"{"rules": [{"direction": "outbound", "match": {"host": {"exact": 7}}, "fault": {"abort": {"status": 503}}}]}"#;
-        let message = crate::model::document::parse(doc, 0).unwrap_err().to_string();
-        assert!(message.starts_with("rules[0].match.host: exact: 7 is a number; expected a string"), "{message}");
+        // The error names the path of the bad value inside the host condition.
+        for (host, error) in [
+            (r#"{"exact": 7}"#, "rules[1].match.host.exact: 7 is a number; expected a string"),
+            (r#"{"regex": "("}"#, r#"rules[1].match.host.regex: "(" is not accepted; expected a regular expression"#),
+            (r#"{"prefix": "a"}"#, "rules[1].match.host.prefix: unknown key; accepted: exact, suffix, regex"),
+            (r#"{"exact": "a", "suffix": "b"}"#, "rules[1].match.host: give exactly one of exact, suffix, regex"),
+            (r#""payments""#, r#"rules[1].match.host: "payments" is a string; expected an object"#),
+        ] {
+            let rule = format!(r#"{{"direction": "outbound", "match": {{"host": {host}}}, "fault": {{"abort": {{"status": 503}}}}}}"#);
+            let doc = format!(r#"{{"rules": [{{"fault": {{"abort": {{"status": 500}}}}}}, {rule}]}}"#);
+            let message = crate::model::document::parse(doc.as_bytes(), 0).unwrap_err().to_string();
+            assert!(message.starts_with(error), "{host}: {message}");
+        }
         let doc = br#"{"rules": [{"direction": "sideways", "fault": {"abort": {"status": 503}}}]}"#;
         let message = crate::model::document::parse(doc, 0).unwrap_err().to_string();
         assert!(message.starts_with("rules[0].direction: "), "{message}");
         assert!(message.contains(r#""inbound" or "outbound""#), "{message}");
-    }
-
-    fn call(state: &State, query: &str, now_ms: u64) -> Result<State, ControlError> {
-        let canned = Canned { status: 200, headers: vec![], body: "canned".into() };
-        let call = Call::parse_query(query)?;
-        match &call.destination {
-            Some(d) => apply(&call, d, &canned, state, now_ms),
-            None => call.apply(state, &State::default(), now_ms),
-        }
-    }
-
-    #[test]
-    fn a_destination_binding_is_an_outbound_rule() {
-        let s = call(&State::default(), "host=Payments&status=503&percentage=100", 0).unwrap();
-        assert_eq!(s.rules.len(), 1);
-        let r = &s.rules[0];
-        assert_eq!(r.direction, Direction::Outbound);
-        assert_eq!(r.matcher.host, Some(HostMatch::Exact("payments".into())));
-        assert_eq!(r.fault, Fault::Abort { status: HttpStatus(503), grpc_status: None });
-        assert_eq!(r.percentage, Percentage(1_000_000));
-        assert_eq!(s.default.kind, PolicyKind::None, "the default policy is the inbound one, untouched");
-        // Values not given keep theirs; another destination is another rule, first.
-        let s = call(&s, "host=payments&percentage=50", 0).unwrap();
-        assert_eq!((s.rules.len(), s.rules[0].percentage), (1, Percentage(500_000)));
-        assert_eq!(s.rules[0].fault, Fault::Abort { status: HttpStatus(503), grpc_status: None });
-        let s = call(&s, "dest=10.0.0.0/8&timeout=250ms", 0).unwrap();
-        assert_eq!(s.rules.len(), 2);
-        assert_eq!(s.rules[0].matcher.destinations, vec![Cidr::parse("10.0.0.0/8").unwrap()]);
-        assert_eq!(s.rules[0].fault, Fault::Delay { fixed: Millis(250), jitter: Millis(0) });
-        // Reset removes one binding; policy=none too.
-        let s = call(&s, "host=payments&reset", 0).unwrap();
-        assert_eq!(s.rules.len(), 1);
-        let s = call(&s, "dest=10.0.0.0/8&policy=none", 0).unwrap();
-        assert!(s.rules.is_empty());
-    }
-
-    #[test]
-    fn a_destination_binding_with_ttl_ends_by_itself() {
-        let mut s = call(&State::default(), "host=catalog&timeout=1s&percentage=100&ttl=30s", 1000).unwrap();
-        assert_eq!(s.rules[0].until_ms, Some(31_000));
-        s.settle(31_000);
-        assert!(s.rules.is_empty());
-        // A later write without ttl replaces the binding and inherits no end.
-        let s = call(&State::default(), "host=catalog&timeout=1s&percentage=100&ttl=30s", 1000).unwrap();
-        let mut s = call(&s, "host=catalog&status=503", 2000).unwrap();
-        assert_eq!(s.rules[0].until_ms, None);
-        s.settle(31_000);
-        assert_eq!(s.rules.len(), 1);
-    }
-
-    #[test]
-    fn bad_destinations_are_refused() {
-        for (query, needle) in [
-            ("host=pay:80&status=503", "host: 'pay:80'"),
-            ("dest=10.0.0.0/40&status=503", "dest: '10.0.0.0/40'"),
-            ("host=a&dest=10.0.0.1&status=503", "'host' and 'dest'"),
-            ("host=a&ip=10.0.0.1&status=503", "'ip' and 'host'"),
-        ] {
-            let message = call(&State::default(), query, 0).unwrap_err().to_string();
-            assert!(message.contains(needle), "{query}: {message}");
-        }
     }
 }

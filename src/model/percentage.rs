@@ -1,6 +1,6 @@
 //! The share of requests sampled, kept in parts per million so sampling needs no floats.
 
-use crate::model::values::{from_value, not_accepted};
+use crate::model::values::{from_given, Given};
 use serde::{Serialize, Serializer};
 
 /// One hundred percent, in parts per million.
@@ -46,14 +46,13 @@ impl Serialize for Percentage {
     }
 }
 
-impl TryFrom<&serde_json::Value> for Percentage {
+impl TryFrom<Given> for Percentage {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Percentage, String> {
-        let text = value.as_number().map(crate::model::values::number_text).unwrap_or_default();
-        Percentage::parse(&text).ok_or_else(|| not_accepted(value, ACCEPTED))
+    fn try_from(given: Given) -> Result<Percentage, String> {
+        given.number().and_then(|n| Percentage::parse(&n)).ok_or_else(|| given.refused(ACCEPTED))
     }
 }
-from_value!(Percentage);
+from_given!(Percentage);
 
 /// The shared state's form of a percentage: whole parts per million, as it has always
 /// been stored.

@@ -1,146 +1,74 @@
-//! The fault policy: what to inject, how often, and for which clients, as the query
-//! parameters edit it. The shared state keeps it with serde's derived form (`"kind":
-//! "StatusResponse"`, `"percentage": 500000`), which every earlier build wrote too.
+//! The query policy: what the seed's parameters (`status=503&percentage=5`) set, for every
+//! client (the default) or for one address range (a binding). Each is a rule without a
+//! match: the same [`Fault`] a document's rules inject, sampled at a share, ending at its
+//! `ttl`; beside it, the parameters as last given, which a later `policy=` builds from. The
+//! shared state's form (the seed's `kind` and values, as every earlier build wrote them) is
+//! [`crate::model::stored`]'s; the query's is [`crate::model::change`]'s.
 
+use crate::faults::abort::Abort;
 use crate::faults::body_change::BodyChange;
-use crate::faults::delay_shape::DelayShape;
-use crate::model::duration::{self, Millis};
-use crate::guard::{Guard, Shown};
-use crate::model::net::Cidr;
-use crate::model::percentage::{self, Percentage};
+use crate::faults::bounded_retries::BoundedRetries;
+use crate::faults::delay::Delay;
+use crate::faults::delay_shape::{DelayShape, ShapeError};
 use crate::faults::request_rewrite::RequestRewrite;
-use crate::model::rules::{AbortPart, DelayPart, Fault, Rule};
-use crate::faults::throttle::{Throttle, ThrottleSpec};
+use crate::faults::reset::Reset;
+use crate::faults::response::Response;
+use crate::faults::slow_failure::SlowFailure;
+use crate::faults::throttle::{Throttle, ThrottleError};
 use crate::faults::truncate::Truncate;
+use crate::faults::Fault;
+use crate::guard::{Guard, Shown};
+use crate::model::duration::Millis;
+use crate::model::net::Cidr;
+use crate::model::percentage::Percentage;
+use crate::model::rules::Rule;
 use crate::model::values::HttpStatus;
-use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// The most per-client bindings kept, so the state stays small to copy between workers.
 pub const MAX_CLIENTS: usize = 256;
 
-/// Which fault a policy injects. Named for what it does; the control API's names
-/// (`statusResponse`...) are [`PolicyKind::name`], and the shared state's are the seed's
-/// variant names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PolicyKind {
-    /// No fault: every request passes.
-    None,
-    /// Answered locally with the configured canned response (`simpleResponse`).
-    #[serde(rename = "SimpleResponse")]
-    Response,
-    /// Held for the policy's delay, then forwarded (`delayResponse`).
-    #[serde(rename = "DelayResponse")]
-    Delay,
-    /// Answered locally with the policy's status (`statusResponse`).
-    #[serde(rename = "StatusResponse")]
-    Abort,
-    /// The first N attempts of a request identity fail, the next one passes.
-    BoundedRetries,
-    /// The stream is reset without an answer, after `after` (`resetStream`).
-    ResetStream,
-    /// Held for the policy's delay, then answered with its status (`slowFailure`).
-    SlowFailure,
-    /// The response is cut after `after_bytes` body bytes (`truncateResponse`).
-    TruncateResponse,
-    /// The response body is released at `bytes_per_second` (`throttleResponse`).
-    ThrottleResponse,
-    /// Held for a delay drawn through `p50` and `p99` (`longTailDelay`).
-    LongTailDelay,
-    /// A share `corrupt` of the response body's bytes is changed (`corruptBody`).
-    CorruptBody,
-    /// The response body is replaced by the canned response's (`replaceBody`).
-    ReplaceBody,
-    /// The request is changed before it goes upstream (`requestRewrite`).
-    RequestRewrite,
-}
-
-/// Policy names as the control API and `x-fault-injected` spell them.
+/// Policy names as `policy=`, `GET /injector` and `x-fault-injected` spell them.
 pub const KIND_NAMES: &str = "none, simpleResponse, delayResponse (alias timeoutTest), statusResponse, boundedRetries, resetStream, slowFailure, truncateResponse, throttleResponse, longTailDelay, corruptBody, replaceBody, requestRewrite";
 
-impl PolicyKind {
-    /// Reads a policy name as given in `policy=`.
-    pub fn parse(name: &str) -> Option<PolicyKind> {
-        Some(match name {
-            "none" => PolicyKind::None,
-            "simpleResponse" => PolicyKind::Response,
-            "delayResponse" | "timeoutTest" => PolicyKind::Delay,
-            "statusResponse" => PolicyKind::Abort,
-            "boundedRetries" => PolicyKind::BoundedRetries,
-            "resetStream" => PolicyKind::ResetStream,
-            "slowFailure" => PolicyKind::SlowFailure,
-            "truncateResponse" => PolicyKind::TruncateResponse,
-            "throttleResponse" => PolicyKind::ThrottleResponse,
-            "longTailDelay" => PolicyKind::LongTailDelay,
-            "corruptBody" => PolicyKind::CorruptBody,
-            "replaceBody" => PolicyKind::ReplaceBody,
-            crate::faults::request_rewrite::NAME => PolicyKind::RequestRewrite,
-            _ => return None,
-        })
+const NONE: &str = "none";
+const SIMPLE_RESPONSE: &str = "simpleResponse";
+const DELAY_RESPONSE: &str = "delayResponse";
+const STATUS_RESPONSE: &str = "statusResponse";
+const BOUNDED_RETRIES: &str = "boundedRetries";
+const RESET_STREAM: &str = "resetStream";
+const SLOW_FAILURE: &str = "slowFailure";
+const TRUNCATE_RESPONSE: &str = "truncateResponse";
+const THROTTLE_RESPONSE: &str = "throttleResponse";
+const LONG_TAIL_DELAY: &str = "longTailDelay";
+const CORRUPT_BODY: &str = "corruptBody";
+const REPLACE_BODY: &str = "replaceBody";
+const REQUEST_REWRITE: &str = crate::faults::request_rewrite::NAME;
+
+/// Every policy name, `none` first.
+pub const NAMES: [&str; 13] = [
+    NONE,
+    SIMPLE_RESPONSE,
+    DELAY_RESPONSE,
+    STATUS_RESPONSE,
+    BOUNDED_RETRIES,
+    RESET_STREAM,
+    SLOW_FAILURE,
+    TRUNCATE_RESPONSE,
+    THROTTLE_RESPONSE,
+    LONG_TAIL_DELAY,
+    CORRUPT_BODY,
+    REPLACE_BODY,
+    REQUEST_REWRITE,
+];
+
+/// The policy a name given to `policy=` means, as its one spelling; `timeoutTest` is
+/// `delayResponse`.
+pub fn policy_name(given: &str) -> Option<&'static str> {
+    match given {
+        "timeoutTest" => Some(DELAY_RESPONSE),
+        _ => NAMES.iter().find(|n| **n == given).copied(),
     }
-
-    /// The policy's name, as shown in `GET /injector` and `x-fault-injected`.
-    pub fn name(self) -> &'static str {
-        match self {
-            PolicyKind::None => "none",
-            PolicyKind::Response => "simpleResponse",
-            PolicyKind::Delay => "delayResponse",
-            PolicyKind::Abort => "statusResponse",
-            PolicyKind::BoundedRetries => "boundedRetries",
-            PolicyKind::ResetStream => "resetStream",
-            PolicyKind::SlowFailure => "slowFailure",
-            PolicyKind::TruncateResponse => "truncateResponse",
-            PolicyKind::ThrottleResponse => "throttleResponse",
-            PolicyKind::LongTailDelay => "longTailDelay",
-            PolicyKind::CorruptBody => "corruptBody",
-            PolicyKind::ReplaceBody => "replaceBody",
-            PolicyKind::RequestRewrite => crate::faults::request_rewrite::NAME,
-        }
-    }
-}
-
-/// One policy: the fault kind and every parameter, kept even while another kind is active
-/// so that `policy=delayResponse` reuses the last `timeout` given.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Policy {
-    /// The fault in force.
-    pub kind: PolicyKind,
-    /// The share of requests (or, for bounded retries, of request identities) sampled.
-    #[serde(with = "percentage::ppm")]
-    pub percentage: Percentage,
-    /// How long a delayed request is held.
-    #[serde(with = "duration::whole_ms")]
-    pub delay: Millis,
-    /// The status of `statusResponse` and of failed bounded-retry attempts.
-    pub status: u16,
-    /// How many attempts of one identity fail before one passes.
-    pub retries: u32,
-    /// `resetStream`: how long the request is held before the reset (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<Millis>,
-    /// `truncateResponse`: body bytes sent before the reset (default 1000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after_bytes: Option<u64>,
-    /// `throttleResponse`: the rate (default 102400, 100 KiB/s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes_per_second: Option<u64>,
-    /// `longTailDelay`: the median delay (default 100ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p50: Option<Millis>,
-    /// `longTailDelay`: the 99th percentile (default 2s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p99: Option<Millis>,
-    /// `corruptBody`: the share of bytes changed, in parts per million (default 1%).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub corrupt: Option<u32>,
-    /// `requestRewrite`: what the request gets changed (no default: at least one part).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "stored_rewrite")]
-    pub rewrite: Option<RequestRewrite>,
-}
-
-/// Reads a stored rewrite through the fault's own checks.
-fn stored_rewrite<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<RequestRewrite>, D::Error> {
-    RequestRewrite::deserialize(deserializer).map(Some)
 }
 
 /// `truncateResponse`'s default: body bytes sent before the reset.
@@ -154,10 +82,38 @@ pub const DEFAULT_P99: Millis = Millis(2000);
 /// `corruptBody`'s default share of bytes, in parts per million: 1%.
 pub const DEFAULT_CORRUPT_PPM: u32 = 10_000;
 
-impl Default for Policy {
+/// The seed's parameters as last given, kept while another fault (or none) is in force so
+/// that `policy=delayResponse` reuses the last `timeout`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The share of requests (or, for bounded retries, of request identities) sampled.
+    pub percentage: Percentage,
+    /// `timeout`: how long a delayed request is held.
+    pub delay: Millis,
+    /// `status`: of `statusResponse`, `slowFailure` and failed bounded-retry attempts.
+    pub status: u16,
+    /// `boundedRetries`: how many attempts of one identity fail before one passes.
+    pub retries: u32,
+    /// `after` (`resetStream`; default 0).
+    pub after: Option<Millis>,
+    /// `afterBytes` (`truncateResponse`; default 1000).
+    pub after_bytes: Option<u64>,
+    /// `bytesPerSecond` (`throttleResponse`; default 102400, 100 KiB/s).
+    pub bytes_per_second: Option<u64>,
+    /// `p50` (`longTailDelay`; default 100ms).
+    pub p50: Option<Millis>,
+    /// `p99` (`longTailDelay`; default 2s).
+    pub p99: Option<Millis>,
+    /// `corrupt` (`corruptBody`), in parts per million (default 1%).
+    pub corrupt: Option<u32>,
+    /// `path`, `method`, `setHeaders`, `removeHeaders`, `query` (`requestRewrite`; no
+    /// default: at least one part).
+    pub rewrite: Option<RequestRewrite>,
+}
+
+impl Default for Settings {
     fn default() -> Self {
-        Policy {
-            kind: PolicyKind::None,
+        Settings {
             percentage: Percentage::DEFAULT,
             delay: Millis(10_000),
             status: 503,
@@ -173,7 +129,8 @@ impl Default for Policy {
     }
 }
 
-/// The canned response `simpleResponse` answers with (plugin configuration).
+/// The canned response `simpleResponse` answers with, and `replaceBody` sends (plugin
+/// configuration).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Canned {
     /// Its status.
@@ -184,92 +141,119 @@ pub struct Canned {
     pub body: String,
 }
 
-impl Policy {
-    /// The fault this policy injects, `None` for none; `canned` is `simpleResponse`'s answer.
-    pub fn fault(&self, canned: &Canned) -> Option<Fault> {
-        let status = HttpStatus(self.status);
-        Some(match self.kind {
-            PolicyKind::None => return None,
-            PolicyKind::Response => Fault::Response {
+impl Default for Canned {
+    fn default() -> Self {
+        Canned { status: 200, headers: Vec::new(), body: "fault-injector: simple response\n".into() }
+    }
+}
+
+/// Why the values given make no fault of the policy named.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Unbuilt {
+    /// `longTailDelay` percentiles that do not rise.
+    Shape(ShapeError),
+    /// `throttleResponse` at a rate out of range.
+    Throttle(ThrottleError),
+    /// `requestRewrite` without anything to change.
+    Rewrite,
+}
+
+/// A rule without a match: the query policy in force for its clients.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Seed {
+    /// The fault, sampled at `given.percentage`; `None` under `policy=none`.
+    pub fault: Option<Fault>,
+    /// When it ends by itself (`ttl`), in milliseconds since the epoch.
+    pub until_ms: Option<u64>,
+    /// The parameters as last given.
+    pub given: Settings,
+}
+
+impl Seed {
+    /// The share sampled.
+    pub fn percentage(&self) -> Percentage {
+        self.given.percentage
+    }
+
+    /// The policy's name: what `GET /injector` shows and `x-fault-injected` says.
+    pub fn name(&self) -> &'static str {
+        match &self.fault {
+            None => NONE,
+            Some(Fault::Response(_)) => SIMPLE_RESPONSE,
+            Some(Fault::Delay(_)) => DELAY_RESPONSE,
+            Some(Fault::Abort(_)) => STATUS_RESPONSE,
+            Some(Fault::BoundedRetries(_)) => BOUNDED_RETRIES,
+            Some(Fault::Reset(_)) => RESET_STREAM,
+            Some(Fault::SlowFailure(_)) => SLOW_FAILURE,
+            Some(Fault::Truncate(_)) => TRUNCATE_RESPONSE,
+            Some(Fault::Throttle(_)) => THROTTLE_RESPONSE,
+            Some(Fault::DelayShape(_)) => LONG_TAIL_DELAY,
+            Some(Fault::BodyChange(BodyChange::Corrupt { .. })) => CORRUPT_BODY,
+            Some(Fault::BodyChange(BodyChange::Replace { .. })) => REPLACE_BODY,
+            Some(Fault::RequestRewrite(_)) => REQUEST_REWRITE,
+            // No policy builds these (see `build`); named as a rule would name them.
+            Some(other @ (Fault::ResponseDelay(_) | Fault::ResponseRewrite(_))) => other.label(),
+        }
+    }
+
+    /// The fault the policy `name` (one of [`NAMES`]) injects with the values `given`;
+    /// `canned` is `simpleResponse`'s answer and `replaceBody`'s body.
+    pub fn build(name: &str, given: &Settings, canned: &Canned) -> Result<Option<Fault>, Unbuilt> {
+        let status = HttpStatus(given.status);
+        Ok(Some(match name {
+            SIMPLE_RESPONSE => Fault::Response(Response {
                 status: HttpStatus(canned.status),
                 headers: canned.headers.clone(),
                 body: canned.body.clone(),
                 grpc_status: None,
-            },
-            PolicyKind::Delay => Fault::Delay { fixed: self.delay, jitter: Millis(0) },
-            PolicyKind::Abort => Fault::Abort { status, grpc_status: None },
-            PolicyKind::BoundedRetries => Fault::BoundedRetries { retries: self.retries, status },
-            PolicyKind::ResetStream => Fault::Reset { after: self.after.unwrap_or_default() },
-            PolicyKind::SlowFailure => Fault::SlowFailure {
-                delay: DelayPart { fixed: self.delay, jitter: Millis(0) },
-                abort: AbortPart { status, grpc_status: None },
-            },
-            PolicyKind::TruncateResponse => {
-                Fault::Truncate(Truncate { after_bytes: self.after_bytes.unwrap_or(DEFAULT_AFTER_BYTES) })
+            }),
+            DELAY_RESPONSE => Fault::Delay(Delay::fixed(given.delay)),
+            STATUS_RESPONSE => Fault::Abort(Abort::status(status)),
+            BOUNDED_RETRIES => Fault::BoundedRetries(BoundedRetries { retries: given.retries, status }),
+            RESET_STREAM => Fault::Reset(Reset { after: given.after.unwrap_or_default() }),
+            SLOW_FAILURE => Fault::SlowFailure(SlowFailure { delay: Delay::fixed(given.delay), abort: Abort::status(status) }),
+            TRUNCATE_RESPONSE => Fault::Truncate(Truncate { after_bytes: given.after_bytes.unwrap_or(DEFAULT_AFTER_BYTES) }),
+            THROTTLE_RESPONSE => {
+                Fault::Throttle(Throttle::at(given.bytes_per_second.unwrap_or(DEFAULT_BYTES_PER_SECOND)).map_err(Unbuilt::Throttle)?)
             }
-            PolicyKind::ThrottleResponse => Fault::Throttle(self.throttle().ok()?),
-            PolicyKind::LongTailDelay => Fault::DelayShape(self.shape().ok()?),
-            PolicyKind::CorruptBody => Fault::BodyChange(BodyChange::Corrupt { ppm: self.corrupt.unwrap_or(DEFAULT_CORRUPT_PPM) }),
-            PolicyKind::ReplaceBody => {
+            LONG_TAIL_DELAY => {
+                let shape = DelayShape::through(given.p50.unwrap_or(DEFAULT_P50), given.p99.unwrap_or(DEFAULT_P99));
+                Fault::DelayShape(shape.map_err(Unbuilt::Shape)?)
+            }
+            CORRUPT_BODY => Fault::BodyChange(BodyChange::Corrupt { ppm: given.corrupt.unwrap_or(DEFAULT_CORRUPT_PPM) }),
+            REPLACE_BODY => {
                 let content_type = canned.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type"));
                 Fault::BodyChange(BodyChange::Replace { body: canned.body.clone(), content_type: content_type.map(|(_, v)| v.clone()) })
             }
-            PolicyKind::RequestRewrite => Fault::RequestRewrite(self.rewrite.clone()?),
-        })
+            REQUEST_REWRITE => Fault::RequestRewrite(given.rewrite.clone().ok_or(Unbuilt::Rewrite)?),
+            _ => return Ok(None),
+        }))
     }
-
-    /// `throttleResponse`'s rate, refused when out of range.
-    pub fn throttle(&self) -> Result<Throttle, crate::faults::throttle::ThrottleError> {
-        Throttle::try_from(ThrottleSpec { bytes_per_second: self.bytes_per_second.unwrap_or(DEFAULT_BYTES_PER_SECOND) })
-    }
-
-    /// `longTailDelay`'s shape, refused unless p99 is longer than p50.
-    pub fn shape(&self) -> Result<DelayShape, crate::faults::delay_shape::ShapeError> {
-        DelayShape::through(self.p50.unwrap_or(DEFAULT_P50), self.p99.unwrap_or(DEFAULT_P99))
-    }
-}
-
-/// A change made with `ttl`: when what it set ends. A TTL only ever removes faults: nothing
-/// from before the change comes back then. (Earlier builds stored a `revert` policy here
-/// too; it is read and ignored.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Expiry {
-    /// When the change ends, in milliseconds since the epoch.
-    pub until_ms: u64,
 }
 
 /// A policy bound to a client address range.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Binding {
     /// The clients this policy is for.
     pub clients: Cidr,
     /// Their policy, which wins over the default.
-    pub policy: Policy,
-    /// Set when the binding was last changed with `ttl`.
-    #[serde(default)]
-    pub expiry: Option<Expiry>,
+    pub seed: Seed,
 }
 
 /// The whole policy state shared by every worker: the rules of the policy document, then
 /// the per-client bindings, then the default, in the order a request is checked.
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct State {
     /// The document's rules; the first that matches a request decides for it.
-    #[serde(default)]
     pub rules: Vec<Rule>,
     /// The policy for clients without a binding.
-    pub default: Policy,
-    /// Set when the default was last changed with `ttl`.
-    #[serde(default)]
-    pub default_expiry: Option<Expiry>,
+    pub default: Seed,
     /// Per-client policies, narrowest range first.
     pub bindings: Vec<Binding>,
     /// The stop conditions that halt all injection when the service really fails.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<Guard>,
     /// Set when a guard condition tripped (which, the share measured, when): every request
     /// passes untouched until a resume or a new policy, and the policy is kept to show.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halted: Option<Shown>,
 }
 
@@ -278,60 +262,52 @@ impl State {
     /// `policy`, `clients[1]`); `None` when none is. A throttle needs Envoy's fault filter
     /// after this one ([`crate::faults::throttle`]).
     pub fn throttle_at(&self) -> Option<String> {
-        let throttles = |p: &Policy| p.kind == PolicyKind::ThrottleResponse;
+        let throttles = |s: &Seed| matches!(s.fault, Some(Fault::Throttle(_)));
         if let Some(i) = self.rules.iter().position(|r| matches!(r.fault, Fault::Throttle(_))) {
             return Some(format!("rules[{i}].fault.throttle"));
         }
         if throttles(&self.default) {
             return Some("policy".into());
         }
-        self.bindings.iter().position(|b| throttles(&b.policy)).map(|i| format!("clients[{i}]"))
+        self.bindings.iter().position(|b| throttles(&b.seed)).map(|i| format!("clients[{i}]"))
     }
 
     /// The policy for a client: the narrowest binding that holds its address, else the default.
-    pub fn policy_for(&self, client: Option<IpAddr>) -> &Policy {
-        client
-            .and_then(|ip| self.bindings.iter().find(|b| b.clients.contains(ip)))
-            .map_or(&self.default, |b| &b.policy)
+    pub fn policy_for(&self, client: Option<IpAddr>) -> &Seed {
+        client.and_then(|ip| self.bindings.iter().find(|b| b.clients.contains(ip))).map_or(&self.default, |b| &b.seed)
     }
 
     /// The binding for exactly this range, if any.
-    pub fn binding_mut(&mut self, clients: &Cidr) -> Option<&mut Policy> {
-        self.bindings.iter_mut().find(|b| b.clients == *clients).map(|b| &mut b.policy)
+    pub fn binding_mut(&mut self, clients: &Cidr) -> Option<&mut Seed> {
+        self.bindings.iter_mut().find(|b| b.clients == *clients).map(|b| &mut b.seed)
     }
 
     /// The binding for exactly this range, if any, to read.
-    pub fn policy_of(&self, clients: &Cidr) -> Option<&Policy> {
-        self.bindings.iter().find(|b| b.clients == *clients).map(|b| &b.policy)
-    }
-
-    /// The binding's expiry slot for exactly this range, if bound.
-    pub fn binding_expiry_mut(&mut self, clients: &Cidr) -> Option<&mut Option<Expiry>> {
-        self.bindings.iter_mut().find(|b| b.clients == *clients).map(|b| &mut b.expiry)
+    pub fn policy_of(&self, clients: &Cidr) -> Option<&Seed> {
+        self.bindings.iter().find(|b| b.clients == *clients).map(|b| &b.seed)
     }
 
     /// When the next `ttl` change ends, if any.
     pub fn next_expiry(&self) -> Option<u64> {
-        let policies = self.default_expiry.iter().chain(self.bindings.iter().filter_map(|b| b.expiry.as_ref())).map(|e| e.until_ms);
-        policies.chain(self.rules.iter().filter_map(|r| r.until_ms)).min()
+        let seeds = std::iter::once(&self.default).chain(self.bindings.iter().map(|b| &b.seed));
+        seeds.filter_map(|s| s.until_ms).chain(self.rules.iter().filter_map(|r| r.until_ms)).min()
     }
 
     /// Ends every `ttl` change due by `now_ms`, and only what it set: a rule goes away, the
     /// default's fault becomes `none` (its values are kept for the next `policy=`), a
     /// binding goes away (its clients are on the default again). No earlier fault comes back.
     pub fn settle(&mut self, now_ms: u64) {
-        let due = |expiry: &Option<Expiry>| expiry.is_some_and(|e| e.until_ms <= now_ms);
-        self.rules.retain(|r| r.until_ms.is_none_or(|until| until > now_ms));
-        if due(&self.default_expiry) {
-            self.default.kind = PolicyKind::None;
-            self.default_expiry = None;
+        let due = |until: Option<u64>| until.is_some_and(|until| until <= now_ms);
+        self.rules.retain(|r| !due(r.until_ms));
+        if due(self.default.until_ms) {
+            (self.default.fault, self.default.until_ms) = (None, None);
         }
-        self.bindings.retain(|b| !due(&b.expiry));
+        self.bindings.retain(|b| !due(b.seed.until_ms));
     }
 
     /// Adds a binding, keeping the narrowest ranges first.
-    pub fn bind(&mut self, clients: &Cidr, policy: Policy) {
-        self.bindings.push(Binding { clients: *clients, policy, expiry: None });
+    pub fn bind(&mut self, clients: &Cidr, seed: Seed) {
+        self.bindings.push(Binding { clients: *clients, seed });
         self.bindings.sort_by_key(|b| std::cmp::Reverse(b.clients.prefix()));
     }
 
@@ -342,7 +318,21 @@ impl State {
 
     /// True when no policy can inject anything, so requests need no further look.
     pub fn is_idle(&self) -> bool {
-        self.rules.is_empty() && self.default.kind == PolicyKind::None && self.bindings.iter().all(|b| b.policy.kind == PolicyKind::None)
+        self.rules.is_empty() && self.default.fault.is_none() && self.bindings.iter().all(|b| b.seed.fault.is_none())
+    }
+
+    /// Puts the configured canned response into the policies that answer with it
+    /// (`simpleResponse`, `replaceBody`): a state is read and built with the default one,
+    /// which only the plugin configuration changes.
+    pub fn resolve(&mut self, canned: &Canned) {
+        let seeds = std::iter::once(&mut self.default).chain(self.bindings.iter_mut().map(|b| &mut b.seed));
+        for seed in seeds {
+            if matches!(seed.fault, Some(Fault::Response(_) | Fault::BodyChange(BodyChange::Replace { .. }))) {
+                if let Ok(fault) = Seed::build(seed.name(), &seed.given, canned) {
+                    seed.fault = fault;
+                }
+            }
+        }
     }
 }
 
@@ -351,87 +341,66 @@ impl State {
 mod tests {
     use super::*;
 
-    fn decode(bytes: &[u8]) -> Option<State> {
-        serde_json::from_slice(bytes).ok()
+    fn abort(status: u16) -> Seed {
+        let given = Settings { status, ..Settings::default() };
+        Seed { fault: Seed::build(STATUS_RESPONSE, &given, &Canned::default()).unwrap(), until_ms: None, given }
     }
 
     #[test]
     fn narrowest_binding_wins_over_default() {
         let mut state = State::default();
-        let wide = Policy { kind: PolicyKind::Abort, ..Policy::default() };
-        let narrow = Policy { kind: PolicyKind::None, ..Policy::default() };
-        state.bind(&Cidr::parse("127.0.0.0/8").unwrap(), wide);
-        state.bind(&Cidr::parse("127.0.0.3").unwrap(), narrow);
-        assert_eq!(state.policy_for(Some("127.0.0.2".parse().unwrap())).kind, PolicyKind::Abort);
-        assert_eq!(state.policy_for(Some("127.0.0.3".parse().unwrap())).kind, PolicyKind::None);
-        assert_eq!(state.policy_for(Some("10.0.0.1".parse().unwrap())).kind, PolicyKind::None);
-        assert_eq!(state.policy_for(None).kind, PolicyKind::None);
+        state.bind(&Cidr::parse("127.0.0.0/8").unwrap(), abort(503));
+        state.bind(&Cidr::parse("127.0.0.3").unwrap(), Seed::default());
+        assert_eq!(state.policy_for(Some("127.0.0.2".parse().unwrap())).name(), "statusResponse");
+        assert_eq!(state.policy_for(Some("127.0.0.3".parse().unwrap())).name(), "none");
+        assert_eq!(state.policy_for(Some("10.0.0.1".parse().unwrap())).name(), "none");
+        assert_eq!(state.policy_for(None).name(), "none");
         assert!(!state.is_idle());
     }
 
     #[test]
     fn ttl_changes_end_by_themselves_and_bring_nothing_back() {
-        let aborting = Policy { kind: PolicyKind::Abort, status: 500, ..Policy::default() };
         let ip = Cidr::parse("10.0.0.1").unwrap();
-        let mut state = State { default: aborting.clone(), ..State::default() };
-        state.default_expiry = Some(Expiry { until_ms: 1000 });
-        state.bind(&ip, aborting.clone());
-        *state.binding_expiry_mut(&ip).unwrap() = Some(Expiry { until_ms: 500 });
+        let mut state = State { default: Seed { until_ms: Some(1000), ..abort(500) }, ..State::default() };
+        state.bind(&ip, Seed { until_ms: Some(500), ..abort(500) });
         assert_eq!(state.next_expiry(), Some(500));
         state.settle(499);
         assert_eq!(state.bindings.len(), 1);
         state.settle(500);
         assert!(state.bindings.is_empty());
-        assert_eq!(state.default.kind, PolicyKind::Abort);
+        assert_eq!(state.default.name(), "statusResponse");
         state.settle(1000);
         // The fault ends; its values stay for the next `policy=`.
-        assert_eq!(state, State { default: Policy { kind: PolicyKind::None, ..aborting }, ..State::default() });
+        assert_eq!(state, State { default: Seed { fault: None, until_ms: None, ..abort(500) }, ..State::default() });
         assert_eq!(state.next_expiry(), None);
     }
 
     #[test]
-    fn each_policy_is_one_fault() {
+    fn each_policy_is_one_fault_named_as_it_was_asked() {
         let canned = Canned { status: 201, headers: vec![], body: "hi".into() };
-        let policy = |kind| Policy { kind, ..Policy::default() }.fault(&canned);
-        assert_eq!(policy(PolicyKind::None), None);
-        assert_eq!(policy(PolicyKind::Abort), Some(Fault::Abort { status: HttpStatus(503), grpc_status: None }));
-        assert_eq!(policy(PolicyKind::Delay), Some(Fault::Delay { fixed: Millis(10_000), jitter: Millis(0) }));
-        assert_eq!(policy(PolicyKind::BoundedRetries), Some(Fault::BoundedRetries { retries: 10, status: HttpStatus(503) }));
-        let response = Fault::Response { status: HttpStatus(201), headers: vec![], body: "hi".into(), grpc_status: None };
-        assert_eq!(policy(PolicyKind::Response), Some(response));
+        let given = Settings::default();
+        let fault = |name| Seed::build(name, &given, &canned).unwrap();
+        assert_eq!(fault("none"), None);
+        assert_eq!(fault("statusResponse"), Some(Fault::Abort(Abort::status(HttpStatus(503)))));
+        assert_eq!(fault("delayResponse"), Some(Fault::Delay(Delay::fixed(Millis(10_000)))));
+        assert_eq!(fault("boundedRetries"), Some(Fault::BoundedRetries(BoundedRetries { retries: 10, status: HttpStatus(503) })));
+        let response = Fault::Response(Response { status: HttpStatus(201), headers: vec![], body: "hi".into(), grpc_status: None });
+        assert_eq!(fault("simpleResponse"), Some(response));
+        assert_eq!(Seed::build("requestRewrite", &given, &canned), Err(Unbuilt::Rewrite));
+        for name in NAMES.into_iter().filter(|n| *n != "requestRewrite") {
+            let seed = Seed { fault: fault(name), until_ms: None, given: given.clone() };
+            assert_eq!(seed.name(), name);
+        }
+        assert_eq!(policy_name("timeoutTest"), Some("delayResponse"));
+        assert_eq!(policy_name("chaos"), None);
     }
 
     #[test]
-    fn stored_form_round_trip() {
+    fn the_configured_canned_response_is_put_in() {
         let mut state = State::default();
-        state.bind(&Cidr::parse("10.0.0.0/8").unwrap(), Policy::default());
-        assert_eq!(decode(&serde_json::to_vec(&state).unwrap()), Some(state));
-        assert_eq!(decode(b"garbage"), None);
-        assert_eq!(decode(b"{}"), None);
-    }
-
-    /// A state with every part: a rule with `ttl`, a default and a binding with expiries.
-    fn full_state() -> State {
-        let text = br#"{"rules": [{"match": {"path": {"prefix": "/a"}}, "fault": {"abort": {"status": 503, "grpc_status": 14}}, "percentage": 12.5, "ttl": "5m"}],
-            "policy": {"status": 500, "percentage": 50, "ttl": "1m"}, "clients": [{"ip": "10.0.0.0/8", "timeout": "250ms"}]}"#;
-        let mut state = crate::model::document::parse(text, 1000).unwrap();
-        *state.binding_expiry_mut(&Cidr::parse("10.0.0.0/8").unwrap()).unwrap() = Some(Expiry { until_ms: 9000 });
-        state
-    }
-
-    #[test]
-    fn stored_form_keeps_every_part() {
-        let state = full_state();
-        assert!(state.default_expiry.is_some() && state.rules[0].until_ms.is_some());
-        assert_eq!(decode(&serde_json::to_vec(&state).unwrap()), Some(state));
-    }
-
-    #[test]
-    fn state_stored_by_earlier_builds_still_reads() {
-        let stored = br#"{"rules":[{"fault":{"abort":{"grpc_status":14,"status":503}},"match":{"path":{"prefix":"/a"}},"percentage":12.5,"until_ms":301000}],"default":{"kind":"StatusResponse","percentage":500000,"delay":10000,"status":500,"retries":10},"default_expiry":{"until_ms":61000,"revert":{"kind":"None","percentage":200000,"delay":10000,"status":503,"retries":10}},"bindings":[{"clients":"10.0.0.0/8","policy":{"kind":"DelayResponse","percentage":500000,"delay":250,"status":500,"retries":10},"expiry":{"until_ms":9000,"revert":null}}]}"#;
-        assert_eq!(decode(stored), Some(full_state()));
-        // And this build writes what earlier builds read: the same members, in this order.
-        let written = String::from_utf8(serde_json::to_vec(&full_state()).unwrap()).unwrap();
-        assert!(written.contains(r#""default":{"kind":"StatusResponse","percentage":500000,"delay":10000,"status":500,"retries":10}"#), "{written}");
+        state.default.fault = Seed::build("simpleResponse", &state.default.given, &Canned::default()).unwrap();
+        let canned = Canned { status: 418, headers: vec![("content-type".into(), "text/plain".into())], body: "teapot".into() };
+        state.resolve(&canned);
+        assert_eq!(state.default.fault, Seed::build("simpleResponse", &Settings::default(), &canned).unwrap());
     }
 }

@@ -3,25 +3,17 @@
 //! (`ttl`). The first matching rule wins. The types read and write the document's own
 //! shape with serde; the shared state keeps rules in that shape too, with `until_ms`.
 
-use crate::faults::body_change::BodyChange;
-use crate::faults::delay_shape::DelayShape;
+use crate::faults::Fault;
 use crate::model::duration::{self, Millis};
 use crate::model::net::Cidr;
 use crate::model::outbound::{Direction, HostMatch};
 use crate::model::percentage::Percentage;
-use crate::faults::request_rewrite::RequestRewrite;
-use crate::faults::throttle::Throttle;
-use crate::faults::truncate::Truncate;
-use crate::model::values::{self, from_object, from_value, not_accepted, GrpcCode, HeaderName, HttpStatus, Pattern, Text};
-use serde::de::{self, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
-use std::fmt;
-use std::marker::PhantomData;
+use crate::model::values::{self, from_given, from_object, Given, HeaderName, Pattern, Text};
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// The most rules a document may hold, so the shared state stays small.
 pub const MAX_RULES: usize = 64;
-const FAULTS: &str = "give one of delay, abort, response, bounded_retries, response_delay, response_rewrite, request_rewrite, reset, truncate, throttle, delay_shape, body_change; or delay and abort together (a slow failure)";
 
 /// How a request's path (without its query) is matched.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -122,16 +114,16 @@ from_object!(HeaderMatch, HeaderSpec);
 #[serde(transparent)]
 pub struct Method(String);
 
-impl TryFrom<&serde_json::Value> for Method {
+impl TryFrom<Given> for Method {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Method, String> {
-        match value.as_str() {
+    fn try_from(given: Given) -> Result<Method, String> {
+        match given.as_str() {
             Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) => Ok(Method(m.to_string())),
-            _ => Err(not_accepted(value, "a method in capitals, such as POST")),
+            _ => Err(given.refused("a method in capitals, such as POST")),
         }
     }
 }
-from_value!(Method);
+from_given!(Method);
 
 /// Which requests a rule is for; every condition given must hold, none given matches all.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
@@ -227,398 +219,6 @@ impl Match {
     }
 }
 
-/// What a request gets: one fault, named for what it does. The document writes it as
-/// `{"delay": {...}}`; the query policies (`statusResponse`...) become one of these too.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fault {
-    /// Held for `fixed` plus a uniform share of `jitter`, then forwarded.
-    Delay {
-        /// The fixed part.
-        fixed: Millis,
-        /// The most added at random.
-        jitter: Millis,
-    },
-    /// Answered locally. gRPC callers get HTTP 200 with `grpc-status` (the code given, or
-    /// the one the gRPC spec maps `status` to).
-    Abort {
-        /// The HTTP status.
-        status: HttpStatus,
-        /// The gRPC status code for gRPC callers.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        grpc_status: Option<GrpcCode>,
-    },
-    /// Answered locally with a canned response; gRPC callers get `grpc_status` if set.
-    Response {
-        /// Its status.
-        status: HttpStatus,
-        /// Its headers.
-        #[serde(with = "values::pairs")]
-        headers: Vec<(String, String)>,
-        /// Its body.
-        body: String,
-        /// The gRPC status code for gRPC callers.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        grpc_status: Option<GrpcCode>,
-    },
-    /// The first `retries` attempts of a request identity (client, method, path) fail with
-    /// `status`; identities, not attempts, are sampled.
-    BoundedRetries {
-        /// Attempts that fail before one passes.
-        retries: u32,
-        /// Their status.
-        status: HttpStatus,
-    },
-    /// The upstream's response headers are held for `fixed` before going on.
-    ResponseDelay {
-        /// How long.
-        fixed: Millis,
-    },
-    /// The upstream's response is changed on its way back.
-    ResponseRewrite {
-        /// A new status.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        status: Option<HttpStatus>,
-        /// Headers set (replacing any of the same name).
-        #[serde(with = "values::pairs")]
-        add_headers: Vec<(String, String)>,
-        /// Headers removed.
-        remove_headers: Vec<HeaderName>,
-    },
-    /// The stream is reset without an answer, at once or after being held `after`; the
-    /// upstream is never asked.
-    Reset {
-        /// How long the request is held before the reset.
-        #[serde(skip_serializing_if = "is_zero")]
-        after: Millis,
-    },
-    /// The upstream's status, headers and first `after_bytes` body bytes reach the client,
-    /// then the stream is reset (see [`crate::faults::truncate`]).
-    Truncate(Truncate),
-    /// The upstream's body is released at about `bytes_per_second` (see [`crate::faults::throttle`]).
-    Throttle(Throttle),
-    /// Held for a delay drawn from a distribution through the given percentiles, then
-    /// forwarded (see [`crate::faults::delay_shape`]).
-    DelayShape(DelayShape),
-    /// The upstream's body is replaced, or a share of its bytes corrupted (see
-    /// [`crate::faults::body_change`]).
-    BodyChange(BodyChange),
-    /// The request is changed before it goes upstream (see [`crate::faults::request_rewrite`]).
-    RequestRewrite(RequestRewrite),
-    /// A slow failure: held for `delay`, then answered with `abort`; written as
-    /// `{"delay": {...}, "abort": {...}}`, one sampling decision for both.
-    #[serde(untagged)]
-    SlowFailure {
-        /// The delay before the answer.
-        delay: DelayPart,
-        /// The answer.
-        abort: AbortPart,
-    },
-}
-
-/// The delay of a slow failure, as `delay` writes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct DelayPart {
-    /// The fixed part.
-    pub fixed: Millis,
-    /// The most added at random.
-    pub jitter: Millis,
-}
-
-/// The answer of a slow failure, as `abort` writes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct AbortPart {
-    /// The HTTP status.
-    pub status: HttpStatus,
-    /// The gRPC status code for gRPC callers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grpc_status: Option<GrpcCode>,
-}
-
-fn is_zero(ms: &Millis) -> bool {
-    ms.0 == 0
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DelaySpec {
-    fixed: Millis,
-    #[serde(default)]
-    jitter: Millis,
-}
-
-impl TryFrom<DelaySpec> for Fault {
-    type Error = &'static str;
-    fn try_from(spec: DelaySpec) -> Result<Fault, &'static str> {
-        if spec.fixed.0 + spec.jitter.0 > duration::MAX_MILLIS {
-            return Err("fixed + jitter must be at most 1h");
-        }
-        Ok(Fault::Delay { fixed: spec.fixed, jitter: spec.jitter })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AbortSpec {
-    status: Option<HttpStatus>,
-    grpc_status: Option<GrpcCode>,
-}
-
-impl TryFrom<AbortSpec> for Fault {
-    type Error = &'static str;
-    fn try_from(spec: AbortSpec) -> Result<Fault, &'static str> {
-        if spec.status.is_none() && spec.grpc_status.is_none() {
-            return Err("needs 'status' (HTTP) and/or 'grpc_status'");
-        }
-        // An abort fails the request; a gRPC caller told OK would count a failure as a success.
-        if spec.grpc_status == Some(GrpcCode(0)) {
-            return Err("grpc_status: 0 (OK) is not a failure; give a code from 1 to 16, such as 14 (UNAVAILABLE)");
-        }
-        Ok(Fault::Abort { status: spec.status.unwrap_or(HttpStatus(503)), grpc_status: spec.grpc_status })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResponseSpec {
-    status: Option<HttpStatus>,
-    #[serde(default, with = "values::pairs")]
-    headers: Vec<(String, String)>,
-    #[serde(default)]
-    body: Text,
-    grpc_status: Option<GrpcCode>,
-}
-
-impl TryFrom<ResponseSpec> for Fault {
-    type Error = &'static str;
-    fn try_from(spec: ResponseSpec) -> Result<Fault, &'static str> {
-        let status = spec.status.unwrap_or(HttpStatus(200));
-        Ok(Fault::Response { status, headers: spec.headers, body: spec.body.0, grpc_status: spec.grpc_status })
-    }
-}
-
-/// Attempts that fail: 0 to 10000.
-struct Retries(u32);
-
-impl TryFrom<&serde_json::Value> for Retries {
-    type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Retries, String> {
-        let n = value.as_u64().filter(|n| *n <= 10_000);
-        n.map(|n| Retries(n as u32)).ok_or_else(|| not_accepted(value, "a whole number from 0 to 10000"))
-    }
-}
-from_value!(Retries);
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BoundedRetriesSpec {
-    retries: Retries,
-    status: Option<HttpStatus>,
-}
-
-impl TryFrom<BoundedRetriesSpec> for Fault {
-    type Error = &'static str;
-    fn try_from(spec: BoundedRetriesSpec) -> Result<Fault, &'static str> {
-        Ok(Fault::BoundedRetries { retries: spec.retries.0, status: spec.status.unwrap_or(HttpStatus(503)) })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResponseDelaySpec {
-    fixed: Millis,
-}
-
-impl TryFrom<ResponseDelaySpec> for Fault {
-    type Error = &'static str;
-    fn try_from(spec: ResponseDelaySpec) -> Result<Fault, &'static str> {
-        Ok(Fault::ResponseDelay { fixed: spec.fixed })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResponseRewriteSpec {
-    status: Option<HttpStatus>,
-    #[serde(default, with = "values::pairs")]
-    add_headers: Vec<(String, String)>,
-    #[serde(default)]
-    remove_headers: Vec<HeaderName>,
-}
-
-impl TryFrom<ResponseRewriteSpec> for Fault {
-    type Error = &'static str;
-    fn try_from(spec: ResponseRewriteSpec) -> Result<Fault, &'static str> {
-        Ok(Fault::ResponseRewrite { status: spec.status, add_headers: spec.add_headers, remove_headers: spec.remove_headers })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResetSpec {
-    #[serde(default)]
-    after: Millis,
-}
-
-impl TryFrom<ResetSpec> for Fault {
-    type Error = &'static str;
-    fn try_from(spec: ResetSpec) -> Result<Fault, &'static str> {
-        Ok(Fault::Reset { after: spec.after })
-    }
-}
-
-/// The faults read from a JSON value by hand (`truncate`, `throttle`, `delay_shape`,
-/// `body_change`), then checked by their own modules. Not with those modules' derived
-/// serde: built once per input format, that added about 40 KB to the Wasm module.
-fn own(kind: &str, value: &serde_json::Value) -> Result<Fault, String> {
-    Ok(match kind {
-        "truncate" => Fault::Truncate(Truncate::try_from(value)?),
-        "throttle" => Fault::Throttle(Throttle::try_from(value)?),
-        "delay_shape" => Fault::DelayShape(DelayShape::try_from(value)?),
-        _ => Fault::BodyChange(BodyChange::try_from(value)?),
-    })
-}
-
-/// The object's members, each of them one of `known`.
-fn members<'v>(value: &'v serde_json::Value, known: &str) -> Result<&'v serde_json::Map<String, serde_json::Value>, String> {
-    let object = value.as_object().ok_or_else(|| not_accepted(value, "an object"))?;
-    match object.keys().find(|k| !known.split(", ").any(|n| n == k.as_str())) {
-        Some(key) => Err(format!("{key}: unknown key; accepted: {known}")),
-        None => Ok(object),
-    }
-}
-
-/// A whole number member, required, at most `max`.
-fn whole(object: &serde_json::Map<String, serde_json::Value>, key: &str, max: u64, accepted: &str) -> Result<u64, String> {
-    let value = object.get(key).ok_or_else(|| format!("needs '{key}'"))?;
-    value.as_u64().filter(|n| *n <= max).ok_or_else(|| format!("{key}: {}", values::number_expected(value, accepted)))
-}
-
-impl TryFrom<&serde_json::Value> for Truncate {
-    type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Truncate, String> {
-        let object = members(value, "after_bytes")?;
-        let after_bytes = whole(object, "after_bytes", crate::faults::truncate::MAX_AFTER_BYTES, crate::faults::truncate::AFTER_BYTES_ACCEPTED)?;
-        Ok(Truncate { after_bytes })
-    }
-}
-
-impl TryFrom<&serde_json::Value> for Throttle {
-    type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Throttle, String> {
-        let object = members(value, "bytes_per_second")?;
-        let rate = whole(object, "bytes_per_second", u64::MAX, crate::faults::throttle::ACCEPTED)?;
-        Throttle::try_from(crate::faults::throttle::ThrottleSpec { bytes_per_second: rate }).map_err(|e| e.to_string())
-    }
-}
-
-impl TryFrom<&serde_json::Value> for DelayShape {
-    type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<DelayShape, String> {
-        let object = members(value, "p50, p90, p95, p99, p99.9")?;
-        let text = |key: &str| {
-            object.get(key).map(|v| match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => values::number_text(n),
-                other => values::shown(other),
-            })
-        };
-        let (p50, p99) = (text("p50").ok_or("needs 'p50'")?, text("p99").ok_or("needs 'p99'")?);
-        let spec = crate::faults::delay_shape::ShapeSpec { p50, p90: text("p90"), p95: text("p95"), p99, p999: text("p99.9") };
-        DelayShape::try_from(spec).map_err(|e| e.to_string())
-    }
-}
-
-impl TryFrom<&serde_json::Value> for BodyChange {
-    type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<BodyChange, String> {
-        use crate::faults::body_change::{BodyChangeSpec, CorruptSpec, ReplaceSpec};
-        let object = members(value, "replace, corrupt")?;
-        let spec = match (object.get("replace"), object.get("corrupt")) {
-            (Some(replace), None) => {
-                let replace = members(replace, "body, content_type").map_err(|e| format!("replace: {e}"))?;
-                let text = |key: &str| match replace.get(key) {
-                    None => Ok(None),
-                    Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                    Some(other) => Err(format!("replace.{key}: {}", not_accepted(other, "a string"))),
-                };
-                let body = text("body")?.ok_or("replace: needs 'body'")?;
-                BodyChangeSpec::Replace(ReplaceSpec { body, content_type: text("content_type")? })
-            }
-            (None, Some(corrupt)) => {
-                let corrupt = members(corrupt, "percentage").map_err(|e| format!("corrupt: {e}"))?;
-                let share = corrupt.get("percentage").ok_or("corrupt: needs 'percentage'")?;
-                let percentage = share.as_f64().ok_or_else(|| format!("corrupt.percentage: {}", not_accepted(share, "a number")))?;
-                BodyChangeSpec::Corrupt(CorruptSpec { percentage })
-            }
-            _ => return Err("give one of replace, corrupt".into()),
-        };
-        BodyChange::try_from(spec).map_err(|e| e.to_string())
-    }
-}
-
-/// One fault's body, read from its own spec and checked as a whole, so that an error names
-/// the fault's path (`rules[0].fault.delay`).
-struct Body<S>(Fault, PhantomData<S>);
-
-impl<'de, S> Deserialize<'de> for Body<S>
-where
-    S: Deserialize<'de> + TryInto<Fault, Error = &'static str>,
-{
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let spec: S = values::object(deserializer)?;
-        spec.try_into().map(|f| Body(f, PhantomData)).map_err(de::Error::custom)
-    }
-}
-
-impl<'de> Deserialize<'de> for Fault {
-    /// `{"kind": {...}}` with exactly one kind.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct OneFault;
-        impl<'de> Visitor<'de> for OneFault {
-            type Value = Fault;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object with one fault kind, or delay and abort")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fault, A::Error> {
-                // At most two kinds: a delay and an abort make one slow failure.
-                let mut faults = Vec::with_capacity(2);
-                while let Some(kind) = map.next_key::<String>()? {
-                    if faults.len() == 2 {
-                        return Err(de::Error::custom(FAULTS));
-                    }
-                    faults.push(match kind.as_str() {
-                        "delay" => map.next_value::<Body<DelaySpec>>()?.0,
-                        "abort" => map.next_value::<Body<AbortSpec>>()?.0,
-                        "response" => map.next_value::<Body<ResponseSpec>>()?.0,
-                        "bounded_retries" => map.next_value::<Body<BoundedRetriesSpec>>()?.0,
-                        "response_delay" => map.next_value::<Body<ResponseDelaySpec>>()?.0,
-                        "response_rewrite" => map.next_value::<Body<ResponseRewriteSpec>>()?.0,
-                        "reset" => map.next_value::<Body<ResetSpec>>()?.0,
-                        "request_rewrite" => Fault::RequestRewrite(map.next_value()?),
-                        "truncate" | "throttle" | "delay_shape" | "body_change" => {
-                            let value = map.next_value::<serde_json::Value>()?;
-                            // The error's path ends at the kind (see values::read).
-                            own(&kind, &value).map_err(de::Error::custom)?
-                        }
-                        _ => return Err(de::Error::custom(FAULTS)),
-                    });
-                }
-                let mut faults = faults.into_iter();
-                match (faults.next(), faults.next()) {
-                    (Some(fault), None) => Ok(fault),
-                    (Some(Fault::Delay { fixed, jitter }), Some(Fault::Abort { status, grpc_status }))
-                    | (Some(Fault::Abort { status, grpc_status }), Some(Fault::Delay { fixed, jitter })) => {
-                        Ok(Fault::SlowFailure { delay: DelayPart { fixed, jitter }, abort: AbortPart { status, grpc_status } })
-                    }
-                    _ => Err(de::Error::custom(FAULTS)),
-                }
-            }
-        }
-        deserializer.deserialize_map(OneFault)
-    }
-}
-
 /// A rule's name: what the access log, the labelled counters and `counts` call it. It goes
 /// into a Prometheus label and an Envoy stat name, so it is kept to what survives both, and
 /// never reads as another source's label: an index (an unnamed rule's), `header` or `policy`.
@@ -653,30 +253,30 @@ impl RuleName {
     }
 }
 
-impl TryFrom<&serde_json::Value> for RuleName {
+impl TryFrom<Given> for RuleName {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<RuleName, String> {
-        let Some(name) = value.as_str() else { return Err(not_accepted(value, "a string")) };
-        RuleName::new(name).ok_or_else(|| not_accepted(value, NAME_ACCEPTED))
+    fn try_from(given: Given) -> Result<RuleName, String> {
+        let Some(name) = given.as_str() else { return Err(given.refused("a string")) };
+        RuleName::new(name).ok_or_else(|| given.refused(NAME_ACCEPTED))
     }
 }
-from_value!(RuleName);
+from_given!(RuleName);
 
 /// A rule's `ttl`: a duration above 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Ttl(pub Millis);
 
-impl TryFrom<&serde_json::Value> for Ttl {
+impl TryFrom<Given> for Ttl {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Ttl, String> {
-        match Millis::try_from(value)? {
-            Millis(0) => Err(not_accepted(value, "a duration above 0")),
+    fn try_from(given: Given) -> Result<Ttl, String> {
+        match duration::read(&given)? {
+            Millis(0) => Err(given.refused("a duration above 0")),
             ttl => Ok(Ttl(ttl)),
         }
     }
 }
-from_value!(Ttl);
+from_given!(Ttl);
 
 /// A rule as the policy document writes it: `ttl` is the time it has left.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -753,6 +353,21 @@ impl Rule {
     }
 }
 
+/// Where a decision came from: what the access log and the counters name it by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// No fault applied: no rule matched and the policy is idle, or a control call.
+    Nothing,
+    /// The request's own `x-fault-*` headers.
+    Header,
+    /// The rule at this index in the state's rules (matched, even when sampled out).
+    Rule(usize),
+    /// The client's policy, or the default.
+    Policy,
+    /// A tripped guard: the request passed whatever would have applied.
+    Halted,
+}
+
 /// The first rule of `direction` that matches the request, if any, with its index.
 pub fn first_match<'a>(rules: &'a [Rule], direction: Direction, request: &mut dyn RequestView) -> Option<(usize, &'a Rule)> {
     rules.iter().enumerate().find(|(_, r)| r.direction == direction && r.matcher.matches(request))
@@ -763,6 +378,7 @@ pub fn first_match<'a>(rules: &'a [Rule], direction: Direction, request: &mut dy
 mod tests {
     use super::*;
     use crate::model::percentage::FULL;
+    use crate::model::values::HttpStatus;
 
     #[derive(Default)]
     struct Req {
@@ -858,7 +474,7 @@ mod tests {
             rule(r#"{"match": {"path": {"prefix": "/a"}}, "fault": {"abort": {"status": 501}}}"#),
             rule(r#"{"fault": {"abort": {"status": 502}}}"#),
         ];
-        let abort = |status| Fault::Abort { status: HttpStatus(status), grpc_status: None };
+        let abort = |status| Fault::Abort(crate::faults::abort::Abort::status(HttpStatus(status)));
         assert_eq!(first_match(&rules, Direction::Inbound, &mut req("GET", "/abc")).unwrap().1.fault, abort(501));
         assert_eq!(first_match(&rules, Direction::Inbound, &mut req("GET", "/b")).unwrap().1.fault, abort(502));
         assert!(first_match(&rules[..1], Direction::Inbound, &mut req("GET", "/b")).is_none());
@@ -914,9 +530,9 @@ mod tests {
             (r#"{"fault": {}}"#, "rules[0].fault: give one of delay"),
             (r#"{"fault": {"delay": {"fixed": "1s"}, "response": {}}}"#, "rules[0].fault: give one of"),
             (r#"{"fault": {"delay": {"fixed": "1s"}, "abort": {"status": 503}, "reset": {}}}"#, "rules[0].fault: give one of"),
-            (r#"{"fault": {"truncate": {"after_bytes": -1}}}"#, "rules[0].fault.truncate: after_bytes: -1 is not accepted"),
+            (r#"{"fault": {"truncate": {"after_bytes": -1}}}"#, "rules[0].fault.truncate.after_bytes: -1 is not accepted; expected a whole number"),
             (r#"{"fault": {"throttle": {"bytes_per_second": 0}}}"#, "rules[0].fault.throttle: bytes_per_second: 0 is not accepted"),
-            (r#"{"fault": {"throttle": {"bytes_per_second": "1"}}}"#, "rules[0].fault.throttle: bytes_per_second: \"1\" is a string; expected a number: a multiple of 1024 bytes per second"),
+            (r#"{"fault": {"throttle": {"bytes_per_second": "1"}}}"#, "rules[0].fault.throttle.bytes_per_second: \"1\" is a string; expected a whole number"),
             (r#"{"fault": {"truncate": {"after_bytes": 1099511627777}}}"#, "rules[0].fault.truncate: after_bytes: 1099511627777 is not accepted; expected a whole number of bytes from 0 to 1099511627776 (1 TiB)"),
             (r#"{"fault": {"abort": {"status": "503"}}}"#, "rules[0].fault.abort.status: \"503\" is a string; expected a number: an HTTP status"),
             (r#"{"fault": {"abort": {"status": 18446744073709551616}}}"#, "rules[0].fault.abort.status: 18446744073709551616 is not accepted"),

@@ -1,7 +1,8 @@
 //! Validated values of the JSON the filter reads (plugin configuration, policy document,
-//! shared state): each is a newtype whose `Deserialize` refuses what is out of range with a
-//! message naming what is accepted, and the reader that turns serde's refusals into an
-//! error with the JSON path of the first bad value (`rules[0].fault.delay.fixed`).
+//! shared state): each is a newtype read straight from one JSON value ([`Given`]) whose
+//! `TryFrom` refuses what is out of range with a message naming what is accepted, and the
+//! reader ([`read`]) that turns serde's refusals into an error with the JSON path of the
+//! first bad value (`rules[0].fault.delay.fixed`), tracked by `serde_path_to_error`.
 
 use regex_lite::Regex;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
@@ -45,11 +46,11 @@ pub enum UnknownKeys {
     InMessage,
 }
 
-/// Reads `bytes` as a `T`; on error, the path of the first bad value and a message in the
-/// filter's own words.
+/// Reads `bytes` as a `T`; on error, the path of the first bad value (tracked while
+/// reading by `serde_path_to_error`) and a message in the filter's own words.
 pub fn read<T: DeserializeOwned>(bytes: &[u8], unknown: UnknownKeys) -> Result<T, Invalid> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = T::deserialize(&mut deserializer).map_err(|e| refusal::<T>(bytes, &e, unknown))?;
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| refusal(&e, unknown))?;
     // Anything but white space after the value.
     deserializer.end().map_err(|e| Invalid::at("$", format!("not JSON: {e}")))?;
     Ok(value)
@@ -62,135 +63,45 @@ fn words(error: &serde_json::Error) -> String {
     text.strip_suffix(&position).map_or(text.clone(), str::to_string)
 }
 
-fn refusal<T: DeserializeOwned>(bytes: &[u8], error: &serde_json::Error, unknown: UnknownKeys) -> Invalid {
-    if !error.is_data() {
-        return Invalid::at("$", format!("not JSON: {error}"));
+fn refusal(error: &serde_path_to_error::Error<serde_json::Error>, unknown: UnknownKeys) -> Invalid {
+    let inner = error.inner();
+    if !inner.is_data() {
+        return Invalid::at("$", format!("not JSON: {inner}"));
     }
-    let message = words(error);
-    let mut end = offset(bytes, error.line(), error.column());
-    // serde_json reports a refused value where it stopped: after the value, or after the
-    // bracket that closes the list or object it was last in, or the comma that follows it
-    // in a list (read before the refusal came back). Read again without that bracket or
-    // comma: if the same refusal comes, the value was before it; if the JSON ends too early
-    // instead, the bracket was the value's own (or the comma came before the value).
-    if let Some(close) = bytes[..end].iter().rposition(|b| !b.is_ascii_whitespace()).filter(|at| matches!(bytes[*at], b'}' | b']' | b',')) {
-        let again = T::deserialize(&mut serde_json::Deserializer::from_slice(&bytes[..close]));
-        if again.err().is_some_and(|e| e.is_data() && words(&e) == message) {
-            end = close;
-        }
-    }
-    let (mut segments, at_key) = path_at(&bytes[..end]);
-    let unknown_key = unknown_field(&message);
-    if at_key && unknown_key.is_none() {
-        segments.pop();
-    }
-    let (segments, message) = match (unknown_key, unknown) {
-        (Some((_, accepted)), UnknownKeys::InPath) => (segments, format!("unknown key; accepted: {accepted}")),
+    let message = words(inner);
+    let mut segments: Vec<&serde_path_to_error::Segment> = error.path().iter().collect();
+    let message = match (unknown_field(&message), unknown) {
+        // The path ends at the unknown key.
+        (Some((_, accepted)), UnknownKeys::InPath) => format!("unknown key; accepted: {accepted}"),
         (Some((key, accepted)), UnknownKeys::InMessage) => {
-            // The path ends at the key; the message names it.
             segments.pop();
-            (segments, format!("unknown field `{key}`; accepted: {accepted}"))
+            format!("unknown field `{key}`; accepted: {accepted}")
         }
-        (None, _) => (segments, plain_words(&message)),
+        (None, _) => plain_words(&message),
     };
     Invalid::at(joined(&segments), message)
 }
 
-/// The byte offset of serde_json's `line` and `column` (both counted from 1; column 0 is
-/// the start of the line) in `bytes`.
-fn offset(bytes: &[u8], line: usize, column: usize) -> usize {
-    let line_start = match line {
-        0 | 1 => 0,
-        _ => bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(line - 2).map_or(bytes.len(), |(at, _)| at + 1),
-    };
-    line_start.saturating_add(column).min(bytes.len())
-}
-
-/// One step of a JSON path.
-#[derive(Debug, PartialEq)]
-enum Segment {
-    /// An object's key.
-    Key(String),
-    /// A list's index.
-    Index(usize),
-}
-
 /// `rules[0].fault`, or `$` for the whole.
-fn joined(segments: &[Segment]) -> String {
+fn joined(segments: &[&serde_path_to_error::Segment]) -> String {
+    use serde_path_to_error::Segment;
     let mut path = String::new();
     for segment in segments {
         match segment {
-            Segment::Key(key) if path.is_empty() => path.push_str(key),
-            Segment::Key(key) => {
-                path.push('.');
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
                 path.push_str(key);
             }
-            Segment::Index(index) => path.push_str(&format!("[{index}]")),
+            Segment::Unknown => path.push_str(if path.is_empty() { "?" } else { ".?" }),
         }
     }
     if path.is_empty() {
         path.push('$');
     }
     path
-}
-
-/// The path of the value that `bytes`, a prefix of a JSON text, ends in or just after,
-/// found by scanning the JSON, and whether it ends at a key whose value has not begun.
-/// Own code rather than serde_path_to_error, which tracks the path while reading: its
-/// wrapper around every visitor and seed made this module 549,523 bytes, over its limit of
-/// 512 KiB (524,288), against 493,875 without it (both measured on 2026-12-02); the
-/// position of serde_json's error gives the same path.
-fn path_at(bytes: &[u8]) -> (Vec<Segment>, bool) {
-    enum Frame {
-        Object { key: Option<String>, wants_key: bool },
-        List(usize),
-    }
-    let end = bytes.len();
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut at = 0;
-    while at < end {
-        let byte = bytes[at];
-        match byte {
-            b'{' => stack.push(Frame::Object { key: None, wants_key: true }),
-            b'[' => stack.push(Frame::List(0)),
-            b'}' | b']' => {
-                stack.pop();
-            }
-            b',' => match stack.last_mut() {
-                Some(Frame::Object { key, wants_key }) => (*key, *wants_key) = (None, true),
-                Some(Frame::List(index)) => *index += 1,
-                None => {}
-            },
-            b':' => {
-                if let Some(Frame::Object { wants_key, .. }) = stack.last_mut() {
-                    *wants_key = false;
-                }
-            }
-            b'"' => {
-                let mut close = at + 1;
-                while close < bytes.len() && bytes[close] != b'"' {
-                    close += if bytes[close] == b'\\' { 2 } else { 1 };
-                }
-                if let Some(Frame::Object { key, wants_key: true }) = stack.last_mut() {
-                    *key = bytes.get(at..=close).and_then(|quoted| serde_json::from_slice(quoted).ok());
-                }
-                at = close;
-            }
-            _ => {}
-        }
-        at += 1;
-    }
-    // A key read but not yet followed by its value is where the error was found; it is part
-    // of the path only when the key itself is refused as unknown.
-    let pending = matches!(stack.last(), Some(Frame::Object { key: Some(_), wants_key: true }));
-    let segments = stack
-        .into_iter()
-        .filter_map(|frame| match frame {
-            Frame::Object { key, .. } => key.map(Segment::Key),
-            Frame::List(index) => Some(Segment::Index(index)),
-        })
-        .collect();
-    (segments, pending)
 }
 
 /// serde's ``unknown field `k`, expected one of `a`, `b` `` as the key and `a, b`.
@@ -244,10 +155,14 @@ fn plain_words(message: &str) -> String {
 /// answer. A whole number too large for 64 bits is written whole (`18446744073709551616`,
 /// not `1.8446744073709552e+19`), as it was most likely written.
 pub fn shown(value: &serde_json::Value) -> String {
-    let mut text = match value {
-        serde_json::Value::Number(n) => number_text(n),
-        other => other.to_string(),
-    };
+    match value {
+        serde_json::Value::Number(n) => shown_text(number_text(n)),
+        other => shown_text(other.to_string()),
+    }
+}
+
+/// `text` cut after 64 characters.
+pub fn shown_text(mut text: String) -> String {
     if let Some((cut, _)) = text.char_indices().nth(64) {
         text.truncate(cut);
         text.push_str("...");
@@ -266,35 +181,24 @@ pub fn number_text(number: &serde_json::Number) -> String {
     }
 }
 
-/// The refusal of `value`: what it is and what is accepted; where a string is expected, a
-/// value of another JSON type says which (`3 is a number; expected a string`).
+/// The refusal of `value`, as [`Given::refused`] words it.
 pub fn not_accepted(value: &serde_json::Value, accepted: &str) -> String {
-    match kind_of(value).filter(|_| accepted == "a string" && !value.is_string()) {
-        Some(kind) => format!("{} is {kind}; expected a string", shown(value)),
-        None => format!("{} is not accepted; expected {accepted}", shown(value)),
-    }
+    Given::from(value).refused(accepted)
 }
 
-/// A JSON value's type, as an error names it; `None` for null, which says it itself.
+/// A list's or an object's type, as an error names it.
 fn kind_of(value: &serde_json::Value) -> Option<&'static str> {
-    Some(match value {
-        serde_json::Value::Null => return None,
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Array(_) => "a list",
-        serde_json::Value::Object(_) => "an object",
-    })
+    match value {
+        serde_json::Value::Array(_) => Some("a list"),
+        serde_json::Value::Object(_) => Some("an object"),
+        other => Given::from(other).kind(),
+    }
 }
 
-/// The refusal of `value` where a number is expected: a value of another JSON type says
-/// which (`"503" is a string; expected a number: an HTTP status ...`).
+/// The refusal of `value` where a number is expected, as [`Given::number_expected`]
+/// words it.
 pub fn number_expected(value: &serde_json::Value, accepted: &str) -> String {
-    match kind_of(value).filter(|_| !value.is_number()) {
-        Some(kind) => format!("{} is {kind}; expected a number: {accepted}", shown(value)),
-        None if value.is_null() => format!("null is not accepted; expected a number: {accepted}"),
-        None => not_accepted(value, accepted),
-    }
+    Given::from(value).number_expected(accepted)
 }
 
 /// Reads a JSON object, and only an object, as `T`: serde's derived structs also take a
@@ -355,21 +259,160 @@ macro_rules! from_object {
 }
 pub(crate) use from_object;
 
-/// Implements `Deserialize` for a value read from any JSON value through `TryFrom<&Value>`,
-/// whose error is the message.
-macro_rules! from_value {
+/// One JSON value as a value type reads it, straight from the deserializer: a scalar as
+/// it came (no `serde_json::Value` is built for it), or a list or an object, which no
+/// value type takes and which is read whole only to be shown in the refusal
+/// (`[1] is a list; expected a string`).
+#[derive(Debug)]
+pub enum Given {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number.
+    Number(serde_json::Number),
+    /// A string.
+    Text(String),
+    /// A list or an object, kept only to show it.
+    Other(serde_json::Value),
+}
+
+impl<'de> Deserialize<'de> for Given {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Given, D::Error> {
+        struct Any;
+        impl<'de> Visitor<'de> for Any {
+            type Value = Given;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Given, E> {
+                Ok(Given::Null)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Given, E> {
+                Ok(Given::Bool(b))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Given, E> {
+                Ok(Given::Number(n.into()))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Given, E> {
+                Ok(Given::Number(n.into()))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Given, E> {
+                // JSON has no NaN or infinity.
+                Ok(serde_json::Number::from_f64(n).map_or(Given::Null, Given::Number))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Given, E> {
+                Ok(Given::Text(s.to_string()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Given, E> {
+                Ok(Given::Text(s))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Given, A::Error> {
+                serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Given::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Given, A::Error> {
+                serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(Given::Other)
+            }
+        }
+        deserializer.deserialize_any(Any)
+    }
+}
+
+impl From<&serde_json::Value> for Given {
+    fn from(value: &serde_json::Value) -> Given {
+        match value {
+            serde_json::Value::Null => Given::Null,
+            serde_json::Value::Bool(b) => Given::Bool(*b),
+            serde_json::Value::Number(n) => Given::Number(n.clone()),
+            serde_json::Value::String(s) => Given::Text(s.clone()),
+            other => Given::Other(other.clone()),
+        }
+    }
+}
+
+impl Given {
+    /// The string, if it is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Given::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The whole number, if it is one that fits 64 bits.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Given::Number(n) => n.as_u64(),
+            _ => None,
+        }
+    }
+
+    /// A number as the query would give it (see [`number_text`]).
+    pub fn number(&self) -> Option<String> {
+        match self {
+            Given::Number(n) => Some(number_text(n)),
+            _ => None,
+        }
+    }
+
+    /// The value as JSON, cut after 64 characters (see [`shown`]).
+    pub fn shown(&self) -> String {
+        match self {
+            Given::Null => shown_text("null".into()),
+            Given::Bool(b) => shown_text(b.to_string()),
+            Given::Number(n) => shown_text(number_text(n)),
+            Given::Text(s) => shown_text(serde_json::to_string(s).unwrap_or_default()),
+            Given::Other(value) => shown(value),
+        }
+    }
+
+    /// Its JSON type, as an error names it; `None` for null, which says it itself.
+    fn kind(&self) -> Option<&'static str> {
+        match self {
+            Given::Null => None,
+            Given::Bool(_) => Some("a boolean"),
+            Given::Number(_) => Some("a number"),
+            Given::Text(_) => Some("a string"),
+            Given::Other(value) => kind_of(value),
+        }
+    }
+
+    /// The refusal: what it is and what is accepted; where a string is expected, a value
+    /// of another JSON type says which (`3 is a number; expected a string`).
+    pub fn refused(&self, accepted: &str) -> String {
+        match self.kind().filter(|k| accepted == "a string" && *k != "a string") {
+            Some(kind) => format!("{} is {kind}; expected a string", self.shown()),
+            None => format!("{} is not accepted; expected {accepted}", self.shown()),
+        }
+    }
+
+    /// The refusal where a number is expected: a value of another JSON type says which
+    /// (`"503" is a string; expected a number: an HTTP status ...`).
+    pub fn number_expected(&self, accepted: &str) -> String {
+        match (self, self.kind()) {
+            (Given::Number(_), _) => self.refused(accepted),
+            (_, Some(kind)) => format!("{} is {kind}; expected a number: {accepted}", self.shown()),
+            (_, None) => format!("null is not accepted; expected a number: {accepted}"),
+        }
+    }
+}
+
+/// Implements `Deserialize` for a value type read from one [`Given`] JSON value through
+/// its `TryFrom<Given>`, whose error is the message.
+macro_rules! from_given {
     ($domain:ty) => {
         impl<'de> serde::Deserialize<'de> for $domain {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let value = serde_json::Value::deserialize(deserializer)?;
-                <$domain>::try_from(&value).map_err(serde::de::Error::custom)
+                let given = <$crate::model::values::Given as serde::Deserialize>::deserialize(deserializer)?;
+                <$domain>::try_from(given).map_err(serde::de::Error::custom)
             }
         }
     };
 }
-pub(crate) use from_value;
+pub(crate) use from_given;
 
-const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
+/// What an HTTP status accepts, for error messages.
+pub const STATUS_ACCEPTED: &str = "an HTTP status from 200 to 599";
 const GRPC_ACCEPTED: &str = "a gRPC status code from 0 to 16";
 const HEADER_ACCEPTED: &str = "a header name (letters, digits, '-', '_')";
 const PATTERN_ACCEPTED: &str = "a regular expression (RE2-like syntax, up to 512 bytes)";
@@ -381,27 +424,34 @@ const MAX_PATTERN_LEN: usize = 512;
 #[serde(transparent)]
 pub struct HttpStatus(pub u16);
 
-impl TryFrom<&serde_json::Value> for HttpStatus {
-    type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<HttpStatus, String> {
-        let status = value.as_u64().filter(|s| (200..=599).contains(s));
-        status.map(|s| HttpStatus(s as u16)).ok_or_else(|| number_expected(value, STATUS_ACCEPTED))
+impl HttpStatus {
+    /// The status, if the filter may answer with it: the one place the range is checked,
+    /// for the document, the query, the configuration and the `x-fault-abort-status` header.
+    pub fn new(status: u64) -> Option<HttpStatus> {
+        u16::try_from(status).ok().filter(|s| (200..=599).contains(s)).map(HttpStatus)
     }
 }
-from_value!(HttpStatus);
+
+impl TryFrom<Given> for HttpStatus {
+    type Error = String;
+    fn try_from(given: Given) -> Result<HttpStatus, String> {
+        given.as_u64().and_then(HttpStatus::new).ok_or_else(|| given.number_expected(STATUS_ACCEPTED))
+    }
+}
+from_given!(HttpStatus);
 
 /// A gRPC status code: 0 to 16.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct GrpcCode(pub u8);
 
-impl TryFrom<&serde_json::Value> for GrpcCode {
+impl TryFrom<Given> for GrpcCode {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<GrpcCode, String> {
-        value.as_u64().filter(|c| *c <= 16).map(|c| GrpcCode(c as u8)).ok_or_else(|| number_expected(value, GRPC_ACCEPTED))
+    fn try_from(given: Given) -> Result<GrpcCode, String> {
+        given.as_u64().filter(|c| *c <= 16).map(|c| GrpcCode(c as u8)).ok_or_else(|| given.number_expected(GRPC_ACCEPTED))
     }
 }
-from_value!(GrpcCode);
+from_given!(GrpcCode);
 
 /// A header name, kept lowercase: letters, digits, `-`, `_`, `.`, or a leading `:`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -421,14 +471,14 @@ impl HeaderName {
     }
 }
 
-impl TryFrom<&serde_json::Value> for HeaderName {
+impl TryFrom<Given> for HeaderName {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<HeaderName, String> {
-        let Some(name) = value.as_str() else { return Err(not_accepted(value, "a string")) };
-        HeaderName::new(name).ok_or_else(|| not_accepted(value, HEADER_ACCEPTED))
+    fn try_from(given: Given) -> Result<HeaderName, String> {
+        let Some(name) = given.as_str() else { return Err(given.refused("a string")) };
+        HeaderName::new(name).ok_or_else(|| given.refused(HEADER_ACCEPTED))
     }
 }
-from_value!(HeaderName);
+from_given!(HeaderName);
 
 /// A regular expression, kept with its source so it can be shared and shown again.
 #[derive(Clone, Debug)]
@@ -466,31 +516,34 @@ impl Serialize for Pattern {
     }
 }
 
-impl TryFrom<&serde_json::Value> for Pattern {
+impl TryFrom<Given> for Pattern {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Pattern, String> {
-        let Some(source) = value.as_str() else { return Err(not_accepted(value, "a string")) };
-        Pattern::new(source).map_err(|reason| format!("{}: {reason}", not_accepted(value, PATTERN_ACCEPTED)))
+    fn try_from(given: Given) -> Result<Pattern, String> {
+        let Some(source) = given.as_str() else { return Err(given.refused("a string")) };
+        Pattern::new(source).map_err(|reason| format!("{}: {reason}", given.refused(PATTERN_ACCEPTED)))
     }
 }
-from_value!(Pattern);
+from_given!(Pattern);
 
 /// A string, refused with the filter's wording when it is another JSON type.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize)]
 #[serde(transparent)]
 pub struct Text(pub String);
 
-impl TryFrom<&serde_json::Value> for Text {
+impl TryFrom<Given> for Text {
     type Error = String;
-    fn try_from(value: &serde_json::Value) -> Result<Text, String> {
-        value.as_str().map(|s| Text(s.to_string())).ok_or_else(|| not_accepted(value, "a string"))
+    fn try_from(given: Given) -> Result<Text, String> {
+        match given {
+            Given::Text(s) => Ok(Text(s)),
+            other => Err(other.refused("a string")),
+        }
     }
 }
-from_value!(Text);
+from_given!(Text);
 
 /// Serializes `(name, value)` pairs as a JSON object in their order, and reads them back.
 pub mod pairs {
-    use super::{HeaderName, Text};
+    use super::{Given, HeaderName, Text};
     use serde::de::{Deserializer, MapAccess, Visitor};
     use serde::ser::{SerializeMap, Serializer};
     use std::fmt;
@@ -516,7 +569,7 @@ pub mod pairs {
                 let mut out = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
                     let Some(name) = HeaderName::new(&key) else {
-                        return Err(serde::de::Error::custom(super::not_accepted(&key.into(), super::HEADER_ACCEPTED)));
+                        return Err(serde::de::Error::custom(Given::Text(key).refused(super::HEADER_ACCEPTED)));
                     };
                     out.push((name.0, map.next_value::<Text>()?.0));
                 }
@@ -601,9 +654,30 @@ mod tests {
         assert_eq!(nested_error("{\n  \"ranges\": [{\"a\": 1, \"b\": 2}],\n  \"status\": 99\n}"), "status: 99 is not accepted; expected an HTTP status from 200 to 599");
         assert_eq!(nested_error(r#"{"status": 99, "ranges": []}"#), "status: 99 is not accepted; expected an HTTP status from 200 to 599");
         assert_eq!(nested_error(r#"{"ranges": [{"a": 1, "b": "x"}]}"#), "ranges[0].b: \"x\" is a string; expected a whole number");
-        // Keys with escapes and brackets inside strings do not mislead the scan.
+        // Keys with escapes and brackets inside strings are named as written.
         assert_eq!(nested_error(r#"{"ranges": [{"a": 1, "b": 2, "c\"]}": 1}]}"#), "ranges[0].c\"]}: unknown key; accepted: a, b");
         assert_eq!(nested_error(r#"{"ranges": {"a": 1}}"#), "ranges: an object is not accepted; expected a list");
+    }
+
+    /// The policy document's reader names the path of a bad value however deep, after
+    /// well-formed values, on lines of its own, and inside the faults read as they come.
+    #[test]
+    fn a_document_error_names_the_path_of_a_nested_bad_value() {
+        let abort = r#""fault": {"abort": {"status": 503}}"#;
+        for (text, error) in [
+            (
+                format!(r#"{{"rules": [{{{abort}}}, {{"match": {{"headers": [{{"name": "x-a", "exact": "1"}}, {{"name": "x-b", "regex": "("}}]}}, {abort}}}]}}"#),
+                r#"rules[1].match.headers[1].regex: "(" is not accepted; expected a regular expression (RE2-like syntax, up to 512 bytes): "#,
+            ),
+            (format!("{{\n  \"rules\": [{{{abort}}}],\n  \"policy\": {{\"percentage\": true}}\n}}"), "policy.percentage: value: 'true' is not accepted; expected a string or a number"),
+            (format!(r#"{{"rules": [{{{abort}, "match": {{"path": {{"exakt": "/a"}}}}}}]}}"#), "rules[0].match.path.exakt: unknown key; accepted: exact, prefix, regex"),
+            (format!(r#"{{"rules": [{{{abort}, "ttl": 0}}]}}"#), "rules[0].ttl: 0 is not accepted; expected a duration above 0"),
+            (r#"{"rules": [{"fault": {"truncate": {"after_bytes": "x"}}}]}"#.to_string(), "rules[0].fault.truncate.after_bytes: \"x\" is a string; expected a whole number"),
+            (format!(r#"{{"rules": [{{{abort}, "match": {{"clients": ["10.0.0.0/8", 7]}}}}]}}"#), "rules[0].match.clients[1]: 7 is a number; expected a string"),
+        ] {
+            let message = crate::model::document::parse(text.as_bytes(), 0).unwrap_err().to_string();
+            assert!(message.starts_with(error), "{text}: {message}");
+        }
     }
 
     #[test]
@@ -621,14 +695,14 @@ mod tests {
     fn a_bad_pattern_says_the_engines_reason() {
         let value = serde_json::json!("a(");
         assert_eq!(
-            Pattern::try_from(&value).err().as_deref(),
+            Pattern::try_from(Given::from(&value)).err().as_deref(),
             Some("\"a(\" is not accepted; expected a regular expression (RE2-like syntax, up to 512 bytes): found open group without closing ')'")
         );
     }
 
     #[test]
     fn a_value_of_another_type_says_its_type() {
-        let status = |v: serde_json::Value| HttpStatus::try_from(&v).err();
+        let status = |v: serde_json::Value| HttpStatus::try_from(Given::from(&v)).err();
         assert_eq!(status(serde_json::json!("503")).as_deref(), Some("\"503\" is a string; expected a number: an HTTP status from 200 to 599"));
         assert_eq!(status(serde_json::json!(true)).as_deref(), Some("true is a boolean; expected a number: an HTTP status from 200 to 599"));
         assert_eq!(status(serde_json::json!(700)).as_deref(), Some("700 is not accepted; expected an HTTP status from 200 to 599"));

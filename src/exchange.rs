@@ -50,7 +50,7 @@ pub trait Host {
     /// Replaces the whole body piece in hand (`size` bytes) with `bytes`.
     fn set_body(&mut self, size: usize, bytes: &[u8]);
     /// Envoy's `response.code_details`: who answered, or why Envoy did.
-    fn response_details(&mut self) -> String;
+    fn response_details(&mut self) -> Vec<u8>;
 }
 
 /// Which of the worker's timer queues.
@@ -291,33 +291,41 @@ impl<N> Exchange<N> {
         let paced = worker.config().envoy_fault_filter;
         let handing = worker.config().envoy_fault_filter_delays;
         let detail = decision.detail();
+        // What it counts as now; a bounded-retry attempt and a fault on the body say later.
         let counted = respond::counted(&decision, paced);
-        let (counted, flow) = match (decision, counted) {
-            (Decision::Control(query), _) => return Carried::Control(query),
-            (Decision::Reply(_, answer), Counted::Now(stat, _)) => {
+        let (now, also) = match counted {
+            Counted::Now(stat, also) => (stat, also),
+            _ => (Stat::RequestsPassed, None),
+        };
+        if let Some(also) = also {
+            worker.count(also, 1);
+        }
+        let (counted, flow) = match decision {
+            Decision::Control(query) => return Carried::Control(query),
+            Decision::Reply(_, answer) => {
                 host.send_reply(&answer);
-                (stat, Flow::Pause)
+                (now, Flow::Pause)
             }
-            (Decision::Hold(delay), Counted::Now(stat, _)) if handing => {
+            Decision::Hold(delay) if handing => {
                 self.hand_over(host, worker, delay.0, None);
-                (stat, Flow::Continue)
+                (now, Flow::Continue)
             }
-            (Decision::HoldThen(delay, then), Counted::Now(stat, _)) if handing => {
+            Decision::HoldThen(delay, then) if handing => {
                 self.hand_over(host, worker, delay.0, Some(then));
-                (stat, Flow::Continue)
+                (now, Flow::Continue)
             }
-            (Decision::Hold(delay), Counted::Now(stat, _)) => {
+            Decision::Hold(delay) => {
                 let due_ns = hold(worker, Queue::Requests, delay.0);
                 self.phase = Phase::HeldRequest { due_ns, then: false };
-                (stat, Flow::Pause)
+                (now, Flow::Pause)
             }
-            (Decision::HoldThen(delay, then), Counted::Now(stat, _)) => {
+            Decision::HoldThen(delay, then) => {
                 let due_ns = hold(worker, Queue::Requests, delay.0);
                 worker.hold_then(then);
                 self.phase = Phase::HeldRequest { due_ns, then: true };
-                (stat, Flow::Pause)
+                (now, Flow::Pause)
             }
-            (Decision::CountAttempt(attempt), _) => {
+            Decision::CountAttempt(attempt) => {
                 let counted = worker.attempt(&attempt);
                 // The table's gauge is shared by every worker; the CAS write replaced exactly
                 // the shard read, so adding its change in length keeps the sum exact.
@@ -333,7 +341,9 @@ impl<N> Exchange<N> {
                     retries::Attempt::Pass => (Stat::RequestsPassed, Flow::Continue),
                 }
             }
-            (Decision::OnResponse(fault), Counted::OnAnswer(stat)) => {
+            // An unpaced throttle passes.
+            Decision::OnResponse(_) if also.is_some() => (now, Flow::Continue),
+            Decision::OnResponse(fault) if let Counted::OnAnswer(stat) = counted => {
                 if let OnResponse::Throttle(rate) = fault {
                     mark_for_envoy_fault_filter(host);
                     host.set_header(Side::Request, RATE_HEADER, Some(&rate.kib_per_second().to_string()));
@@ -345,15 +355,15 @@ impl<N> Exchange<N> {
                 worker.count(Stat::RequestsSeen, 1);
                 return Carried::Done(Flow::Continue);
             }
-            (Decision::OnResponse(fault), Counted::Now(stat, None)) => {
+            Decision::OnResponse(fault) => {
                 self.phase = Phase::Awaiting { fault, on_body: None };
-                (stat, Flow::Continue)
+                (now, Flow::Continue)
             }
-            (Decision::Reset, Counted::Now(stat, _)) => {
+            Decision::Reset => {
                 host.reset(Side::Request);
-                (stat, Flow::Pause)
+                (now, Flow::Pause)
             }
-            (Decision::Rewrite(rewrite), Counted::Now(stat, _)) => {
+            Decision::Rewrite(rewrite) => {
                 // Before the router reads the request: Envoy picks the route again for a
                 // request whose headers a Wasm filter changed.
                 let path = host.header(Side::Request, ":path").unwrap_or_default();
@@ -370,17 +380,10 @@ impl<N> Exchange<N> {
                     host.set_header(Side::Request, name, Some(value));
                 }
                 self.phase = Phase::Rewritten;
-                (stat, Flow::Continue)
+                (now, Flow::Continue)
             }
-            // Passing: a pass, a probe, an overflow, an unpaced throttle.
-            (_, Counted::Now(stat, also)) => {
-                if let Some(also) = also {
-                    worker.count(also, 1);
-                }
-                (stat, Flow::Continue)
-            }
-            // `respond::counted` pairs no other decision with these.
-            (_, Counted::Control | Counted::ByAttempt | Counted::OnAnswer(_)) => (Stat::RequestsPassed, Flow::Continue),
+            // Passing: a pass, a probe, an overflow.
+            Decision::Pass | Decision::Probe | Decision::Overflow => (now, Flow::Continue),
         };
         worker.count(Stat::RequestsSeen, 1);
         worker.count(counted, 1);
@@ -430,8 +433,8 @@ impl<N> Exchange<N> {
     /// `header_abort`) is left alone.
     fn envoy_answered(&mut self, host: &mut impl Host, then: Then, end_of_stream: bool) -> Option<Flow> {
         let details = host.response_details();
-        if !details.starts_with(delays::FAULT_ABORT_DETAILS) {
-            log::warn!("fault-injector: Envoy's fault filter did not abort a request handed to it ({details}); it needs delay.header_delay and abort.header_abort, as in envoy/sidecar.yaml (docs/troubleshooting.md)");
+        if !details.starts_with(delays::FAULT_ABORT_DETAILS.as_bytes()) {
+            log::warn!("fault-injector: Envoy's fault filter did not abort a request handed to it ({}); it needs delay.header_delay and abort.header_abort, as in envoy/sidecar.yaml (docs/troubleshooting.md)", String::from_utf8_lossy(&details));
             return None;
         }
         match then {
@@ -725,9 +728,9 @@ mod tests {
             assert_eq!(size, self.piece.len(), "the whole piece in hand is replaced");
             self.piece = bytes.to_vec();
         }
-        fn response_details(&mut self) -> String {
+        fn response_details(&mut self) -> Vec<u8> {
             self.calls += 1;
-            self.details.clone()
+            self.details.clone().into_bytes()
         }
     }
 

@@ -172,9 +172,8 @@ impl Host for Stream {
     fn set_body(&mut self, size: usize, bytes: &[u8]) {
         body::set_piece(size, bytes);
     }
-    fn response_details(&mut self) -> String {
-        let details = hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().unwrap_or_default();
-        String::from_utf8_lossy(&details).into_owned()
+    fn response_details(&mut self) -> Vec<u8> {
+        hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().unwrap_or_default()
     }
 }
 

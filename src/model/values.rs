@@ -189,9 +189,12 @@ pub fn not_accepted(value: &serde_json::Value, accepted: &str) -> String {
 /// A list's or an object's type, as an error names it.
 fn kind_of(value: &serde_json::Value) -> Option<&'static str> {
     match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::Bool(_) => Some("a boolean"),
+        serde_json::Value::Number(_) => Some("a number"),
+        serde_json::Value::String(_) => Some("a string"),
         serde_json::Value::Array(_) => Some("a list"),
         serde_json::Value::Object(_) => Some("an object"),
-        other => Given::from(other).kind(),
     }
 }
 

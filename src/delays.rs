@@ -48,6 +48,13 @@ pub const RESET_ABORT_STATUS: u16 = 503;
 /// turns into its own slow failure, or resets.
 pub const FAULT_ABORT_DETAILS: &str = "fault_filter_abort";
 
+/// Whether one more request or response may be held while `active` are held across the
+/// whole Envoy: fewer than `max_active_delays`. Past it, a delay passes untouched. Both
+/// sides ask: `decide` for a request, the glue's exchange for a response.
+pub fn room_for_one_more(active: u64, max_active_delays: u64) -> bool {
+    active < max_active_delays
+}
+
 /// The tick period (whole milliseconds, Envoy's unit) that fires the timer at `next_ns` or
 /// just after it, never before, counted from `now_ns`; 0 (off) when nothing is due. A
 /// deadline already passed gets the shortest period, 1 ms.
@@ -106,6 +113,12 @@ impl DelayQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_for_one_more_below_the_limit_only() {
+        assert!(room_for_one_more(0, 1) && room_for_one_more(9_999, 10_000));
+        assert!(!room_for_one_more(10_000, 10_000) && !room_for_one_more(10_001, 10_000) && !room_for_one_more(0, 0));
+    }
 
     #[test]
     fn releases_in_due_order_and_only_when_due() {

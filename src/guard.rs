@@ -293,6 +293,15 @@ pub fn is_failure(status: u64, details: &str) -> bool {
     }
 }
 
+/// Whether `response.code_details` is read to tell whether a request that ended with final
+/// status `status` failed ([`is_failure`]): a request with a status from 1 to 499 is
+/// counted as no failure without it, so most requests cost one property read, not two;
+/// 0 (no answer) and 5xx need it. An upstream reset after a 2xx started is therefore not
+/// counted as a failure.
+pub fn needs_details(status: u64) -> bool {
+    !(1..500).contains(&status)
+}
+
 /// Real requests a worker saw since its last flush: `[requests, failures, slow]`.
 pub type Seen = [u32; 3];
 
@@ -524,6 +533,12 @@ mod tests {
         assert_eq!(w.evaluate(&g, 1_000).unwrap()["condition"], FAILURES, "the first that trips");
         assert_eq!(w.evaluate(&g, 3_000).unwrap()["condition"], SLOW, "failures left their 2s window");
         assert_eq!(w.evaluate(&g, 21_000), None);
+    }
+
+    #[test]
+    fn details_are_read_where_the_status_leaves_a_failure_open() {
+        assert!(needs_details(0) && needs_details(500) && needs_details(503) && needs_details(599));
+        assert!(!needs_details(1) && !needs_details(200) && !needs_details(404) && !needs_details(499));
     }
 
     #[test]

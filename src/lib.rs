@@ -9,11 +9,13 @@ pub mod config;
 pub mod control;
 pub mod decide;
 pub mod delays;
+pub mod exchange;
 pub mod faults;
 pub mod guard;
 pub mod model;
 pub mod notices;
 pub mod observe;
+pub mod respond;
 pub mod stats;
 
 // Not in test builds: the unit tests run compiled to Wasm too (test.sh), as a WASI program

@@ -142,31 +142,6 @@ impl From<BodyChange> for BodyChangeSpec {
     }
 }
 
-/// Why a response's body is left alone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LeftAlone {
-    /// The request was HEAD: the response has headers only.
-    Head,
-    /// The status never has a body (1xx, 204, 205, 304).
-    BodilessStatus(u16),
-    /// The response headers ended the stream.
-    NoBody,
-}
-
-/// Whether a response's body is left alone, from the request method, the response status
-/// and whether the response headers ended the stream; `None` means it may be changed.
-pub fn left_alone(method: &str, status: u16, headers_end_stream: bool) -> Option<LeftAlone> {
-    if method.eq_ignore_ascii_case("HEAD") {
-        Some(LeftAlone::Head)
-    } else if (100..200).contains(&status) || matches!(status, 204 | 205 | 304) {
-        Some(LeftAlone::BodilessStatus(status))
-    } else if headers_end_stream {
-        Some(LeftAlone::NoBody)
-    } else {
-        None
-    }
-}
-
 /// What to do to the response headers before a body change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderEdits<'a> {
@@ -272,19 +247,6 @@ mod tests {
 
     fn change(json: &str) -> Result<BodyChange, String> {
         serde_json::from_str::<BodyChange>(json).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn bodiless_responses_are_left_alone() {
-        assert_eq!(left_alone("HEAD", 200, false), Some(LeftAlone::Head));
-        assert_eq!(left_alone("head", 200, true), Some(LeftAlone::Head));
-        for status in [100, 101, 204, 205, 304] {
-            assert_eq!(left_alone("GET", status, false), Some(LeftAlone::BodilessStatus(status)));
-        }
-        assert_eq!(left_alone("GET", 200, true), Some(LeftAlone::NoBody));
-        for (method, status) in [("GET", 200), ("POST", 201), ("GET", 404), ("GET", 503), ("PUT", 206)] {
-            assert_eq!(left_alone(method, status, false), None, "{method} {status}");
-        }
     }
 
     #[test]

@@ -22,6 +22,17 @@ pub struct Outcome {
     pub evicted: bool,
 }
 
+/// What counting an attempt did: its outcome, and what the write changed in the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    /// Fail or pass.
+    pub attempt: Attempt,
+    /// How many identities the write added to the table (negative: removed).
+    pub grown: i64,
+    /// Whether an identity was dropped to make room.
+    pub evicted: bool,
+}
+
 /// Limits of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {

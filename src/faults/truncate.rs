@@ -17,7 +17,7 @@
 //!   arrived (socket reads, HTTP/2 frames), not on the filter.
 //!
 //! A response with no body (the headers end the stream) has nothing to cut and is left
-//! alone; so are answers to HEAD and 1xx, 204, 205 and 304 (see `body_change::left_alone`).
+//! alone; so are answers to HEAD and 1xx, 204, 205 and 304 (see `respond::Answer::has_body`).
 
 use crate::faults::Kind;
 use crate::model::values::from_object;

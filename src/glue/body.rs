@@ -1,11 +1,8 @@
-//! The upstream's response body under a fault: cut then reset, replaced or corrupted,
-//! piece by piece as Envoy hands it over. The host calls here go straight to
-//! the ABI: the SDK's wrappers panic on any status but Ok (which kills the VM), and a
+//! The host calls on a stream and its response body that a fault needs: a reset, and
+//! reading and replacing the body piece in hand (what [`crate::exchange::BodyFault`] does
+//! with them). They go straight to the ABI: the SDK's wrappers panic on any status but Ok (which kills the VM), and a
 //! stream Envoy has already ended answers otherwise.
 
-use crate::faults::body_change::{BodyChange, Corrupter};
-use crate::model::sampling::Sampler;
-use crate::faults::truncate::{Cut, Cutter};
 use proxy_wasm::types::{BufferType, Status, StreamType};
 
 extern "C" {
@@ -22,7 +19,7 @@ pub fn reset(stream: StreamType) {
 }
 
 /// The first `max` bytes of the response body piece in hand.
-fn piece(max: usize) -> Vec<u8> {
+pub fn piece(max: usize) -> Vec<u8> {
     let (mut data, mut size) = (std::ptr::null_mut(), 0);
     // SAFETY: the host writes the two out parameters only, and hands over a buffer it
     // allocated through this module's allocator, as the SDK's get_buffer takes it back.
@@ -35,80 +32,7 @@ fn piece(max: usize) -> Vec<u8> {
 
 /// Replaces the whole piece in hand (`size` bytes) with `bytes`: Envoy accepts only
 /// prepend, replace-all and append; this is replace-all.
-fn set_piece(size: usize, bytes: &[u8]) {
+pub fn set_piece(size: usize, bytes: &[u8]) {
     // SAFETY: `bytes` is valid for its length; the host copies it.
     let _ = unsafe { proxy_set_buffer_bytes(BufferType::HttpResponseBody, 0, size, bytes.as_ptr(), bytes.len()) };
-}
-
-/// What a body fault asks of the glue after a piece.
-pub enum Step {
-    /// Send on what is in hand.
-    Continue,
-    /// Send on what is in hand, then reset the stream on the worker's timer.
-    ContinueThenReset,
-    /// Hold what is in hand (it carries the end), and reset the stream on the timer.
-    HoldThenReset,
-}
-
-/// One response's body fault.
-pub enum BodyFault {
-    /// Cut after some bytes, then reset.
-    Cut(Cutter),
-    /// Replaced: the first piece carries the new body, later ones are emptied.
-    Replace {
-        /// The new body.
-        body: String,
-        /// Whether the next piece is the first.
-        first: bool,
-    },
-    /// A share of bytes changed.
-    Corrupt(Corrupter, Sampler),
-}
-
-impl BodyFault {
-    /// The fault for a body change; `seed` starts the corrupter's random numbers.
-    pub fn changing(change: BodyChange, seed: u64) -> BodyFault {
-        match change {
-            BodyChange::Replace { body, .. } => BodyFault::Replace { body, first: true },
-            BodyChange::Corrupt { ppm } => BodyFault::Corrupt(Corrupter::new(ppm), Sampler::new(seed)),
-        }
-    }
-
-    /// A piece of `size` bytes is in hand.
-    pub fn on_piece(&mut self, size: usize, end_of_stream: bool) -> Step {
-        match self {
-            BodyFault::Cut(cutter) => match cutter.on_body(size, end_of_stream) {
-                Cut::Pass => Step::Continue,
-                Cut::PassThenReset { keep } => {
-                    let kept = piece(keep);
-                    set_piece(size, &kept);
-                    Step::ContinueThenReset
-                }
-                Cut::ResetNow => Step::HoldThenReset,
-            },
-            BodyFault::Replace { body, first } => {
-                set_piece(size, crate::faults::body_change::replaced_piece(body, *first));
-                *first = false;
-                Step::Continue
-            }
-            BodyFault::Corrupt(corrupter, random) => {
-                let mut bytes = piece(size);
-                if corrupter.corrupt(&mut bytes, &mut || random.next_u64()) > 0 {
-                    set_piece(size, &bytes);
-                }
-                Step::Continue
-            }
-        }
-    }
-
-    /// The response's trailers arrived: a cut resets instead of letting them end it.
-    pub fn on_trailers(&mut self) -> Step {
-        match self {
-            BodyFault::Cut(cutter) => {
-                cutter.on_trailers();
-                Step::HoldThenReset
-            }
-            _ => Step::Continue,
-        }
-    }
 }

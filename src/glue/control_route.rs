@@ -1,6 +1,6 @@
-//! The control route: `GET /injector` reads the state, `GET /injector?...` edits it with
-//! query parameters, `POST /injector` replaces it with a policy document, `DELETE
-//! /injector` resets it. Every change is written to shared data for all workers at once.
+//! The control route carried out: who asks is admitted or refused, then what
+//! [`route::call`](crate::control::route::call) read of the call is done. Every change is
+//! written to shared data for all workers at once.
 
 use super::reply;
 use super::root_state::RootState;
@@ -12,7 +12,8 @@ use crate::observe;
 use crate::control::destination;
 use crate::model::policy::State;
 use crate::model::stored::Origin;
-use crate::control::query::{percent_decode, Call};
+use crate::control::query;
+use crate::control::route::{self, Call};
 use crate::model::net::NoClient;
 use crate::stats::Stat;
 use proxy_wasm::types::Action;
@@ -42,20 +43,28 @@ pub fn page(worker: &RootState, client: Result<IpAddr, NoClient>, caller: &Calle
     }
 }
 
-/// `GET /injector?query`: reads (no parameters) or edits. Calls that write are answered
-/// once every worker has the write; `context` is the call's.
-pub fn query(worker: &mut RootState, context: u32, query: &str) -> Action {
-    if let Some(encoded) = query.strip_prefix("document=").filter(|d| !d.contains('&')) {
-        return match percent_decode(encoded) {
-            Ok(text) => document(worker, context, "", text.as_bytes()),
-            Err(e) => refuse(worker, 400, &format!("document: {e}"), vec![]),
-        };
-    }
-    if query == "resume" {
+/// Carries out `call` ([`route::call`]); `context` is the call's. Calls that write are
+/// answered once every worker has the write.
+pub fn carry(worker: &mut RootState, context: u32, call: Call) -> Action {
+    match call {
+        // The document is in the body, which Envoy hands over only once the headers went
+        // on, to the buffer filter that holds them from the router (README).
+        Call::AwaitBody => Action::Continue,
+        Call::Document(bytes) => document(worker, context, &bytes),
+        Call::Reset => {
+            let start = worker.config.start.clone();
+            write(worker, context, "DELETE", true, &|_| Ok(start.clone()))
+        }
         // Every write resumes; this one changes nothing else.
-        return write(worker, context, "resume", false, &|state| Ok(state.clone()));
+        Call::Resume => write(worker, context, "resume", false, &|state| Ok(state.clone())),
+        Call::Query(query) => edit(worker, context, query),
+        Call::Refused(reason) => refuse(worker, 400, &reason, vec![]),
     }
-    let call = match Call::parse_query(query) {
+}
+
+/// `GET /injector?query`: reads (no parameters) or edits.
+fn edit(worker: &mut RootState, context: u32, query: &str) -> Action {
+    let call = match query::Call::parse_query(query) {
         Ok(call) => call,
         Err(e) => return refuse(worker, 400, &e.to_string(), vec![]),
     };
@@ -73,31 +82,13 @@ pub fn query(worker: &mut RootState, context: u32, query: &str) -> Action {
     write(worker, context, &format!("'{query}'"), call.starts_over(), &|state| change(state).map_err(|e| e.to_string()))
 }
 
-/// `POST /injector` where the listener cannot hold the body back from the router.
-pub fn post_refused(worker: &RootState) -> Action {
-    let reason = "POST needs control.post_documents and Envoy's buffer filter after this one (docs/policy-document.md, \"POST needs a buffer\"); or send the document as GET ?document=<url-encoded JSON>";
-    refuse(worker, 400, reason, vec![])
-}
-
-/// `POST /injector` with a policy document: the whole state becomes the document's.
-pub fn document(worker: &mut RootState, context: u32, query: &str, body: &[u8]) -> Action {
-    if !query.is_empty() {
-        return refuse(worker, 400, "POST takes the policy document in its body, not a query", vec![]);
-    }
+/// A policy document: the whole state becomes the document's.
+fn document(worker: &mut RootState, context: u32, body: &[u8]) -> Action {
     let now = now_ms();
     match document::parse(body, now) {
         Ok(next) => write(worker, context, "a policy document", true, &|_| Ok(next.clone())),
         Err(e) => refuse(worker, 400, &e.to_string(), vec![]),
     }
-}
-
-/// `DELETE /injector`: back to the configuration's start.
-pub fn reset(worker: &mut RootState, context: u32, query: &str) -> Action {
-    if !query.is_empty() {
-        return refuse(worker, 400, "DELETE resets everything and takes no query; use GET ?ip=A&reset for one client", vec![]);
-    }
-    let start = worker.config.start.clone();
-    write(worker, context, "DELETE", true, &|_| Ok(start.clone()))
 }
 
 /// Writes what `change` makes of the state; a `dyn` closure, so one copy serves every call.
@@ -106,13 +97,7 @@ pub fn reset(worker: &mut RootState, context: u32, query: &str) -> Action {
 fn write(worker: &mut RootState, context: u32, what: &str, fresh: bool, change: &dyn Fn(&State) -> Result<State, String>) -> Action {
     let now = now_ms();
     let paced = worker.config.envoy_fault_filter;
-    let resumed = |state: &State| {
-        let next = change(state)?;
-        match next.throttle_at().filter(|_| !paced) {
-            Some(at) => Err(format!("{at}: {}", crate::faults::throttle::NO_FAULT_FILTER)),
-            None => Ok(State { halted: None, ..next }),
-        }
-    };
+    let resumed = |state: &State| route::written(change(state)?, paced);
     match shared::update(&|state, origin| resumed(state).map(|next| Some((next, origin.clone())))) {
         Ok(Some((state, origin))) => {
             shared::forget_guard_window(now);

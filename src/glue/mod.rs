@@ -19,7 +19,7 @@ proxy_wasm::main! {{
     // A panic kills the Wasm VM; say why through Envoy's log before it does. Set after the
     // log level, which installs the SDK's own hook in its place.
     std::panic::set_hook(Box::new(|info| log::error!("fault-injector panicked: {info}")));
-    proxy_wasm::set_root_context(|id| Box::new(root::Root::new(id)));
+    proxy_wasm::set_root_context(|id| Box::new(root::Root::new(id, |id, worker| Box::new(http::Request::new(id, worker)))));
 }}
 
 /// Envoy's clock, in milliseconds since the epoch.

@@ -3,7 +3,6 @@
 //! releases held requests from its tick timer.
 
 use super::body;
-use super::http::Request;
 use super::notices;
 use super::root_state::{Due, RootState};
 use super::now_ns;
@@ -69,15 +68,21 @@ pub fn release_due(worker: &RefCell<RootState>, current: u32) {
     let _ = hostcalls::set_effective_context(current);
 }
 
+/// Makes the HTTP context of a request (its id) on the worker whose state this is. Given to
+/// the root context by the entry point, so this module does not import the HTTP context,
+/// which imports [`release_due`] from here.
+pub type NewRequest = fn(u32, Rc<RefCell<RootState>>) -> Box<dyn HttpContext>;
+
 /// The root context.
 pub struct Root {
     worker: Rc<RefCell<RootState>>,
+    new_request: NewRequest,
 }
 
 impl Root {
-    /// A root context before configuration.
-    pub fn new(id: u32) -> Root {
-        Root { worker: Rc::new(RefCell::new(RootState::new(id))) }
+    /// A root context before configuration, whose requests `new_request` makes contexts for.
+    pub fn new(id: u32, new_request: NewRequest) -> Root {
+        Root { worker: Rc::new(RefCell::new(RootState::new(id))), new_request }
     }
 }
 
@@ -130,7 +135,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request::new(context_id, Rc::clone(&self.worker))))
+        Some((self.new_request)(context_id, Rc::clone(&self.worker)))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -5,7 +5,7 @@
 use crate::guard::Window;
 use crate::model::policy::State;
 use crate::model::stored::{Origin, Stored};
-use crate::faults::retries::{self, Attempt, Limits, Shard};
+use crate::faults::retries::{self, Attempt, Counted, Limits, Shard};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
@@ -135,16 +135,6 @@ pub fn clear_retries() -> i64 {
         }
     }
     forgotten
-}
-
-/// What counting an attempt did: its outcome, and what the write changed in the table.
-pub struct Counted {
-    /// Fail or pass.
-    pub attempt: Attempt,
-    /// How many identities the write added to the table (negative: removed).
-    pub grown: i64,
-    /// Whether an identity was dropped to make room.
-    pub evicted: bool,
 }
 
 /// Counts one attempt of a request identity in the shared table; the counting of what it

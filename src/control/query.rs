@@ -29,7 +29,7 @@ impl Call {
                 });
             }
         }
-        let call = Call::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let call = Call::from_pairs(&mut pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         // A call with only these would answer 200 and change nothing.
         if !call.has_values() && !call.reset {
             if call.ttl.is_some() {

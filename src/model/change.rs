@@ -146,8 +146,9 @@ fn whole_number<T: std::str::FromStr>(text: &str) -> Option<T> {
 
 impl Call {
     /// Builds a call from decoded `(parameter, value)` pairs: the query's, or a policy
-    /// object's in a policy document or the plugin configuration.
-    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Call, ControlError> {
+    /// object's in a policy document or the plugin configuration. A `dyn` iterator, so that
+    /// the two callers share one copy of it (4 KB of module each).
+    pub fn from_pairs<'a>(pairs: &mut dyn Iterator<Item = (&'a str, &'a str)>) -> Result<Call, ControlError> {
         let mut call = Call::default();
         let mut seen: Vec<&'static str> = Vec::new();
         for (key, value) in pairs {

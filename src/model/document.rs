@@ -155,7 +155,7 @@ impl Params {
     /// the state whole, so `reset` has no place in one, and `ip` only in `clients`.
     fn call(&self, path: &str, needs_ip: bool) -> Result<Call, DocError> {
         let texts: Vec<(&str, String)> = self.0.iter().map(|(k, v)| (k.as_str(), v.text())).collect();
-        let call = Call::from_pairs(texts.iter().map(|(k, v)| (*k, v.as_str()))).map_err(|e| Invalid::at(path, e.to_string()))?;
+        let call = Call::from_pairs(&mut texts.iter().map(|(k, v)| (*k, v.as_str()))).map_err(|e| Invalid::at(path, e.to_string()))?;
         if call.reset {
             return Err(Invalid::at(format!("{path}.reset"), "not accepted in a document; DELETE /injector resets"));
         }

@@ -224,14 +224,7 @@ def start_envoy(workdir: Path, name: str, listeners: list[Setup], upstream_port:
 def held_log(path: Path) -> dict:
     """An access log of, per request, the microseconds from the whole request received to
     its first byte sent upstream: the time the filters held it, as Envoy itself measured."""
-    return {
-        "name": "envoy.access_loggers.file",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-            "path": str(path),
-            "log_format": {"text_format_source": {"inline_string": "%COMMON_DURATION(DS_RX_END:US_TX_BEG:us)%\n"}},
-        },
-    }
+    return harness.file_access_log(path, "%COMMON_DURATION(DS_RX_END:US_TX_BEG:us)%\n")
 
 
 def envoy_version() -> str:

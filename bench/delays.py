@@ -38,7 +38,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import bench  # noqa: E402
 from bench import UNLIMITED, LISTENER_OPTIONS, percentile, say, start_nginx, stop_nginx, wasm_filter  # noqa: E402
-from harness import FAULT_FILTER, Envoy, ListenerSpec, wasm_module_path  # noqa: E402
+from harness import FAULT_FILTER, Envoy, ListenerSpec, file_access_log, wasm_module_path  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 HOLD_MS = int(os.environ.get("BENCH_HOLD_MS", "200"))
@@ -94,14 +94,7 @@ if BASELINE:
 
 
 def listener(key: str, filters: list[dict], measure: str, log: Path) -> ListenerSpec:
-    access_log = {
-        "name": "envoy.access_loggers.file",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-            "path": str(log),
-            "log_format": {"text_format_source": {"inline_string": f"%REQ(x-burst)% {measure}\n"}},
-        },
-    }
+    access_log = file_access_log(log, f"%REQ(x-burst)% {measure}\n")
     return ListenerSpec(name=f"setup_{key.replace('-', '_')}", http_filters=filters, listener_options=LISTENER_OPTIONS,
                         hcm_options={"access_log": [access_log]})
 

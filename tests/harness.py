@@ -376,6 +376,19 @@ class EnvoyStartError(RuntimeError):
         self.log = log
 
 
+def file_access_log(path, line: str, name: str = "envoy.access_loggers.file", log_format: dict | None = None) -> dict:
+    """An HTTP connection manager's `access_log` entry that writes, per request, `line` (in
+    Envoy's format, ending in a newline), or `log_format` as given, to the file `path`."""
+    return {
+        "name": name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": str(path),
+            "log_format": log_format or {"text_format_source": {"inline_string": line}},
+        },
+    }
+
+
 @dataclass
 class ListenerSpec:
     """One listener: <address>:<port> -> network filters -> HTTP connection manager with

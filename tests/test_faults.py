@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from harness import ListenerSpec, in_parallel, request, wait_for
+from harness import ListenerSpec, file_access_log, in_parallel, request, wait_for
 
 
 @pytest.fixture
@@ -236,16 +236,8 @@ def test_delays_past_max_active_delays_pass_untouched_and_are_counted(start_envo
 def held_listener(name, policy, measure, log):
     """A listener of its own (own VM, own policy) whose access log gives, per request, how long
     Envoy saw it held: `measure` is one of Envoy's access-log durations."""
-    access_log = {
-        "name": "envoy.access_loggers.file",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-            "path": str(log),
-            "log_format": {"text_format_source": {"inline_string": f"{measure}\n"}},
-        },
-    }
     config = {"policy": {**policy, "percentage": 100}}
-    return ListenerSpec(config, name=name, vm_id=f"held_{name}", hcm_options={"access_log": [access_log]})
+    return ListenerSpec(config, name=name, vm_id=f"held_{name}", hcm_options={"access_log": [file_access_log(log, f"{measure}\n")]})
 
 
 def test_held_requests_are_never_released_early(start_envoy, tmp_path):

@@ -6,7 +6,7 @@ and slows down on command (scripts/upstream.py, /__behave)."""
 import threading
 import time
 
-from harness import ListenerSpec, in_parallel, wait_for
+from harness import ListenerSpec, file_access_log, in_parallel, wait_for
 
 WINDOW_S = 5
 FLUSH_S = 0.1
@@ -43,9 +43,7 @@ def traffic_until_halted(envoy, timeout, prefix="/guarded"):
 
 def fault_log(path):
     """A text access log of each request's path and the filter's value in filter state."""
-    file_log = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
-    text = {"text_format_source": {"inline_string": "%REQ(:PATH)% %FILTER_STATE(wasm.fault_injector:PLAIN)%\n"}}
-    return {"access_log": [{"name": "text", "typed_config": {"@type": file_log, "path": str(path), "log_format": text}}]}
+    return {"access_log": [file_access_log(path, "%REQ(:PATH)% %FILTER_STATE(wasm.fault_injector:PLAIN)%\n")]}
 
 
 def test_real_upstream_failures_halt_every_fault_on_every_worker(start_envoy, upstream, tmp_path):

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from harness import FAULT_FILTER, ListenerSpec
+from harness import FAULT_FILTER, ListenerSpec, file_access_log
 
 # Every way a request is counted; their sum is requests_seen (docs/counters.md).
 OUTCOMES = (
@@ -326,9 +326,7 @@ def test_delay_shape_meets_its_percentiles(start_envoy, bodies, tmp_path):
     # byte sent upstream: the clients' and the upstream's own queueing on this 2-core box,
     # busy with other tests, stays out of it.
     log = tmp_path / "holds.txt"
-    file_log = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
-    hold = {"text_format_source": {"inline_string": "%REQ(:PATH)% %COMMON_DURATION(DS_RX_END:US_TX_BEG:us)%\n"}}
-    hcm = {"access_log": [{"name": "holds", "typed_config": {"@type": file_log, "path": str(log), "log_format": hold}}]}
+    hcm = {"access_log": [file_access_log(log, "%REQ(:PATH)% %COMMON_DURATION(DS_RX_END:US_TX_BEG:us)%\n")]}
     envoy = start_envoy(listeners=[ListenerSpec(hcm_options=hcm)], upstream_port=bodies.port)
     rules(envoy, {"fault": {"delay_shape": {"p50": "100ms", "p99": "1s"}}})
     config = tmp_path / "urls"

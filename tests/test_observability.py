@@ -13,7 +13,7 @@ import promql_parser
 import pytest
 import yaml
 
-from harness import REPO_ROOT, ListenerSpec, request, wait_for
+from harness import REPO_ROOT, ListenerSpec, file_access_log, request, wait_for
 
 DASHBOARD = REPO_ROOT / "k8s" / "observability" / "grafana-dashboard.json"
 # The shipped sidecar's stats_tags, so the test checks the configuration users get.
@@ -44,12 +44,11 @@ def access_logs(json_path: Path, text_path: Path) -> dict:
     plain-text one of the fault value alone to `text_path`."""
     shipped = yaml.safe_load((REPO_ROOT / "envoy" / "sidecar.yaml").read_text())
     hcm = shipped["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    file_log = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
-    text = {"text_format_source": {"inline_string": "%REQ(:PATH)% %FILTER_STATE(wasm.fault_injector:PLAIN)%\n"}}
+    shipped_format = hcm["access_log"][0]["typed_config"]["log_format"]
     return {
         "access_log": [
-            {"name": "json", "typed_config": {"@type": file_log, "path": str(json_path), "log_format": hcm["access_log"][0]["typed_config"]["log_format"]}},
-            {"name": "text", "typed_config": {"@type": file_log, "path": str(text_path), "log_format": text}},
+            file_access_log(json_path, "", name="json", log_format=shipped_format),
+            file_access_log(text_path, "%REQ(:PATH)% %FILTER_STATE(wasm.fault_injector:PLAIN)%\n", name="text"),
         ]
     }
 

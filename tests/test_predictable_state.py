@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from harness import FAULT_FILTER, ListenerSpec, request, wait_for
+from harness import FAULT_FILTER, ListenerSpec, file_access_log, request, wait_for
 
 
 def test_a_ttl_never_brings_back_an_earlier_fault(envoy):
@@ -114,9 +114,7 @@ BODY_FAULTS = {
 
 def test_a_body_fault_is_told_only_when_the_answer_has_a_body(start_envoy, answers, tmp_path):
     log = tmp_path / "access.txt"
-    text = {"text_format_source": {"inline_string": "%REQ(:METHOD)% %REQ(:PATH)% %FILTER_STATE(wasm.fault_injector:PLAIN)%\n"}}
-    file_log = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
-    hcm = {"access_log": [{"name": "text", "typed_config": {"@type": file_log, "path": str(log), "log_format": text}}]}
+    hcm = {"access_log": [file_access_log(log, "%REQ(:METHOD)% %REQ(:PATH)% %FILTER_STATE(wasm.fault_injector:PLAIN)%\n")]}
     # The throttle as shipped: Envoy's fault filter after this one paces what it chooses.
     spec = ListenerSpec(plugin_config={"stats_flush": "100ms", "envoy_fault_filter": True}, hcm_options=hcm, http_filters_after=[FAULT_FILTER])
     envoy = start_envoy(listeners=[spec], upstream_port=answers.server_address[1])

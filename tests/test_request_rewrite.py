@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from harness import ListenerSpec, request, wait_for
+from harness import ListenerSpec, file_access_log, request, wait_for
 
-FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 REWRITE = {"path": "/x", "method": "POST", "set_headers": {"x-a": "1"}, "remove_headers": ["authorization"], "query": {"debug": "1"}}
 
 
 @pytest.fixture
 def logged(start_envoy, tmp_path):
     log = tmp_path / "access.txt"
-    text = {"text_format_source": {"inline_string": "%REQ(:PATH)% %FILTER_STATE(wasm.fault_injector:PLAIN)%\n"}}
-    hcm = {"access_log": [{"name": "text", "typed_config": {"@type": FILE_LOG, "path": str(log), "log_format": text}}]}
+    hcm = {"access_log": [file_access_log(log, "%REQ(:PATH)% %FILTER_STATE(wasm.fault_injector:PLAIN)%\n")]}
     return start_envoy(listeners=[ListenerSpec(plugin_config={"stats_flush": "100ms"}, hcm_options=hcm)]), log
 
 

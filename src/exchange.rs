@@ -600,6 +600,18 @@ impl<N> Exchange<N> {
         }
     }
 
+    /// Whether the answer's headers have anything to do: a request that passed (watched by a
+    /// guard or not) or a control call has nothing, so the glue need not lend it the worker.
+    pub fn acts_on_response(&self) -> bool {
+        !matches!(self.phase, Phase::Done | Phase::Watched { .. } | Phase::Control { .. })
+    }
+
+    /// Whether the answer's body and trailers have anything to do: a body fault is under way.
+    /// (`on_response_body` and `on_response_trailers` pass anything else on as it is.)
+    pub fn acts_on_body(&self) -> bool {
+        matches!(self.phase, Phase::Body { .. })
+    }
+
     /// When a request a guard watches started (ms).
     pub fn watched_since(&self) -> Option<u64> {
         match self.phase {
@@ -847,6 +859,7 @@ mod tests {
         assert_eq!(exchange.on_response_headers(&mut host, &mut worker, false), Flow::Continue);
         assert_eq!(exchange.on_response_body(&mut host, &mut worker, 10, true), Flow::Continue);
         assert_eq!(host.calls, 0, "a passing request costs the stream no host call");
+        assert!(!exchange.acts_on_response());
         assert_eq!(host.response.len(), 1);
         assert!(!exchange.holds_anything());
     }
@@ -1162,6 +1175,7 @@ mod tests {
         assert_eq!(exchange.watched_since(), Some(1_000));
         exchange.on_response_headers(&mut host, &mut worker, false);
         assert_eq!(exchange.watched_since(), Some(1_000), "until it ends");
+        assert!(!exchange.acts_on_response() && !exchange.acts_on_body());
         // A fault is not watched.
         let mut exchange = Exchange::default();
         on_request(&mut exchange, &mut host, &mut worker, Decision::Reset);

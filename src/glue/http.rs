@@ -342,7 +342,8 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        if matches!(self.exchange.phase, Phase::Done | Phase::Watched { .. } | Phase::Control { .. }) {
+        // Without borrowing the worker where there is nothing to do.
+        if !self.exchange.acts_on_response() {
             return Action::Continue;
         }
         let flow = self.on_worker(|exchange, on| exchange.on_response_headers(&mut Stream, on, end_of_stream));
@@ -351,7 +352,7 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !matches!(self.exchange.phase, Phase::Body { .. }) {
+        if !self.exchange.acts_on_body() {
             return Action::Continue;
         }
         action(self.on_worker(|exchange, on| exchange.on_response_body(&mut Stream, on, body_size, end_of_stream)))
@@ -363,15 +364,15 @@ impl HttpContext for Request {
     fn on_log(&mut self) {
         super::root::release_due(&self.worker, self.id);
         let Some(since) = self.exchange.watched_since() else { return };
-        let property = |name| hostcalls::get_property(vec!["response", name]).ok().flatten().unwrap_or_default();
-        let status = net::parse_integer_property(&property("code")).and_then(|code| u64::try_from(code).ok()).unwrap_or(0);
-        let details = if guard::needs_details(status) { property("code_details") } else { Vec::new() };
+        let code = hostcalls::get_property(vec!["response", "code"]).ok().flatten().unwrap_or_default();
+        let status = net::parse_integer_property(&code).and_then(|code| u64::try_from(code).ok()).unwrap_or(0);
+        let details = if guard::needs_details(status) { Stream.response_details() } else { Vec::new() };
         self.worker.borrow_mut().saw(status, std::str::from_utf8(&details).unwrap_or(""), since, now_ms());
         self.counted();
     }
 
     fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
-        if !matches!(self.exchange.phase, Phase::Body { .. }) {
+        if !self.exchange.acts_on_body() {
             return Action::Continue;
         }
         action(self.on_worker(|exchange, on| exchange.on_response_trailers(on)))

@@ -8,7 +8,8 @@ keep-alive connection, the counters are zeroed, BENCH_CG_REQUESTS requests are s
 connection, and the counters are dumped: their total over the requests is what one request
 costs Envoy, filters included. A second Envoy does the same for a state at its caps (64 rules,
 256 client bindings), beside the empty filter again, and a third for one rule and one
-binding. Takes about 10 minutes (Envoy starts slowly under valgrind).
+binding. Takes about 10 minutes (Envoy starts slowly under valgrind). BENCH_CG_KEEP=<folder>
+keeps the dumps, one per setup.
 
     bench/run.sh instructions        # or: .venv/bin/python bench/instructions.py
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,9 @@ REQUESTS = int(bench.knob("BENCH_CG_REQUESTS", "2000"))
 # setups flush 60 times less often, to count what a request costs at full speed.
 STATS_FLUSH = bench.knob("BENCH_CG_STATS_FLUSH", "6s")
 SEEN = "wasmcustom.fault_injector.requests_seen"
+# A folder to keep each setup's callgrind dump in (`setup_<key>.out`), to read where a
+# request's instructions go with callgrind_annotate; by default they go with the run.
+KEEP = bench.knob("BENCH_CG_KEEP", "")
 WARMUP = 200
 # A state at its caps (64 rules, 256 client bindings): exact paths the benchmark's `/` is
 # not, and clients in 10.0.0.0/16 where the benchmark's client is 127.0.0.1.
@@ -146,6 +151,9 @@ def count(workdir: Path, name: str, setups: list[bench.Setup], upstream: int, mo
             conn.close()
             dumps = sorted(workdir.glob(f"callgrind.out.{envoy.pid}.*"), key=lambda p: int(p.suffix[1:]))
             per_request[s.key] = totals(dumps[-1]) / REQUESTS
+            if KEEP:
+                Path(KEEP).mkdir(parents=True, exist_ok=True)
+                shutil.copy(dumps[-1], Path(KEEP) / f"setup_{s.key}.out")
             bench.say(f"setup {s.key}: {per_request[s.key] / 1000:.1f}k instructions per request, {rate:.0f} requests/s, statuses {statuses}")
             # A filter that failed to load answers fast and cheap, or is left out of the
             # chain (a VM V8 could not create under valgrind): such a count means nothing.

@@ -27,38 +27,54 @@ use std::rc::Rc;
 
 /// The local port the request arrived at (Envoy's `destination.port`).
 fn local_port() -> Option<u16> {
-    let bytes = hostcalls::get_property(vec!["destination", "port"]).ok().flatten()?;
-    net::parse_port_property(&bytes)
+    net::parse_port_property(&property(&["destination", "port"])?)
 }
 
 extern "C" {
     fn proxy_get_property(path: *const u8, path_size: usize, value: *mut *mut u8, value_size: *mut usize) -> Status;
 }
 
-/// Whether the request's connection carries the filter-state object `key`. Finding nothing
-/// is cheap: Envoy copies nothing into the module. Every request of a listener that sets
-/// `control.filter_state` asks, so this calls the host directly with the path built on the
-/// stack: the SDK's `get_property` allocates twice to build it, which cost 1.1k of the 4.1k
-/// instructions the lookup took (README, "Benchmarks").
-fn on_marked_connection(key: &str) -> bool {
-    const PREFIX: &[u8] = b"filter_state\0";
-    let mut path = [0u8; PREFIX.len() + MAX_FILTER_STATE_KEY];
-    let size = PREFIX.len() + key.len();
-    let Some(at) = path.get_mut(..size) else { return false };
-    at[..PREFIX.len()].copy_from_slice(PREFIX);
-    at[PREFIX.len()..].copy_from_slice(key.as_bytes());
-    let (mut value, mut value_size) = (std::ptr::null_mut(), 0);
-    // SAFETY: `path` holds `size` initialised bytes, and the host writes the two out
-    // parameters only. What it finds it hands over in a buffer it allocated through this
-    // module's allocator (proxy_on_memory_allocate), as the SDK's get_property takes it back.
-    match unsafe { proxy_get_property(path.as_ptr(), size, &mut value, &mut value_size) } {
-        Status::Ok if !value.is_null() => {
-            // SAFETY: as above; the buffer is `value_size` bytes, all of them the value.
-            drop(unsafe { Vec::from_raw_parts(value, value_size, value_size) });
-            true
-        }
-        _ => false,
+/// The longest property path read here: a filter-state key and its prefix.
+const MAX_PROPERTY_PATH: usize = FILTER_STATE.len() + MAX_FILTER_STATE_KEY;
+const FILTER_STATE: &[u8] = b"filter_state\0";
+
+/// An Envoy attribute of the request (`["source", "address"]`), called for directly with
+/// the path built on the stack: the SDK's `get_property` allocates twice to build it, which
+/// cost 1.1k of the 4.1k instructions a filter-state lookup took (README, "Benchmarks").
+fn property(parts: &[&str]) -> Option<Vec<u8>> {
+    let mut path = [0u8; MAX_PROPERTY_PATH];
+    let mut size = 0;
+    for part in parts {
+        // Each part ends in the 0 Envoy separates them with, already there.
+        path.get_mut(size..size + part.len())?.copy_from_slice(part.as_bytes());
+        size += part.len() + 1;
     }
+    property_at(path.get(..size.saturating_sub(1))?)
+}
+
+/// The attribute at `path` (its parts separated by 0). Finding nothing is cheap: Envoy
+/// copies nothing into the module.
+fn property_at(path: &[u8]) -> Option<Vec<u8>> {
+    let (mut value, mut value_size) = (std::ptr::null_mut(), 0);
+    // SAFETY: `path` is initialised, and the host writes the two out parameters only. What
+    // it finds it hands over in a buffer it allocated through this module's allocator
+    // (proxy_on_memory_allocate), as the SDK's get_property takes it back.
+    match unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut value, &mut value_size) } {
+        // SAFETY: as above; the buffer is `value_size` bytes, all of them the value.
+        Status::Ok if !value.is_null() => Some(unsafe { Vec::from_raw_parts(value, value_size, value_size) }),
+        _ => None,
+    }
+}
+
+/// Whether the request's connection carries the filter-state object `key`. Every request
+/// of a listener that sets `control.filter_state` asks, so its path is built the short way.
+fn on_marked_connection(key: &str) -> bool {
+    let mut path = [0u8; MAX_PROPERTY_PATH];
+    let size = FILTER_STATE.len() + key.len();
+    let Some(at) = path.get_mut(..size) else { return false };
+    at[..FILTER_STATE.len()].copy_from_slice(FILTER_STATE);
+    at[FILTER_STATE.len()..].copy_from_slice(key.as_bytes());
+    property_at(at).is_some()
 }
 
 fn header(name: &str) -> Option<String> {
@@ -68,7 +84,7 @@ fn header(name: &str) -> Option<String> {
 /// The client: the TCP peer, or with `trusted_hops` what trusted proxies forwarded
 /// (`net::client`); an address Envoy took from `X-Forwarded-For` is none.
 fn client(trusted_hops: u32) -> Result<IpAddr, net::NoClient> {
-    let bytes = hostcalls::get_property(vec!["source", "address"]).ok().flatten();
+    let bytes = property(&["source", "address"]);
     let source = bytes.as_deref().and_then(|b| std::str::from_utf8(b).ok());
     net::client(source, trusted_hops, || header("x-forwarded-for"))
 }
@@ -76,7 +92,7 @@ fn client(trusted_hops: u32) -> Result<IpAddr, net::NoClient> {
 /// Envoy's `source.address` or `destination.address` (for a listener that restores it
 /// with `original_dst`, the address the app called).
 fn address(side: &str) -> Option<IpAddr> {
-    let bytes = hostcalls::get_property(vec![side, "address"]).ok().flatten()?;
+    let bytes = property(&[side, "address"])?;
     net::parse_socket_address(std::str::from_utf8(&bytes).ok()?)
 }
 
@@ -173,7 +189,7 @@ impl Host for Stream {
         body::set_piece(size, bytes);
     }
     fn response_details(&mut self) -> Vec<u8> {
-        hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().unwrap_or_default()
+        property(&["response", "code_details"]).unwrap_or_default()
     }
 }
 
@@ -364,7 +380,7 @@ impl HttpContext for Request {
     fn on_log(&mut self) {
         super::root::release_due(&self.worker, self.id);
         let Some(since) = self.exchange.watched_since() else { return };
-        let code = hostcalls::get_property(vec!["response", "code"]).ok().flatten().unwrap_or_default();
+        let code = property(&["response", "code"]).unwrap_or_default();
         let status = net::parse_integer_property(&code).and_then(|code| u64::try_from(code).ok()).unwrap_or(0);
         let details = if guard::needs_details(status) { Stream.response_details() } else { Vec::new() };
         self.worker.borrow_mut().saw(status, std::str::from_utf8(&details).unwrap_or(""), since, now_ms());

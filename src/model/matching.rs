@@ -31,6 +31,12 @@ impl Index {
         self.rules.first_match(rules, direction, request)
     }
 
+    /// Whether every request the rules see has its path read: some rule matches an exact
+    /// path, which the index looks up.
+    pub fn reads_path(&self) -> bool {
+        !self.rules.exact.is_empty()
+    }
+
     /// The policy for a client: the first binding of `state` that holds its address (the
     /// narrowest, as bindings are kept narrowest first), else the default.
     pub fn policy_for<'a>(&self, state: &'a State, client: Option<IpAddr>) -> &'a Seed {

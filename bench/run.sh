@@ -6,7 +6,8 @@
 # defaults; the knobs (BENCH_ROUNDS, BENCH_SECONDS, ...) are described at the top of
 # bench/bench.py. `bench/run.sh instructions` runs only the second; `bench/run.sh startup`
 # runs bench/startup.py instead (start-up time, CPU and memory against the empty filter);
-# `bench/run.sh delays` only bench/delays.py (held requests side by side with Envoy's fault
+# `bench/run.sh compile` bench/compile.py (the instructions V8 takes to compile the module,
+# the repeatable measure of start-up, ~1 minute); `bench/run.sh delays` only bench/delays.py (held requests side by side with Envoy's fault
 # filter, ~2 minutes); `bench/run.sh throttle` only bench/throttle.py (throttled downloads,
 # likewise, ~12 minutes).
 set -euo pipefail
@@ -26,6 +27,11 @@ fi
 if [[ "${1:-}" == instructions ]]; then
     shift
     exec .venv/bin/python bench/instructions.py "$@"
+fi
+if [[ "${1:-}" == compile ]]; then
+    shift
+    needs_debian "bench/compile.py compiles the module with Node's V8" nodejs
+    exec .venv/bin/python bench/compile.py "$@"
 fi
 if [[ "${1:-}" == startup ]]; then
     shift

@@ -36,6 +36,7 @@ extern "C" {
 
 /// The longest property path read here: a filter-state key and its prefix.
 const MAX_PROPERTY_PATH: usize = FILTER_STATE.len() + MAX_FILTER_STATE_KEY;
+/// The start of a filter-state object's path, separator included.
 const FILTER_STATE: &[u8] = b"filter_state\0";
 
 /// An Envoy attribute of the request (`["source", "address"]`), called for directly with

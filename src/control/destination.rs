@@ -27,13 +27,13 @@ fn seed_of(rule: &Rule, base: &Seed) -> Option<Seed> {
         Fault::Delay(delay) => given.delay = delay.fixed,
         Fault::BoundedRetries(b) => (given.retries, given.status) = (b.retries, b.status.0),
         Fault::Response(_) | Fault::BodyChange(BodyChange::Replace { .. }) => {}
-        Fault::Reset(reset) => given.after = Some(reset.after),
+        Fault::Reset(reset) => given.by_kind.after = Some(reset.after),
         Fault::SlowFailure(slow) => (given.delay, given.status) = (slow.delay.fixed, slow.abort.status.0),
-        Fault::Truncate(t) => given.after_bytes = Some(t.after_bytes),
-        Fault::Throttle(t) => given.bytes_per_second = Some(t.bytes_per_second()),
-        Fault::DelayShape(shape) => (given.p50, given.p99) = (Some(shape.at_rank(0.5)), Some(shape.at_rank(0.99))),
-        Fault::BodyChange(BodyChange::Corrupt { ppm }) => given.corrupt = Some(*ppm),
-        Fault::RequestRewrite(rewrite) => given.rewrite = Some(rewrite.clone()),
+        Fault::Truncate(t) => given.by_kind.after_bytes = Some(t.after_bytes),
+        Fault::Throttle(t) => given.by_kind.bytes_per_second = Some(t.bytes_per_second()),
+        Fault::DelayShape(shape) => (given.by_kind.p50, given.by_kind.p99) = (Some(shape.at_rank(0.5)), Some(shape.at_rank(0.99))),
+        Fault::BodyChange(BodyChange::Corrupt { ppm }) => given.by_kind.corrupt = Some(*ppm),
+        Fault::RequestRewrite(rewrite) => given.by_kind.rewrite = Some(rewrite.clone()),
         Fault::ResponseDelay(_) | Fault::ResponseRewrite(_) => return None,
     }
     Some(Seed { fault: Some(rule.fault.clone()), until_ms: None, given })

@@ -146,10 +146,10 @@ mod tests {
     #[test]
     fn request_rewrite_is_a_query_policy_kept_part_by_part() {
         let s = apply(&State::default(), "policy=requestRewrite&path=/x&setHeaders=x-a:1&percentage=100").unwrap();
-        let rewrite = s.default.given.rewrite.clone().unwrap();
+        let rewrite = s.default.given.by_kind.rewrite.clone().unwrap();
         assert_eq!((rewrite.path.as_deref(), rewrite.set_headers.len()), (Some("/x"), 1));
         let s = apply(&s, "method=POST").unwrap();
-        let rewrite = s.default.given.rewrite.clone().unwrap();
+        let rewrite = s.default.given.by_kind.rewrite.clone().unwrap();
         assert_eq!((rewrite.path.as_deref(), rewrite.method.as_deref()), (Some("/x"), Some("POST")));
         assert!(matches!(s.default.fault, Some(crate::faults::Fault::RequestRewrite(_))));
         let message = apply(&State::default(), "policy=requestRewrite").unwrap_err().to_string();
@@ -241,7 +241,7 @@ mod tests {
             assert!(Call::parse_query(query).is_err(), "{query}");
         }
         assert_eq!(Call::parse_query("boundedRetries=0").unwrap().retries, Some(0));
-        assert_eq!(Call::parse_query("afterBytes=0").unwrap().after_bytes, Some(0));
+        assert_eq!(Call::parse_query("afterBytes=0").unwrap().by_kind.after_bytes, Some(0));
         let message = Call::parse_query("status=18446744073709551616").unwrap_err().to_string();
         assert!(message.starts_with("status: '18446744073709551616' is not accepted"), "{message}");
     }
@@ -260,7 +260,7 @@ mod tests {
     fn new_fault_parameters_are_kept_and_checked() {
         let s = apply(&State::default(), "policy=truncateResponse&afterBytes=10").unwrap();
         let s = apply(&s, "policy=longTailDelay&p50=200ms&p99=3s").unwrap();
-        assert_eq!((s.default.given.after_bytes, s.default.given.p50, s.default.given.p99), (Some(10), Some(Millis(200)), Some(Millis(3000))));
+        assert_eq!((s.default.given.by_kind.after_bytes, s.default.given.by_kind.p50, s.default.given.by_kind.p99), (Some(10), Some(Millis(200)), Some(Millis(3000))));
         let message = apply(&s, "p50=3s").unwrap_err().to_string();
         assert_eq!(message, "longTailDelay: p99 must be longer than p50; percentiles rise with their rank");
         // A p50 that does not fit is fine while another fault is in force.
@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn corrupt_rounds_alike_in_the_query_and_in_a_document() {
         for share in ["0.00005", "12.34565", "100"] {
-            let query = apply(&State::default(), &format!("policy=corruptBody&corrupt={share}")).unwrap().default.given.corrupt;
+            let query = apply(&State::default(), &format!("policy=corruptBody&corrupt={share}")).unwrap().default.given.by_kind.corrupt;
             let doc = format!(r#"{{"rules": [{{"fault": {{"body_change": {{"corrupt": {{"percentage": {share}}}}}}}}}]}}"#);
             let rule = crate::model::document::parse(doc.as_bytes(), 0).unwrap().rules.remove(0);
             let ppm = match rule.fault {

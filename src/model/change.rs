@@ -8,8 +8,7 @@ use crate::model::duration::{self, Millis};
 use crate::model::net::{self, Cidr};
 use crate::model::outbound::{self, Destination};
 use crate::model::percentage::{self, Percentage};
-use crate::model::policy::{policy_name, Canned, Settings, Seed, State, Unbuilt, KIND_NAMES, MAX_CLIENTS};
-use crate::faults::request_rewrite::RequestRewrite;
+use crate::model::policy::{policy_name, Canned, KindParameters, Settings, Seed, State, Unbuilt, KIND_NAMES, MAX_CLIENTS};
 use crate::model::values::{HttpStatus, STATUS_ACCEPTED};
 use std::fmt;
 
@@ -115,21 +114,10 @@ pub struct Call {
     pub percentage: Option<Percentage>,
     /// `ttl=`: the change reverts by itself after this long.
     pub ttl: Option<Millis>,
-    /// `after=` (`resetStream`).
-    pub after: Option<Millis>,
-    /// `afterBytes=` (`truncateResponse`).
-    pub after_bytes: Option<u64>,
-    /// `bytesPerSecond=` (`throttleResponse`).
-    pub bytes_per_second: Option<u64>,
-    /// `p50=` (`longTailDelay`).
-    pub p50: Option<Millis>,
-    /// `p99=` (`longTailDelay`).
-    pub p99: Option<Millis>,
-    /// `corrupt=` (`corruptBody`), in parts per million.
-    pub corrupt: Option<u32>,
-    /// `path=`, `method=`, `setHeaders=`, `removeHeaders=`, `query=` (`requestRewrite`):
-    /// the parts given.
-    pub rewrite: Option<RequestRewrite>,
+    /// `after=`, `afterBytes=`, `bytesPerSecond=`, `p50=`, `p99=`, `corrupt=` (in parts
+    /// per million), and `path=`, `method=`, `setHeaders=`, `removeHeaders=`, `query=`
+    /// (`requestRewrite`: the parts given).
+    pub by_kind: KindParameters,
 }
 
 const TTL_ACCEPTED: &str = "a duration above 0 and at most 1h, as for timeout (`30s`, `5m`, `1h`)";
@@ -182,24 +170,24 @@ impl Call {
                     let ttl = duration::parse(value).filter(|t| t.0 > 0);
                     call.ttl = Some(ttl.ok_or_else(|| bad(TTL_ACCEPTED))?);
                 }
-                "after" => call.after = Some(duration::parse(value).ok_or_else(|| bad(duration::ACCEPTED))?),
+                "after" => call.by_kind.after = Some(duration::parse(value).ok_or_else(|| bad(duration::ACCEPTED))?),
                 "afterBytes" => {
                     let n = whole_number::<u64>(value).filter(|n| *n <= crate::faults::truncate::MAX_AFTER_BYTES);
-                    call.after_bytes = Some(n.ok_or_else(|| bad(crate::faults::truncate::AFTER_BYTES_ACCEPTED))?);
+                    call.by_kind.after_bytes = Some(n.ok_or_else(|| bad(crate::faults::truncate::AFTER_BYTES_ACCEPTED))?);
                 }
                 "bytesPerSecond" => {
                     let n = whole_number::<u64>(value).filter(|n| crate::faults::throttle::Throttle::at(*n).is_ok());
-                    call.bytes_per_second = Some(n.ok_or_else(|| bad(crate::faults::throttle::ACCEPTED))?);
+                    call.by_kind.bytes_per_second = Some(n.ok_or_else(|| bad(crate::faults::throttle::ACCEPTED))?);
                 }
                 "p50" | "p99" => {
                     let ms = duration::parse(value).filter(|t| t.0 > 0).ok_or_else(|| bad(PERCENTILE_ACCEPTED))?;
-                    *(if name == "p50" { &mut call.p50 } else { &mut call.p99 }) = Some(ms);
+                    *(if name == "p50" { &mut call.by_kind.p50 } else { &mut call.by_kind.p99 }) = Some(ms);
                 }
                 "corrupt" => {
                     let share = Percentage::parse(value).filter(|p| p.0 > 0);
-                    call.corrupt = Some(share.ok_or_else(|| bad(CORRUPT_ACCEPTED))?.0);
+                    call.by_kind.corrupt = Some(share.ok_or_else(|| bad(CORRUPT_ACCEPTED))?.0);
                 }
-                _ if name != "reset" => call.rewrite.get_or_insert_default().set(name, value).map_err(bad)?,
+                _ if name != "reset" => call.by_kind.rewrite.get_or_insert_default().set(name, value).map_err(bad)?,
                 _ => {
                     if !value.is_empty() {
                         return Err(bad("no value: 'reset', or 'ip=A&reset'"));
@@ -315,14 +303,6 @@ impl Call {
         if let Some(percentage) = self.percentage {
             policy.percentage = percentage;
         }
-        policy.after = self.after.or(policy.after);
-        policy.after_bytes = self.after_bytes.or(policy.after_bytes);
-        policy.bytes_per_second = self.bytes_per_second.or(policy.bytes_per_second);
-        policy.p50 = self.p50.or(policy.p50);
-        policy.p99 = self.p99.or(policy.p99);
-        policy.corrupt = self.corrupt.or(policy.corrupt);
-        if let Some(change) = &self.rewrite {
-            policy.rewrite = Some(policy.rewrite.take().unwrap_or_default().with(change));
-        }
+        policy.by_kind.overlay(&self.by_kind);
     }
 }

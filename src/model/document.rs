@@ -121,21 +121,21 @@ impl Params {
         // The new faults' own parameters, shown only with their fault so earlier views stay.
         use crate::model::policy as p;
         match seed.name() {
-            "resetStream" => pairs.push(("after".into(), Param::Text(policy.after.unwrap_or_default().to_string()))),
-            "truncateResponse" => pairs.push(("afterBytes".into(), number(policy.after_bytes.unwrap_or(p::DEFAULT_AFTER_BYTES)))),
+            "resetStream" => pairs.push(("after".into(), Param::Text(policy.by_kind.after.unwrap_or_default().to_string()))),
+            "truncateResponse" => pairs.push(("afterBytes".into(), number(policy.by_kind.after_bytes.unwrap_or(p::DEFAULT_AFTER_BYTES)))),
             "throttleResponse" => {
-                pairs.push(("bytesPerSecond".into(), number(policy.bytes_per_second.unwrap_or(p::DEFAULT_BYTES_PER_SECOND))))
+                pairs.push(("bytesPerSecond".into(), number(policy.by_kind.bytes_per_second.unwrap_or(p::DEFAULT_BYTES_PER_SECOND))))
             }
             "longTailDelay" => {
-                pairs.push(("p50".into(), Param::Text(policy.p50.unwrap_or(p::DEFAULT_P50).to_string())));
-                pairs.push(("p99".into(), Param::Text(policy.p99.unwrap_or(p::DEFAULT_P99).to_string())));
+                pairs.push(("p50".into(), Param::Text(policy.by_kind.p50.unwrap_or(p::DEFAULT_P50).to_string())));
+                pairs.push(("p99".into(), Param::Text(policy.by_kind.p99.unwrap_or(p::DEFAULT_P99).to_string())));
             }
             "corruptBody" => {
-                let ppm = crate::model::share::Ppm(policy.corrupt.unwrap_or(p::DEFAULT_CORRUPT_PPM));
+                let ppm = crate::model::share::Ppm(policy.by_kind.corrupt.unwrap_or(p::DEFAULT_CORRUPT_PPM));
                 pairs.push(("corrupt".into(), serde_json::Number::from_f64(ppm.percent()).map_or_else(|| number(0), Param::Number)));
             }
             "requestRewrite" => {
-                let shown = policy.rewrite.iter().flat_map(|r| r.parameters());
+                let shown = policy.by_kind.rewrite.iter().flat_map(|r| r.parameters());
                 pairs.extend(shown.map(|(name, text)| (name.to_string(), Param::Text(text))));
             }
             _ => {}

@@ -94,6 +94,15 @@ pub struct Settings {
     pub status: u16,
     /// `boundedRetries`: how many attempts of one identity fail before one passes.
     pub retries: u32,
+    /// The parameters only some kinds take.
+    pub by_kind: KindParameters,
+}
+
+/// The parameters only some kinds of fault take, each as last given (absent: the kind's
+/// default): in a policy's [`Settings`], and in a control call, whose given ones
+/// [`KindParameters::overlay`] puts on them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KindParameters {
     /// `after` (`resetStream`; default 0).
     pub after: Option<Millis>,
     /// `afterBytes` (`truncateResponse`; default 1000).
@@ -111,6 +120,21 @@ pub struct Settings {
     pub rewrite: Option<RequestRewrite>,
 }
 
+impl KindParameters {
+    /// Takes the ones `given` has; a request rewrite takes the parts given.
+    pub fn overlay(&mut self, given: &KindParameters) {
+        self.after = given.after.or(self.after);
+        self.after_bytes = given.after_bytes.or(self.after_bytes);
+        self.bytes_per_second = given.bytes_per_second.or(self.bytes_per_second);
+        self.p50 = given.p50.or(self.p50);
+        self.p99 = given.p99.or(self.p99);
+        self.corrupt = given.corrupt.or(self.corrupt);
+        if let Some(change) = &given.rewrite {
+            self.rewrite = Some(self.rewrite.take().unwrap_or_default().with(change));
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -118,13 +142,7 @@ impl Default for Settings {
             delay: Millis(10_000),
             status: 503,
             retries: 10,
-            after: None,
-            after_bytes: None,
-            bytes_per_second: None,
-            p50: None,
-            p99: None,
-            corrupt: None,
-            rewrite: None,
+            by_kind: KindParameters::default(),
         }
     }
 }
@@ -210,22 +228,22 @@ impl Seed {
             DELAY_RESPONSE => Fault::Delay(Delay::fixed(given.delay)),
             STATUS_RESPONSE => Fault::Abort(Abort::status(status)),
             BOUNDED_RETRIES => Fault::BoundedRetries(BoundedRetries { retries: given.retries, status }),
-            RESET_STREAM => Fault::Reset(Reset { after: given.after.unwrap_or_default() }),
+            RESET_STREAM => Fault::Reset(Reset { after: given.by_kind.after.unwrap_or_default() }),
             SLOW_FAILURE => Fault::SlowFailure(SlowFailure { delay: Delay::fixed(given.delay), abort: Abort::status(status) }),
-            TRUNCATE_RESPONSE => Fault::Truncate(Truncate { after_bytes: given.after_bytes.unwrap_or(DEFAULT_AFTER_BYTES) }),
+            TRUNCATE_RESPONSE => Fault::Truncate(Truncate { after_bytes: given.by_kind.after_bytes.unwrap_or(DEFAULT_AFTER_BYTES) }),
             THROTTLE_RESPONSE => {
-                Fault::Throttle(Throttle::at(given.bytes_per_second.unwrap_or(DEFAULT_BYTES_PER_SECOND)).map_err(Unbuilt::Throttle)?)
+                Fault::Throttle(Throttle::at(given.by_kind.bytes_per_second.unwrap_or(DEFAULT_BYTES_PER_SECOND)).map_err(Unbuilt::Throttle)?)
             }
             LONG_TAIL_DELAY => {
-                let shape = DelayShape::through(given.p50.unwrap_or(DEFAULT_P50), given.p99.unwrap_or(DEFAULT_P99));
+                let shape = DelayShape::through(given.by_kind.p50.unwrap_or(DEFAULT_P50), given.by_kind.p99.unwrap_or(DEFAULT_P99));
                 Fault::DelayShape(shape.map_err(Unbuilt::Shape)?)
             }
-            CORRUPT_BODY => Fault::BodyChange(BodyChange::Corrupt { ppm: given.corrupt.unwrap_or(DEFAULT_CORRUPT_PPM) }),
+            CORRUPT_BODY => Fault::BodyChange(BodyChange::Corrupt { ppm: given.by_kind.corrupt.unwrap_or(DEFAULT_CORRUPT_PPM) }),
             REPLACE_BODY => {
                 let content_type = canned.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type"));
                 Fault::BodyChange(BodyChange::Replace { body: canned.body.clone(), content_type: content_type.map(|(_, v)| v.clone()) })
             }
-            REQUEST_REWRITE => Fault::RequestRewrite(given.rewrite.clone().ok_or(Unbuilt::Rewrite)?),
+            REQUEST_REWRITE => Fault::RequestRewrite(given.by_kind.rewrite.clone().ok_or(Unbuilt::Rewrite)?),
             _ => return Ok(None),
         }))
     }

@@ -12,7 +12,7 @@ use crate::guard::{Guard, Shown};
 use crate::model::duration::{self, Millis};
 use crate::model::net::Cidr;
 use crate::model::percentage::{self, Percentage};
-use crate::model::policy::{policy_name, Binding, Canned, Settings, Seed, State};
+use crate::model::policy::{policy_name, Binding, Canned, KindParameters, Settings, Seed, State};
 use crate::model::rules::Rule;
 use crate::model::sampling::identity_hash;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -139,13 +139,13 @@ impl StoredPolicy {
             delay: g.delay,
             status: g.status,
             retries: g.retries,
-            after: g.after,
-            after_bytes: g.after_bytes,
-            bytes_per_second: g.bytes_per_second,
-            p50: g.p50,
-            p99: g.p99,
-            corrupt: g.corrupt,
-            rewrite: g.rewrite,
+            after: g.by_kind.after,
+            after_bytes: g.by_kind.after_bytes,
+            bytes_per_second: g.by_kind.bytes_per_second,
+            p50: g.by_kind.p50,
+            p99: g.by_kind.p99,
+            corrupt: g.by_kind.corrupt,
+            rewrite: g.by_kind.rewrite,
         };
         (policy, seed.until_ms.map(|until_ms| Expiry { until_ms }))
     }
@@ -163,13 +163,15 @@ impl StoredPolicy {
             delay: self.delay,
             status: self.status,
             retries: self.retries,
-            after: self.after,
-            after_bytes: self.after_bytes,
-            bytes_per_second: self.bytes_per_second,
-            p50: self.p50,
-            p99: self.p99,
-            corrupt: self.corrupt,
-            rewrite: self.rewrite,
+            by_kind: KindParameters {
+                after: self.after,
+                after_bytes: self.after_bytes,
+                bytes_per_second: self.bytes_per_second,
+                p50: self.p50,
+                p99: self.p99,
+                corrupt: self.corrupt,
+                rewrite: self.rewrite,
+            },
         };
         // Built with the default canned response; `State::resolve` puts the configured one in.
         let fault = Seed::build(name, &given, &Canned::default()).ok().flatten();

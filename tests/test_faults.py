@@ -7,19 +7,7 @@ import time
 import pytest
 
 from harness import ListenerSpec, file_access_log, in_parallel, request, wait_for
-
-
-@pytest.fixture
-def envoy(reused_envoy):
-    """The module's one Envoy with config {}, reset before each test (conftest's reused_envoy)."""
-    return reused_envoy
-
-
-@pytest.fixture
-def upstream(reused_upstream):
-    """The upstream behind the module's Envoy (and behind start_envoy's), at a count of 0."""
-    reused_upstream.reset()
-    return reused_upstream
+from reuse import envoy, upstream  # noqa: F401 (fixtures: the module's one Envoy with config {})
 
 
 def many(envoy, count, path="/", source_ip="127.0.0.1", connections=8):

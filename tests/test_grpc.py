@@ -10,6 +10,10 @@ from concurrent import futures
 import grpc
 import pytest
 
+# `envoy`: an Envoy in front of the gRPC server, one per module, reset before each test. It
+# has no buffer filter, so policy documents go as `?document=` (GET).
+from reuse import envoy  # noqa: F401 (fixture)
+
 SERVICE, METHOD = "test.Echo", "Ping"
 
 
@@ -37,14 +41,6 @@ HTTP2_UPSTREAM = {
 @pytest.fixture(scope="module")
 def reused_envoy_options(grpc_server) -> dict:
     return {"upstream_port": grpc_server, "upstream_options": HTTP2_UPSTREAM}
-
-
-@pytest.fixture
-def envoy(reused_envoy):
-    """An Envoy in front of the gRPC server, one per module, reset before each test
-    (conftest's reused_envoy). It has no buffer filter, so policy documents go as
-    ``?document=`` (GET)."""
-    return reused_envoy
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from harness import FAULT_FILTER, ListenerSpec, request, wait_for
+from reuse import envoy, upstream  # noqa: F401 (fixtures: the module's one Envoy)
 from test_grpc import HTTP2_UPSTREAM, METHOD, SERVICE, grpc_server  # noqa: F401 (fixture)
 
 HANDING = {"envoy_fault_filter": True, "envoy_fault_filter_delays": True}
@@ -26,17 +27,6 @@ CLIENT_FAULTS = {
     "x-envoy-fault-delay-request": "2000",
     "x-envoy-fault-abort-request": "500",
 }
-
-
-@pytest.fixture
-def envoy(reused_envoy):
-    return reused_envoy
-
-
-@pytest.fixture
-def upstream(reused_upstream):
-    reused_upstream.reset()
-    return reused_upstream
 
 
 def envoys_faults(envoy) -> tuple[int, int]:

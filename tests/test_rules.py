@@ -13,6 +13,7 @@ import time
 import pytest
 
 from harness import BUFFER_FILTER, ListenerSpec, request, wait_for
+from reuse import envoy, upstream  # noqa: F401 (fixtures: the module's one Envoy)
 
 PROTOCOLS = ["http1", "h2"]
 
@@ -27,18 +28,6 @@ def send(proto: str, port: int, path: str, method: str = "GET", headers: dict[st
 # the bodies reach it. One per module, reset before each test (conftest's reused_envoy):
 # every test here starts from DELETE's state.
 REUSED_LISTENERS = [ListenerSpec({"control": {"post_documents": True}}, http_filters_after=[BUFFER_FILTER])]
-
-
-@pytest.fixture
-def envoy(reused_envoy):
-    return reused_envoy
-
-
-@pytest.fixture
-def upstream(reused_upstream):
-    """The upstream behind the module's Envoy (and behind start_envoy's), at a count of 0."""
-    reused_upstream.reset()
-    return reused_upstream
 
 
 # ------------------------------------------------------------------ the document

@@ -285,7 +285,10 @@ def test_throttled_responses_do_not_stall_other_traffic(envoy):
         assert not any(f.done() for f in throttled), "the unthrottled requests took too long to tell"
         results = [f.result() for f in throttled]
     p99 = latencies[197]
-    assert p99 < 0.050, latencies[-5:]
+    # A stall behind the held responses would cost the fast requests seconds (each is held
+    # about 4 s). 50 ms was too tight on the 2-core CI machine with three test workers
+    # (a clean-clone run measured p99 50.2 ms, 2026-12-07); 250 ms still tells a stall.
+    assert p99 < 0.250, latencies[-5:]
     assert all(status == 200 and body == pattern(32768) and elapsed >= 3.0 for status, _, body, elapsed in results)
     m = counted(envoy)
     assert m["throttles_injected"] == 200 and m["requests_passed"] == 200

@@ -3,8 +3,9 @@ Envoy (2 workers) and one run: BENCH_DELAY_COUNTS (500 and 1000) requests held
 BENCH_HOLD_MS (200 ms) at once, as a delay, as a slow failure (a delay, then an abort) and,
 for fault-injector, as a reset `after` the delay (Envoy's filter has no reset). Fault-injector
 runs both ways: holding requests on its own tick timer (no Envoy fault filter after it, as in
-an Istio mesh, or the shipped configurations) and handing them to Envoy's fault filter after
-it (`"envoy_fault_filter": true` and `"envoy_fault_filter_delays": true`).
+an Istio mesh; the shipped configurations hold plain delays so) and handing them to Envoy's
+fault filter after it (`"envoy_fault_filter": true`, which hands slow failures and resets
+as the shipped configurations do, and `"envoy_fault_filter_delays": true` for delays).
 
 Each round sends one burst per setup and count, the setups in an order that rotates from
 round to round, so both filters meet the same load on a shared machine. The time held is
@@ -12,12 +13,18 @@ Envoy's own: its access log's %COMMON_DURATION% from the whole request received
 (DS_RX_END) to the first byte sent upstream (US_TX_BEG, a delay) or to the answer's first
 byte (DS_TX_BEG, a slow failure), in microseconds; a reset sends neither, so its time is
 %DURATION% (whole milliseconds, from the first byte received). For each setup and count
-it prints, over the rounds, min/median/max of the p50 and p99 of (held - hold) in ms and
-the shortest hold of all: a negative one is a release before its time.
+it prints, over the rounds, min/median/max of the p50 and p99 of (held - hold) in ms,
+the shortest hold of all (a negative one is a release before its time) and the share of
+holds released before their time.
+
+Envoy runs with the environment the shipped sidecars give it (libevent's precise clock,
+harness.SHIPPED_ENVOY_ENVIRONMENT), or with BENCH_COARSE_CLOCK=1 without it, as Envoy
+starts by default (libevent's coarse clock, which moves in kernel ticks).
 
 Run through `bench/run.sh delays`; knobs: BENCH_ROUNDS (5), BENCH_HOLD_MS (200),
-BENCH_DELAY_COUNTS (500,1000), BENCH_BASELINE_WASM (another build, e.g. an older commit's,
-delaying as one more setup) and BENCH_BASELINE_LABEL (what to call it).
+BENCH_DELAY_COUNTS (500,1000), BENCH_COARSE_CLOCK, BENCH_BASELINE_WASM (another build,
+e.g. an older commit's, delaying as one more setup) and BENCH_BASELINE_LABEL (what to
+call it).
 """
 
 from __future__ import annotations
@@ -38,11 +45,12 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import bench  # noqa: E402
 from bench import UNLIMITED, LISTENER_OPTIONS, percentile, say, start_nginx, stop_nginx, wasm_filter  # noqa: E402
-from harness import FAULT_FILTER, Envoy, ListenerSpec, file_access_log, wasm_module_path  # noqa: E402
+from harness import FAULT_FILTER, SHIPPED_ENVOY_ENVIRONMENT, Envoy, ListenerSpec, file_access_log, wasm_module_path  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 HOLD_MS = int(os.environ.get("BENCH_HOLD_MS", "200"))
 COUNTS = [int(c) for c in os.environ.get("BENCH_DELAY_COUNTS", "500,1000").split(",")]
+COARSE_CLOCK = os.environ.get("BENCH_COARSE_CLOCK") == "1"
 # Sent evenly over this long, so every request is held when the last one is sent.
 SPREAD_MS = HOLD_MS * 3 // 4
 UPSTREAM = "%COMMON_DURATION(DS_RX_END:US_TX_BEG:us)%"
@@ -137,6 +145,12 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-delays-"))
     logs = {key: workdir / f"{key}.log" for key, *_ in SETUPS}
     nginx, upstream = start_nginx(workdir)
+    # Envoy inherits this environment.
+    for name, value in SHIPPED_ENVOY_ENVIRONMENT.items():
+        if COARSE_CLOCK:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     envoy = Envoy([listener(key, filters, measure, logs[key]) for key, _, filters, measure in SETUPS], upstream_port=upstream,
                   workdir=workdir / "envoy", concurrency=2, log_level="warn", ready_timeout=30,
                   upstream_options={"circuit_breakers": UNLIMITED})
@@ -160,9 +174,11 @@ def main() -> int:
     finally:
         envoy.stop()  # which writes the access logs out
         stop_nginx(nginx)
-    print(f"\n{ROUNDS} rounds, held {HOLD_MS} ms; ms past the hold (Envoy's access log): min/median/max over rounds\n")
-    print("| setup | requests at once | p50 | p99 | shortest hold |")
-    print("|---|---|---|---|---|")
+    clock = "coarse clock (BENCH_COARSE_CLOCK=1)" if COARSE_CLOCK else "precise clock (EVENT_PRECISE_TIMER=1, as shipped)"
+    print(f"\n{ROUNDS} rounds, held {HOLD_MS} ms, Envoy on libevent's {clock}; ms past the hold (Envoy's access log): "
+          "min/median/max over rounds\n")
+    print("| setup | requests at once | p50 | p99 | shortest hold | early |")
+    print("|---|---|---|---|---|---|")
     for key, title, _, measure in SETUPS:
         scale = 1 if measure == "%DURATION%" else 1000
         held: dict[str, list[float]] = {}
@@ -179,7 +195,8 @@ def main() -> int:
             shortest = min(v[0] for v in runs)
             spread = lambda xs: f"{xs[0]:+.2f} / {statistics.median(xs):+.2f} / {xs[-1]:+.2f}"  # noqa: E731
             got = sum(len(v) for v in runs)
-            print(f"| {title} | {count} ({got} logged) | {spread(p50)} | {spread(p99)} | {shortest:+.2f} |")
+            early = sum(held < 0 for v in runs for held in v) / got
+            print(f"| {title} | {count} ({got} logged) | {spread(p50)} | {spread(p99)} | {shortest:+.2f} | {early:.1%} |")
     return 0
 
 

@@ -110,16 +110,19 @@ pub struct Config {
     /// as Envoy's `xff_num_trusted_hops`; 0 (the default): the client is the TCP peer.
     pub xff_num_trusted_hops: u32,
     /// Envoy's fault filter (`envoy.filters.http.fault` acting on requests marked
-    /// `x-fault-injector-envoy-fault`, with `response_rate_limit` of `header_limit`)
-    /// follows this one on the listener: it paces throttled bodies, and every request loses
-    /// the mark its client sent (`delays::MARK`). Off, throttles are refused.
+    /// `x-fault-injector-envoy-fault`, with `header_delay`, `header_abort` and a
+    /// `response_rate_limit` of `header_limit`) follows this one on the listener: it paces
+    /// throttled bodies and holds, then aborts, slow failures and resets after a delay (an
+    /// abort before its time waits for it here), and every request loses the mark its
+    /// client sent (`delays::MARK`). Off, throttles are refused, and this filter holds
+    /// slow failures and resets on its own timer.
     pub envoy_fault_filter: bool,
-    /// Held requests (delays, slow failures, resets after a delay) are handed to Envoy's
-    /// fault filter after this one, which holds them on its own timers, as precisely as its
-    /// own delays and as early: Envoy's timers run on a clock that moves in kernel ticks,
-    /// so a third to a half of its holds end before their time, by up to a tick (4 ms at
-    /// HZ=250). Off (the default), this filter holds them and never releases one early.
-    /// Needs `envoy_fault_filter`.
+    /// Plain delays (and `delay_shape`s) are handed to Envoy's fault filter too, which holds
+    /// them on its own timers, as precisely as its own delays and as early: its timers run
+    /// from the event loop's cached time, and a request it lets go goes upstream at once,
+    /// so some of its holds end before their time (a third to a half, by up to 4 ms, on
+    /// libevent's coarse clock). Off (the default), this filter holds them and never
+    /// releases one early. Needs `envoy_fault_filter`.
     pub envoy_fault_filter_delays: bool,
 }
 

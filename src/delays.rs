@@ -5,11 +5,11 @@
 //! for 200 ms was due at 300 and released 199.1 ms after it came, and a timer re-armed from
 //! a truncated clock fired late by up to a millisecond, every time it was re-armed.
 //!
-//! Where Envoy's fault filter follows this filter and the configuration says so
-//! (`envoy_fault_filter_delays`), a held request is handed to it instead: this filter sets
-//! [`DELAY_HEADER`] (and for a slow failure or a reset [`ABORT_HEADER`] or
-//! [`ABORT_GRPC_HEADER`]) with [`MARK`], and Envoy holds it on a timer of its own, as it
-//! holds its own delays. Only a request carrying [`MARK`] is faulted there (the fault
+//! Where Envoy's fault filter follows this filter (`envoy_fault_filter`), a slow failure
+//! or a reset after a delay, and with `envoy_fault_filter_delays` a plain delay, is handed
+//! to it instead: this filter sets [`DELAY_HEADER`] (and for a slow failure or a reset
+//! [`ABORT_HEADER`] or [`ABORT_GRPC_HEADER`]) with [`MARK`], and Envoy holds it on a timer
+//! of its own, as it holds its own delays. Only a request carrying [`MARK`] is faulted there (the fault
 //! filter's `headers` match), and this filter removes [`MARK`] from every request: one
 //! header removed per request, where the seven `x-envoy-fault-*` a client could send
 //! ([`CLIENT_HEADERS`]) are removed only from the requests this filter marks. The queue

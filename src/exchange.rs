@@ -169,6 +169,18 @@ pub enum Phase<N> {
         /// When they are released (ns).
         due_ns: u64,
     },
+    /// Handed over, and aborted by Envoy's fault filter before `due_ns`: its timers run
+    /// from the event loop's cached time, older than the request. The abort is made this
+    /// filter's own answer at once, which is held until `due_ns` (or then reset), so that
+    /// a handed slow failure or reset is never early either.
+    EarlyAbort {
+        /// When the answer goes on, or the stream is reset (ns).
+        due_ns: u64,
+        /// Whether it is reset then (on the reset queue) rather than answered.
+        reset: bool,
+        /// The answer's new body, once it goes on.
+        body: Option<BodyFault>,
+    },
     /// Its response body is under a fault.
     Body {
         /// The fault.
@@ -288,6 +300,9 @@ impl<N> Exchange<N> {
     /// Carries out `decision`, which came from `source`, on the request's headers, and
     /// counts it as what it turned out to be.
     pub fn on_request<W: Worker<Noted = N>>(&mut self, host: &mut impl Host, worker: &mut W, decision: Decision, source: Source) -> Carried {
+        // Envoy's fault filter after this one: it paces throttles and holds slow failures and
+        // resets, whose early aborts wait here; plain delays only where the configuration
+        // takes its early releases.
         let paced = worker.config().envoy_fault_filter;
         let handing = worker.config().envoy_fault_filter_delays;
         let detail = decision.detail();
@@ -310,7 +325,7 @@ impl<N> Exchange<N> {
                 self.hand_over(host, worker, delay.0, None);
                 (now, Flow::Continue)
             }
-            Decision::HoldThen(delay, then) if handing => {
+            Decision::HoldThen(delay, then) if paced => {
                 self.hand_over(host, worker, delay.0, Some(then));
                 (now, Flow::Continue)
             }
@@ -427,17 +442,26 @@ impl<N> Exchange<N> {
         self.phase = Phase::Handed { due_ns, then };
     }
 
-    /// The answer to a request handed to Envoy's fault filter with an abort: the abort
-    /// becomes this filter's slow failure, or its stream is reset, so the upstream never
-    /// saw the request. Any other answer (a fault filter configured without
+    /// The answer to a request handed to Envoy's fault filter with an abort, whose hold
+    /// was due at `due_ns`: the abort becomes this filter's slow failure, or its stream is
+    /// reset, so the upstream never saw the request; an abort before its time waits for it
+    /// ([`Phase::EarlyAbort`]). Any other answer (a fault filter configured without
     /// `header_abort`) is left alone.
-    fn envoy_answered(&mut self, host: &mut impl Host, then: Then, end_of_stream: bool) -> Option<Flow> {
+    fn envoy_answered(&mut self, host: &mut impl Host, worker: &mut impl Worker, then: Then, end_of_stream: bool, due_ns: u64) -> Option<Flow> {
         let details = host.response_details();
         if !details.starts_with(delays::FAULT_ABORT_DETAILS.as_bytes()) {
             log::warn!("fault-injector: Envoy's fault filter did not abort a request handed to it ({}); it needs delay.header_delay and abort.header_abort, as in envoy/sidecar.yaml (docs/troubleshooting.md)", String::from_utf8_lossy(&details));
             return None;
         }
+        let now = worker.now_ns();
+        let early = now < due_ns;
+        let mut new_body = None;
         match then {
+            Then::Reset if early => {
+                worker.hold(Queue::Resets, due_ns, now);
+                self.phase = Phase::EarlyAbort { due_ns, reset: true, body: None };
+                return Some(Flow::Pause);
+            }
             Then::Reset => {
                 host.reset(Side::Response);
                 return Some(Flow::Pause);
@@ -447,13 +471,20 @@ impl<N> Exchange<N> {
                 headers.iter().for_each(|(name, value)| host.set_header(Side::Response, name, Some(value)));
                 if !end_of_stream {
                     host.set_header(Side::Response, "content-length", Some(&body.len().to_string()));
-                    self.phase = Phase::Body { fault: BodyFault::Replace { body, first: true }, reset_due: None };
+                    new_body = Some(BodyFault::Replace { body, first: true });
                 }
             }
             Then::Fail(Reply::Grpc { message, metadata, .. }) => {
                 host.set_header(Side::Response, "grpc-message", Some(&message));
                 metadata.iter().for_each(|(name, value)| host.set_header(Side::Response, name, Some(value)));
             }
+        }
+        if early {
+            worker.hold(Queue::Responses, due_ns, now);
+            worker.count(Stat::ActiveDelays, 1);
+            self.phase = Phase::EarlyAbort { due_ns, reset: false, body: new_body };
+        } else if let Some(fault) = new_body {
+            self.phase = Phase::Body { fault, reset_due: None };
         }
         None
     }
@@ -474,7 +505,7 @@ impl<N> Exchange<N> {
                 // Its hold is over: the fault filter let it go on, or aborted it.
                 unhold(worker, Queue::Handed, due_ns);
                 let held_then = then.is_some();
-                if let Some(flow) = then.and_then(|then| self.envoy_answered(host, then, end_of_stream)) {
+                if let Some(flow) = then.and_then(|then| self.envoy_answered(host, worker, then, end_of_stream, due_ns)) {
                     return flow;
                 }
                 if outbound(worker) {
@@ -482,6 +513,10 @@ impl<N> Exchange<N> {
                 }
                 if !held_then {
                     host.set_header(Side::Response, INJECTED, Some("delay"));
+                }
+                // An early abort's answer goes on when the worker's timer finds it due.
+                if matches!(self.phase, Phase::EarlyAbort { .. }) {
+                    return Flow::Pause;
                 }
                 Flow::Continue
             }
@@ -572,6 +607,12 @@ impl<N> Exchange<N> {
 
     /// A piece of the response body (`size` bytes) is in hand.
     pub fn on_response_body(&mut self, host: &mut impl Host, worker: &mut impl Worker, size: usize, end_of_stream: bool) -> Flow {
+        // The body of an early abort's answer comes once the answer goes on.
+        if let Phase::EarlyAbort { body: body @ Some(_), .. } = &mut self.phase {
+            if let Some(fault) = body.take() {
+                self.phase = Phase::Body { fault, reset_due: None };
+            }
+        }
         let Phase::Body { fault, reset_due } = &mut self.phase else { return Flow::Continue };
         match fault.on_piece(host, size, end_of_stream) {
             Step::Continue => Flow::Continue,
@@ -609,7 +650,7 @@ impl<N> Exchange<N> {
     /// Whether the answer's body and trailers have anything to do: a body fault is under way.
     /// (`on_response_body` and `on_response_trailers` pass anything else on as it is.)
     pub fn acts_on_body(&self) -> bool {
-        matches!(self.phase, Phase::Body { .. })
+        matches!(self.phase, Phase::Body { .. } | Phase::EarlyAbort { body: Some(_), .. })
     }
 
     /// When a request a guard watches started (ms).
@@ -622,7 +663,10 @@ impl<N> Exchange<N> {
 
     /// Whether [`Exchange::end`] has anything to do with the worker.
     pub fn holds_anything(&self) -> bool {
-        matches!(self.phase, Phase::HeldRequest { .. } | Phase::Handed { .. } | Phase::HeldResponse { .. } | Phase::Body { reset_due: Some(_), .. } | Phase::Awaiting { on_body: Some(_), .. })
+        matches!(
+            self.phase,
+            Phase::HeldRequest { .. } | Phase::Handed { .. } | Phase::HeldResponse { .. } | Phase::EarlyAbort { .. } | Phase::Body { reset_due: Some(_), .. } | Phase::Awaiting { on_body: Some(_), .. }
+        )
     }
 
     /// The request is gone (done, or its client hung up while held): what the worker still
@@ -637,7 +681,10 @@ impl<N> Exchange<N> {
                 }
                 unhold(worker, Queue::Requests, due_ns);
             }
-            Phase::HeldResponse { due_ns } => unhold(worker, Queue::Responses, due_ns),
+            Phase::HeldResponse { due_ns } | Phase::EarlyAbort { due_ns, reset: false, .. } => unhold(worker, Queue::Responses, due_ns),
+            Phase::EarlyAbort { due_ns, reset: true, .. } => {
+                worker.cancel(Queue::Resets, due_ns);
+            }
             Phase::Handed { due_ns, .. } => unhold(worker, Queue::Handed, due_ns),
             Phase::Body { reset_due: Some(due_ns), .. } => {
                 worker.cancel(Queue::Resets, due_ns);
@@ -943,15 +990,21 @@ mod tests {
 
     #[test]
     fn a_slow_failure_handed_over_comes_back_as_its_own_answer() {
+        let mut plain = worker();
         let (mut host, mut worker, mut exchange) = (get("GET"), worker(), Exchange::default());
+        // Envoy's fault filter follows: slow failures go to it, plain delays stay here.
         worker.config.envoy_fault_filter = true;
-        worker.config.envoy_fault_filter_delays = true;
+        plain.config.envoy_fault_filter = true;
+        assert_eq!(on_request(&mut Exchange::default(), &mut host, &mut plain, Decision::Hold(Millis(100))), Carried::Done(Flow::Pause));
+        assert_eq!(plain.held, [(Queue::Requests, 1_100 * MS)]);
         let reply = Reply::Http { status: 503, headers: vec![(INJECTED.into(), "slowFailure".into())], body: "fault filter abort\n".into() };
         on_request(&mut exchange, &mut host, &mut worker, Decision::HoldThen(Millis(100), Then::Fail(reply)));
         assert_eq!(host.request.get(delays::ABORT_HEADER).map(String::as_str), Some("503"));
         assert_eq!(worker.then, None, "the fault filter aborts it, not the worker");
         answered(&mut host, "503");
         host.details = delays::FAULT_ABORT_DETAILS.into();
+        // Aborted on time.
+        worker.now_ns += 100 * MS;
         assert_eq!(exchange.on_response_headers(&mut host, &mut worker, false), Flow::Continue);
         assert_eq!((host.get(INJECTED), host.get("content-length")), (Some("slowFailure"), Some("19")));
         host.piece = b"fault filter abort".to_vec();
@@ -969,9 +1022,57 @@ mod tests {
         let mut exchange = Exchange::default();
         on_request(&mut exchange, &mut host, &mut worker, Decision::HoldThen(Millis(100), Then::Reset));
         host.details = delays::FAULT_ABORT_DETAILS.into();
+        worker.now_ns += 100 * MS;
         assert_eq!(exchange.on_response_headers(&mut host, &mut worker, false), Flow::Pause);
         assert_eq!(host.resets, [Side::Response]);
         assert_eq!(worker.count_of(Stat::ActiveDelays), 0);
+    }
+
+    #[test]
+    fn an_abort_before_its_time_waits_for_it() {
+        let (mut host, mut worker, mut exchange) = (get("GET"), worker(), Exchange::default());
+        worker.config.envoy_fault_filter = true;
+        let reply = Reply::Http { status: 503, headers: vec![(INJECTED.into(), "slowFailure".into())], body: "held\n".into() };
+        on_request(&mut exchange, &mut host, &mut worker, Decision::HoldThen(Millis(100), Then::Fail(reply)));
+        let due = 1_100 * MS;
+        answered(&mut host, "503");
+        host.details = delays::FAULT_ABORT_DETAILS.into();
+        // Envoy's timer let it go 0.3 ms before its time.
+        worker.now_ns = due - 300_000;
+        assert_eq!(exchange.on_response_headers(&mut host, &mut worker, false), Flow::Pause);
+        assert_eq!((host.get(INJECTED), host.get("content-length")), (Some("slowFailure"), Some("5")), "made its own at once");
+        assert_eq!(worker.held, [(Queue::Responses, due)]);
+        assert_eq!(worker.count_of(Stat::ActiveDelays), 1);
+        assert!(exchange.acts_on_body());
+        // The worker's timer lets it go; then its body comes.
+        worker.held.clear();
+        worker.count(Stat::ActiveDelays, -1);
+        host.piece = b"fault filter abort".to_vec();
+        assert_eq!(exchange.on_response_body(&mut host, &mut worker, 18, true), Flow::Continue);
+        assert_eq!(host.piece, b"held\n");
+        exchange.end(&mut worker);
+        assert_eq!(worker.count_of(Stat::ActiveDelays), 0);
+
+        // A client gone while it waits is forgotten.
+        let mut exchange = Exchange::default();
+        on_request(&mut exchange, &mut host, &mut worker, Decision::HoldThen(Millis(100), Then::Fail(Reply::Http { status: 503, headers: vec![], body: String::new() })));
+        worker.now_ns = 1_000 * MS;
+        assert_eq!(exchange.on_response_headers(&mut host, &mut worker, true), Flow::Pause);
+        assert!(!exchange.acts_on_body(), "no body to change");
+        exchange.end(&mut worker);
+        assert_eq!((worker.held.len(), worker.count_of(Stat::ActiveDelays)), (0, 0));
+
+        // A reset aborted early is reset when due, by the worker's timer.
+        let mut exchange = Exchange::default();
+        worker.now_ns = 1_000 * MS;
+        on_request(&mut exchange, &mut host, &mut worker, Decision::HoldThen(Millis(100), Then::Reset));
+        host.resets.clear();
+        assert_eq!(exchange.on_response_headers(&mut host, &mut worker, false), Flow::Pause);
+        assert!(host.resets.is_empty());
+        assert_eq!(worker.held, [(Queue::Resets, 1_100 * MS)]);
+        assert_eq!(worker.count_of(Stat::ActiveDelays), 0, "a reset is not held in active_delays");
+        exchange.end(&mut worker);
+        assert!(worker.held.is_empty());
     }
 
     #[test]

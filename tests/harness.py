@@ -82,11 +82,16 @@ __all__ = [
     "process_slot",
     "wasm_filter",
     "wasm_module_path",
+    "SHIPPED_ENVOY_ENVIRONMENT",
 ]
 
 DEFAULT_TIMEOUT = 10.0
 READY_TIMEOUT = 20.0
 LOG_TAIL_LINES = 200
+# What the shipped sidecars, the compose file and ./demo.sh put in Envoy's environment:
+# libevent's precise clock (docs/deploy.md, "Envoy's clock"). Tests that run a shipped
+# setup as it ships give Envoy the same.
+SHIPPED_ENVOY_ENVIRONMENT = {"EVENT_PRECISE_TIMER": "1"}
 
 
 # --------------------------------------------------------------------------- paths

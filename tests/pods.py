@@ -163,13 +163,14 @@ def container_argv(objects: list[dict], deployment: dict, container: dict, annot
 class InjectedPod(NamedTuple):
     """A Deployment of a rendered kustomization laid out as the kubelet would run its injected
     containers: the filter volume, the capture container's command and environment,
-    Envoy's command, whose bootstrap points at this machine, and the Envoy binary to run it
-    with (a copy any user may run, as the image has it)."""
+    Envoy's command, whose bootstrap points at this machine, the Envoy binary to run it
+    with (a copy any user may run, as the image has it), and Envoy's environment."""
     volume: Path
     capture_argv: list[str]
     capture_env: dict[str, str]
     envoy_argv: list[str]
     envoy: Path
+    envoy_env: dict[str, str]
 
 
 def lay_out_injected(kdir: str, name: str, annotations: dict[str, str], workdir: Path) -> InjectedPod:
@@ -186,10 +187,10 @@ def lay_out_injected(kdir: str, name: str, annotations: dict[str, str], workdir:
     ConfigMapVolume(volume, filter_files(configmap(objects, "fault-injector-filter")["data"][FILTER_FILE],
                                          filter_dir=volume, module=module))
     capture_argv, capture_env = container_argv(objects, app, container(app, "fault-injector-capture"), annotations, workdir)
-    envoy_argv, _ = container_argv(objects, app, container(app, "fault-injector-envoy"), annotations, workdir)
+    envoy_argv, envoy_env = container_argv(objects, app, container(app, "fault-injector-envoy"), annotations, workdir)
     bootstrap = Path(envoy_argv[envoy_argv.index("-c") + 1])
     bootstrap.write_text(to_host_paths(bootstrap.read_text(), volume, module))
-    return InjectedPod(volume, capture_argv, capture_env, envoy_argv, envoy)
+    return InjectedPod(volume, capture_argv, capture_env, envoy_argv, envoy, envoy_env)
 
 
 def _ip(*args: str) -> None:
@@ -205,13 +206,14 @@ class Pod:
     ready (health port) before the apps start, as a native sidecar is. With `user`, Envoy
     runs as that UID and GID (setpriv), as the sidecar's securityContext has it, so that
     rules matching its owner see it; its files, and `envoy` (the binary, by default the
-    one in .venv), must then be readable by that user (`lay_out_injected` lays them out)."""
+    one in .venv), must then be readable by that user (`lay_out_injected` lays them out).
+    `envoy_env` is added to Envoy's environment, as its container's `env`."""
 
     def __init__(self, index: int, bootstrap: Path | None, log: Path,
                  apps: tuple[tuple[str, int], ...] = (("127.0.0.1", 8000),),
                  envoy_args: list[str] | None = None, data_port: int | None = 8080,
                  init: Callable[["Pod"], None] | None = None, other_apps: dict[int, list[str]] | None = None,
-                 user: int | None = None, envoy: Path | None = None):
+                 user: int | None = None, envoy: Path | None = None, envoy_env: dict[str, str] | None = None):
         # Names and subnet unique to this process (pytest-xdist workers run side by side).
         tag = f"{process_slot()}-{index}"
         self.ns = f"fi-pod-{tag}"
@@ -224,6 +226,7 @@ class Pod:
         self.procs: list[subprocess.Popen] = []
         self.as_user = [] if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
         self.envoy = str(envoy) if envoy is not None else envoy_binary()
+        self.envoy_env = envoy_env or {}
 
     def start(self) -> "Pod":
         if os.geteuid() != 0 or shutil.which("ip") is None:
@@ -242,7 +245,7 @@ class Pod:
         with open(self.log_path, "ab") as log:
             self.procs.append(subprocess.Popen(
                 [*inside, *self.as_user, self.envoy, *self.envoy_args, "--disable-hot-restart"],
-                stdout=log, stderr=subprocess.STDOUT))
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.envoy_env}))
         self.wait(8090, "/ready")
         commands = {port: [sys.executable, str(REPO_ROOT / "scripts/upstream.py"), "--host", host, "--port", str(port)]
                     for host, port in self.apps}

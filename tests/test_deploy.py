@@ -13,7 +13,11 @@
   against the 1.35 schemas and the newest ones kubernetes-validate ships;
 * the Istio WasmPlugin is valid against the CRD's openAPIV3Schema (a copy of the
   workplace's ../shared/schemas/istio-wasmplugin-crd.yaml in tests/schemas/, checked
-  to be the same file when ../shared is there);
+  to be the same file when ../shared is there), and the ProxyConfig beside it against
+  Istio's own CRD (tests/schemas/istio-proxyconfig-crd.yaml, from istio/api);
+* every shipped Envoy (each sidecar container, the compose file, ./demo.sh, and
+  through the ProxyConfig Istio's proxies of the same pods) runs with libevent's
+  precise clock (harness.SHIPPED_ENVOY_ENVIRONMENT);
 * every Envoy config in envoy/, and each one inside a rendered ConfigMap, passes
   ``envoy --mode validate`` with the module path pointed at the built module; the
   sidecar bootstrap both as it is (its filter read through ECDS from a directory laid
@@ -51,7 +55,7 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import yaml
 
-from harness import envoy_binary, request, wasm_module_path
+from harness import SHIPPED_ENVOY_ENVIRONMENT, envoy_binary, request, wasm_module_path
 from pods import FILTER_DIR_IN_POD, FILTER_FILE, MODULE_IN_POD, ConfigMapVolume, configmap, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +79,7 @@ CONFIGMAP_LIMIT = 1024 * 1024  # bytes
 MODULE_LIMIT = 640 * 1024
 CRD = ROOT / "tests/schemas/istio-wasmplugin-crd.yaml"
 SHARED_CRD = ROOT.parent / "shared/schemas/istio-wasmplugin-crd.yaml"
+PROXYCONFIG_CRD = ROOT / "tests/schemas/istio-proxyconfig-crd.yaml"
 # kubernetes-validate 1.37.0 ships schemas 1.35.0 .. 1.37.0: check the target release
 # (1.35) and the newest shipped one.
 K8S_VERSIONS = sorted({"1.35.0", kubernetes_validate.utils.latest_version()})
@@ -147,21 +152,42 @@ def test_objects_valid_against_kubernetes_schemas(rendered, kdir, version):
         kubernetes_validate.validate(obj, version, strict=True)
 
 
-def test_wasmplugin_valid_against_istio_crd(rendered):
-    if SHARED_CRD.is_file():
-        assert SHARED_CRD.read_bytes() == CRD.read_bytes(), f"{CRD} differs from {SHARED_CRD}: copy it again"
-    crd = yaml.safe_load(CRD.read_text())
-    plugins = [o for o in rendered["k8s/istio"] if o["kind"] == "WasmPlugin"]
-    assert plugins
-    for obj in plugins:
+def _valid_against_crd(objects: list[dict], crd_file: Path) -> None:
+    crd = yaml.safe_load(crd_file.read_text())
+    kind = crd["spec"]["names"]["kind"]
+    assert objects, f"no {kind}"
+    for obj in objects:
         group, version = obj["apiVersion"].split("/")
-        assert group == crd["spec"]["group"]
+        assert (obj["kind"], group) == (kind, crd["spec"]["group"])
         vers = {v["name"]: v for v in crd["spec"]["versions"]}
         assert vers[version]["served"]
         schema = vers[version]["schema"]["openAPIV3Schema"]
         # The CRD schema describes spec and status only; apiserver checks the rest.
         jsonschema.validate({"spec": obj["spec"]}, schema)
-        assert obj["spec"]["failStrategy"] == "FAIL_OPEN"
+
+
+def test_wasmplugin_valid_against_istio_crd(rendered):
+    if SHARED_CRD.is_file():
+        assert SHARED_CRD.read_bytes() == CRD.read_bytes(), f"{CRD} differs from {SHARED_CRD}: copy it again"
+    plugins = [o for o in rendered["k8s/istio"] if o["kind"] == "WasmPlugin"]
+    _valid_against_crd(plugins, CRD)
+    assert all(p["spec"]["failStrategy"] == "FAIL_OPEN" for p in plugins)
+
+
+def test_istio_proxyconfig_puts_the_precise_clock_in_the_plugins_proxies(rendered):
+    configs = [o for o in rendered["k8s/istio"] if o["kind"] == "ProxyConfig"]
+    _valid_against_crd(configs, PROXYCONFIG_CRD)
+    (config,) = configs
+    assert config["spec"]["environmentVariables"] == SHIPPED_ENVOY_ENVIRONMENT
+    selectors = {json.dumps(o["spec"]["selector"], sort_keys=True) for o in rendered["k8s/istio"] if o["kind"] == "WasmPlugin"}
+    assert selectors == {json.dumps(config["spec"]["selector"], sort_keys=True)}, "the same pods as the plugins"
+
+
+def test_compose_and_demo_give_envoy_the_shipped_environment():
+    compose = yaml.safe_load((ROOT / "envoy/docker-compose.yaml").read_text())
+    assert compose["services"]["envoy"]["environment"] == SHIPPED_ENVOY_ENVIRONMENT
+    (launch,) = [line for line in (ROOT / "demo.sh").read_text().splitlines() if "-c envoy/demo.yaml --concurrency" in line]
+    assert launch.startswith(" ".join(f"{k}={v}" for k, v in SHIPPED_ENVOY_ENVIRONMENT.items()) + ' "$envoy" '), launch
 
 
 def test_every_envoy_config_in_the_repo_is_checked():
@@ -437,6 +463,7 @@ def test_envoy_is_a_native_sidecar_with_its_worker_count_set(rendered, kdir, nam
     workers = args[args.index("--concurrency") + 1]
     env = {e["name"]: e["value"] for e in envoy["env"]}
     assert workers == "$(FAULT_INJECTOR_CONCURRENCY)" and env["FAULT_INJECTOR_CONCURRENCY"] == "2"
+    assert SHIPPED_ENVOY_ENVIRONMENT.items() <= env.items()
 
 
 @pytest.mark.parametrize("kdir, name, envoy_name", ENVOYS)
@@ -535,7 +562,8 @@ def test_worker_count_is_changed_with_a_patch(tmp_path):
                 "name": "fault-injector-envoy", "env": [{"name": "FAULT_INJECTOR_CONCURRENCY", "value": "4"}]}]}}}})}],
     }))
     envoy = _init(_pod_spec(render(str(tmp_path))), "fault-injector-envoy")
-    assert envoy["env"] == [{"name": "FAULT_INJECTOR_CONCURRENCY", "value": "4"}]
+    # Merged by name: the patched count, and the rest of the environment as it was.
+    assert {e["name"]: e["value"] for e in envoy["env"]} == {"FAULT_INJECTOR_CONCURRENCY": "4", **SHIPPED_ENVOY_ENVIRONMENT}
 
 
 def test_render_uses_the_kubectl_on_path_without_a_venv(rendered, tmp_path):

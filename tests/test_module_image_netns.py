@@ -98,21 +98,21 @@ def image():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def lay_out(kdir: str, workdir: Path) -> tuple[dict, list[str], list[str], dict[str, str]]:
+def lay_out(kdir: str, workdir: Path) -> tuple[dict, list[str], dict[str, str], list[str], dict[str, str]]:
     """Renders `kdir` and lays out its Deployment `web` under `workdir` as the kubelet
     would: the filter's ConfigMap as a volume and the Envoy and capture containers'
     commands with their ConfigMap files written out. Returns the Deployment, Envoy's
-    argv, and the capture container's argv and environment."""
+    argv and environment, and the capture container's argv and environment."""
     objects = render(kdir)
     web = deployment(objects, "web")
     filter_text = configmap(objects, "fault-injector-filter")["data"][FILTER_FILE]
-    envoy_argv, _ = container_argv(objects, web, container(web, "fault-injector-envoy"), {}, workdir)
+    envoy_argv, envoy_env = container_argv(objects, web, container(web, "fault-injector-envoy"), {}, workdir)
     capture = container(web, "fault-injector-capture")
     capture_argv, _ = container_argv(objects, web, capture, {}, workdir)
     bootstrap = Path(envoy_argv[envoy_argv.index("-c") + 1])
     bootstrap.write_text(bootstrap.read_text().replace(FILTER_MOUNT, str(workdir / "filter")))
     ConfigMapVolume(workdir / "filter", {FILTER_FILE: filter_text})
-    return web, envoy_argv, capture_argv, container_env(capture, {})
+    return web, envoy_argv, envoy_env, capture_argv, container_env(capture, {})
 
 
 def module_volume(web: dict) -> tuple[dict, str]:
@@ -141,8 +141,8 @@ def readable_by_the_pod(workdir: Path) -> None:
             p.chmod(0o755 if p.is_dir() else 0o644)
 
 
-def start_pod(index: int, workdir: Path, web: dict, envoy_argv: list[str], capture_argv: list[str],
-              capture_env: dict[str, str], steps: dict[str, Callable[[Pod], None]] | None = None) -> Pod:
+def start_pod(index: int, workdir: Path, web: dict, envoy_argv: list[str], envoy_env: dict[str, str],
+              capture_argv: list[str], capture_env: dict[str, str], steps: dict[str, Callable[[Pod], None]] | None = None) -> Pod:
     """Starts the pod: its init containers in the rendered order (the capture container's
     command, and each of `steps` by container name), then Envoy, as a native sidecar,
     then the app."""
@@ -160,7 +160,7 @@ def start_pod(index: int, workdir: Path, web: dict, envoy_argv: list[str], captu
             steps[name](pod)
 
     pod = Pod(index, None, workdir / "envoy.log", apps=(("0.0.0.0", APP_PORT),), envoy_args=envoy_argv,
-              data_port=APP_PORT, init=init, user=ENVOY_UID)
+              data_port=APP_PORT, init=init, user=ENVOY_UID, envoy_env=envoy_env)
     try:
         return pod.start()
     except BaseException:
@@ -192,7 +192,7 @@ def assert_serves_and_faults(pod: Pod) -> None:
 def test_image_volume_pod_serves_and_faults(image):
     workdir = image / "volume-pod"
     workdir.mkdir()
-    web, envoy_argv, capture_argv, capture_env = lay_out("k8s/examples/module-from-image", workdir)
+    web, envoy_argv, envoy_env, capture_argv, capture_env = lay_out("k8s/examples/module-from-image", workdir)
     volume, mount_path = module_volume(web)
     manifest = json.loads((image / "oci/index.json").read_text())["manifests"][0]
     # The pod pulls the image built from this module, by digest.
@@ -205,7 +205,7 @@ def test_image_volume_pod_serves_and_faults(image):
     readable_by_the_pod(workdir / "filter")
     readable_by_the_pod(workdir / "fault-injector-envoy")
     workdir.chmod(0o755)
-    pod = start_pod(VOLUME_POD, workdir, web, envoy_argv, capture_argv, capture_env)
+    pod = start_pod(VOLUME_POD, workdir, web, envoy_argv, envoy_env, capture_argv, capture_env)
     try:
         assert_serves_and_faults(pod)
     finally:
@@ -215,7 +215,7 @@ def test_image_volume_pod_serves_and_faults(image):
 def test_init_container_pod_copies_the_module_then_serves_and_faults(image):
     workdir = image / "init-pod"
     workdir.mkdir()
-    web, envoy_argv, capture_argv, capture_env = lay_out("k8s/examples/module-from-image-init", workdir)
+    web, envoy_argv, envoy_env, capture_argv, capture_env = lay_out("k8s/examples/module-from-image-init", workdir)
     volume, mount_path = module_volume(web)
     assert "emptyDir" in volume
     copier = container(web, "fault-injector-module")
@@ -249,7 +249,7 @@ def test_init_container_pod_copies_the_module_then_serves_and_faults(image):
     readable_by_the_pod(workdir / "filter")
     readable_by_the_pod(workdir / "fault-injector-envoy")
     workdir.chmod(0o755)
-    pod = start_pod(INIT_POD, workdir, web, envoy_argv, capture_argv, capture_env,
+    pod = start_pod(INIT_POD, workdir, web, envoy_argv, envoy_env, capture_argv, capture_env,
                     steps={"fault-injector-module": copy_step})
     try:
         copied = empty_dir / "fault_injector.wasm"

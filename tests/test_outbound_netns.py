@@ -95,7 +95,7 @@ def shop():
     # (which only root may enter).
     tmp = Path(tempfile.mkdtemp(prefix="fi-outbound-"))
     tmp.chmod(0o755)
-    _, capture_argv, capture_env, envoy_argv, envoy = lay_out_injected("k8s/examples/injected", "web", ANNOTATIONS, tmp)
+    _, capture_argv, capture_env, envoy_argv, envoy, envoy_env = lay_out_injected("k8s/examples/injected", "web", ANNOTATIONS, tmp)
     for path in tmp.rglob("*"):
         if path != envoy:
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -117,7 +117,7 @@ def shop():
         assert res.returncode == 0, res.stdout + res.stderr
 
     pod = Pod(2, None, tmp / "envoy.log", apps=(("0.0.0.0", APP_PORT),), envoy_args=envoy_argv,
-              data_port=APP_PORT, init=init, user=ENVOY_UID, envoy=envoy)
+              data_port=APP_PORT, init=init, user=ENVOY_UID, envoy=envoy, envoy_env=envoy_env)
     pod.deps = deps
     try:
         yield pod.start()

@@ -18,11 +18,12 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import pytest
 
-from harness import request, wait_for
+from harness import SHIPPED_ENVOY_ENVIRONMENT, request, wait_for
 from pods import FILTER_FILE, ConfigMapVolume, Pod, configmap, filter_files, lay_out_injected, render, to_host_paths
 
 
@@ -138,7 +139,7 @@ INBOUND_RQ, INBOUND_UPSTREAM_RQ = "http.inbound_http.downstream_rq_total", "clus
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("captured")
-    _, capture_argv, capture_env, envoy_argv, _ = lay_out_injected("k8s/examples/injected", "web", ANNOTATIONS, tmp)
+    _, capture_argv, capture_env, envoy_argv, _, envoy_env = lay_out_injected("k8s/examples/injected", "web", ANNOTATIONS, tmp)
 
     def capture(pod: Pod, *args: str) -> str:
         res = pod.exec(*capture_argv, *args, env=capture_env)
@@ -146,7 +147,7 @@ def captured(tmp_path_factory):
         return res.stdout
 
     pod = Pod(1, None, tmp / "envoy.log", apps=(("0.0.0.0", APP_PORT), ("0.0.0.0", OTHER_PORT)),
-              envoy_args=envoy_argv, data_port=APP_PORT, init=capture,
+              envoy_args=envoy_argv, envoy_env=envoy_env, data_port=APP_PORT, init=capture,
               other_apps={GRPC_PORT: [sys.executable, "-c", GRPC_APP, str(GRPC_PORT)],
                           WEBSOCKET_PORT: [sys.executable, "-c", WEBSOCKET_APP, str(WEBSOCKET_PORT)]})
     # The capture container's own command, for the tests that remove and restore the rules.
@@ -183,6 +184,14 @@ def fault(captured):
 def test_captured_envoy_runs_the_rendered_worker_count(captured):
     res = captured.exec("curl", "-sS", "-m", "5", "http://127.0.0.1:9901/server_info")
     assert json.loads(res.stdout)["command_line_options"]["concurrency"] == 2
+
+
+def test_captured_envoy_runs_with_its_containers_environment(captured):
+    """Envoy's process has the sidecar container's `env`: libevent's precise clock."""
+    envoy = captured.procs[0]
+    environ = Path(f"/proc/{envoy.pid}/environ").read_bytes().split(b"\0")
+    assert Path(f"/proc/{envoy.pid}/exe").resolve().name == "envoy"
+    assert all(f"{k}={v}".encode() in environ for k, v in SHIPPED_ENVOY_ENVIRONMENT.items())
 
 
 def test_app_port_passes_through_envoy(captured):

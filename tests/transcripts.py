@@ -81,7 +81,7 @@ import yaml  # PyYAML, installed in .venv by scripts/setup.sh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import REPO_ROOT, envoy_binary, free_port, request, start_upstream, wasm_module_path  # noqa: E402
+from harness import REPO_ROOT, SHIPPED_ENVOY_ENVIRONMENT, envoy_binary, free_port, request, start_upstream, wasm_module_path  # noqa: E402
 
 DEMO_CONFIG = REPO_ROOT / "envoy" / "demo.yaml"
 COMMAND_TIMEOUT = 20.0
@@ -398,8 +398,8 @@ class Result:
 
 
 class Demo:
-    """envoy/demo.yaml as ./demo.sh runs it (``envoy -c demo.yaml --concurrency 2``, and
-    scripts/upstream.py), with every port moved to a free one. ``ports`` maps each port
+    """envoy/demo.yaml as ./demo.sh runs it (``envoy -c demo.yaml --concurrency 2`` with
+    ``EVENT_PRECISE_TIMER=1`` in its environment, and scripts/upstream.py), with every port moved to a free one. ``ports`` maps each port
     demo.yaml names to the one in use.
 
     It starts Envoy itself rather than through harness.Envoy, which renders a bootstrap of
@@ -456,6 +456,7 @@ class Demo:
                 [envoy_binary(), "-c", str(bootstrap), "--concurrency", "2", "--disable-hot-restart",
                  "--log-level", "info"],
                 cwd=self.workdir,
+                env={**os.environ, **SHIPPED_ENVOY_ENVIRONMENT},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -291,9 +291,15 @@ impl<N> Default for Exchange<N> {
 fn hold(worker: &mut impl Worker, queue: Queue, ms: u64) -> u64 {
     let now = worker.now_ns();
     let due = now + ms.saturating_mul(MS);
-    worker.hold(queue, due, now);
-    worker.count(Stat::ActiveDelays, 1);
+    hold_until(worker, queue, due, now);
     due
+}
+
+/// Holds the current request (or its response) in `queue` until `due_ns`, counted from
+/// the clock read `now_ns`; it counts in `active_delays` until released ([`unhold`]).
+fn hold_until(worker: &mut impl Worker, queue: Queue, due_ns: u64, now_ns: u64) {
+    worker.hold(queue, due_ns, now_ns);
+    worker.count(Stat::ActiveDelays, 1);
 }
 
 impl<N> Exchange<N> {
@@ -480,8 +486,7 @@ impl<N> Exchange<N> {
             }
         }
         if early {
-            worker.hold(Queue::Responses, due_ns, now);
-            worker.count(Stat::ActiveDelays, 1);
+            hold_until(worker, Queue::Responses, due_ns, now);
             self.phase = Phase::EarlyAbort { due_ns, reset: false, body: new_body };
         } else if let Some(fault) = new_body {
             self.phase = Phase::Body { fault, reset_due: None };

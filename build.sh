@@ -30,9 +30,10 @@ if [[ ! -f "$wasm" ]]; then
 fi
 # Optimized for size: a request's time goes to Envoy's host calls, not to the module's own
 # code (see BENCHMARKS.md), and V8 compiles every byte of it when Envoy starts. A function
-# of over 100 bytes with one caller stays a function of its own (-ocimfs, unlimited in
-# -Oz): merged into their callers they made functions of up to 31 KB, which V8 took 3%
-# longer to compile than the same code split (BENCHMARKS.md, "Start-up, counted").
+# of over 100 bytes with one caller stays a function of its own (-Oz alone merges any such
+# function into its caller): merged, they made functions of up to 31 KB, which V8 took 3%
+# longer to compile than the same code split (BENCHMARKS.md, "Start-up: functions with one
+# caller kept apart").
 before=$(stat -c %s "$wasm")
 if command -v wasm-opt >/dev/null 2>&1; then
     wasm-opt -Oz --one-caller-inline-max-function-size 100 --strip-debug --strip-producers "$wasm" -o "$wasm.opt"

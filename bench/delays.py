@@ -95,10 +95,8 @@ SETUPS = [
     ("reset-handed", "fault-injector handing to Envoy's, reset after", handed("reset_handed", RESET), "%DURATION%"),
 ]
 # Another build of the filter (an older commit's), delaying beside the others.
-BASELINE = os.environ.get("BENCH_BASELINE_WASM", "")
-if BASELINE:
-    label = os.environ.get("BENCH_BASELINE_LABEL", "baseline build")
-    SETUPS.append(("delay-base", f"{label}, delay", [ours("base", DELAY, Path(BASELINE).resolve())], UPSTREAM))
+if bench.BASELINE:
+    SETUPS.append(("delay-base", f"{bench.BASELINE_LABEL}, delay", [ours("base", DELAY, Path(bench.BASELINE).resolve())], UPSTREAM))
 
 
 def listener(key: str, filters: list[dict], measure: str, log: Path) -> ListenerSpec:

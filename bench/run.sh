@@ -7,9 +7,10 @@
 # bench/bench.py. `bench/run.sh instructions` runs only the second; `bench/run.sh startup`
 # runs bench/startup.py instead (start-up time, CPU and memory against the empty filter);
 # `bench/run.sh compile` bench/compile.py (the instructions V8 takes to compile the module,
-# the repeatable measure of start-up, ~1 minute); `bench/run.sh delays` only bench/delays.py (held requests side by side with Envoy's fault
-# filter, ~2 minutes); `bench/run.sh throttle` only bench/throttle.py (throttled downloads,
-# likewise, ~12 minutes).
+# the repeatable measure of start-up, ~1 minute); `bench/run.sh delays` only
+# bench/delays.py (held requests side by side with Envoy's fault filter, ~2 minutes);
+# `bench/run.sh throttle` only bench/throttle.py (throttled downloads, likewise, ~12
+# minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

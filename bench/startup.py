@@ -33,9 +33,6 @@ import bench
 RUNS = int(bench.knob("BENCH_START_RUNS", "5"))
 REQUESTS = int(bench.knob("BENCH_START_REQUESTS", "2000"))
 BOOTSTRAP = json.loads(bench.knob("BENCH_START_BOOTSTRAP", "{}"))
-# Another build of the filter (an older commit's) to run in turn with the two.
-BASELINE = bench.knob("BENCH_BASELINE_WASM", "")
-BASELINE_LABEL = bench.knob("BENCH_BASELINE_LABEL", "baseline build")
 # Read after the requests and this pause, the same for both filters: time for a periodic
 # release of free heap (`memory_allocator_manager`, every second by default) to happen.
 SETTLE = float(bench.knob("BENCH_START_SETTLE", "2"))
@@ -92,9 +89,9 @@ def main() -> int:
         "fault-injector": bench.Setup("fi", "fault-injector, no fault set", [bench.wasm_filter("start_fi", module, bench.data_listener_config())]),
         "empty filter": bench.Setup("empty", "empty proxy-wasm filter", [bench.wasm_filter("start_empty", bench.EMPTY_FILTER)]),
     }
-    if BASELINE:
-        base = Path(BASELINE).resolve()
-        setups[BASELINE_LABEL] = bench.Setup("base", BASELINE_LABEL, [bench.wasm_filter("start_base", base, bench.data_listener_config())])
+    if bench.BASELINE:
+        base = Path(bench.BASELINE).resolve()
+        setups[bench.BASELINE_LABEL] = bench.Setup("base", bench.BASELINE_LABEL, [bench.wasm_filter("start_base", base, bench.data_listener_config())])
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in setups}
     with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp:
         workdir = Path(tmp)
@@ -141,9 +138,9 @@ def section(runs: dict[str, list[dict[str, float]]], module: Path) -> str:
         f"- Time to LIVE: {min(live):.2f} / {statistics.median(live):.2f} / {max(live):.2f}x.",
         f"- RSS after {REQUESTS} requests: {min(rss_more):+.1f} / {statistics.median(rss_more):+.1f} / {max(rss_more):+.1f} MiB against the empty filter.",
     ]
-    if BASELINE_LABEL in runs:
-        base = [a["cpu_ms"] / b["cpu_ms"] for a, b in zip(runs[BASELINE_LABEL], empty)]
-        lines.append(f"- {BASELINE_LABEL}: CPU to LIVE {min(base):.2f} / {statistics.median(base):.2f} / {max(base):.2f}x the empty filter's.")
+    if bench.BASELINE_LABEL in runs:
+        base = [a["cpu_ms"] / b["cpu_ms"] for a, b in zip(runs[bench.BASELINE_LABEL], empty)]
+        lines.append(f"- {bench.BASELINE_LABEL}: CPU to LIVE {min(base):.2f} / {statistics.median(base):.2f} / {max(base):.2f}x the empty filter's.")
     return "\n".join(lines)
 
 

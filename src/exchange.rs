@@ -613,7 +613,7 @@ impl<N> Exchange<N> {
     /// A piece of the response body (`size` bytes) is in hand.
     pub fn on_response_body(&mut self, host: &mut impl Host, worker: &mut impl Worker, size: usize, end_of_stream: bool) -> Flow {
         // The body of an early abort's answer comes once the answer goes on.
-        if let Phase::EarlyAbort { body: body @ Some(_), .. } = &mut self.phase {
+        if let Phase::EarlyAbort { body, .. } = &mut self.phase {
             if let Some(fault) = body.take() {
                 self.phase = Phase::Body { fault, reset_due: None };
             }

@@ -399,8 +399,8 @@ class Result:
 
 class Demo:
     """envoy/demo.yaml as ./demo.sh runs it (``envoy -c demo.yaml --concurrency 2`` with
-    ``EVENT_PRECISE_TIMER=1`` in its environment, and scripts/upstream.py), with every port moved to a free one. ``ports`` maps each port
-    demo.yaml names to the one in use.
+    ``EVENT_PRECISE_TIMER=1`` in its environment, and scripts/upstream.py), with every port
+    moved to a free one. ``ports`` maps each port demo.yaml names to the one in use.
 
     It starts Envoy itself rather than through harness.Envoy, which renders a bootstrap of
     its own: the point here is to run the demo's configuration as it is written.

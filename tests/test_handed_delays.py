@@ -7,7 +7,6 @@ did); an abort that comes before its time waits for it in fault-injector
 (test_faults.py::test_held_requests_are_never_released_early). A real Envoy with 2 workers,
 one module-wide Envoy reset before each test."""
 
-
 import http.client
 import threading
 import time

@@ -48,9 +48,15 @@ def test_a_throttled_call_succeeds(start_envoy, grpc_server):
 
 @pytest.mark.parametrize("change", [{"replace": {"body": "not a grpc frame"}}, {"corrupt": {"percentage": 100}}])
 def test_a_changed_body_never_delivers_the_servers_message(envoy, ping, change):
-    # grpcio 1.85 reports OK with no message (None) for both, as measured.
+    # grpcio 1.85 mostly reports OK with no message (None). A corrupted length prefix can
+    # also end the call with RESOURCE_EXHAUSTED ("Received message larger than max"): seen
+    # once in CI, depending on how the frames reach the client. Either way no message.
     rule(envoy, {"body_change": change})
-    answer, call = ping.with_call(b"hi", timeout=5)
-    assert answer is None and call.code() == grpc.StatusCode.OK
+    try:
+        answer, call = ping.with_call(b"hi", timeout=5)
+    except grpc.RpcError as error:
+        answer, call = None, error
+    assert answer is None
+    assert call.code() in (grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED), call.code()
     assert dict(call.initial_metadata())["x-fault-injected"] == "bodyChange"
     assert envoy.metrics()["bodies_changed"] == 1

@@ -8,7 +8,7 @@ from harness import in_parallel, request
 
 CAP = 160  # max_entries: 16 shards of 10, so every shard fills to exactly its share
 FLOOD = 5000
-CONNECTIONS = 16  # enough that both workers take some (all on one: 1 in 30000)
+CONNECTIONS = 32  # enough that both workers take some (all on one: 1 in 2 billion)
 ENTRIES = "retry_entries"
 EVICTIONS = "retry_evictions"
 

@@ -143,7 +143,8 @@ def test_a_change_is_answered_once_every_worker_has_it(envoy):
             took = time.monotonic() - started
             assert answer.status == 200, answer.body
             assert "x-fault-injector-unconfirmed" not in answer.headers
-            assert took < 0.5, f"answered after {took:.3f}s: a worker did not acknowledge"
+            # A worker that never acknowledges holds the answer 1 s, then marks it unconfirmed.
+            assert took < 0.9, f"answered after {took:.3f}s: a worker did not acknowledge"
             assert {c.get(f"/{round}").status for c in clients} == ({503} if on else {200}), round
     finally:
         for c in clients:

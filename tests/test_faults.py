@@ -61,8 +61,9 @@ def test_twenty_percent_of_1000_requests_are_aborted_and_counted(envoy, upstream
     aborted = [r for r in responses if r.status == 503]
     passed = [r for r in responses if r.status == 200]
     assert len(aborted) + len(passed) == 1000
-    # Binomial(1000, 0.2): mean 200, sd 12.6; 150..250 is about 4 sd either way.
-    assert 150 <= len(aborted) <= 250
+    # Binomial(1000, 0.2): mean 200, sd 12.6; 130..270 is 5.5 sd either way (outside it:
+    # under 1 in 10 million runs; 150..250 was 1 in 14,500).
+    assert 130 <= len(aborted) <= 270
     assert all(r.headers["x-fault-injected"] == "statusResponse" for r in aborted)
     assert all(r.body == b"fault filter abort\n" for r in aborted)
     assert upstream.count == len(passed)
@@ -103,15 +104,16 @@ def test_delays_are_accurate_and_do_not_block_other_requests(start_envoy, upstre
     thread.join()
     wall = time.monotonic() - start
     assert all(r.status == 200 and "x-fault-injected" not in r.headers for r in quick)
-    assert max(r.elapsed for r in quick) < 0.2
+    # Behind a hold they would take 300 ms or more.
+    assert max(r.elapsed for r in quick) < 0.29
     assert len(held) == 100
     assert all(r.status == 200 and r.headers["x-fault-injected"] == "delay" for r in held)
     elapsed = sorted(r.elapsed for r in held)
-    # Never early, and all within 300 ms of the 300 ms asked for: what 100 client threads
-    # measure includes their own scheduling, which a busy machine (parallel test workers)
-    # stretches past 100 ms; bench/ measures how close the hold is, from Envoy's log.
+    # Never early, and none held twice over: what 100 client threads measure includes their
+    # own scheduling, which a busy machine (parallel test workers) stretches past 100 ms;
+    # bench/ measures how close the hold is, from Envoy's log.
     assert elapsed[0] >= 0.295, elapsed[:5]
-    assert elapsed[-1] < 0.6, elapsed[-5:]
+    assert elapsed[-1] < 0.9, elapsed[-5:]
     # Held concurrently, not one after another.
     assert wall < 2.0
     assert upstream.count == 120
@@ -135,7 +137,8 @@ def test_fractional_and_unit_delays(envoy):
         envoy.policy(f"{query}&percentage=100")
         r = request(envoy.port, "/d")
         assert r.headers["x-fault-injected"] == "delay"
-        assert seconds - 0.005 <= r.elapsed < seconds + 0.1
+        # 0.2 read as 2 s, or 150ms as 150 s, fails the bound; a busy machine's stall does not.
+        assert seconds - 0.005 <= r.elapsed < seconds + 0.5
 
 
 def test_clients_hanging_up_during_a_delay_are_forgotten(envoy, upstream):
@@ -155,8 +158,9 @@ def test_clients_hanging_up_during_a_delay_are_forgotten(envoy, upstream):
 def test_bounded_retries_are_counted_across_workers(envoy, upstream):
     envoy.policy("boundedRetries=3&percentage=100")
     # A new connection per attempt: the kernel spreads them over both workers.
-    statuses = [request(envoy.port, "/pay").status for _ in range(8)]
-    assert statuses == [503, 503, 503, 200, 503, 503, 503, 200]
+    # 32 of them, so that all land on one worker in only 1 of 2 billion runs (8: 1 in 64).
+    statuses = [request(envoy.port, "/pay").status for _ in range(32)]
+    assert statuses == [503, 503, 503, 200] * 8
     # Another identity (path) counts on its own; so does another client address.
     assert request(envoy.port, "/other").status == 503
     assert request(envoy.port, "/pay", source_ip="127.0.0.2").status == 503
@@ -164,8 +168,8 @@ def test_bounded_retries_are_counted_across_workers(envoy, upstream):
     r = request(envoy.port, "/new")
     assert (r.status, r.headers["x-fault-injected"]) == (429, "boundedRetries")
     assert request(envoy.port, "/new").status == 200
-    assert envoy.metrics()["retries_injected"] == 9
-    assert upstream.count == 3
+    assert envoy.metrics()["retries_injected"] == 27
+    assert upstream.count == 9
     # The attempts really were spread: both workers accepted connections.
     per_worker = {k: v for k, v in envoy.stats().items() if ".worker_" in k and k.endswith("downstream_cx_total")}
     assert len(per_worker) == 2 and all(v > 0 for v in per_worker.values()), per_worker

@@ -287,8 +287,8 @@ def test_throttled_responses_do_not_stall_other_traffic(envoy):
     p99 = latencies[197]
     # A stall behind the held responses would cost the fast requests seconds (each is held
     # about 4 s). 50 ms was too tight on the 2-core CI machine with three test workers
-    # (a clean-clone run measured p99 50.2 ms, 2026-12-07); 250 ms still tells a stall.
-    assert p99 < 0.250, latencies[-5:]
+    # (a clean-clone run measured p99 50.2 ms, 2026-12-07); 1 s still tells a stall.
+    assert p99 < 1.0, latencies[-5:]
     assert all(status == 200 and body == pattern(32768) and elapsed >= 3.0 for status, _, body, elapsed in results)
     m = counted(envoy)
     assert m["throttles_injected"] == 200 and m["requests_passed"] == 200

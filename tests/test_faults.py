@@ -62,7 +62,7 @@ def test_twenty_percent_of_1000_requests_are_aborted_and_counted(envoy, upstream
     passed = [r for r in responses if r.status == 200]
     assert len(aborted) + len(passed) == 1000
     # Binomial(1000, 0.2): mean 200, sd 12.6; 130..270 is 5.5 sd either way (outside it:
-    # under 1 in 10 million runs; 150..250 was 1 in 14,500).
+    # 1 in 24 million runs; 150..250 was 1 in 14,500).
     assert 130 <= len(aborted) <= 270
     assert all(r.headers["x-fault-injected"] == "statusResponse" for r in aborted)
     assert all(r.body == b"fault filter abort\n" for r in aborted)
@@ -158,7 +158,8 @@ def test_clients_hanging_up_during_a_delay_are_forgotten(envoy, upstream):
 def test_bounded_retries_are_counted_across_workers(envoy, upstream):
     envoy.policy("boundedRetries=3&percentage=100")
     # A new connection per attempt: the kernel spreads them over both workers.
-    # 32 of them, so that all land on one worker in only 1 of 2 billion runs (8: 1 in 64).
+    # 32 of them: the test's connections all land on one worker in under 1 of 2 billion
+    # runs (with 8, about 1 in 8,000).
     statuses = [request(envoy.port, "/pay").status for _ in range(32)]
     assert statuses == [503, 503, 503, 200] * 8
     # Another identity (path) counts on its own; so does another client address.

@@ -9,11 +9,11 @@
 //! or a reset after a delay, and with `envoy_fault_filter_delays` a plain delay, is handed
 //! to it instead: this filter sets [`DELAY_HEADER`] (and for a slow failure or a reset
 //! [`ABORT_HEADER`] or [`ABORT_GRPC_HEADER`]) with [`MARK`], and Envoy holds it on a timer
-//! of its own, as it holds its own delays. Only a request carrying [`MARK`] is faulted there (the fault
-//! filter's `headers` match), and this filter removes [`MARK`] from every request: one
-//! header removed per request, where the seven `x-envoy-fault-*` a client could send
-//! ([`CLIENT_HEADERS`]) are removed only from the requests this filter marks. The queue
-//! then only tells when the hold ends, for the `active_delays` gauge.
+//! of its own, as it holds its own delays. Only a request carrying [`MARK`] is faulted
+//! there (the fault filter's `headers` match), and this filter removes [`MARK`] from every
+//! request: one header removed per request, where the seven `x-envoy-fault-*` a client
+//! could send ([`CLIENT_HEADERS`]) are removed only from the requests this filter marks.
+//! The queue then only tells when the hold ends, for the `active_delays` gauge.
 
 use std::collections::BTreeSet;
 

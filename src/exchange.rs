@@ -687,11 +687,8 @@ impl<N> Exchange<N> {
                 unhold(worker, Queue::Requests, due_ns);
             }
             Phase::HeldResponse { due_ns } | Phase::EarlyAbort { due_ns, reset: false, .. } => unhold(worker, Queue::Responses, due_ns),
-            Phase::EarlyAbort { due_ns, reset: true, .. } => {
-                worker.cancel(Queue::Resets, due_ns);
-            }
             Phase::Handed { due_ns, .. } => unhold(worker, Queue::Handed, due_ns),
-            Phase::Body { reset_due: Some(due_ns), .. } => {
+            Phase::EarlyAbort { due_ns, reset: true, .. } | Phase::Body { reset_due: Some(due_ns), .. } => {
                 worker.cancel(Queue::Resets, due_ns);
             }
             _ => {}

@@ -1,6 +1,8 @@
-//! The root context: one per listener per worker. It reads the configuration, hands its
-//! state ([`RootState`]) to the HTTP contexts it creates, answers notices on its queue, and
-//! releases held requests from its tick timer.
+//! The root context: one per plugin configuration per worker. Listeners that take the same
+//! configuration share it, whatever their metadata or traffic direction (Envoy 1.40;
+//! BENCHMARKS.md), as envoy/sidecar.yaml's data and control listeners do. It reads the
+//! configuration, hands its state ([`RootState`]) to the HTTP contexts it creates, answers
+//! notices on its queue, and releases held requests from its tick timer.
 
 use super::body;
 use super::notices;

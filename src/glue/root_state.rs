@@ -21,10 +21,10 @@ use proxy_wasm::types::{Action, MetricType};
 use std::rc::Rc;
 use std::time::Duration;
 
-/// One root context's state (one per listener per worker), shared with the HTTP contexts
-/// it creates.
+/// One root context's state (one per plugin configuration per worker), shared with the
+/// HTTP contexts it creates.
 pub struct RootState {
-    /// This listener's configuration.
+    /// The plugin's configuration.
     pub config: Rc<Config>,
     /// The state last read from shared data.
     pub state: State,

@@ -10,6 +10,8 @@ from harness import ListenerSpec, file_access_log, in_parallel, wait_for
 
 WINDOW_S = 5
 FLUSH_S = 0.1
+# Longer than a write takes to reach every worker after GET /injector shows it.
+HANDOVER_S = 0.2
 FAILURES = {"upstream_failures": {"above": 10, "window": f"{WINDOW_S}s", "min_requests": 50}}
 INJECTED = "x-fault-injected"
 
@@ -31,13 +33,20 @@ def burst(envoy, count, connections=8, prefix="/guarded"):
 
 
 def traffic_until_halted(envoy, timeout, prefix="/guarded"):
-    """Sends bursts until GET /injector shows `halted`; returns it and the time it took."""
+    """Sends bursts until GET /injector shows `halted`; returns it and the time it took.
+
+    GET /injector reads the shared copy, which the worker that trips writes moments before
+    the other worker's event loop takes its notice (a new configuration's took up to 2 ms,
+    docs/configuration.md). No response tells a worker that has the halt from one whose
+    sampler let the request pass, so it then waits HANDOVER_S."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         burst(envoy, 40, prefix=prefix)
         state = envoy.policy()
         if "halted" in state:
-            return state, time.monotonic() - start
+            took = time.monotonic() - start
+            time.sleep(HANDOVER_S)
+            return state, took
     raise AssertionError(f"not halted within {timeout}s: {envoy.policy()}")
 
 

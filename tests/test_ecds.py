@@ -12,10 +12,11 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
-from harness import REPO_ROOT, ListenerSpec, request, wait_for
+from harness import REPO_ROOT, ListenerSpec, Response, request, wait_for
 from pods import FILTER_FILE, ConfigMapVolume, Pod, configmap, filter_files, render, to_host_paths
 
 FILTER_TEXT = (REPO_ROOT / "envoy" / FILTER_FILE).read_text()
@@ -58,6 +59,13 @@ def vm_failures(log: str) -> list[str]:
     return [line for line in log.splitlines() if any(m in line for m in VM_FAILURES)]
 
 
+def answered_on_every_worker(send: Callable[[], Response], status: int, times: int = 20) -> bool:
+    """Whether `times` requests in a row, each `send()` on a new connection (which the kernel
+    spreads over the workers), answer `status`. A new configuration reaches each worker
+    moments after GET /injector shows it (docs/configuration.md), so tests poll this."""
+    return all(send().status == status for _ in range(times))
+
+
 def worker_connections(envoy) -> list[int]:
     found = envoy.stats(r"worker_\d+\.downstream_cx_total")
     return [v for k, v in sorted(found.items()) if k.startswith("listener.127.0.0.1_")]
@@ -98,10 +106,7 @@ def test_swap_applies_once_on_both_workers_without_dropping_a_request(ecds_envoy
         swapped = time.monotonic()
         swap('{"version": "v2", "policy": {"status": 418, "percentage": 100}}')
 
-        def all_new_connections_faulted() -> bool:
-            return all(request(envoy.port, "/probe").status == 418 for _ in range(20))
-
-        wait_for(all_new_connections_faulted, timeout=5, interval=0.05)
+        wait_for(lambda: answered_on_every_worker(lambda: request(envoy.port, "/probe"), 418), timeout=5, interval=0.05)
         in_force = time.monotonic() - swapped
         time.sleep(0.5)
     finally:
@@ -148,15 +153,10 @@ def test_control_calls_last_until_the_next_configuration_and_retry_counts_carry_
     wait_for(lambda: envoy.policy()["configuration"]["version"] == "v2", timeout=5)
     # The new configuration's start replaced the binding made by the control call...
     assert envoy.policy()["clients"] == []
-    # ...in the shared copy that GET /injector reads at once, and on each worker when its
-    # event loop takes the notice, moments later: until then a request there may meet the
-    # binding. Each probe is a first attempt (a new path) on a new connection.
+    # ...on every worker; each probe is a first attempt (a new path) under v2's retries.
     probes = (f"/x{i}" for i in itertools.count())
-
-    def binding_gone_everywhere() -> bool:
-        return all(request(envoy.port, next(probes), source_ip="127.0.0.5").status == 503 for _ in range(20))
-
-    wait_for(binding_gone_everywhere, timeout=5, interval=0.05)
+    probe = lambda: request(envoy.port, next(probes), source_ip="127.0.0.5")  # noqa: E731
+    wait_for(lambda: answered_on_every_worker(probe, 503), timeout=5, interval=0.05)
     # ...but the bounded-retry table is not policy: /r's count went on from 2.
     assert [request(envoy.port, "/r").status for _ in range(2)] == [503, 200]
 
@@ -187,10 +187,8 @@ def test_one_configmap_change_switches_every_pod_and_a_curl_only_one(three_pods)
                      "control": {"port": 8282, "allowed_cidrs": ["0.0.0.0/0", "::/0"]}}))
 
     def switched(pod: Pod) -> bool:
-        # GET /injector shows the new configuration once installed; each worker takes it up
-        # moments later (docs/configuration.md), so requests are asked as well.
         return (json.loads(pod.get(8282, "/injector").body)["configuration"]["version"] == "2"
-                and all(pod.get(8080, "/x").status == 503 for _ in range(10)))
+                and answered_on_every_worker(lambda: pod.get(8080, "/x"), 503, times=10))
 
     for pod in pods:
         try:

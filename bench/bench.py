@@ -80,7 +80,9 @@ HOLD_MS = int(knob("BENCH_HOLD_MS", "200"))
 SPREAD_MS = int(knob("BENCH_HOLD_SPREAD_MS", str(HOLD_MS * 3 // 4)))
 OUT = knob("BENCH_OUT", str(REPO_ROOT / "BENCHMARKS.md"))
 FINDINGS = "## Findings across runs"
-BASELINE = knob("BENCH_BASELINE_WASM", "")
+# Another build of the filter (an older commit's) to compare beside this one, if given.
+_BASELINE = knob("BENCH_BASELINE_WASM", "")
+BASELINE = Path(_BASELINE).resolve() if _BASELINE else None
 BASELINE_LABEL = knob("BENCH_BASELINE_LABEL", "baseline build")
 
 
@@ -159,11 +161,10 @@ def setups(module: Path) -> list[Setup]:
               [wasm_filter("bench_delay", module, data_listener_config({"timeout": "100ms", "percentage": 20}))]),
     ]
     if BASELINE:
-        base = Path(BASELINE).resolve()
         out += [
-            Setup("4b", f"{BASELINE_LABEL}, no fault set", [wasm_filter("bench_base_none", base, data_listener_config())]),
+            Setup("4b", f"{BASELINE_LABEL}, no fault set", [wasm_filter("bench_base_none", BASELINE, data_listener_config())]),
             Setup("5b", f"{BASELINE_LABEL}, aborting 20%",
-                  [wasm_filter("bench_base_abort", base, data_listener_config({"status": 503, "percentage": 20}))]),
+                  [wasm_filter("bench_base_abort", BASELINE, data_listener_config({"status": 503, "percentage": 20}))]),
         ]
     return out
 

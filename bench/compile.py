@@ -40,7 +40,7 @@ def instructions(modules: list[Path]) -> int:
 def main() -> int:
     modules = {"fault-injector": bench.wasm_module_path(), "empty filter": bench.EMPTY_FILTER}
     if bench.BASELINE:
-        modules[bench.BASELINE_LABEL] = Path(bench.BASELINE).resolve()
+        modules[bench.BASELINE_LABEL] = bench.BASELINE
     modules.update({Path(m).name: Path(m).resolve() for m in sys.argv[1:]})
     node_alone = instructions([])
     counts = {name: instructions([path]) - node_alone for name, path in modules.items()}

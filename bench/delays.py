@@ -96,7 +96,7 @@ SETUPS = [
 ]
 # Another build of the filter (an older commit's), delaying beside the others.
 if bench.BASELINE:
-    SETUPS.append(("delay-base", f"{bench.BASELINE_LABEL}, delay", [ours("base", DELAY, Path(bench.BASELINE).resolve())], UPSTREAM))
+    SETUPS.append(("delay-base", f"{bench.BASELINE_LABEL}, delay", [ours("base", DELAY, bench.BASELINE)], UPSTREAM))
 
 
 def listener(key: str, filters: list[dict], measure: str, log: Path) -> ListenerSpec:

@@ -90,8 +90,7 @@ def main() -> int:
         "empty filter": bench.Setup("empty", "empty proxy-wasm filter", [bench.wasm_filter("start_empty", bench.EMPTY_FILTER)]),
     }
     if bench.BASELINE:
-        base = Path(bench.BASELINE).resolve()
-        setups[bench.BASELINE_LABEL] = bench.Setup("base", bench.BASELINE_LABEL, [bench.wasm_filter("start_base", base, bench.data_listener_config())])
+        setups[bench.BASELINE_LABEL] = bench.Setup("base", bench.BASELINE_LABEL, [bench.wasm_filter("start_base", bench.BASELINE, bench.data_listener_config())])
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in setups}
     with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp:
         workdir = Path(tmp)
